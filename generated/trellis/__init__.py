@@ -1,0 +1,3 @@
+"""Trellis: a workflow and job orchestration server."""
+
+__version__ = "0.1.0"
