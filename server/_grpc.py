@@ -1,0 +1,374 @@
+"""gRPC servicers: thin edges that map messages and errors onto the service."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from trellis.server import _scheduler as sched
+from trellis.server.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    LeaseConflict,
+    NotFound,
+    TrellisError,
+    Unavailable,
+)
+from trellis.server.service import Service
+from trellis.v1 import (
+    logs_pb2,
+    logs_pb2_grpc,
+    runs_pb2,
+    runs_pb2_grpc,
+    workers_pb2,
+    workers_pb2_grpc,
+    workflows_pb2,
+    workflows_pb2_grpc,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_CODES: dict[type[TrellisError], grpc.StatusCode] = {
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    LeaseConflict: grpc.StatusCode.ABORTED,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def _abort(context: grpc.ServicerContext, exc: TrellisError) -> NoReturn:
+    context.abort(_CODES.get(type(exc), grpc.StatusCode.INTERNAL), str(exc))
+    raise AssertionError("unreachable")  # abort raises
+
+
+def unary(fn: F) -> F:
+    """Maps domain errors of a unary handler to gRPC statuses."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except TrellisError as exc:
+            _abort(context, exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def streaming(fn: F) -> F:
+    """Maps domain errors of a server-streaming handler to gRPC statuses."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from fn(self, request, context)
+        except TrellisError as exc:
+            _abort(context, exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def org_of(context: grpc.ServicerContext) -> str:
+    """The caller's organization (one default org until tenancy is built)."""
+    return "default"
+
+
+def _ttl(request: Any) -> int | None:
+    return int(request.lease_ttl_secs) if request.HasField("lease_ttl_secs") else None
+
+
+class Workflows(workflows_pb2_grpc.WorkflowServiceServicer):
+    def __init__(self, service: Service) -> None:
+        self.s = service
+
+    @unary
+    def ListWorkflows(
+        self, request: workflows_pb2.ListWorkflowsRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.ListWorkflowsResponse:
+        limit = request.limit if request.HasField("limit") else 100
+        found = self.s.list_workflows(
+            org_of(context), limit=limit, offset=request.offset, status=request.status
+        )
+        return workflows_pb2.ListWorkflowsResponse(workflows=found)
+
+    @unary
+    def GetWorkflow(
+        self, request: workflows_pb2.GetWorkflowRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.Workflow:
+        return self.s.get_workflow(org_of(context), request.workflow_id)
+
+    @unary
+    def CreateWorkflow(
+        self, request: workflows_pb2.CreateWorkflowRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.Workflow:
+        from google.protobuf import json_format
+
+        body = None
+        if request.HasField("workflow"):
+            body = json_format.MessageToDict(request.workflow, preserving_proto_field_name=True)
+            body.setdefault("jobs", [])
+        if body is None and not request.source:
+            raise InvalidArgument("workflow: required (or source)")
+        return self.s.create_workflow(org_of(context), body, request.source)
+
+    @unary
+    def RunWorkflow(
+        self, request: workflows_pb2.RunWorkflowRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.Run:
+        return self.s.run_workflow(org_of(context), request.workflow_id)
+
+    @unary
+    def CancelWorkflow(
+        self, request: workflows_pb2.CancelWorkflowRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.Run:
+        return self.s.cancel_workflow(org_of(context), request.workflow_id)
+
+
+class Runs(runs_pb2_grpc.RunServiceServicer):
+    def __init__(self, service: Service) -> None:
+        self.s = service
+
+    @unary
+    def GetRun(
+        self, request: runs_pb2.GetRunRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.RunDetail:
+        return self.s.get_run(org_of(context), request.run_id)
+
+    @unary
+    def ListRuns(
+        self, request: runs_pb2.ListRunsRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.ListRunsResponse:
+        return self.s.list_runs(
+            org_of(context),
+            workflow_id=request.workflow_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+
+    @unary
+    def CancelRun(
+        self, request: runs_pb2.CancelRunRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.Run:
+        return self.s.cancel_run(org_of(context), request.run_id)
+
+    @streaming
+    def StreamRunEvents(
+        self, request: runs_pb2.StreamRunEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[runs_pb2.RunEvent]:
+        yield from self.s.run_events(
+            org_of(context), request.run_id, after_id=request.after_id, is_active=context.is_active
+        )
+
+
+class Workers(workers_pb2_grpc.WorkerServiceServicer):
+    def __init__(self, service: Service) -> None:
+        self.s = service
+
+    @unary
+    def RegisterWorker(
+        self, request: workers_pb2.RegisterWorkerRequest, context: grpc.ServicerContext
+    ) -> workers_pb2.Worker:
+        return self.s.register_worker(org_of(context), request.worker_id, list(request.labels))
+
+    @unary
+    def ListWorkers(
+        self, request: workers_pb2.ListWorkersRequest, context: grpc.ServicerContext
+    ) -> workers_pb2.ListWorkersResponse:
+        return workers_pb2.ListWorkersResponse(workers=self.s.list_workers(org_of(context)))
+
+    @unary
+    def ClaimJob(
+        self, request: workers_pb2.ClaimJobRequest, context: grpc.ServicerContext
+    ) -> workers_pb2.ClaimJobResponse:
+        got = self.s.claim(
+            org_of(context),
+            request.worker_id,
+            list(request.labels),
+            ttl_secs=_ttl(request),
+            wait_secs=request.wait_secs,
+            is_active=context.is_active,
+        )
+        return workers_pb2.ClaimJobResponse(assignment=got[0] if got else None)
+
+    @unary
+    def ClaimJobs(
+        self, request: workers_pb2.ClaimJobsRequest, context: grpc.ServicerContext
+    ) -> workers_pb2.ClaimJobsResponse:
+        got = self.s.claim(
+            org_of(context),
+            request.worker_id,
+            list(request.labels),
+            ttl_secs=_ttl(request),
+            max_jobs=request.max_jobs or 1,
+            wait_secs=request.wait_secs,
+            is_active=context.is_active,
+        )
+        return workers_pb2.ClaimJobsResponse(assignments=got)
+
+    @streaming
+    def StreamAssignments(
+        self, request: workers_pb2.StreamAssignmentsRequest, context: grpc.ServicerContext
+    ) -> Iterator[workers_pb2.StreamAssignmentsResponse]:
+        yield from self.s.assignments(
+            org_of(context),
+            request.worker_id,
+            list(request.labels),
+            slots=request.slots,
+            ttl_secs=_ttl(request),
+            is_active=context.is_active,
+        )
+
+    @unary
+    def Heartbeat(
+        self, request: workers_pb2.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> workers_pb2.HeartbeatResponse:
+        return self.s.heartbeat(org_of(context), request.lease_id, _ttl(request))
+
+    def StreamHeartbeats(
+        self,
+        request_iterator: Iterator[workers_pb2.HeartbeatRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[workers_pb2.HeartbeatResponse]:
+        org = org_of(context)
+        for request in request_iterator:
+            try:
+                yield self.s.heartbeat(org, request.lease_id, _ttl(request))
+            except (LeaseConflict, InvalidArgument):
+                yield workers_pb2.HeartbeatResponse(lease_id=request.lease_id, lease_lost=True)
+            except TrellisError as exc:
+                _abort(context, exc)
+
+    @unary
+    def CompleteJob(
+        self, request: workers_pb2.CompleteJobRequest, context: grpc.ServicerContext
+    ) -> workers_pb2.CompleteJobResponse:
+        result = sched.Result(request.lease_id, ok=True, outputs=dict(request.outputs))
+        (verdict,) = self.s.report(org_of(context), [result])
+        if verdict.error:
+            raise LeaseConflict(verdict.error)
+        return workers_pb2.CompleteJobResponse()
+
+    @unary
+    def FailJob(
+        self, request: workers_pb2.FailJobRequest, context: grpc.ServicerContext
+    ) -> workers_pb2.FailJobResponse:
+        result = sched.Result(
+            request.lease_id, ok=False, error=request.error, retryable=request.retryable
+        )
+        (verdict,) = self.s.report(org_of(context), [result])
+        if verdict.error:
+            raise LeaseConflict(verdict.error)
+        return workers_pb2.FailJobResponse(
+            will_retry=verdict.will_retry, delayed_until_ms=verdict.delayed_until_ms
+        )
+
+    @unary
+    def ReportResults(
+        self, request: workers_pb2.ReportResultsRequest, context: grpc.ServicerContext
+    ) -> workers_pb2.ReportResultsResponse:
+        results = []
+        for i, item in enumerate(request.results):
+            kind = item.WhichOneof("result")
+            if kind == "complete":
+                results.append(
+                    sched.Result(
+                        item.complete.lease_id, ok=True, outputs=dict(item.complete.outputs)
+                    )
+                )
+            elif kind == "fail":
+                results.append(
+                    sched.Result(
+                        item.fail.lease_id,
+                        ok=False,
+                        error=item.fail.error,
+                        retryable=item.fail.retryable,
+                    )
+                )
+            else:
+                raise InvalidArgument(f"results[{i}]: set complete or fail")
+        verdicts = self.s.report(org_of(context), results)
+        return workers_pb2.ReportResultsResponse(
+            statuses=[
+                workers_pb2.JobResultStatus(
+                    lease_id=v.lease_id,
+                    code=grpc.StatusCode.ABORTED.value[0] if v.error else 0,
+                    message=v.error or "",
+                )
+                for v in verdicts
+            ]
+        )
+
+    @unary
+    def GetJobCancelled(
+        self, request: workers_pb2.GetJobCancelledRequest, context: grpc.ServicerContext
+    ) -> workers_pb2.GetJobCancelledResponse:
+        cancelled = self.s.is_job_cancelled(
+            org_of(context), request.workflow_id, request.job_id, request.run_id
+        )
+        return workers_pb2.GetJobCancelledResponse(cancelled=cancelled)
+
+
+class Logs(logs_pb2_grpc.LogServiceServicer):
+    def __init__(self, service: Service) -> None:
+        self.s = service
+
+    @unary
+    def PushLogs(
+        self, request: logs_pb2.PushLogsRequest, context: grpc.ServicerContext
+    ) -> logs_pb2.PushLogsResponse:
+        n = self.s.push_logs(org_of(context), request.lease_id, list(request.chunks))
+        return logs_pb2.PushLogsResponse(accepted=n)
+
+    def UploadLogs(
+        self, request_iterator: Iterator[logs_pb2.PushLogsRequest], context: grpc.ServicerContext
+    ) -> logs_pb2.PushLogsResponse:
+        org = org_of(context)
+        total = 0
+        try:
+            for request in request_iterator:
+                total += self.s.push_logs(org, request.lease_id, list(request.chunks))
+        except TrellisError as exc:
+            _abort(context, exc)
+        return logs_pb2.PushLogsResponse(accepted=total)
+
+    @unary
+    def ListLogs(
+        self, request: logs_pb2.ListLogsRequest, context: grpc.ServicerContext
+    ) -> logs_pb2.ListLogsResponse:
+        return self.s.list_logs(
+            org_of(context),
+            request.workflow_id,
+            request.job_id,
+            run_id=request.run_id,
+            after_id=request.after_id,
+        )
+
+    @streaming
+    def FollowLogs(
+        self, request: logs_pb2.FollowLogsRequest, context: grpc.ServicerContext
+    ) -> Iterator[logs_pb2.FollowLogsResponse]:
+        yield from self.s.follow_logs(
+            org_of(context),
+            request.workflow_id,
+            request.job_id,
+            run_id=request.run_id,
+            after_id=request.after_id,
+            is_active=context.is_active,
+        )
+
+
+def add_services(server: grpc.Server, service: Service) -> list[str]:
+    """Registers every servicer; returns the full service names."""
+    workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(Workflows(service), server)
+    runs_pb2_grpc.add_RunServiceServicer_to_server(Runs(service), server)
+    workers_pb2_grpc.add_WorkerServiceServicer_to_server(Workers(service), server)
+    logs_pb2_grpc.add_LogServiceServicer_to_server(Logs(service), server)
+    return [
+        workflows_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
+        runs_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
+        workers_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+        logs_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
+    ]

@@ -1,0 +1,163 @@
+"""Rows and definitions rendered as the contract's messages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from trellis.server._scheduler import Claimed
+from trellis.server.definitions import Backoff, JobDef
+from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2, workers_pb2
+
+JOB_STATES = {
+    "pending": jobs_pb2.JOB_STATE_PENDING,
+    "queued": jobs_pb2.JOB_STATE_QUEUED,
+    "running": jobs_pb2.JOB_STATE_RUNNING,
+    "succeeded": jobs_pb2.JOB_STATE_SUCCEEDED,
+    "failed": jobs_pb2.JOB_STATE_FAILED,
+    "skipped": jobs_pb2.JOB_STATE_SKIPPED,
+    "cancelled": jobs_pb2.JOB_STATE_CANCELLED,
+}
+RUN_STATES = {
+    "running": runs_pb2.RUN_STATE_RUNNING,
+    "succeeded": runs_pb2.RUN_STATE_SUCCEEDED,
+    "failed": runs_pb2.RUN_STATE_FAILED,
+    "cancelled": runs_pb2.RUN_STATE_CANCELLED,
+}
+# The workflow-graph spelling of job states, for the `status` list filter.
+STATUS_FILTER = {
+    "queued": ("pending", "queued"),
+    "running": ("running",),
+    "success": ("succeeded",),
+    "failure": ("failed",),
+    "skipped": ("skipped",),
+    "cancelled": ("cancelled",),
+}
+LOG_STREAMS = {"stdout": logs_pb2.LOG_STREAM_STDOUT, "stderr": logs_pb2.LOG_STREAM_STDERR}
+
+
+def retry_policy(max_retries: int, backoff: Backoff) -> jobs_pb2.RetryPolicy:
+    policy = jobs_pb2.RetryPolicy(max_retries=max_retries)
+    if backoff.kind == "fixed":
+        policy.backoff.fixed.delay_secs = backoff.delay_secs
+    elif backoff.kind == "exponential":
+        policy.backoff.exponential.base_secs = backoff.base_secs
+        policy.backoff.exponential.max_secs = backoff.max_secs
+    else:
+        policy.backoff.none.SetInParent()
+    return policy
+
+
+def job_from_def(job: JobDef) -> jobs_pb2.Job:
+    """A job of a workflow that has not run yet."""
+    return jobs_pb2.Job(
+        id=job.id,
+        name=job.name,
+        status=jobs_pb2.JOB_STATE_PENDING,
+        command=job.command,
+        depends_on=list(job.depends_on),
+        required_labels=list(job.required_labels),
+        max_retries=job.max_retries,
+        retry_policy=retry_policy(job.max_retries, job.backoff),
+        timeout_secs=job.timeout_secs,
+        env=dict(job.env),
+    )
+
+
+def job_from_row(row: Mapping[str, Any], now: int) -> jobs_pb2.Job:
+    state = row["state"]
+    msg = jobs_pb2.Job(
+        id=row["key"],
+        name=row["name"],
+        status=JOB_STATES[state],
+        command=row["command"],
+        depends_on=row["parents"],
+        required_labels=[x for x in row["label_key"].split(",") if x],
+        max_retries=row["max_retries"],
+        attempt=row["attempt"],
+        retry_policy=retry_policy(row["max_retries"], Backoff.from_json(row["backoff"])),
+        timeout_secs=row["timeout_secs"],
+        outputs=row["outputs"] or {},
+        env=row["env"] or {},
+    )
+    started, finished = row["started_at_ms"], row["finished_at_ms"]
+    if started:
+        msg.started_at = float(started)
+        if finished:
+            msg.duration_secs = max(0, round((finished - started) / 1000))
+    if row["error"] and state in ("failed", "queued"):
+        msg.output = row["error"]
+    if state == "queued" and row["ready_at_ms"] > now:
+        msg.delayed_until_ms = row["ready_at_ms"]
+    return msg
+
+
+def run_from_row(row: Mapping[str, Any]) -> runs_pb2.Run:
+    return runs_pb2.Run(
+        run_id=row["id"],
+        workflow_id=row["workflow_id"],
+        workflow_version=row["workflow_version"],
+        state=RUN_STATES[row["state"]],
+        created_at_ms=row["created_at_ms"],
+        finished_at_ms=row["finished_at_ms"],
+    )
+
+
+def assignment(claimed: Claimed, worker_id: str) -> workers_pb2.Assignment:
+    job = claimed.job
+    backoff = Backoff.from_json(job["backoff"])
+    return workers_pb2.Assignment(
+        job=workers_pb2.QueuedJob(
+            job_id=job["key"],
+            workflow_id=job["workflow_id"],
+            run_id=job["run_id"],
+            name=job["name"],
+            command=job["command"],
+            required_labels=[x for x in job["label_key"].split(",") if x],
+            retry_policy=retry_policy(job["max_retries"], backoff),
+            attempt=job["attempt"],
+            upstream_outputs={
+                k: workers_pb2.Outputs(values=v) for k, v in claimed.upstream_outputs.items()
+            },
+            enqueued_at_ms=job["enqueued_at_ms"],
+            delayed_until_ms=job["ready_at_ms"],
+            env=job["env"] or {},
+            timeout_secs=job["timeout_secs"],
+        ),
+        lease=workers_pb2.Lease(
+            lease_id=claimed.lease_id,
+            job_id=job["key"],
+            workflow_id=job["workflow_id"],
+            run_id=job["run_id"],
+            worker_id=worker_id,
+            ttl_secs=claimed.ttl_secs,
+            granted_at_ms=claimed.granted_at_ms,
+            expires_at_ms=claimed.expires_at_ms,
+        ),
+    )
+
+
+def log_chunk(row: Mapping[str, Any]) -> logs_pb2.LogChunk:
+    return logs_pb2.LogChunk(
+        id=row["id"],
+        workflow_id=row["workflow_id"],
+        job_id=row["job_key"],
+        run_id=row["run_id"],
+        attempt=row["attempt"],
+        sequence=row["sequence"],
+        data=row["data"],
+        timestamp_ms=row["timestamp_ms"],
+        stream=LOG_STREAMS.get(row["stream"], logs_pb2.LOG_STREAM_UNSPECIFIED),
+    )
+
+
+def run_event(row: Mapping[str, Any]) -> runs_pb2.RunEvent:
+    return runs_pb2.RunEvent(
+        id=row["id"],
+        run_id=row["run_id"],
+        type=runs_pb2.RunEventType.Value("RUN_EVENT_TYPE_" + row["type"]),
+        job_id=row["job_key"],
+        attempt=row["attempt"],
+        time_ms=row["time_ms"],
+        message=row["message"],
+    )

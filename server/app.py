@@ -1,0 +1,141 @@
+"""Wires the database, the service, the gRPC server, the REST bridge and the
+reaper into one process: what ``trellis serve`` runs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from trellis.server import _grpc
+from trellis.server._notify import Notifier, PgBridge
+from trellis.server.config import Config
+from trellis.server.db import Database, connect, upgrade_schema
+from trellis.server.service import Service
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class TrellisServer:
+    """One Trellis replica. ``start()`` returns once both ports are bound."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.db: Database = connect(config.database_url)
+        self.notifier = Notifier()
+        self.service = Service(self.db, self.notifier, poll_interval=config.poll_interval_secs)
+        self._bridge: PgBridge | None = None
+        self._grpc: grpc.Server | None = None
+        self._health = health.HealthServicer()
+        self._rest: object | None = None
+        self._channel: grpc.Channel | None = None
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+        self.grpc_port = 0
+        self.rest_port = 0
+
+    def start(self) -> None:
+        upgrade_schema(self.db)
+        if self.db.is_postgres:
+            url = self.db.engine.url.set(drivername="postgresql")
+            self._bridge = PgBridge(self.notifier, url.render_as_string(hide_password=False))
+            self._bridge.start()
+        if self.config.workflows_dir is not None and self.config.workflows_dir.is_dir():
+            self.service.load_workflows(self.config.org_id, self.config.workflows_dir)
+        self._start_grpc()
+        if self.config.rest_enabled:
+            self._start_rest()
+        if not self.config.api_only:
+            self._reaper = threading.Thread(
+                target=self._reap_loop, name="trellis-reaper", daemon=True
+            )
+            self._reaper.start()
+        log.info(
+            "trellis serving gRPC on :%d, REST on :%s (%s)",
+            self.grpc_port,
+            self.rest_port or "-",
+            "PostgreSQL" if self.db.is_postgres else "SQLite",
+        )
+
+    def _start_grpc(self) -> None:
+        server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=self.config.grpc_threads, thread_name_prefix="trellis-grpc"
+            ),
+            maximum_concurrent_rpcs=self.config.grpc_threads,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        names = _grpc.add_services(server, self.service)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        for name in names:
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        self.grpc_port = server.add_insecure_port(f"{self.config.host}:{self.config.grpc_port}")
+        if not self.grpc_port:
+            raise OSError(f"cannot bind gRPC port {self.config.grpc_port}")
+        server.start()
+        self._grpc = server
+
+    def _start_rest(self) -> None:
+        from trellis.rest_bridge import RestServer, create_app
+
+        self._channel = grpc.insecure_channel(
+            f"127.0.0.1:{self.grpc_port}",
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        app = create_app(self._channel, cors_origins=self.config.cors_origins)
+        rest = RestServer(
+            app, host=self.config.host, port=self.config.port, threads=self.config.rest_threads
+        )
+        rest.start()
+        self.rest_port = rest.port
+        self._rest = rest
+
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(self.config.reap_interval_secs):
+            try:
+                n = self.service.reap()
+                if n:
+                    log.info("reaper: %d expired lease(s) turned into failures", n)
+            except Exception:
+                log.exception("reaper pass failed; retrying next interval")
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stops taking calls, lets unary calls finish within ``grace`` and
+        ends streams cleanly. Leases live in the database: none is lost."""
+        self._stop.set()
+        for name in ("",):
+            self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.service.close()
+        if self._rest is not None:
+            self._rest.stop()  # type: ignore[attr-defined]
+        if self._grpc is not None:
+            self._grpc.stop(grace).wait()
+        if self._channel is not None:
+            self._channel.close()
+        if self._reaper is not None:
+            self._reaper.join(timeout=grace)
+        if self._bridge is not None:
+            self._bridge.stop()
+        self.notifier.close()
+        self.db.dispose()
+
+    def wait(self) -> None:
+        """Blocks until ``stop()`` is called."""
+        self._stop.wait()

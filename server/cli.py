@@ -1,0 +1,92 @@
+"""The ``trellis`` command: ``serve`` here, client commands from the SDK."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from trellis.server.config import Config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = Config.from_env()
+    overrides: dict[str, object] = {}
+    if args.database_url is not None:
+        overrides["database_url"] = args.database_url
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.grpc_port is not None:
+        overrides["grpc_port"] = args.grpc_port
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.workflows_dir is not None:
+        overrides["workflows_dir"] = Path(args.workflows_dir)
+    if args.api_only:
+        overrides["api_only"] = True
+    if args.cors_origins is not None:
+        overrides["cors_origins"] = tuple(o for o in args.cors_origins.split(",") if o)
+    if args.reap_interval_secs is not None:
+        overrides["reap_interval_secs"] = args.reap_interval_secs
+    config = dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
+
+    from trellis.server.app import TrellisServer
+
+    server = TrellisServer(config)
+    server.start()
+    where = f"gRPC on {config.host}:{server.grpc_port}, REST on {config.host}:{server.rest_port}"
+    print(f"trellis: {where}", flush=True)
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %d: shutting down", signum)
+        server._stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    server.wait()
+    server.stop(grace=10.0)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trellis", description="Workflow and job orchestration.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gRPC server and the REST bridge")
+    serve.add_argument(
+        "--database-url", help="env DATABASE_URL (default sqlite:///data/trellis.db)"
+    )
+    serve.add_argument("--host", help="env HOST (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="REST port, env PORT (default 3000)")
+    serve.add_argument("--grpc-port", type=int, help="env GRPC_PORT (default 50051)")
+    serve.add_argument("--workflows-dir", help="env WORKFLOWS_DIR (default workflows/)")
+    serve.add_argument("--api-only", action="store_true", help="env API_ONLY: no reaper")
+    serve.add_argument("--cors-origins", help="env CORS_ORIGINS, comma-separated")
+    serve.add_argument(
+        "--reap-interval-secs", type=float, help="env REAP_INTERVAL_SECS (default 5)"
+    )
+    serve.set_defaults(func=_serve)
+    try:
+        from trellis.worker_sdk.cli import add_client_commands
+    except ImportError:  # the SDK's commands are optional for a bare server
+        pass
+    else:
+        add_client_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Database engines, transactions and the database clock.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout; writes
+start with ``BEGIN IMMEDIATE`` so two writers never deadlock on a lock
+upgrade. PostgreSQL is reached through psycopg 3; claims use
+``FOR UPDATE SKIP LOCKED`` there (see ``_scheduler``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+
+_SQLITE_NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+_PG_NOW_MS = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+
+
+def normalize_url(url: str) -> str:
+    """Accepts the usual ``postgresql://`` form and picks the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@dataclass(frozen=True)
+class Database:
+    """An engine plus what the engine needs to know about its dialect."""
+
+    engine: Engine
+    is_postgres: bool
+
+    @property
+    def now_sql(self) -> str:
+        return _PG_NOW_MS if self.is_postgres else _SQLITE_NOW_MS
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A read-write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction; on SQLite it does not take the write lock."""
+        with self.engine.connect() as raw:
+            conn = raw.execution_options(trellis_readonly=True)
+            with conn.begin():
+                yield conn
+
+    def now_ms(self, conn: Connection) -> int:
+        """The database clock, in epoch milliseconds."""
+        return int(conn.exec_driver_sql("SELECT " + self.now_sql).scalar_one())
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def connect(url: str, *, pool_size: int = 8) -> Database:
+    """Creates the engine for ``url`` (a SQLite file path URL or PostgreSQL)."""
+    url = normalize_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size * 2,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+        _configure_sqlite(engine)
+        return Database(engine, is_postgres=False)
+    engine = create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_pre_ping=True,
+    )
+    return Database(engine, is_postgres=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from the sqlite3 module so that the
+        # "begin" hook below decides how each transaction starts.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("trellis_readonly"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def upgrade_schema(db: Database) -> None:
+    """Brings the schema to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def ping(db: Database) -> None:
+    with db.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))

@@ -1,0 +1,27 @@
+"""Domain errors raised by the service layer; each edge maps them to its status."""
+
+from __future__ import annotations
+
+
+class TrellisError(Exception):
+    """Base of all domain errors; the message is safe to show to callers."""
+
+
+class NotFound(TrellisError):
+    """An unknown id (NOT_FOUND / 404)."""
+
+
+class InvalidArgument(TrellisError):
+    """Malformed input (INVALID_ARGUMENT / 400); nothing was changed."""
+
+
+class LeaseConflict(TrellisError):
+    """A stale, expired, finished or unknown lease (ABORTED / 409)."""
+
+
+class FailedPrecondition(TrellisError):
+    """The request is valid but the resource is not in a state to honour it."""
+
+
+class Unavailable(TrellisError):
+    """The server is shutting down or the database is unreachable."""

@@ -1,0 +1,734 @@
+"""The service layer: every operation of Trellis, over one database.
+
+The gRPC servicers (and through them the REST bridge) are thin edges over
+this class. Each state change is one transaction; wake-ups are fired only
+after it commits. Results are the contract's messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, exists, or_, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from trellis.server import _render as render
+from trellis.server import _scheduler as sched
+from trellis.server._notify import Notifier
+from trellis.server.db import Database
+from trellis.server.definitions import (
+    DefinitionError,
+    WorkflowDef,
+    load_dir,
+    parse_api_mapping,
+    parse_text,
+)
+from trellis.server.errors import InvalidArgument, NotFound, Unavailable
+from trellis.server.models import WorkflowRow, WorkflowVersionRow
+from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2, workers_pb2, workflows_pb2
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+workflows = WorkflowRow.__table__
+versions = WorkflowVersionRow.__table__
+jobs, runs, leases, events = sched.jobs, sched.runs, sched.leases, sched.events
+workers, log_chunks = sched.workers, sched.log_chunks
+
+DEFAULT_TTL_SECS = 30
+MAX_TTL_SECS = 3600
+MAX_WAIT_SECS = 60
+MAX_BATCH = 500
+MAX_SLOTS = 1000
+MAX_CHUNK_BYTES = 1 << 20
+STREAM_NAMES = {logs_pb2.LOG_STREAM_STDOUT: "stdout", logs_pb2.LOG_STREAM_STDERR: "stderr"}
+_RETRYABLE_PG_CODES = {"40001", "40P01"}  # serialization failure, deadlock
+
+
+class Service:
+    """All of Trellis' behaviour; safe to call from many threads at once."""
+
+    def __init__(
+        self,
+        db: Database,
+        notifier: Notifier,
+        *,
+        poll_interval: float = 2.0,
+        offline_after_ms: int = 60_000,
+    ) -> None:
+        self.db = db
+        self.notifier = notifier
+        self.poll_interval = poll_interval
+        self.offline_after_ms = offline_after_ms
+        self._closing = threading.Event()
+
+    # ------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        """Ends every stream and wait this service is serving."""
+        self._closing.set()
+        self.notifier.wake_all()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
+
+    def _write(self, fn: Callable[[Connection, int], tuple[T, sched.Effects]]) -> T:
+        """Runs ``fn`` in one write transaction, then fires its wake-ups."""
+        for attempt in range(5):
+            try:
+                with self.db.write() as conn:
+                    now = self.db.now_ms(conn)
+                    result, effects = fn(conn, now)
+                break
+            except DBAPIError as exc:
+                code = getattr(exc.orig, "sqlstate", None)
+                if code in _RETRYABLE_PG_CODES and attempt < 4:
+                    continue
+                if isinstance(exc, OperationalError):
+                    raise Unavailable(f"database unavailable: {exc.orig}") from exc
+                raise
+        self._fire(effects, now)
+        return result
+
+    def _read(self, fn: Callable[[Connection, int], T]) -> T:
+        try:
+            with self.db.read() as conn:
+                return fn(conn, self.db.now_ms(conn))
+        except OperationalError as exc:
+            raise Unavailable(f"database unavailable: {exc.orig}") from exc
+
+    def _fire(self, effects: sched.Effects, now: int) -> None:
+        self.notifier.fire(effects.topics)
+        for ready_at, topic in effects.timers:
+            self.notifier.fire_at(time.monotonic() + max(0, ready_at - now) / 1000, topic)
+
+    # ------------------------------------------------------------ workflows
+
+    def load_workflows(self, org: str, directory: Path) -> list[DefinitionError]:
+        """Stores each valid file of ``directory`` (a new version when changed)."""
+        defs, errors = load_dir(directory)
+        for wdef in defs:
+            self.store_workflow(org, wdef, source=f"file:{directory / wdef.id}")
+        for err in errors:
+            log.error("workflow not loaded: %s", err)
+        return errors
+
+    def store_workflow(self, org: str, wdef: WorkflowDef, *, source: str) -> workflows_pb2.Workflow:
+        """Creates the workflow or, when its definition changed, a new version."""
+
+        def tx(conn: Connection, now: int) -> tuple[int, sched.Effects]:
+            fp = wdef.fingerprint()
+            row = conn.execute(
+                select(workflows.c.version, workflows.c.fingerprint).where(
+                    workflows.c.org_id == org, workflows.c.id == wdef.id
+                )
+            ).first()
+            if row is not None and row.fingerprint == fp:
+                return row.version, sched.Effects()
+            version = 1 if row is None else row.version + 1
+            body = wdef.to_json()
+            conn.execute(
+                versions.insert().values(
+                    org_id=org,
+                    workflow_id=wdef.id,
+                    version=version,
+                    fingerprint=fp,
+                    definition=body,
+                    created_at_ms=now,
+                )
+            )
+            values = {
+                "name": wdef.name,
+                "version": version,
+                "fingerprint": fp,
+                "definition": body,
+                "source": source,
+                "updated_at_ms": now,
+            }
+            if row is None:
+                conn.execute(
+                    workflows.insert().values(
+                        org_id=org, id=wdef.id, created_at_ms=now, latest_run_id=None, **values
+                    )
+                )
+            else:
+                conn.execute(
+                    update(workflows)
+                    .where(workflows.c.org_id == org, workflows.c.id == wdef.id)
+                    .values(**values)
+                )
+            return version, sched.Effects()
+
+        self._write(tx)
+        return self.get_workflow(org, wdef.id)
+
+    def create_workflow(
+        self, org: str, workflow: Mapping[str, Any] | None, source_text: str = ""
+    ) -> workflows_pb2.Workflow:
+        """Validates a definition whole and stores it; nothing is stored on error."""
+        workflow_id = str((workflow or {}).get("id") or "") or sched.new_id()
+        try:
+            if source_text:
+                wdef = parse_text(source_text, source="api", workflow_id=workflow_id)
+            else:
+                body = dict(workflow or {})
+                body.pop("id", None)
+                wdef = parse_api_mapping(body, source="api", workflow_id=workflow_id)
+        except DefinitionError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        return self.store_workflow(org, wdef, source="api")
+
+    def list_workflows(
+        self, org: str, *, limit: int = 100, offset: int = 0, status: str = ""
+    ) -> list[workflows_pb2.Workflow]:
+        limit = max(1, min(limit, 1000))
+        if status and status not in render.STATUS_FILTER:
+            raise InvalidArgument(
+                f"status: unknown job status {status!r}; expected one of "
+                + ", ".join(render.STATUS_FILTER)
+            )
+
+        def tx(conn: Connection, now: int) -> list[workflows_pb2.Workflow]:
+            q = select(workflows).where(workflows.c.org_id == org)
+            if status:
+                has = exists().where(
+                    jobs.c.run_id == workflows.c.latest_run_id,
+                    jobs.c.state.in_(render.STATUS_FILTER[status]),
+                )
+                q = q.where(
+                    or_(has, workflows.c.latest_run_id.is_(None)) if status == "queued" else has
+                )
+            rows = conn.execute(
+                q.order_by(workflows.c.id).limit(limit).offset(max(0, offset))
+            ).all()
+            return self._render_workflows(conn, rows, now)
+
+        return self._read(tx)
+
+    def get_workflow(self, org: str, workflow_id: str) -> workflows_pb2.Workflow:
+        def tx(conn: Connection, now: int) -> workflows_pb2.Workflow:
+            row = conn.execute(
+                select(workflows).where(workflows.c.org_id == org, workflows.c.id == workflow_id)
+            ).first()
+            if row is None:
+                raise NotFound(f"workflow {workflow_id!r} not found")
+            return self._render_workflows(conn, [row], now)[0]
+
+        return self._read(tx)
+
+    def _render_workflows(
+        self, conn: Connection, rows: Sequence[Any], now: int
+    ) -> list[workflows_pb2.Workflow]:
+        run_ids = [r.latest_run_id for r in rows if r.latest_run_id]
+        jobs_by_run: dict[str, list[jobs_pb2.Job]] = {}
+        run_states: dict[str, str] = {}
+        if run_ids:
+            for job in conn.execute(
+                select(jobs)
+                .where(jobs.c.run_id.in_(run_ids))
+                .order_by(jobs.c.run_id, jobs.c.position)
+            ).mappings():
+                jobs_by_run.setdefault(job["run_id"], []).append(render.job_from_row(job, now))
+            run_states = dict(
+                conn.execute(select(runs.c.id, runs.c.state).where(runs.c.id.in_(run_ids))).all()
+            )
+        out = []
+        for r in rows:
+            wdef = WorkflowDef.from_json(r.definition)
+            msg = workflows_pb2.Workflow(
+                id=r.id, name=wdef.name, trigger=wdef.trigger, version=r.version, env=dict(wdef.env)
+            )
+            if r.latest_run_id:
+                msg.run_id = r.latest_run_id
+                msg.run_state = render.RUN_STATES[run_states[r.latest_run_id]]
+                msg.jobs.extend(jobs_by_run.get(r.latest_run_id, []))
+            else:
+                msg.jobs.extend(render.job_from_def(j) for j in wdef.jobs)
+            out.append(msg)
+        return out
+
+    def run_workflow(self, org: str, workflow_id: str) -> runs_pb2.Run:
+        def tx(conn: Connection, now: int) -> tuple[str, sched.Effects]:
+            row = conn.execute(
+                select(workflows.c.version, workflows.c.definition).where(
+                    workflows.c.org_id == org, workflows.c.id == workflow_id
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"workflow {workflow_id!r} not found")
+            wdef = WorkflowDef.from_json(row.definition)
+            run_id, effects = sched.create_run(
+                conn, is_pg=self.db.is_postgres, org=org, wdef=wdef, version=row.version, now=now
+            )
+            conn.execute(
+                update(workflows)
+                .where(workflows.c.org_id == org, workflows.c.id == workflow_id)
+                .values(latest_run_id=run_id)
+            )
+            return run_id, effects
+
+        return self.get_run(org, self._write(tx)).run
+
+    def cancel_workflow(self, org: str, workflow_id: str) -> runs_pb2.Run:
+        """Cancels the workflow's latest run (a finished run is left as it is)."""
+        latest = self._read(
+            lambda conn, _now: conn.execute(
+                select(workflows.c.latest_run_id).where(
+                    workflows.c.org_id == org, workflows.c.id == workflow_id
+                )
+            ).first()
+        )
+        if latest is None:
+            raise NotFound(f"workflow {workflow_id!r} not found")
+        if latest.latest_run_id is None:
+            raise NotFound(f"workflow {workflow_id!r} has no run to cancel")
+        return self.cancel_run(org, latest.latest_run_id)
+
+    # ------------------------------------------------------------ runs
+
+    def get_run(self, org: str, run_id: str) -> runs_pb2.RunDetail:
+        def tx(conn: Connection, now: int) -> runs_pb2.RunDetail:
+            row = (
+                conn.execute(select(runs).where(runs.c.id == run_id, runs.c.org_id == org))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise NotFound(f"run {run_id!r} not found")
+            detail = runs_pb2.RunDetail(run=render.run_from_row(row))
+            for job in conn.execute(
+                select(jobs).where(jobs.c.run_id == run_id).order_by(jobs.c.position)
+            ).mappings():
+                detail.jobs.append(render.job_from_row(job, now))
+            return detail
+
+        return self._read(tx)
+
+    def list_runs(
+        self, org: str, *, workflow_id: str = "", page_size: int = 50, page_token: str = ""
+    ) -> runs_pb2.ListRunsResponse:
+        page_size = max(1, min(page_size or 50, 1000))
+        try:
+            offset = int(page_token) if page_token else 0
+        except ValueError:
+            raise InvalidArgument("page_token: not a token from a previous response") from None
+
+        def tx(conn: Connection, _now: int) -> runs_pb2.ListRunsResponse:
+            q = select(runs).where(runs.c.org_id == org)
+            if workflow_id:
+                q = q.where(runs.c.workflow_id == workflow_id)
+            rows = (
+                conn.execute(
+                    q.order_by(runs.c.created_at_ms.desc(), runs.c.id)
+                    .limit(page_size + 1)
+                    .offset(offset)
+                )
+                .mappings()
+                .all()
+            )
+            resp = runs_pb2.ListRunsResponse(
+                runs=[render.run_from_row(r) for r in rows[:page_size]]
+            )
+            if len(rows) > page_size:
+                resp.next_page_token = str(offset + page_size)
+            return resp
+
+        return self._read(tx)
+
+    def cancel_run(self, org: str, run_id: str) -> runs_pb2.Run:
+        def tx(conn: Connection, now: int) -> tuple[bool, sched.Effects]:
+            exists_ = conn.execute(
+                select(runs.c.id).where(runs.c.id == run_id, runs.c.org_id == org)
+            ).first()
+            if exists_ is None:
+                raise NotFound(f"run {run_id!r} not found")
+            return sched.cancel_run(conn, org=org, run_id=run_id, now=now)
+
+        self._write(tx)
+        return self.get_run(org, run_id).run
+
+    def run_events(
+        self,
+        org: str,
+        run_id: str,
+        *,
+        after_id: int = 0,
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> Iterator[runs_pb2.RunEvent]:
+        """Replays events after ``after_id`` and follows until the run finishes."""
+        self.get_run(org, run_id)  # NOT_FOUND before the stream starts
+        with self.notifier.subscribe(sched.topic_run(run_id)) as sub:
+            while is_active() and not self.closing:
+                rows = self._read(
+                    lambda conn, _now, after=after_id: (
+                        conn.execute(
+                            select(events)
+                            .where(events.c.run_id == run_id, events.c.id > after)
+                            .order_by(events.c.id)
+                            .limit(1000)
+                        )
+                        .mappings()
+                        .all()
+                    )
+                )
+                for row in rows:
+                    after_id = row["id"]
+                    yield render.run_event(row)
+                    if row["type"] == "RUN_FINISHED":
+                        return
+                if not rows:
+                    sub.wait(self.poll_interval)
+
+    # ------------------------------------------------------------ workers
+
+    def register_worker(
+        self, org: str, worker_id: str, labels: Sequence[str]
+    ) -> workers_pb2.Worker:
+        _check_worker(worker_id, labels)
+
+        def tx(conn: Connection, now: int) -> tuple[None, sched.Effects]:
+            sched.touch_worker(
+                conn,
+                is_pg=self.db.is_postgres,
+                org=org,
+                worker_id=worker_id,
+                labels=labels,
+                now=now,
+            )
+            return None, sched.Effects()
+
+        self._write(tx)
+        return next(w for w in self.list_workers(org) if w.worker_id == worker_id)
+
+    def list_workers(self, org: str) -> list[workers_pb2.Worker]:
+        def tx(conn: Connection, now: int) -> list[workers_pb2.Worker]:
+            held: dict[str, str] = {}
+            for worker_id, wf, key in conn.execute(
+                select(leases.c.worker_id, leases.c.workflow_id, leases.c.job_key).where(
+                    leases.c.org_id == org, leases.c.state == "active"
+                )
+            ):
+                held.setdefault(worker_id, f"{wf}/{key}")
+            out = []
+            for row in conn.execute(
+                select(workers).where(workers.c.org_id == org).order_by(workers.c.worker_id)
+            ):
+                msg = workers_pb2.Worker(
+                    worker_id=row.worker_id,
+                    labels=row.labels,
+                    registered_at_ms=row.registered_at_ms,
+                    last_heartbeat_ms=row.last_heartbeat_ms,
+                )
+                if row.worker_id in held:
+                    msg.current_job = held[row.worker_id]
+                    msg.status = workers_pb2.WORKER_STATUS_BUSY
+                elif now - row.last_heartbeat_ms > self.offline_after_ms:
+                    msg.status = workers_pb2.WORKER_STATUS_OFFLINE
+                else:
+                    msg.status = workers_pb2.WORKER_STATUS_IDLE
+                out.append(msg)
+            return out
+
+        return self._read(tx)
+
+    def claim(
+        self,
+        org: str,
+        worker_id: str,
+        labels: Sequence[str],
+        *,
+        ttl_secs: int | None = None,
+        max_jobs: int = 1,
+        wait_secs: float = 0,
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> list[workers_pb2.Assignment]:
+        """Claims up to ``max_jobs`` jobs, waiting up to ``wait_secs`` for one."""
+        _check_worker(worker_id, labels)
+        ttl = _ttl(ttl_secs)
+        if not 1 <= max_jobs <= MAX_BATCH:
+            raise InvalidArgument(f"max_jobs: must be between 1 and {MAX_BATCH}")
+        if not 0 <= wait_secs <= MAX_WAIT_SECS:
+            raise InvalidArgument(f"wait_secs: must be between 0 and {MAX_WAIT_SECS}")
+        deadline = time.monotonic() + wait_secs
+        with self.notifier.subscribe(sched.topic_ready(org)) as sub:
+            while True:
+                got = self._claim(org, worker_id, labels, ttl, max_jobs)
+                remaining = deadline - time.monotonic()
+                if got or remaining <= 0 or self.closing or not is_active():
+                    return got
+                sub.wait(min(remaining, self.poll_interval))
+
+    def _claim(
+        self, org: str, worker_id: str, labels: Sequence[str], ttl: int, max_jobs: int
+    ) -> list[workers_pb2.Assignment]:
+        claimed = self._write(
+            lambda conn, now: sched.claim(
+                conn,
+                is_pg=self.db.is_postgres,
+                org=org,
+                worker_id=worker_id,
+                labels=labels,
+                ttl_secs=ttl,
+                max_jobs=max_jobs,
+                now=now,
+            )
+        )
+        return [render.assignment(c, worker_id) for c in claimed]
+
+    def assignments(
+        self,
+        org: str,
+        worker_id: str,
+        labels: Sequence[str],
+        *,
+        slots: int = 1,
+        ttl_secs: int | None = None,
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> Iterator[workers_pb2.StreamAssignmentsResponse]:
+        """Pushes ready jobs to one connected worker, never more than ``slots``
+        unfinished at once, and tells it which of its leases were cancelled."""
+        _check_worker(worker_id, labels)
+        ttl = _ttl(ttl_secs)
+        slots = slots or 1
+        if not 1 <= slots <= MAX_SLOTS:
+            raise InvalidArgument(f"slots: must be between 1 and {MAX_SLOTS}")
+        self.register_worker(org, worker_id, labels)
+        held: set[str] = set()
+        topics = (sched.topic_ready(org), sched.topic_worker(org, worker_id))
+        with self.notifier.subscribe(*topics) as sub:
+            while is_active() and not self.closing:
+                cancelled = self._settle(held) if held else []
+                free = slots - len(held)
+                got = self._claim(org, worker_id, labels, ttl, free) if free > 0 else []
+                held.update(a.lease.lease_id for a in got)
+                if got or cancelled:
+                    yield workers_pb2.StreamAssignmentsResponse(
+                        assignments=got, cancelled_lease_ids=cancelled
+                    )
+                    continue
+                sub.wait(self.poll_interval)
+
+    def _settle(self, held: set[str]) -> list[str]:
+        """Drops finished leases from ``held``; returns those cancelled."""
+        states = dict(
+            self._read(
+                lambda conn, _now: conn.execute(
+                    select(leases.c.id, leases.c.state).where(leases.c.id.in_(sorted(held)))
+                ).all()
+            )
+        )
+        cancelled = [lid for lid in held if states.get(lid) == "cancelled"]
+        held.intersection_update(lid for lid in held if states.get(lid) == "active")
+        return cancelled
+
+    def heartbeat(
+        self, org: str, lease_id: str, ttl_secs: int | None = None
+    ) -> workers_pb2.HeartbeatResponse:
+        if not lease_id:
+            raise InvalidArgument("lease_id: required")
+        ttl = _ttl(ttl_secs) if ttl_secs else None
+        expires, cancelled = self._write(
+            lambda conn, now: (
+                sched.heartbeat(conn, org=org, lease_id=lease_id, ttl_secs=ttl, now=now),
+                sched.Effects(),
+            )
+        )
+        return workers_pb2.HeartbeatResponse(
+            lease_id=lease_id, expires_at_ms=expires, cancelled=cancelled
+        )
+
+    def report(self, org: str, results: Sequence[sched.Result]) -> list[sched.Verdict]:
+        """Applies completions and failures in one transaction."""
+        for res in results:
+            if not res.lease_id:
+                raise InvalidArgument("lease_id: required")
+            if len(res.error) > 64 * 1024:
+                raise InvalidArgument("error: longer than 64 KiB")
+            if sum(len(k) + len(v) for k, v in res.outputs.items()) > 1 << 20:
+                raise InvalidArgument("outputs: larger than 1 MiB")
+        if len(results) > MAX_BATCH:
+            raise InvalidArgument(f"results: at most {MAX_BATCH} at once")
+        if not results:
+            return []
+        return self._write(
+            lambda conn, now: sched.report_results(
+                conn, is_pg=self.db.is_postgres, org=org, results=results, now=now
+            )
+        )
+
+    def is_job_cancelled(self, org: str, workflow_id: str, job_id: str, run_id: str = "") -> bool:
+        def tx(conn: Connection, _now: int) -> bool:
+            run = run_id or self._latest_run(conn, org, workflow_id, job_id)
+            if run is None:
+                return False
+            state = conn.execute(
+                select(jobs.c.state).where(
+                    jobs.c.run_id == run, jobs.c.key == job_id, jobs.c.org_id == org
+                )
+            ).scalar()
+            if state is None:
+                raise NotFound(f"job {job_id!r} not found in run {run!r}")
+            return bool(state == "cancelled")
+
+        return self._read(tx)
+
+    def _latest_run(self, conn: Connection, org: str, workflow_id: str, job_id: str) -> str | None:
+        """The workflow's latest run; NOT_FOUND for an unknown workflow or job."""
+        row = conn.execute(
+            select(workflows.c.latest_run_id, workflows.c.definition).where(
+                workflows.c.org_id == org, workflows.c.id == workflow_id
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"workflow {workflow_id!r} not found")
+        if row.latest_run_id is None:
+            if not any(j.get("id") == job_id for j in row.definition.get("jobs", ())):
+                raise NotFound(f"job {job_id!r} not found in workflow {workflow_id!r}")
+            return None
+        return str(row.latest_run_id)
+
+    def reap(self) -> int:
+        """One pass of the lease reaper; returns how many leases expired."""
+        total = 0
+        while True:
+            n = self._write(lambda conn, now: sched.reap(conn, is_pg=self.db.is_postgres, now=now))
+            total += n
+            if n < 500:
+                return total
+
+    # ------------------------------------------------------------ logs
+
+    def push_logs(self, org: str, lease_id: str, chunks: Sequence[logs_pb2.LogChunk]) -> int:
+        if not lease_id:
+            raise InvalidArgument("lease_id: required")
+        rows = []
+        for i, c in enumerate(chunks):
+            stream = STREAM_NAMES.get(c.stream) if c.stream else "stdout"
+            if stream is None:
+                raise InvalidArgument(f"chunks[{i}].stream: must be stdout or stderr")
+            if len(c.data) > MAX_CHUNK_BYTES:
+                raise InvalidArgument(f"chunks[{i}].data: larger than 1 MiB")
+            rows.append(
+                {
+                    "stream": stream,
+                    "sequence": c.sequence,
+                    "data": c.data,
+                    "timestamp_ms": c.timestamp_ms,
+                }
+            )
+        return self._write(
+            lambda conn, now: sched.push_logs(
+                conn, is_pg=self.db.is_postgres, org=org, lease_id=lease_id, chunks=rows, now=now
+            )
+        )
+
+    def _job_ref(
+        self, conn: Connection, org: str, workflow_id: str, job_id: str, run_id: str
+    ) -> Any:
+        run = run_id or self._latest_run(conn, org, workflow_id, job_id)
+        if run is None:
+            return None
+        row = conn.execute(
+            select(jobs.c.id, jobs.c.run_id, jobs.c.state).where(
+                jobs.c.run_id == run, jobs.c.key == job_id, jobs.c.org_id == org
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"job {job_id!r} not found in run {run!r}")
+        return row
+
+    def list_logs(
+        self, org: str, workflow_id: str, job_id: str, *, run_id: str = "", after_id: int = 0
+    ) -> logs_pb2.ListLogsResponse:
+        def tx(conn: Connection, _now: int) -> logs_pb2.ListLogsResponse:
+            ref = self._job_ref(conn, org, workflow_id, job_id, run_id)
+            if ref is None:
+                return logs_pb2.ListLogsResponse()
+            rows = conn.execute(
+                select(log_chunks)
+                .where(log_chunks.c.job_id == ref.id, log_chunks.c.id > after_id)
+                .order_by(log_chunks.c.id)
+            ).mappings()
+            return logs_pb2.ListLogsResponse(
+                run_id=ref.run_id, chunks=[render.log_chunk(r) for r in rows]
+            )
+
+        return self._read(tx)
+
+    def follow_logs(
+        self,
+        org: str,
+        workflow_id: str,
+        job_id: str,
+        *,
+        run_id: str = "",
+        after_id: int = 0,
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> Iterator[logs_pb2.FollowLogsResponse]:
+        """Replays chunks after ``after_id`` and follows until the job is over.
+
+        The job's state is read before its chunks: a worker can only push
+        while it holds an active lease, so once a terminal state is seen, the
+        chunk read that follows holds everything there will ever be.
+        """
+        ref = self._read(lambda conn, _now: self._job_ref(conn, org, workflow_id, job_id, run_id))
+        if ref is None:
+            raise NotFound(f"workflow {workflow_id!r} has no run yet")
+        with self.notifier.subscribe(sched.topic_logs(ref.id)) as sub:
+            while is_active() and not self.closing:
+
+                def tx(conn: Connection, _now: int, after: int = after_id) -> tuple[str, list[Any]]:
+                    state = conn.execute(
+                        select(jobs.c.state).where(jobs.c.id == ref.id)
+                    ).scalar_one()
+                    rows = (
+                        conn.execute(
+                            select(log_chunks)
+                            .where(log_chunks.c.job_id == ref.id, log_chunks.c.id > after)
+                            .order_by(log_chunks.c.id)
+                            .limit(1000)
+                        )
+                        .mappings()
+                        .all()
+                    )
+                    return state, list(rows)
+
+                state, rows = self._read(tx)
+                if rows:
+                    after_id = rows[-1]["id"]
+                    yield logs_pb2.FollowLogsResponse(chunks=[render.log_chunk(r) for r in rows])
+                    continue
+                if state in sched.TERMINAL:
+                    yield logs_pb2.FollowLogsResponse(
+                        job_finished=True,
+                        job_state=jobs_pb2.JobState.Name(render.JOB_STATES[state]),
+                    )
+                    return
+                sub.wait(self.poll_interval)
+
+
+def _ttl(ttl_secs: int | None) -> int:
+    if ttl_secs is None or ttl_secs == 0:
+        return DEFAULT_TTL_SECS
+    if not 1 <= ttl_secs <= MAX_TTL_SECS:
+        raise InvalidArgument(f"lease_ttl_secs: must be between 1 and {MAX_TTL_SECS}")
+    return ttl_secs
+
+
+def _check_worker(worker_id: str, labels: Sequence[str]) -> None:
+    if not worker_id:
+        raise InvalidArgument("worker_id: required")
+    if len(worker_id) > 200:
+        raise InvalidArgument("worker_id: longer than 200 characters")
+    for i, label in enumerate(labels):
+        if not label or "," in label or len(label) > 64:
+            raise InvalidArgument(f"labels[{i}]: must be 1-64 characters without commas")
+
+
+__all__ = ["Service"]
