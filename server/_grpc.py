@@ -362,6 +362,7 @@ class Logs(logs_pb2_grpc.LogServiceServicer):
 
 def add_services(server: grpc.Server, service: Service) -> list[str]:
     """Registers every servicer; returns the full service names."""
+    # The generated registration helpers are untyped.
     workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(Workflows(service), server)
     runs_pb2_grpc.add_RunServiceServicer_to_server(Runs(service), server)
     workers_pb2_grpc.add_WorkerServiceServicer_to_server(Workers(service), server)

@@ -64,7 +64,7 @@ def job_from_def(job: JobDef) -> jobs_pb2.Job:
     )
 
 
-def job_from_row(row: Mapping[str, Any], now: int) -> jobs_pb2.Job:
+def job_from_row(row: Mapping[Any, Any], now: int) -> jobs_pb2.Job:
     state = row["state"]
     msg = jobs_pb2.Job(
         id=row["key"],
@@ -92,7 +92,7 @@ def job_from_row(row: Mapping[str, Any], now: int) -> jobs_pb2.Job:
     return msg
 
 
-def run_from_row(row: Mapping[str, Any]) -> runs_pb2.Run:
+def run_from_row(row: Mapping[Any, Any]) -> runs_pb2.Run:
     return runs_pb2.Run(
         run_id=row["id"],
         workflow_id=row["workflow_id"],
@@ -137,7 +137,7 @@ def assignment(claimed: Claimed, worker_id: str) -> workers_pb2.Assignment:
     )
 
 
-def log_chunk(row: Mapping[str, Any]) -> logs_pb2.LogChunk:
+def log_chunk(row: Mapping[Any, Any]) -> logs_pb2.LogChunk:
     return logs_pb2.LogChunk(
         id=row["id"],
         workflow_id=row["workflow_id"],
@@ -151,11 +151,13 @@ def log_chunk(row: Mapping[str, Any]) -> logs_pb2.LogChunk:
     )
 
 
-def run_event(row: Mapping[str, Any]) -> runs_pb2.RunEvent:
+def run_event(row: Mapping[Any, Any]) -> runs_pb2.RunEvent:
     return runs_pb2.RunEvent(
         id=row["id"],
         run_id=row["run_id"],
-        type=runs_pb2.RunEventType.Value("RUN_EVENT_TYPE_" + row["type"]),
+        type=runs_pb2.RunEventType.Name(
+            runs_pb2.RunEventType.Value("RUN_EVENT_TYPE_" + row["type"])
+        ),
         job_id=row["job_key"],
         attempt=row["attempt"],
         time_ms=row["time_ms"],

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from trellis.server.definitions import Backoff, WorkflowDef
+from trellis.server.errors import LeaseConflict
 from trellis.server.models import (
     JobEdgeRow,
     JobRow,
@@ -31,16 +32,17 @@ from trellis.server.models import (
     RunEventRow,
     RunRow,
     WorkerRow,
+    table,
 )
 
-jobs = JobRow.__table__
-edges = JobEdgeRow.__table__
-label_sets = LabelSetRow.__table__
-leases = LeaseRow.__table__
-runs = RunRow.__table__
-events = RunEventRow.__table__
-workers = WorkerRow.__table__
-log_chunks = LogChunkRow.__table__
+jobs = table(JobRow)
+edges = table(JobEdgeRow)
+label_sets = table(LabelSetRow)
+leases = table(LeaseRow)
+runs = table(RunRow)
+events = table(RunEventRow)
+workers = table(WorkerRow)
+log_chunks = table(LogChunkRow)
 
 TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 NO_DEADLINE = 2**62
@@ -180,7 +182,11 @@ def create_run(
         )
     conn.execute(jobs.insert(), rows)
     if any(job.depends_on for job in wdef.jobs):
-        ids = dict(conn.execute(select(jobs.c.key, jobs.c.id).where(jobs.c.run_id == run_id)).all())
+        ids: dict[str, int] = dict(
+            conn.execute(select(jobs.c.key, jobs.c.id).where(jobs.c.run_id == run_id))
+            .tuples()
+            .all()
+        )
         edge_rows = [
             {"parent_id": ids[parent], "child_id": ids[job.id], "org_id": org}
             for job in wdef.jobs
@@ -250,7 +256,7 @@ def cancel_run(conn: Connection, *, org: str, run_id: str, now: int) -> tuple[bo
 class Claimed:
     """A job handed to a worker under a fresh lease."""
 
-    job: Mapping[str, Any]
+    job: Mapping[Any, Any]
     lease_id: str
     ttl_secs: int
     granted_at_ms: int
@@ -346,7 +352,7 @@ def claim(
     ).all()
     if not rows:
         return [], effects
-    rows.sort(key=lambda r: r.id)
+    rows = sorted(rows, key=lambda r: r.id)
     upstream = _upstream_outputs(conn, [r.id for r in rows if r.parents])
     claimed: list[Claimed] = []
     lease_rows = []
@@ -432,8 +438,6 @@ def heartbeat(
     A cancelled job's lease answers ``cancelled`` instead of failing, so the
     worker learns why it should stop. Raises ``LeaseConflict`` otherwise.
     """
-    from trellis.server.errors import LeaseConflict
-
     row = conn.execute(
         select(
             leases.c.state,
@@ -470,8 +474,6 @@ def heartbeat(
 
 
 def _check_active(state: str, expires_at_ms: int, now: int) -> None:
-    from trellis.server.errors import LeaseConflict
-
     if state == "active" and expires_at_ms > now:
         return
     reason = {
@@ -547,20 +549,20 @@ def report_results(
     done: list[tuple[Any, Result]] = []
     seen: set[str] = set()
     for res in results:
-        row = found.get(res.lease_id)
-        if row is None:
+        lease = found.get(res.lease_id)
+        if lease is None:
             verdicts.append(Verdict(res.lease_id, f"unknown lease {res.lease_id!r}"))
             continue
         if res.lease_id in seen:
             verdicts.append(Verdict(res.lease_id, "a result was already reported under this lease"))
             continue
         try:
-            _check_active(row.state, row.expires_at_ms, now)
-        except Exception as exc:
+            _check_active(lease.state, lease.expires_at_ms, now)
+        except LeaseConflict as exc:
             verdicts.append(Verdict(res.lease_id, str(exc)))
             continue
         seen.add(res.lease_id)
-        done.append((row, res))
+        done.append((lease, res))
         verdicts.append(Verdict(res.lease_id))
     effects = Effects()
     if not done:
@@ -830,8 +832,6 @@ def push_logs(
     if is_pg:
         q = q.with_for_update()
     row = conn.execute(q).first()
-    from trellis.server.errors import LeaseConflict
-
     if row is None:
         raise LeaseConflict(f"unknown lease {lease_id!r}")
     _check_active(row.state, row.expires_at_ms, now)

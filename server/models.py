@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -243,3 +244,10 @@ class RunEventRow(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     time_ms: Mapped[int] = mapped_column(BigInteger)
     message: Mapped[str] = mapped_column(Text, default="")
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a model, typed for query building."""
+    t = model.__table__
+    assert isinstance(t, Table)
+    return t

@@ -7,6 +7,7 @@ after it commits. Results are the contract's messages.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -29,14 +30,14 @@ from trellis.server.definitions import (
     parse_text,
 )
 from trellis.server.errors import InvalidArgument, NotFound, Unavailable
-from trellis.server.models import WorkflowRow, WorkflowVersionRow
+from trellis.server.models import WorkflowRow, WorkflowVersionRow, table
 from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2, workers_pb2, workflows_pb2
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-workflows = WorkflowRow.__table__
-versions = WorkflowVersionRow.__table__
+workflows = table(WorkflowRow)
+versions = table(WorkflowVersionRow)
 jobs, runs, leases, events = sched.jobs, sched.runs, sched.leases, sched.events
 workers, log_chunks = sched.workers, sched.log_chunks
 
@@ -365,18 +366,7 @@ class Service:
         self.get_run(org, run_id)  # NOT_FOUND before the stream starts
         with self.notifier.subscribe(sched.topic_run(run_id)) as sub:
             while is_active() and not self.closing:
-                rows = self._read(
-                    lambda conn, _now, after=after_id: (
-                        conn.execute(
-                            select(events)
-                            .where(events.c.run_id == run_id, events.c.id > after)
-                            .order_by(events.c.id)
-                            .limit(1000)
-                        )
-                        .mappings()
-                        .all()
-                    )
-                )
+                rows = self._read(functools.partial(_events_after, run_id=run_id, after=after_id))
                 for row in rows:
                     after_id = row["id"]
                     yield render.run_event(row)
@@ -711,6 +701,11 @@ class Service:
                     )
                     return
                 sub.wait(self.poll_interval)
+
+
+def _events_after(conn: Connection, _now: int, *, run_id: str, after: int) -> list[Any]:
+    q = select(events).where(events.c.run_id == run_id, events.c.id > after)
+    return list(conn.execute(q.order_by(events.c.id).limit(1000)).mappings())
 
 
 def _ttl(ttl_secs: int | None) -> int:
