@@ -274,7 +274,7 @@ class Service:
             )
             return run_id, effects
 
-        return self.get_run(org, self._write(tx)).run
+        return self._run(org, self._write(tx))
 
     def cancel_workflow(self, org: str, workflow_id: str) -> runs_pb2.Run:
         """Cancels the workflow's latest run (a finished run is left as it is)."""
@@ -352,7 +352,20 @@ class Service:
             return sched.cancel_run(conn, org=org, run_id=run_id, now=now)
 
         self._write(tx)
-        return self.get_run(org, run_id).run
+        return self._run(org, run_id)
+
+    def _run(self, org: str, run_id: str) -> runs_pb2.Run:
+        def tx(conn: Connection, _now: int) -> runs_pb2.Run:
+            row = (
+                conn.execute(select(runs).where(runs.c.id == run_id, runs.c.org_id == org))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise NotFound(f"run {run_id!r} not found")
+            return render.run_from_row(row)
+
+        return self._read(tx)
 
     def run_events(
         self,
@@ -363,7 +376,7 @@ class Service:
         is_active: Callable[[], bool] = lambda: True,
     ) -> Iterator[runs_pb2.RunEvent]:
         """Replays events after ``after_id`` and follows until the run finishes."""
-        self.get_run(org, run_id)  # NOT_FOUND before the stream starts
+        self._run(org, run_id)  # NOT_FOUND before the stream starts
         with self.notifier.subscribe(sched.topic_run(run_id)) as sub:
             while is_active() and not self.closing:
                 rows = self._read(functools.partial(_events_after, run_id=run_id, after=after_id))

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, checks the contract and the
+# code, then runs every test on SQLite and on PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh dev
+. .venv/bin/activate
+echo "== generated code"; scripts/gen_protos.sh --check
+echo "== buf lint"; buf lint
+echo "== ruff"; ruff check . && ruff format --check .
+echo "== mypy"; scripts/typecheck.sh
+echo "== pytest"; pytest "$@"
