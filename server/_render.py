@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,6 +49,19 @@ def retry_policy(max_retries: int, backoff: Backoff) -> jobs_pb2.RetryPolicy:
     return policy
 
 
+@functools.lru_cache(maxsize=4096)
+def _stored_policy(max_retries: int, backoff: tuple[tuple[str, Any], ...]) -> jobs_pb2.RetryPolicy:
+    return retry_policy(max_retries, Backoff.from_json(dict(backoff)))
+
+
+def stored_policy(max_retries: int, backoff: Mapping[str, Any]) -> jobs_pb2.RetryPolicy:
+    """The policy of a stored job; cached, as claims render one per job.
+
+    The cached message is shared: callers copy it into theirs, never change it.
+    """
+    return _stored_policy(max_retries, tuple(sorted(backoff.items())))
+
+
 def job_from_def(job: JobDef) -> jobs_pb2.Job:
     """A job of a workflow that has not run yet."""
     return jobs_pb2.Job(
@@ -75,7 +89,7 @@ def job_from_row(row: Mapping[Any, Any], now: int) -> jobs_pb2.Job:
         required_labels=[x for x in row["label_key"].split(",") if x],
         max_retries=row["max_retries"],
         attempt=row["attempt"],
-        retry_policy=retry_policy(row["max_retries"], Backoff.from_json(row["backoff"])),
+        retry_policy=stored_policy(row["max_retries"], row["backoff"]),
         timeout_secs=row["timeout_secs"],
         outputs=row["outputs"] or {},
         env=row["env"] or {},
@@ -105,7 +119,6 @@ def run_from_row(row: Mapping[Any, Any]) -> runs_pb2.Run:
 
 def assignment(claimed: Claimed, worker_id: str) -> workers_pb2.Assignment:
     job = claimed.job
-    backoff = Backoff.from_json(job["backoff"])
     return workers_pb2.Assignment(
         job=workers_pb2.QueuedJob(
             job_id=job["key"],
@@ -114,7 +127,7 @@ def assignment(claimed: Claimed, worker_id: str) -> workers_pb2.Assignment:
             name=job["name"],
             command=job["command"],
             required_labels=[x for x in job["label_key"].split(",") if x],
-            retry_policy=retry_policy(job["max_retries"], backoff),
+            retry_policy=stored_policy(job["max_retries"], job["backoff"]),
             attempt=job["attempt"],
             upstream_outputs={
                 k: workers_pb2.Outputs(values=v) for k, v in claimed.upstream_outputs.items()

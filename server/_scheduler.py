@@ -620,17 +620,17 @@ def _apply(
     verdicts: dict[str, Verdict] = {}
     succeeded: list[tuple[Any, Result]] = []
     failed_final: list[tuple[Any, Result]] = []
-    lease_updates: list[dict[str, Any]] = []
+    lease_updates: list[tuple[str, str]] = []
     retry_updates: list[dict[str, Any]] = []
     for row, res in items:
         effects.topics.add(topic_worker(org, row.worker_id))
         effects.topics.add(topic_logs(row.job_id))
         if res.ok:
             succeeded.append((row, res))
-            lease_updates.append({"lid": row.id, "st": "completed"})
+            lease_updates.append((row.id, "completed"))
             ev.add(row.run_id, "JOB_SUCCEEDED", row.key, row.attempt)
             continue
-        lease_updates.append({"lid": row.id, "st": lease_state or "failed"})
+        lease_updates.append((row.id, lease_state or "failed"))
         if res.retryable and row.attempt < row.max_retries:
             delay_ms = int(Backoff.from_json(row.backoff).delay_for(row.attempt) * 1000)
             ready_at = now + delay_ms
@@ -648,12 +648,14 @@ def _apply(
         else:
             failed_final.append((row, res))
             ev.add(row.run_id, "JOB_FAILED", row.key, row.attempt, res.error)
-    conn.execute(
-        update(leases)
-        .where(leases.c.id == bindparam("lid"))
-        .values(state=bindparam("st"), finished_at_ms=now),
-        lease_updates,
-    )
+    by_state: dict[str, list[str]] = defaultdict(list)
+    for lid, st in lease_updates:
+        by_state[st].append(lid)
+    for st, lids in by_state.items():
+        for part in _chunks(lids):
+            conn.execute(
+                update(leases).where(leases.c.id.in_(part)).values(state=st, finished_at_ms=now)
+            )
     if retry_updates:
         conn.execute(
             update(jobs)
@@ -671,12 +673,24 @@ def _apply(
     finished_per_run: Counter[str] = Counter()
     failed_per_run: Counter[str] = Counter()
     if succeeded:
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == bindparam("jid"), jobs.c.state == "running")
-            .values(state="succeeded", finished_at_ms=now, outputs=bindparam("out")),
-            [{"jid": row.job_id, "out": dict(res.outputs)} for row, res in succeeded],
-        )
+        # Jobs without outputs (most of them) are finished in bulk statements.
+        bare = [row.job_id for row, res in succeeded if not res.outputs]
+        for part in _chunks(bare):
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(part), jobs.c.state == "running")
+                .values(state="succeeded", finished_at_ms=now, outputs={})
+            )
+        with_outputs = [
+            {"jid": row.job_id, "out": dict(res.outputs)} for row, res in succeeded if res.outputs
+        ]
+        if with_outputs:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == bindparam("jid"), jobs.c.state == "running")
+                .values(state="succeeded", finished_at_ms=now, outputs=bindparam("out")),
+                with_outputs,
+            )
         for row, _ in succeeded:
             finished_per_run[row.run_id] += 1
         _release_children(
