@@ -27,7 +27,7 @@ class Config:
     cors_origins: tuple[str, ...] | None = None
     reap_interval_secs: float = 5.0
     rest_enabled: bool = True
-    rest_threads: int = 32
+    rest_threads: int = 64
     grpc_threads: int = 256
     poll_interval_secs: float = 2.0
     org_id: str = "default"
@@ -47,6 +47,6 @@ class Config:
             api_only=_flag(env.get("API_ONLY")),
             cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()) if cors else None,
             reap_interval_secs=float(env.get("REAP_INTERVAL_SECS", "5")),
-            rest_threads=int(env.get("REST_THREADS", "32")),
+            rest_threads=int(env.get("REST_THREADS", "64")),
             grpc_threads=int(env.get("GRPC_THREADS", "256")),
         )

@@ -567,17 +567,8 @@ class Service:
 
     def is_job_cancelled(self, org: str, workflow_id: str, job_id: str, run_id: str = "") -> bool:
         def tx(conn: Connection, _now: int) -> bool:
-            run = run_id or self._latest_run(conn, org, workflow_id, job_id)
-            if run is None:
-                return False
-            state = conn.execute(
-                select(jobs.c.state).where(
-                    jobs.c.run_id == run, jobs.c.key == job_id, jobs.c.org_id == org
-                )
-            ).scalar()
-            if state is None:
-                raise NotFound(f"job {job_id!r} not found in run {run!r}")
-            return bool(state == "cancelled")
+            ref = self._job_ref(conn, org, workflow_id, job_id, run_id)
+            return ref is not None and bool(ref.state == "cancelled")
 
         return self._read(tx)
 
@@ -637,13 +628,18 @@ class Service:
         run = run_id or self._latest_run(conn, org, workflow_id, job_id)
         if run is None:
             return None
+        # The workflow is part of the key: a run id of another workflow that
+        # has a job of the same name must not answer for this one.
         row = conn.execute(
             select(jobs.c.id, jobs.c.run_id, jobs.c.state).where(
-                jobs.c.run_id == run, jobs.c.key == job_id, jobs.c.org_id == org
+                jobs.c.run_id == run,
+                jobs.c.workflow_id == workflow_id,
+                jobs.c.key == job_id,
+                jobs.c.org_id == org,
             )
         ).first()
         if row is None:
-            raise NotFound(f"job {job_id!r} not found in run {run!r}")
+            raise NotFound(f"job {job_id!r} not found in run {run!r} of workflow {workflow_id!r}")
         return row
 
     def list_logs(
@@ -710,7 +706,7 @@ class Service:
                 if state in sched.TERMINAL:
                     yield logs_pb2.FollowLogsResponse(
                         job_finished=True,
-                        job_state=jobs_pb2.JobState.Name(render.JOB_STATES[state]),
+                        job_state=render.JOB_STATES[state],
                     )
                     return
                 sub.wait(self.poll_interval)

@@ -1,5 +1,6 @@
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from trellis.v1 import jobs_pb2 as _jobs_pb2
 from trellis.v1 import options_pb2 as _options_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -94,5 +95,5 @@ class FollowLogsResponse(_message.Message):
     JOB_STATE_FIELD_NUMBER: _ClassVar[int]
     chunks: _containers.RepeatedCompositeFieldContainer[LogChunk]
     job_finished: bool
-    job_state: str
-    def __init__(self, chunks: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ..., job_finished: _Optional[bool] = ..., job_state: _Optional[str] = ...) -> None: ...
+    job_state: _jobs_pb2.JobState
+    def __init__(self, chunks: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ..., job_finished: _Optional[bool] = ..., job_state: _Optional[_Union[_jobs_pb2.JobState, str]] = ...) -> None: ...
