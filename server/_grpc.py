@@ -236,9 +236,12 @@ class Workers(workers_pb2_grpc.WorkerServiceServicer):
         for request in request_iterator:
             try:
                 yield self.s.heartbeat(org, request.lease_id, _ttl(request))
-            except (LeaseConflict, InvalidArgument):
+            except LeaseConflict:
                 yield workers_pb2.HeartbeatResponse(lease_id=request.lease_id, lease_lost=True)
             except TrellisError as exc:
+                # Malformed input (a TTL out of range, no lease id) ends the
+                # stream with INVALID_ARGUMENT, as the unary call answers: a
+                # `lease_lost` answer would make the worker drop a valid lease.
                 _abort(context, exc)
 
     @unary

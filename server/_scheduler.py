@@ -633,18 +633,20 @@ def _apply(
         lease_updates.append((row.id, lease_state or "failed"))
         if res.retryable and row.attempt < row.max_retries:
             delay_ms = int(Backoff.from_json(row.backoff).delay_for(row.attempt) * 1000)
-            ready_at = now + delay_ms
+            # 0 when there is no delay, as for a job that never failed: the
+            # claim's `delayed_until_ms` then agrees with the failure's answer.
+            ready_at = now + delay_ms if delay_ms else 0
+            # ``row`` is a lease joined with its job: ``row.id`` is the lease's
+            # id, ``row.job_id`` the job's (the row to re-queue).
             retry_updates.append(
-                {"jid": row.id, "ready": ready_at, "err": res.error, "attempt": row.attempt + 1}
+                {"jid": row.job_id, "ready": ready_at, "err": res.error, "attempt": row.attempt + 1}
             )
             ev.add(row.run_id, "JOB_RETRYING", row.key, row.attempt, res.error)
             if delay_ms > 0:
                 effects.timers.append((ready_at, topic_ready(org)))
             else:
                 effects.topics.add(topic_ready(org))
-            verdicts[row.id] = Verdict(
-                row.id, will_retry=True, delayed_until_ms=ready_at if delay_ms else 0
-            )
+            verdicts[row.id] = Verdict(row.id, will_retry=True, delayed_until_ms=ready_at)
         else:
             failed_final.append((row, res))
             ev.add(row.run_id, "JOB_FAILED", row.key, row.attempt, res.error)

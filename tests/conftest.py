@@ -1,0 +1,159 @@
+"""Test harness: real Trellis servers on free ports, on SQLite and PostgreSQL.
+
+Every test that takes ``server`` runs twice: once on a SQLite file, once on a
+PostgreSQL database created for it and dropped afterwards. PostgreSQL comes
+from ``TRELLIS_TEST_PG`` (default: the local server's ``test`` database as
+``postgres``). When it is unreachable the PostgreSQL half fails; it is never
+skipped silently (set ``TRELLIS_SKIP_PG=1`` to leave it out on purpose).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from trellis.server.app import TrellisServer
+from trellis.server.config import Config
+from trellis.v1 import (
+    logs_pb2_grpc,
+    runs_pb2_grpc,
+    workers_pb2_grpc,
+    workflows_pb2_grpc,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("TRELLIS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+BACKENDS = ["sqlite"] if os.environ.get("TRELLIS_SKIP_PG") == "1" else ["sqlite", "postgres"]
+
+
+def _pg_admin() -> Any:
+    import psycopg
+
+    try:
+        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {exc}")
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'trellis.db'}"
+        return
+    name = f"trellis_test_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with _pg_admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Running:
+    """A started server and clients for it."""
+
+    server: TrellisServer
+    channel: grpc.Channel
+    config: Config
+    workflows_dir: Path
+    stopped: bool = False
+    extra_channels: list[grpc.Channel] = field(default_factory=list)
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.server.grpc_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.rest_port}"
+
+    @property
+    def workflows(self) -> workflows_pb2_grpc.WorkflowServiceStub:
+        return workflows_pb2_grpc.WorkflowServiceStub(self.channel)
+
+    @property
+    def runs(self) -> runs_pb2_grpc.RunServiceStub:
+        return runs_pb2_grpc.RunServiceStub(self.channel)
+
+    @property
+    def workers(self) -> workers_pb2_grpc.WorkerServiceStub:
+        return workers_pb2_grpc.WorkerServiceStub(self.channel)
+
+    @property
+    def logs(self) -> logs_pb2_grpc.LogServiceStub:
+        return logs_pb2_grpc.LogServiceStub(self.channel)
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.channel.close()
+            self.server.stop(grace=2.0)
+            self.stopped = True
+
+
+def _start(config: Config) -> Running:
+    srv = TrellisServer(config)
+    srv.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}")
+    grpc.channel_ready_future(channel).result(timeout=10)
+    assert config.workflows_dir is not None
+    return Running(srv, channel, config, config.workflows_dir)
+
+
+@pytest.fixture
+def start_server(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    """Starts servers on ``database_url``; ``restart`` them with the same data."""
+    started: list[Running] = []
+    wf_dir = tmp_path / "workflows"
+    if not wf_dir.exists():
+        shutil.copytree(ROOT / "workflows", wf_dir)
+
+    def start(**overrides: Any) -> Running:
+        config = Config(
+            database_url=database_url,
+            host="127.0.0.1",
+            port=0,
+            grpc_port=0,
+            workflows_dir=wf_dir,
+            reap_interval_secs=0.2,
+            poll_interval_secs=0.5,
+            grpc_threads=64,
+        )
+        running = _start(replace(config, **overrides))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def server(start_server: Callable[..., Running]) -> Running:
+    """A running server (gRPC and REST) with the sample workflows loaded."""
+    return start_server()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
+    """Polls ``predicate`` until it returns something truthy (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        threading.Event().wait(interval)
