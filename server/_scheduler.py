@@ -182,11 +182,12 @@ def create_run(
         )
     conn.execute(jobs.insert(), rows)
     if any(job.depends_on for job in wdef.jobs):
-        ids: dict[str, int] = dict(
-            conn.execute(select(jobs.c.key, jobs.c.id).where(jobs.c.run_id == run_id))
-            .tuples()
-            .all()
-        )
+        ids: dict[str, int] = {
+            key: job_id
+            for key, job_id in conn.execute(
+                select(jobs.c.key, jobs.c.id).where(jobs.c.run_id == run_id)
+            )
+        }
         edge_rows = [
             {"parent_id": ids[parent], "child_id": ids[job.id], "org_id": org}
             for job in wdef.jobs
@@ -713,7 +714,9 @@ def _apply(
         for row, _ in failed_final:
             finished_per_run[row.run_id] += 1
             failed_per_run[row.run_id] += 1
-        skipped = _skip_descendants(conn, [row.job_id for row, _ in failed_final], now=now, ev=ev)
+        skipped = _skip_descendants(
+            conn, [row.job_id for row, _ in failed_final], now=now, ev=ev, effects=effects
+        )
         for run_id, n in skipped.items():
             finished_per_run[run_id] += n
     _finish_runs(conn, finished_per_run, failed_per_run, now=now, ev=ev)
@@ -765,9 +768,12 @@ def _release_children(
 
 
 def _skip_descendants(
-    conn: Connection, failed_ids: Sequence[int], *, now: int, ev: _Events
+    conn: Connection, failed_ids: Sequence[int], *, now: int, ev: _Events, effects: Effects
 ) -> Counter[str]:
-    """Skips every pending descendant of the failed jobs; counts them per run."""
+    """Skips every pending descendant of the failed jobs; counts them per run.
+
+    Log followers of a skipped job are woken: its log is complete (and empty).
+    """
     skipped: Counter[str] = Counter()
     frontier = list(failed_ids)
     seen: set[int] = set(frontier)
@@ -784,14 +790,15 @@ def _skip_descendants(
         children = sorted(set(children))
         seen.update(children)
         for part in _chunks(children):
-            for run_id, key in conn.execute(
+            for job_id, run_id, key in conn.execute(
                 update(jobs)
                 .where(jobs.c.id.in_(part), jobs.c.state == "pending")
                 .values(state="skipped", finished_at_ms=now)
-                .returning(jobs.c.run_id, jobs.c.key)
+                .returning(jobs.c.id, jobs.c.run_id, jobs.c.key)
             ):
                 skipped[run_id] += 1
                 ev.add(run_id, "JOB_SKIPPED", key)
+                effects.topics.add(topic_logs(job_id))
         frontier = children
     return skipped
 

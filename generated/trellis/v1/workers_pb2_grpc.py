@@ -175,7 +175,8 @@ class WorkerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJobCancelled(self, request, context):
-        """Whether the job's run (the latest one unless `run_id` is set) was cancelled.
+        """Whether the job was cancelled, in the workflow's latest run unless
+        `run_id` is set. A job that finished before its run was cancelled was not.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
