@@ -3,6 +3,7 @@ reaper into one process: what ``trellis serve`` runs."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from concurrent import futures
@@ -20,6 +21,8 @@ from trellis.server.service import Service
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# How many ports after PORT are tried when it is taken.
+PORT_SEARCH = 20
 
 
 class TrellisServer:
@@ -99,11 +102,26 @@ class TrellisServer:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
-        app = create_app(self._channel, cors_origins=self.config.cors_origins)
-        rest = RestServer(
-            app, host=self.config.host, port=self.config.port, threads=self.config.rest_threads
+        app = create_app(
+            self._channel,
+            cors_origins=self.config.cors_origins,
+            sse_keepalive_secs=self.config.sse_keepalive_secs,
+            max_sse_streams=self.config.max_sse_streams,
         )
-        rest.start()
+        # As documented for PORT: a taken port moves on to the next free one.
+        port = self.config.port
+        for attempt in range(PORT_SEARCH):
+            rest = RestServer(
+                app, host=self.config.host, port=port, threads=self.config.rest_threads
+            )
+            try:
+                rest.start()
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or port == 0 or attempt == PORT_SEARCH - 1:
+                    raise
+                log.warning("REST port %d is taken; trying %d", port, port + 1)
+                port += 1
         self.rest_port = rest.port
         self._rest = rest
 
