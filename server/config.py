@@ -28,6 +28,10 @@ class Config:
     reap_interval_secs: float = 5.0
     rest_enabled: bool = True
     rest_threads: int = 64
+    # Idle time after which an SSE log stream sends a keep-alive comment.
+    sse_keepalive_secs: float = 15.0
+    # Open SSE log streams at most (each holds one of the REST threads).
+    max_sse_streams: int = 24
     grpc_threads: int = 256
     poll_interval_secs: float = 2.0
     org_id: str = "default"
