@@ -1,1 +1,16 @@
+"""REST bridge: serves the documented JSON APIs by transcoding them onto the gRPC API.
 
+The routes come from the ``google.api.http`` rules in the ``trellis.v1`` protos and the
+JSON conventions from the custom options in ``trellis/v1/options.proto``; the bridge
+talks to the gRPC server over a channel, like any gateway.
+
+    channel = grpc.insecure_channel("127.0.0.1:50051")
+    server = RestServer(create_app(channel), port=3000)
+    server.start()
+"""
+
+from ._app import create_app
+from ._http_rules import UnsupportedRuleError
+from ._server import RestServer
+
+__all__ = ["RestServer", "UnsupportedRuleError", "create_app"]

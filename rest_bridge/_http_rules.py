@@ -1,0 +1,208 @@
+"""Discovery of ``google.api.http`` rules in the ``trellis.v1`` descriptors.
+
+Every unary RPC with an HttpRule becomes one :class:`HttpBinding` per binding (the
+rule and its ``additional_bindings``). Path templates are compiled to Werkzeug rules;
+a template this bridge cannot serve fails start-up rather than being skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, cast
+
+from google.api import annotations_pb2, http_pb2  # type: ignore[import-untyped]
+from google.protobuf.descriptor import (
+    Descriptor,
+    FieldDescriptor,
+    FileDescriptor,
+    MethodDescriptor,
+    ServiceDescriptor,
+)
+
+from trellis.v1 import options_pb2
+
+from ._descriptors import message_type, option
+
+_log = logging.getLogger(__name__)
+
+PACKAGE = "trellis.v1"
+
+_LITERAL = re.compile(r"[A-Za-z0-9._~!$&'()+,;=@-]+")
+_VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)(=\*)?\}")
+
+
+class UnsupportedRuleError(ValueError):
+    """An HttpRule the bridge cannot serve; raised at start-up."""
+
+
+@dataclass(frozen=True)
+class PathVariable:
+    """A ``{field.path}`` segment of a template."""
+
+    dotted: str
+    """The field path as written in the template (``lease_id``, ``job.id``)."""
+    rule_name: str
+    """The Werkzeug variable name (dots are not allowed there)."""
+    chain: tuple[FieldDescriptor, ...]
+    """The fields from the request message down to the bound scalar."""
+
+
+@dataclass(frozen=True)
+class PathTemplate:
+    """A compiled HttpRule path template."""
+
+    template: str
+    rule: str
+    variables: tuple[PathVariable, ...]
+
+
+@dataclass(frozen=True)
+class HttpBinding:
+    """One REST verb+path bound to a unary RPC."""
+
+    service: ServiceDescriptor
+    method: MethodDescriptor
+    verb: str
+    path: PathTemplate
+    body: str
+    response_body: str
+    success_code: int
+    error_style: int
+
+    @property
+    def rpc_path(self) -> str:
+        """The gRPC method path, ``/trellis.v1.Service/Method``."""
+        return f"/{self.service.full_name}/{self.method.name}"
+
+
+def import_package_modules(package_name: str = PACKAGE) -> list[ModuleType]:
+    """Imports every module of the generated package so all its files are in the pool."""
+    package = importlib.import_module(package_name)
+    return [
+        importlib.import_module(f"{package_name}.{info.name}")
+        for info in pkgutil.iter_modules(package.__path__)
+    ]
+
+
+def package_files(package_name: str = PACKAGE) -> list[FileDescriptor]:
+    """The proto files of the package, in a stable order."""
+    files: dict[str, FileDescriptor] = {}
+    for module in import_package_modules(package_name):
+        descriptor = getattr(module, "DESCRIPTOR", None)
+        if isinstance(descriptor, FileDescriptor) and descriptor.package == package_name:
+            files[descriptor.name] = descriptor
+    return [files[name] for name in sorted(files)]
+
+
+def discover_bindings(package_name: str = PACKAGE) -> list[HttpBinding]:
+    """Every REST binding declared on the package's services."""
+    bindings: list[HttpBinding] = []
+    for file in package_files(package_name):
+        for service in file.services_by_name.values():
+            bindings.extend(_service_bindings(service))
+    return bindings
+
+
+def _service_bindings(service: ServiceDescriptor) -> Iterator[HttpBinding]:
+    style = int(option(service.GetOptions(), options_pb2.surface).error_style)
+    for method in service.methods:
+        options = method.GetOptions()
+        if not cast(Any, options).HasExtension(annotations_pb2.http):
+            continue
+        if method.client_streaming or method.server_streaming:
+            # Streams need a hand-written route (SSE, WebSocket); transcoding cannot.
+            _log.warning("%s has an HTTP rule but streams; no REST route", method.full_name)
+            continue
+        success_code = int(option(options, options_pb2.rest).success_code) or 200
+        rule = option(options, annotations_pb2.http)
+        for one in (rule, *rule.additional_bindings):
+            yield _binding(service, method, one, success_code, style)
+
+
+def _binding(
+    service: ServiceDescriptor,
+    method: MethodDescriptor,
+    rule: http_pb2.HttpRule,
+    success_code: int,
+    style: int,
+) -> HttpBinding:
+    where = method.full_name
+    pattern = rule.WhichOneof("pattern")
+    if pattern is None:
+        raise UnsupportedRuleError(f"{where}: HTTP rule without a verb and path")
+    if pattern == "custom":
+        verb, template = rule.custom.kind.upper(), rule.custom.path
+    else:
+        verb, template = pattern.upper(), getattr(rule, pattern)
+    request = method.input_type
+    if rule.body and rule.body != "*" and rule.body not in request.fields_by_name:
+        raise UnsupportedRuleError(f"{where}: body {rule.body!r} is not a request field")
+    if rule.body and verb == "GET":
+        raise UnsupportedRuleError(f"{where}: GET with a body")
+    response = method.output_type
+    if rule.response_body and rule.response_body not in response.fields_by_name:
+        raise UnsupportedRuleError(
+            f"{where}: response_body {rule.response_body!r} is not a response field"
+        )
+    return HttpBinding(
+        service=service,
+        method=method,
+        verb=verb,
+        path=compile_template(template, request, where=where),
+        body=rule.body,
+        response_body=rule.response_body,
+        success_code=success_code,
+        error_style=style,
+    )
+
+
+def compile_template(template: str, request: Descriptor, *, where: str = "") -> PathTemplate:
+    """Compiles an HttpRule template into a Werkzeug rule.
+
+    Supported: literal segments and whole-segment variables ``{field}``,
+    ``{field.sub}`` and ``{field=*}`` bound to singular scalar fields. Multi-segment
+    variables (``{name=shelves/*}``, ``**``), bare wildcards and ``:verb`` suffixes
+    raise UnsupportedRuleError.
+    """
+    prefix = f"{where}: " if where else ""
+    if not template.startswith("/") or template == "/" or template.endswith("/"):
+        raise UnsupportedRuleError(f"{prefix}unsupported path template {template!r}")
+    parts: list[str] = []
+    variables: list[PathVariable] = []
+    for segment in template[1:].split("/"):
+        match = _VARIABLE.fullmatch(segment)
+        if match:
+            dotted = match.group(1)
+            if any(v.dotted == dotted for v in variables):
+                raise UnsupportedRuleError(f"{prefix}{template!r} binds {dotted!r} twice")
+            chain = _field_chain(request, dotted, f"{prefix}{template!r}")
+            rule_name = dotted.replace(".", "__")
+            variables.append(PathVariable(dotted=dotted, rule_name=rule_name, chain=chain))
+            parts.append(f"<{rule_name}>")
+        elif _LITERAL.fullmatch(segment):
+            parts.append(segment)
+        else:
+            raise UnsupportedRuleError(
+                f"{prefix}unsupported segment {segment!r} in path template {template!r}"
+            )
+    return PathTemplate(template=template, rule="/" + "/".join(parts), variables=tuple(variables))
+
+
+def _field_chain(request: Descriptor, dotted: str, where: str) -> tuple[FieldDescriptor, ...]:
+    chain: list[FieldDescriptor] = []
+    message: Descriptor | None = request
+    for name in dotted.split("."):
+        field = message.fields_by_name.get(name) if message is not None else None
+        if field is None or field.is_repeated:
+            raise UnsupportedRuleError(f"{where}: {dotted!r} is not a singular request field")
+        chain.append(field)
+        message = message_type(field) if field.type == FieldDescriptor.TYPE_MESSAGE else None
+    if chain[-1].type == FieldDescriptor.TYPE_MESSAGE:
+        raise UnsupportedRuleError(f"{where}: {dotted!r} is a message, not a scalar")
+    return tuple(chain)

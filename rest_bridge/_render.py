@@ -1,0 +1,165 @@
+"""Message -> JSON, driven by descriptors and the surface options declared in proto.
+
+Renderers are compiled once per message type into closures, so that rendering a
+response is a walk over precomputed (key, function) pairs with no descriptor lookups.
+``json_format`` is not used for messages: it quotes 64-bit integers and drops
+defaults, which the documented JSON shapes do not.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from trellis.v1 import options_pb2
+
+from ._descriptors import (
+    WELL_KNOWN_TYPES,
+    WRAPPER_TYPES,
+    is_empty_message,
+    is_map,
+    json_shape,
+    map_shape_field,
+    message_type,
+    output_key,
+    tagged_oneof,
+)
+from ._json_values import Json
+from ._scalars import scalar_renderer
+
+MessageRenderer = Callable[[Message], Json]
+ValueRenderer = Callable[[Any], Json]
+
+_RENDERERS: dict[str, MessageRenderer] = {}
+_BUILDING: set[str] = set()
+_LOCK = threading.RLock()
+
+
+def message_renderer(descriptor: Descriptor) -> MessageRenderer:
+    """The (cached) renderer of a message type."""
+    full_name = descriptor.full_name
+    renderer = _RENDERERS.get(full_name)
+    if renderer is not None:
+        return renderer
+    with _LOCK:
+        renderer = _RENDERERS.get(full_name)
+        if renderer is not None:
+            return renderer
+        if full_name in _BUILDING:
+            # A recursive type: resolve at call time, when the build has finished.
+            return lambda message: _RENDERERS[full_name](message)
+        _BUILDING.add(full_name)
+        try:
+            renderer = _build(descriptor)
+        finally:
+            _BUILDING.discard(full_name)
+        _RENDERERS[full_name] = renderer
+        return renderer
+
+
+def field_renderer(field: FieldDescriptor) -> MessageRenderer:
+    """Renders one field of a message (all its values, or null when unset)."""
+    name = field.name
+    if is_map(field):
+        return _map_renderer(field)
+    value = _value_renderer(field)
+    if field.is_repeated:
+        if value is None:
+            return lambda message: list(getattr(message, name))
+        render_each = value
+        return lambda message: [render_each(item) for item in getattr(message, name)]
+    if field.has_presence:
+        if value is None:
+            return lambda message: getattr(message, name) if message.HasField(name) else None
+        render_set = value
+        return lambda message: (
+            render_set(getattr(message, name)) if message.HasField(name) else None
+        )
+    if value is None:
+        return lambda message: getattr(message, name)
+    render_plain = value
+    return lambda message: render_plain(getattr(message, name))
+
+
+def _value_renderer(field: FieldDescriptor) -> ValueRenderer | None:
+    """Renders one value of a field; None when the Python value is already its JSON."""
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        return message_renderer(message_type(field))
+    return scalar_renderer(field)
+
+
+def _map_renderer(field: FieldDescriptor) -> MessageRenderer:
+    name = field.name
+    entry = message_type(field)
+    render_value = _value_renderer(entry.fields_by_name["value"])
+    bool_keys = entry.fields_by_name["key"].type == FieldDescriptor.TYPE_BOOL
+
+    def key_text(key: object) -> str:
+        if bool_keys:
+            return "true" if key else "false"
+        return str(key)
+
+    if render_value is None and not bool_keys:
+        return lambda message: {str(k): v for k, v in getattr(message, name).items()}
+    render_entry: ValueRenderer = render_value or (lambda value: value)
+    return lambda message: {
+        key_text(key): render_entry(value) for key, value in getattr(message, name).items()
+    }
+
+
+def _build(descriptor: Descriptor) -> MessageRenderer:
+    if descriptor.full_name in WELL_KNOWN_TYPES:
+        return _well_known_renderer(descriptor)
+    shape = json_shape(descriptor)
+    if shape == options_pb2.JSON_SHAPE_EXTERNALLY_TAGGED:
+        return _tagged_renderer(descriptor)
+    if shape == options_pb2.JSON_SHAPE_MAP:
+        return _map_renderer(map_shape_field(descriptor))
+    fields = [(output_key(field), field_renderer(field)) for field in descriptor.fields]
+
+    def render(message: Message) -> Json:
+        return {key: render_field(message) for key, render_field in fields}
+
+    return render
+
+
+def _tagged_renderer(descriptor: Descriptor) -> MessageRenderer:
+    oneof = tagged_oneof(descriptor)
+    oneof_name = oneof.name
+    members: dict[str, tuple[str, ValueRenderer | None, bool]] = {}
+    for field in oneof.fields:
+        bare = field.type == FieldDescriptor.TYPE_MESSAGE and is_empty_message(message_type(field))
+        members[field.name] = (field.json_name, _value_renderer(field), bare)
+
+    def render(message: Message) -> Json:
+        chosen = message.WhichOneof(oneof_name)
+        if chosen is None:
+            return None
+        tag, render_value, bare = members[chosen]
+        if bare:
+            return tag
+        value = getattr(message, chosen)
+        return {tag: render_value(value) if render_value is not None else value}
+
+    return render
+
+
+def _well_known_renderer(descriptor: Descriptor) -> MessageRenderer:
+    if descriptor.full_name == "google.protobuf.Empty":
+        return lambda message: {}
+    if descriptor.full_name in WRAPPER_TYPES:
+        # Wrappers render as their bare value; 64-bit ones as numbers like any int64.
+        return field_renderer(descriptor.fields_by_name["value"])
+
+    def render(message: Message) -> Json:
+        # Timestamp, Duration, FieldMask, Struct, Value, ListValue, Any: their
+        # canonical JSON is what json_format produces.
+        rendered: Json = json_format.MessageToDict(message, preserving_proto_field_name=True)
+        return rendered
+
+    return render

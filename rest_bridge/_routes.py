@@ -1,0 +1,111 @@
+"""Views that transcode one REST route onto one unary RPC."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flask
+import grpc
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from ._codec import (
+    CodecError,
+    InvalidJsonError,
+    body_binder,
+    load_json,
+    query_setters,
+    response_renderer,
+    text_setter,
+)
+from ._descriptors import INTEGER_TYPES, message_class
+from ._errors import error_response, json_response, rpc_error_response
+from ._http_rules import HttpBinding
+from ._metadata import InvalidHeaderError, forwarded_metadata
+
+#: The request field that asks the server to wait (long polling); the call's
+#: deadline grows by its value so that a long poll is not cut short by the bridge.
+WAIT_FIELD = "wait_secs"
+# The server caps waits far lower; this only keeps a client's number from turning
+# into an absurd deadline.
+_MAX_WAIT_SECS = 3600
+
+
+class TranscodedRoute:
+    """A Flask view for one :class:`HttpBinding`.
+
+    Everything derivable from descriptors (stub, binders, renderer) is prepared here,
+    once, so that serving a request is: bind, call, render.
+    """
+
+    def __init__(
+        self, binding: HttpBinding, channel: grpc.Channel, *, call_timeout_secs: float
+    ) -> None:
+        self.binding = binding
+        request_type = binding.method.input_type
+        response_type = binding.method.output_type
+        self._request_class = message_class(request_type)
+        response_class = message_class(response_type)
+        self._stub = channel.unary_unary(
+            binding.rpc_path,
+            request_serializer=self._request_class.SerializeToString,
+            response_deserializer=response_class.FromString,
+        )
+        self._style = binding.error_style
+        self._success_code = binding.success_code
+        self._call_timeout = call_timeout_secs
+        self._bind_body = body_binder(request_type, binding.body) if binding.body else None
+        self._path_setters = tuple(
+            (variable.rule_name, text_setter(variable.chain, variable.dotted))
+            for variable in binding.path.variables
+        )
+        path_chains = {_names(variable.chain) for variable in binding.path.variables}
+        body = binding.body
+
+        def bound_elsewhere(chain: Sequence[FieldDescriptor]) -> bool:
+            # Only fields bound by neither path nor body come from the query string.
+            return body == "*" or chain[0].name == body or _names(chain) in path_chains
+
+        self._query_setters = query_setters(request_type, bound_elsewhere)
+        self._render = response_renderer(response_type, binding.response_body)
+        wait = request_type.fields_by_name.get(WAIT_FIELD)
+        self._wait_field = (
+            WAIT_FIELD
+            if wait is not None and not wait.is_repeated and wait.type in INTEGER_TYPES
+            else None
+        )
+
+    def __call__(self, **path_args: str) -> flask.Response:
+        request = flask.request
+        message = self._request_class()
+        try:
+            metadata = forwarded_metadata(request)
+            self._bind(request, message, path_args)
+        except (CodecError, InvalidJsonError, InvalidHeaderError) as error:
+            return error_response(400, str(error), style=self._style)
+        timeout = self._call_timeout
+        if self._wait_field is not None:
+            timeout += min(max(0, getattr(message, self._wait_field)), _MAX_WAIT_SECS)
+        try:
+            response = self._stub(message, timeout=timeout, metadata=metadata)
+        except grpc.RpcError as error:
+            return rpc_error_response(error, style=self._style)
+        return json_response(self._render(response), self._success_code)
+
+    def _bind(self, request: flask.Request, message: Message, path_args: dict[str, str]) -> None:
+        # Later sources win: body, then query, then path (the URL names the resource).
+        if self._bind_body is not None:
+            self._bind_body(message, load_json(request.get_data(cache=False)))
+        if self._query_setters and request.args:
+            for key, values in request.args.lists():
+                setter = self._query_setters.get(key)
+                # Unknown parameters are ignored, as cache busters and tracking
+                # parameters are common in browser and script clients.
+                if setter is not None:
+                    setter(message, values)
+        for name, setter in self._path_setters:
+            setter(message, (path_args[name],))
+
+
+def _names(chain: Sequence[FieldDescriptor]) -> tuple[str, ...]:
+    return tuple(field.name for field in chain)

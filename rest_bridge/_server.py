@@ -1,0 +1,139 @@
+"""A production WSGI server (waitress) for the bridge, run on a background thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Protocol, cast
+
+import flask
+from waitress import wasyncore
+from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
+
+from ._app import EXTENSION, BridgeState
+
+_STOP_SECS = 5
+_log = logging.getLogger(__name__)
+
+
+class _Trigger(Protocol):
+    # waitress' trigger runs thunks on its event-loop thread (its stubs type it as int).
+    def pull_trigger(self, thunk: object = None) -> None: ...
+
+
+class RestServer:
+    """Serves a WSGI app with waitress in a background thread (never Flask's dev server).
+
+    Each request holds one of ``threads`` worker threads while it runs, including
+    long polls (``wait_secs``) and SSE streams; keep ``threads`` above the app's
+    ``max_sse_streams`` (32 against 24 by default) so that streams never starve
+    ordinary requests.
+    """
+
+    def __init__(
+        self,
+        app: flask.Flask,
+        host: str = "0.0.0.0",
+        port: int = 3000,
+        threads: int = 32,
+        *,
+        connection_limit: int = 1000,
+        channel_timeout: int = 120,
+        quiet_queue_warnings: bool = True,
+    ) -> None:
+        """Prepares (does not start) the server.
+
+        Args:
+            app: The WSGI application, usually from :func:`create_app`.
+            host: Interface to listen on.
+            port: TCP port; 0 picks a free one (see :attr:`port`).
+            threads: Worker threads.
+            connection_limit: Open connections at most; keep-alive clients and
+                workers each hold one.
+            channel_timeout: Seconds an idle keep-alive connection stays open.
+            quiet_queue_warnings: Silence waitress' "Task queue depth" warnings,
+                which fire on every request queued behind busy threads: under a
+                claim loop's bursts they are noise, not a fault.
+        """
+        self._app = app
+        self._host = host
+        self._requested_port = port
+        self._threads = threads
+        self._connection_limit = connection_limit
+        self._channel_timeout = channel_timeout
+        self._quiet_queue_warnings = quiet_queue_warnings
+        # Our own socket map, so that stop() can close every connection in it.
+        self._map: dict[int, Any] = {}
+        self._server: BaseWSGIServer | MultiSocketServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Binds the socket and starts serving; returns once the socket is bound."""
+        if self._server is not None:
+            raise RuntimeError("RestServer already started")
+        if self._quiet_queue_warnings:
+            logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+        state = self._app.extensions.get(EXTENSION)
+        if isinstance(state, BridgeState) and self._threads <= state.log_streams.max_streams:
+            _log.warning(
+                "%d threads for up to %d SSE streams: streams can starve other requests",
+                self._threads,
+                state.log_streams.max_streams,
+            )
+        body_limit = self._app.config.get("MAX_CONTENT_LENGTH")
+        # waitress buffers a whole body before the app sees it; the app answers
+        # moderate excess with a JSON 413, waitress cuts off absurd sizes.
+        max_body = max(2 * body_limit, 1 << 20) if isinstance(body_limit, int) else 1 << 30
+        self._server = create_server(
+            self._app,
+            map=cast(Any, self._map),
+            host=self._host,
+            port=self._requested_port,
+            threads=self._threads,
+            connection_limit=self._connection_limit,
+            channel_timeout=self._channel_timeout,
+            # poll() has no FD_SETSIZE ceiling, unlike select(), for many connections.
+            asyncore_use_poll=True,
+            ident="trellis",
+            max_request_body_size=max_body,
+        )
+        self._thread = threading.Thread(
+            target=self._server.run, name="trellis-rest-server", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        """The bound port (the one picked by the system when constructed with port=0)."""
+        if self._server is None:
+            raise RuntimeError("RestServer not started")
+        # Present on every listening waitress server, though missing from its stubs.
+        return int(cast(Any, self._listener()).effective_port)
+
+    def _listener(self) -> BaseWSGIServer:
+        # A host name resolving to several addresses gives a MultiSocketServer, whose
+        # listeners (one per address) sit in the socket map.
+        if isinstance(self._server, BaseWSGIServer):
+            return self._server
+        for dispatcher in self._map.values():
+            if isinstance(dispatcher, BaseWSGIServer):
+                return dispatcher
+        raise RuntimeError("RestServer has no listening socket")
+
+    def stop(self) -> None:
+        """Stops serving: ends SSE streams, closes listener and connections, joins threads."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        listener = self._listener()
+        self._server = self._thread = None
+        state = self._app.extensions.get(EXTENSION)
+        if isinstance(state, BridgeState):
+            state.close()
+        # Sockets belong to the event-loop thread; close them there, after which the
+        # loop finds its map empty and returns.
+        trigger = cast(_Trigger, listener.trigger)
+        socket_map = cast(Any, self._map)
+        trigger.pull_trigger(lambda: wasyncore.close_all(socket_map, ignore_all=True))
+        thread.join(_STOP_SECS)
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=_STOP_SECS)
