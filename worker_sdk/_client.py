@@ -1,0 +1,259 @@
+"""A small synchronous client for people and scripts: workflows, runs, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import grpc
+
+from ._channel import Connection
+from ._errors import DeadlineExceeded, TrellisError, wrap_rpc_error
+from ._pb import logs_pb2, runs_pb2, workflows_pb2
+
+_T = TypeVar("_T")
+
+DEFAULT_TARGET = "localhost:50051"
+
+_TERMINAL_RUN_STATES = frozenset(
+    {runs_pb2.RUN_STATE_SUCCEEDED, runs_pb2.RUN_STATE_FAILED, runs_pb2.RUN_STATE_CANCELLED}
+)
+
+
+class Client:
+    """Talks to a Trellis server: define and run workflows, watch runs and logs.
+
+    Methods return the ``trellis.v1`` protobuf messages (``Workflow``, ``Run``,
+    ``RunDetail``, ``LogChunk``, ...). Failures raise :class:`TrellisError`
+    subclasses (:class:`NotFound`, :class:`InvalidArgument`,
+    :class:`ConnectionLost`, ...), never raw gRPC errors.
+
+    Args:
+        target: ``host:port`` of the Trellis gRPC server; default: the
+            ``TRELLIS_TARGET`` environment variable, else ``localhost:50051``.
+        token: sent as ``authorization: Bearer <token>`` on every call;
+            default: the ``TRELLIS_TOKEN`` environment variable, if set.
+        organization_id: sent as ``x-organization-id`` on every call.
+        timeout: deadline in seconds of each unary call.
+        channel: use this channel (not closed by :meth:`close`) instead of
+            opening one to ``target``.
+
+    Use it as a context manager, or call :meth:`close` when done.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        token: str | None = None,
+        organization_id: str | None = None,
+        *,
+        timeout: float = 30.0,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        target = target or os.environ.get("TRELLIS_TARGET") or DEFAULT_TARGET
+        token = token or os.environ.get("TRELLIS_TOKEN") or None
+        self.target = target
+        self.timeout = timeout
+        self._conn = Connection(
+            target, token=token, organization_id=organization_id, channel=channel
+        )
+
+    def close(self) -> None:
+        """Closes the channel (unless it was handed in)."""
+        self._conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _unary(self, method: Callable[..., _T], request: Any) -> _T:
+        try:
+            return method(request, timeout=self.timeout, metadata=self._conn.metadata)
+        except grpc.RpcError as err:
+            raise self._wrap(err) from err
+
+    def _wrap(self, err: grpc.RpcError) -> TrellisError:
+        wrapped = wrap_rpc_error(err)
+        if wrapped.code is grpc.StatusCode.UNAVAILABLE:
+            # gRPC's text nests the reason ("failed to connect to all
+            # addresses; last error: ...: Connection refused"): keep the end.
+            reason = wrapped.message.rsplit(": ", 1)[-1]
+            wrapped.message = f"cannot reach Trellis at {self.target}: {reason}"
+        return wrapped
+
+    # -- workflows --------------------------------------------------------
+
+    def create_workflow(
+        self,
+        definition: str | Mapping[str, Any] | workflows_pb2.Workflow,
+        *,
+        workflow_id: str | None = None,
+    ) -> workflows_pb2.Workflow:
+        """Creates a workflow, or a new version of an existing one.
+
+        ``definition`` is the text of a workflow file (YAML or JSON), a mapping
+        of the same shape (``{"name": ..., "on": ..., "jobs": {...}}``), or a
+        ``trellis.v1.Workflow`` message. ``workflow_id`` names the workflow
+        (the server generates one when neither it nor the message has an id).
+        Returns the stored ``Workflow``.
+        """
+        if isinstance(definition, workflows_pb2.Workflow):
+            workflow = workflows_pb2.Workflow()
+            workflow.CopyFrom(definition)
+            if workflow_id:
+                workflow.id = workflow_id
+            request = workflows_pb2.CreateWorkflowRequest(workflow=workflow)
+        else:
+            source = definition if isinstance(definition, str) else json.dumps(definition)
+            request = workflows_pb2.CreateWorkflowRequest(
+                workflow=workflows_pb2.Workflow(id=workflow_id or ""), source=source
+            )
+        return self._unary(self._conn.workflows.CreateWorkflow, request)
+
+    def list_workflows(self) -> list[workflows_pb2.Workflow]:
+        """All workflows, each with the job states of its latest run."""
+        response = self._unary(
+            self._conn.workflows.ListWorkflows, workflows_pb2.ListWorkflowsRequest(limit=1000)
+        )
+        return list(response.workflows)
+
+    def get_workflow(self, workflow_id: str) -> workflows_pb2.Workflow:
+        """One workflow with the job states of its latest run."""
+        return self._unary(
+            self._conn.workflows.GetWorkflow,
+            workflows_pb2.GetWorkflowRequest(workflow_id=workflow_id),
+        )
+
+    def run_workflow(self, workflow_id: str) -> runs_pb2.Run:
+        """Starts a run of the workflow's current version; returns the ``Run``."""
+        return self._unary(
+            self._conn.workflows.RunWorkflow,
+            workflows_pb2.RunWorkflowRequest(workflow_id=workflow_id),
+        )
+
+    def cancel_workflow(self, workflow_id: str) -> runs_pb2.Run:
+        """Cancels the workflow's active run; returns that ``Run``."""
+        return self._unary(
+            self._conn.workflows.CancelWorkflow,
+            workflows_pb2.CancelWorkflowRequest(workflow_id=workflow_id),
+        )
+
+    # -- runs -------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> runs_pb2.RunDetail:
+        """The run with the state of each of its jobs (a ``RunDetail``)."""
+        return self._unary(self._conn.runs.GetRun, runs_pb2.GetRunRequest(run_id=run_id))
+
+    def cancel_run(self, run_id: str) -> runs_pb2.Run:
+        """Cancels a run: queued jobs are cancelled, running ones told to stop."""
+        return self._unary(self._conn.runs.CancelRun, runs_pb2.CancelRunRequest(run_id=run_id))
+
+    def stream_run_events(
+        self, run_id: str, *, after_id: int = 0, timeout: float | None = None
+    ) -> Iterator[runs_pb2.RunEvent]:
+        """The run's events (``RunEvent``) after ``after_id``, then live ones
+        until the run is terminal."""
+        call = self._conn.runs.StreamRunEvents(
+            runs_pb2.StreamRunEventsRequest(run_id=run_id, after_id=after_id),
+            timeout=timeout,
+            metadata=self._conn.metadata,
+        )
+        try:
+            yield from call
+        except grpc.RpcError as err:
+            raise self._wrap(err) from err
+        finally:
+            call.cancel()
+
+    def wait_for_run(
+        self,
+        run_id: str,
+        timeout: float | None = None,
+        *,
+        on_event: Callable[[runs_pb2.RunEvent], None] | None = None,
+    ) -> runs_pb2.RunDetail:
+        """Waits until the run is terminal and returns its ``RunDetail``.
+
+        Follows ``StreamRunEvents`` (passing each event to ``on_event``) until
+        RUN_FINISHED, resuming after a dropped connection. Raises
+        :class:`DeadlineExceeded` after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        late = DeadlineExceeded(
+            f"run {run_id} did not finish within {timeout} s", grpc.StatusCode.DEADLINE_EXCEEDED
+        )
+        after_id = 0
+        reconnects = 0
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise late
+            finished = False
+            try:
+                for event in self.stream_run_events(run_id, after_id=after_id, timeout=remaining):
+                    after_id = max(after_id, event.id)
+                    reconnects = 0
+                    if on_event is not None:
+                        on_event(event)
+                    if event.type == runs_pb2.RUN_EVENT_TYPE_RUN_FINISHED:
+                        finished = True
+                        break
+            except DeadlineExceeded:
+                raise late from None
+            except TrellisError as err:
+                # A broken stream is resumed; anything else (unknown run, no
+                # permission) is the caller's to handle.
+                if err.code is not grpc.StatusCode.UNAVAILABLE or reconnects >= 5:
+                    raise
+                reconnects += 1
+                time.sleep(min(0.2 * 2**reconnects, 5.0))
+                continue
+            detail = self.get_run(run_id)
+            # Without RUN_FINISHED the stream may have ended because the run
+            # was already terminal when it was opened; otherwise resume it.
+            if finished or detail.run.state in _TERMINAL_RUN_STATES:
+                return detail
+            time.sleep(0.2)
+
+    # -- logs -------------------------------------------------------------
+
+    def list_logs(
+        self, workflow_id: str, job_id: str, run_id: str | None = None
+    ) -> list[logs_pb2.LogChunk]:
+        """The job's log chunks so far, in the latest run or in ``run_id``."""
+        response = self._unary(
+            self._conn.logs.ListLogs,
+            logs_pb2.ListLogsRequest(workflow_id=workflow_id, job_id=job_id, run_id=run_id or ""),
+        )
+        return list(response.chunks)
+
+    def follow_logs(
+        self,
+        workflow_id: str,
+        job_id: str,
+        run_id: str | None = None,
+        *,
+        after_id: int = 0,
+    ) -> Iterator[logs_pb2.LogChunk]:
+        """The job's log chunks (``LogChunk``): its history, then live ones until
+        the job is terminal."""
+        call = self._conn.logs.FollowLogs(
+            logs_pb2.FollowLogsRequest(
+                workflow_id=workflow_id, job_id=job_id, run_id=run_id or "", after_id=after_id
+            ),
+            metadata=self._conn.metadata,
+        )
+        try:
+            for response in call:
+                yield from response.chunks
+                if response.job_finished:
+                    return
+        except grpc.RpcError as err:
+            raise self._wrap(err) from err
+        finally:
+            call.cancel()

@@ -1,0 +1,15 @@
+"""The generated ``trellis.v1`` message modules, imported in one place.
+
+mypy sees their real types when ``generated/`` is on its search path and
+treats them as ``Any`` otherwise; the ignore below covers the second case.
+"""
+
+from trellis.v1 import (  # type: ignore[import-not-found, unused-ignore]
+    jobs_pb2,
+    logs_pb2,
+    runs_pb2,
+    workers_pb2,
+    workflows_pb2,
+)
+
+__all__ = ["jobs_pb2", "logs_pb2", "runs_pb2", "workers_pb2", "workflows_pb2"]
