@@ -46,6 +46,8 @@ log_chunks = table(LogChunkRow)
 
 TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 NO_DEADLINE = 2**62
+# How long after a cancel the cancelled job's worker may still push logs.
+CANCEL_LOG_GRACE_MS = 60_000
 # Large IN lists are split so that no statement exceeds SQLite's variable cap.
 CHUNK = 500
 
@@ -851,13 +853,17 @@ def push_logs(
         leases.c.attempt,
         leases.c.state,
         leases.c.expires_at_ms,
+        leases.c.finished_at_ms,
     ).where(leases.c.id == lease_id, leases.c.org_id == org)
     if is_pg:
         q = q.with_for_update()
     row = conn.execute(q).first()
     if row is None:
         raise LeaseConflict(f"unknown lease {lease_id!r}")
-    _check_active(row.state, row.expires_at_ms, now)
+    # What a cancelled job prints while it stops (a trap handler, say) is
+    # still its log: accept it for a short while after the cancel.
+    if not (row.state == "cancelled" and now - row.finished_at_ms <= CANCEL_LOG_GRACE_MS):
+        _check_active(row.state, row.expires_at_ms, now)
     effects = Effects()
     if not chunks:
         return 0, effects

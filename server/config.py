@@ -32,7 +32,7 @@ class Config:
     sse_keepalive_secs: float = 15.0
     # Open SSE log streams at most (each holds one of the REST threads).
     max_sse_streams: int = 24
-    grpc_threads: int = 256
+    grpc_threads: int = 512
     poll_interval_secs: float = 2.0
     org_id: str = "default"
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -52,5 +52,5 @@ class Config:
             cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()) if cors else None,
             reap_interval_secs=float(env.get("REAP_INTERVAL_SECS", "5")),
             rest_threads=int(env.get("REST_THREADS", "64")),
-            grpc_threads=int(env.get("GRPC_THREADS", "256")),
+            grpc_threads=int(env.get("GRPC_THREADS", "512")),
         )

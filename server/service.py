@@ -674,7 +674,9 @@ class Service:
 
         The job's state is read before its chunks: a worker can only push
         while it holds an active lease, so once a terminal state is seen, the
-        chunk read that follows holds everything there will ever be.
+        chunk read that follows holds everything there will ever be. (The one
+        exception, what a cancelled job prints while it stops, lands in the
+        history after the follower has ended.)
         """
         ref = self._read(lambda conn, _now: self._job_ref(conn, org, workflow_id, job_id, run_id))
         if ref is None:

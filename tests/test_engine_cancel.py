@@ -18,7 +18,9 @@ from engine_helpers import (
     get_run,
     heartbeat,
     job,
+    list_logs,
     must_claim,
+    push_logs,
     race,
     rpc_error,
     run_events,
@@ -172,3 +174,22 @@ def test_cancel_racing_a_completion_has_one_outcome(server: Running) -> None:
         assert names.count(("RUN_FINISHED", "")) == 1
         assert names[-1] == ("RUN_FINISHED", "")
         assert (("JOB_SUCCEEDED", "a") in names) == (completed == grpc.StatusCode.OK)
+
+
+def test_a_cancelled_job_may_still_log_while_it_stops(server: Running) -> None:
+    wf = create_workflow(server, [job("slow")])
+    run_id = start_run(server, wf)
+    lease = must_claim(server, uid("worker")).lease
+    push_logs(server, lease.lease_id, "working\n")
+    server.runs.CancelRun(runs_pb2.CancelRunRequest(run_id=run_id), timeout=RPC_TIMEOUT)
+
+    # The worker's last words (a trap handler, say) are kept with the job...
+    assert push_logs(server, lease.lease_id, "stopping\n", first_sequence=1).accepted == 1
+    data = [c.data for c in list_logs(server, wf, "slow", run_id).chunks]
+    assert data == ["working\n", "stopping\n"]
+    # ...but the lease still cannot change the job.
+    late = rpc_error(
+        server.workers.CompleteJob, workers_pb2.CompleteJobRequest(lease_id=lease.lease_id)
+    )
+    assert_status(late, grpc.StatusCode.ABORTED, "cancelled")
+    assert run_jobs(server, run_id)["slow"].status == jobs_pb2.JOB_STATE_CANCELLED
