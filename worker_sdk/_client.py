@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import grpc
 
 from ._channel import Connection
-from ._errors import DeadlineExceeded, TrellisError, wrap_rpc_error
+from ._errors import ConnectionLost, DeadlineExceeded, TrellisError, wrap_rpc_error
 from ._pb import logs_pb2, runs_pb2, workflows_pb2
 
 _T = TypeVar("_T")
@@ -60,9 +60,12 @@ class Client:
         self._conn = Connection(
             target, token=token, organization_id=organization_id, channel=channel
         )
+        # Set by close(): streams it cut short are not reopened.
+        self._closed = False
 
     def close(self) -> None:
         """Closes the channel (unless it was handed in)."""
+        self._closed = True
         self._conn.close()
 
     def __enter__(self) -> Client:
@@ -203,22 +206,28 @@ class Client:
                     if event.type == runs_pb2.RUN_EVENT_TYPE_RUN_FINISHED:
                         finished = True
                         break
+                # Inside the try: a stopping server ends its streams cleanly
+                # and then refuses this call, which must resume like a break.
+                detail = self.get_run(run_id)
             except DeadlineExceeded:
                 raise late from None
             except TrellisError as err:
                 # A broken stream is resumed; anything else (unknown run, no
                 # permission) is the caller's to handle.
-                if err.code is not grpc.StatusCode.UNAVAILABLE or reconnects >= 5:
+                if not self._resumable(err) or reconnects >= _MAX_RESUMES:
                     raise
                 reconnects += 1
-                time.sleep(min(0.2 * 2**reconnects, 5.0))
+                _pause(_resume_delay(reconnects), deadline)
                 continue
-            detail = self.get_run(run_id)
             # Without RUN_FINISHED the stream may have ended because the run
             # was already terminal when it was opened; otherwise resume it.
             if finished or detail.run.state in _TERMINAL_RUN_STATES:
                 return detail
-            time.sleep(0.2)
+            _pause(0.2, deadline)
+
+    def _resumable(self, err: TrellisError) -> bool:
+        """Whether a stream that failed with ``err`` should be reopened."""
+        return err.code in _RESUMABLE_CODES and not self._closed
 
     # -- logs -------------------------------------------------------------
 
@@ -241,19 +250,62 @@ class Client:
         after_id: int = 0,
     ) -> Iterator[logs_pb2.LogChunk]:
         """The job's log chunks (``LogChunk``): its history, then live ones until
-        the job is terminal."""
-        call = self._conn.logs.FollowLogs(
-            logs_pb2.FollowLogsRequest(
-                workflow_id=workflow_id, job_id=job_id, run_id=run_id or "", after_id=after_id
-            ),
-            metadata=self._conn.metadata,
-        )
-        try:
-            for response in call:
-                yield from response.chunks
-                if response.job_finished:
-                    return
-        except grpc.RpcError as err:
-            raise self._wrap(err) from err
-        finally:
-            call.cancel()
+        the job is terminal, resuming (without repeats) after a dropped
+        connection or a server restart."""
+        resumes = 0
+        while True:
+            call = self._conn.logs.FollowLogs(
+                logs_pb2.FollowLogsRequest(
+                    workflow_id=workflow_id,
+                    job_id=job_id,
+                    run_id=run_id or "",
+                    after_id=after_id,
+                ),
+                metadata=self._conn.metadata,
+            )
+            try:
+                for response in call:
+                    for chunk in response.chunks:
+                        after_id = max(after_id, chunk.id)
+                        # Resume in the run being followed, not a newer one.
+                        run_id = run_id or chunk.run_id or None
+                        resumes = 0
+                        yield chunk
+                    if response.job_finished:
+                        return
+                # Ended without `job_finished`: the server is stopping (it
+                # ends streams cleanly) and the job may still be running.
+                error: TrellisError | None = None
+            except grpc.RpcError as err:
+                error = self._wrap(err)
+                error.__cause__ = err
+            finally:
+                call.cancel()
+            if error is not None and not self._resumable(error):
+                raise error
+            if resumes >= _MAX_RESUMES:
+                raise error or ConnectionLost(
+                    f"log stream of {workflow_id}/{job_id} keeps ending early",
+                    grpc.StatusCode.UNAVAILABLE,
+                )
+            resumes += 1
+            time.sleep(_resume_delay(resumes))
+
+
+# Codes after which a stream is reopened: the server went away or restarted.
+# CANCELLED too: unless the client was closed, it never cancels a call it
+# still reads, so the server (shutting down) cancelled it.
+_RESUMABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+# Consecutive reopenings without progress before giving up (~11 s in all).
+_MAX_RESUMES = 5
+
+
+def _resume_delay(attempt: int) -> float:
+    return min(0.2 * 2.0**attempt, 5.0)
+
+
+def _pause(delay: float, deadline: float | None) -> None:
+    """Sleeps ``delay`` seconds, but not past ``deadline`` (monotonic)."""
+    if deadline is not None:
+        delay = min(delay, max(0.0, deadline - time.monotonic()))
+    time.sleep(delay)
