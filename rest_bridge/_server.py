@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Any, Protocol, cast
 
 import flask
+from waitress import trigger as waitress_trigger
 from waitress import wasyncore
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 
@@ -131,9 +133,40 @@ class RestServer:
         if isinstance(state, BridgeState):
             state.close()
         # Sockets belong to the event-loop thread; close them there, after which the
-        # loop finds its map empty and returns.
+        # loop finds its map empty and returns. The triggers (one per listener) are
+        # only taken out of the map, not closed: the thunk may run before
+        # pull_trigger's own write (another thread's pull can wake the loop first),
+        # and worker threads pull the trigger when their tasks end. Closing it in
+        # the thunk made stop() fail with EBADF now and then, and a late pull could
+        # write into whatever file reused the descriptor.
+        socket_map = self._map
+        triggers: list[waitress_trigger.trigger] = []
         trigger = cast(_Trigger, listener.trigger)
-        socket_map = cast(Any, self._map)
-        trigger.pull_trigger(lambda: wasyncore.close_all(socket_map, ignore_all=True))
+        trigger.pull_trigger(lambda: _close_sockets(socket_map, triggers))
         thread.join(_STOP_SECS)
-        server.task_dispatcher.shutdown(cancel_pending=True, timeout=_STOP_SECS)
+        dispatcher = server.task_dispatcher
+        dispatcher.shutdown(cancel_pending=True, timeout=_STOP_SECS)
+        if dispatcher.threads:
+            # A worker is still busy (a long poll); it will pull a trigger when it
+            # ends, so leave those open (a few descriptors) rather than risk that.
+            _log.warning("%d REST worker thread(s) still running", len(dispatcher.threads))
+            return
+        for pipe in triggers:
+            pipe.close()
+
+
+def _close_sockets(socket_map: dict[int, Any], triggers: list[waitress_trigger.trigger]) -> None:
+    """Closes listeners and connections on the event-loop thread (which owns the map);
+    unmaps the triggers into ``triggers`` for the caller to close later."""
+    for dispatcher in list(socket_map.values()):
+        # Like wasyncore.close_all(ignore_all=True): a socket that fails to close is gone.
+        with contextlib.suppress(Exception):
+            if isinstance(dispatcher, waitress_trigger.trigger):
+                dispatcher.del_channel()
+                triggers.append(dispatcher)
+            elif isinstance(dispatcher, BaseWSGIServer):
+                # BaseWSGIServer.close() would close the listener's trigger too.
+                wasyncore.dispatcher.close(dispatcher)
+            else:
+                dispatcher.close()
+    socket_map.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
@@ -30,6 +31,7 @@ from trellis.v1 import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
 
 _CODES: dict[type[TrellisError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -45,6 +47,13 @@ def _abort(context: grpc.ServicerContext, exc: TrellisError) -> NoReturn:
     raise AssertionError("unreachable")  # abort raises
 
 
+def _internal(context: grpc.ServicerContext, name: str) -> NoReturn:
+    # gRPC would otherwise send the exception text (SQL and all) to the caller.
+    log.exception("%s failed", name)
+    context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+    raise AssertionError("unreachable")
+
+
 def unary(fn: F) -> F:
     """Maps domain errors of a unary handler to gRPC statuses."""
 
@@ -54,6 +63,8 @@ def unary(fn: F) -> F:
             return fn(self, request, context)
         except TrellisError as exc:
             _abort(context, exc)
+        except Exception:
+            _internal(context, fn.__name__)
 
     return wrapper  # type: ignore[return-value]
 
@@ -67,6 +78,8 @@ def streaming(fn: F) -> F:
             yield from fn(self, request, context)
         except TrellisError as exc:
             _abort(context, exc)
+        except Exception:
+            _internal(context, fn.__name__)
 
     return wrapper  # type: ignore[return-value]
 

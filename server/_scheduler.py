@@ -359,7 +359,14 @@ def claim(
     upstream = _upstream_outputs(conn, [r.id for r in rows if r.parents])
     claimed: list[Claimed] = []
     lease_rows = []
+    # The runs are locked after the jobs here, while cancel locks its run
+    # first: the one cycle this allows (a cancel racing a claim of the same
+    # run) is broken by PostgreSQL's deadlock detector and the retry in the
+    # service layer.
+    _lock_runs(conn, is_pg, {r.run_id for r in rows})
+    ev = _Events(org, now)
     for r in rows:
+        ev.add(r.run_id, "JOB_STARTED", r.key, r.attempt)
         deadline = now + r.timeout_secs * 1000 if r.timeout_secs else NO_DEADLINE
         expires = min(now + ttl_secs * 1000, deadline)
         lease_id = new_id()
@@ -392,20 +399,23 @@ def claim(
             )
         )
     conn.execute(leases.insert(), lease_rows)
+    ev.flush(conn, effects)
     return claimed, effects
 
 
 def _lock_runs(conn: Connection, is_pg: bool, run_ids: Iterable[str]) -> None:
-    """Serialises the event writers of a run on PostgreSQL.
+    """Serialises the writers of a run on PostgreSQL.
 
     Event ids then commit in order within a run, so a follower resuming after
-    an id never skips one. Writers lock runs before leases and jobs (claims
-    lock neither runs nor events), which keeps the lock order acyclic.
+    an id never skips one; and two completions never update the same
+    children in opposite orders. Runs are locked in id order.
     """
     if is_pg:
         ids = sorted(run_ids)
         if ids:
-            conn.execute(select(runs.c.id).where(runs.c.id.in_(ids)).with_for_update())
+            conn.execute(
+                select(runs.c.id).where(runs.c.id.in_(ids)).order_by(runs.c.id).with_for_update()
+            )
 
 
 def _runs_of_leases(conn: Connection, lease_ids: Sequence[str]) -> set[str]:

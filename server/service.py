@@ -188,7 +188,7 @@ class Service:
     def list_workflows(
         self, org: str, *, limit: int = 100, offset: int = 0, status: str = ""
     ) -> list[workflows_pb2.Workflow]:
-        limit = max(1, min(limit, 1000))
+        limit = min(limit, 1000)
         if status and status not in render.STATUS_FILTER:
             raise InvalidArgument(
                 f"status: unknown job status {status!r}; expected one of "
@@ -548,9 +548,13 @@ class Service:
 
     def report(self, org: str, results: Sequence[sched.Result]) -> list[sched.Verdict]:
         """Applies completions and failures in one transaction."""
-        for res in results:
+        for i, res in enumerate(results):
             if not res.lease_id:
                 raise InvalidArgument("lease_id: required")
+            _check_text(res.error, f"results[{i}].error")
+            for key, value in res.outputs.items():
+                _check_text(key, f"results[{i}].outputs")
+                _check_text(value, f"results[{i}].outputs[{key!r}]")
             if len(res.error) > 64 * 1024:
                 raise InvalidArgument("error: longer than 64 KiB")
             if sum(len(k) + len(v) for k, v in res.outputs.items()) > 1 << 20:
@@ -608,6 +612,7 @@ class Service:
                 raise InvalidArgument(f"chunks[{i}].stream: must be stdout or stderr")
             if len(c.data) > MAX_CHUNK_BYTES:
                 raise InvalidArgument(f"chunks[{i}].data: larger than 1 MiB")
+            _check_text(c.data, f"chunks[{i}].data")
             rows.append(
                 {
                     "stream": stream,
@@ -727,13 +732,21 @@ def _ttl(ttl_secs: int | None) -> int:
     return ttl_secs
 
 
+def _check_text(value: str, field: str) -> None:
+    # PostgreSQL text cannot hold NUL; refusing it on every backend keeps the
+    # two alike instead of storing on one what the other rejects.
+    if "\x00" in value:
+        raise InvalidArgument(f"{field}: contains a NUL character")
+
+
 def _check_worker(worker_id: str, labels: Sequence[str]) -> None:
     if not worker_id:
         raise InvalidArgument("worker_id: required")
+    _check_text(worker_id, "worker_id")
     if len(worker_id) > 200:
         raise InvalidArgument("worker_id: longer than 200 characters")
     for i, label in enumerate(labels):
-        if not label or "," in label or len(label) > 64:
+        if not label or "," in label or len(label) > 64 or "\x00" in label:
             raise InvalidArgument(f"labels[{i}]: must be 1-64 characters without commas")
 
 

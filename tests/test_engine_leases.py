@@ -96,7 +96,13 @@ def test_expired_lease_is_requeued_and_only_the_fresh_lease_counts(server: Runni
     assert detail.run.state == runs_pb2.RUN_STATE_SUCCEEDED
     assert dict(detail.jobs[0].outputs) == {"by": "w2"}
     names = [(event_name(e), e.attempt) for e in run_events(server, run_id) if e.job_id == "a"]
-    assert names == [("JOB_QUEUED", 0), ("JOB_RETRYING", 0), ("JOB_SUCCEEDED", 1)]
+    assert names == [
+        ("JOB_QUEUED", 0),
+        ("JOB_STARTED", 0),
+        ("JOB_RETRYING", 0),
+        ("JOB_STARTED", 1),
+        ("JOB_SUCCEEDED", 1),
+    ]
 
 
 def test_heartbeat_extends_the_lease_and_honours_the_requested_ttl(server: Running) -> None:

@@ -110,16 +110,18 @@ def test_run_events_are_followed_live_until_the_run_finishes(server: Running) ->
         ]
         a = must_claim(server)
         complete(server, a.lease.lease_id)
-        assert (event_name(next(stream)), event_name(next(stream))) == (
+        assert [event_name(next(stream)) for _ in range(3)] == [
+            "JOB_STARTED",
             "JOB_SUCCEEDED",
             "JOB_QUEUED",
-        )
+        ]
         b = must_claim(server)
         complete(server, b.lease.lease_id)
         rest = list(stream)  # ends by itself after RUN_FINISHED
     finally:
         stream.cancel()
     assert [(event_name(e), e.job_id) for e in rest] == [
+        ("JOB_STARTED", "b"),
         ("JOB_SUCCEEDED", "b"),
         ("RUN_FINISHED", ""),
     ]

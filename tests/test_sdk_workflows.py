@@ -344,11 +344,6 @@ def test_follow_logs_streams_a_running_job_live(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: RUN_EVENT_TYPE_JOB_STARTED is in the contract but never emitted "
-    "(server/_scheduler.py adds no event when a job is claimed)",
-)
 def test_run_events_tell_when_each_attempt_starts(server: Running, client: Client) -> None:
     wf = uid()
     client.create_workflow(
