@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from trellis.server.definitions import Backoff, WorkflowDef
@@ -48,6 +48,12 @@ TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 NO_DEADLINE = 2**62
 # How long after a cancel the cancelled job's worker may still push logs.
 CANCEL_LOG_GRACE_MS = 60_000
+# The states that partial indexes cover, as SQL literals rather than bound
+# parameters: PostgreSQL's generic plans for prepared statements (psycopg
+# prepares repeated ones) can only use a partial index whose predicate the
+# query states literally; with a parameter the claim becomes a table scan.
+QUEUED = literal_column("'queued'")
+ACTIVE = literal_column("'active'")
 # Large IN lists are split so that no statement exceeds SQLite's variable cap.
 CHUNK = 500
 
@@ -322,7 +328,7 @@ def claim(
         select(jobs.c.id)
         .where(
             jobs.c.org_id == org,
-            jobs.c.state == "queued",
+            jobs.c.state == QUEUED,
             jobs.c.label_key.in_(keys),
             jobs.c.ready_at_ms <= now,
         )
@@ -589,7 +595,7 @@ def report_results(
 def reap(conn: Connection, *, is_pg: bool, now: int, limit: int = 500) -> tuple[int, Effects]:
     """Turns expired leases into retryable failures (or final ones when the
     job's retries are spent, or its timeout has passed)."""
-    expired = select(leases.c.id).where(leases.c.state == "active", leases.c.expires_at_ms <= now)
+    expired = select(leases.c.id).where(leases.c.state == ACTIVE, leases.c.expires_at_ms <= now)
     ids = sorted(conn.execute(expired.order_by(leases.c.expires_at_ms).limit(limit)).scalars())
     if not ids:
         return 0, Effects()
