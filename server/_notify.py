@@ -141,6 +141,7 @@ class PgBridge:
         self._stop = threading.Event()
         self._send_lock = threading.Lock()
         self._send_conn: Any = None
+        self._own_pid = 0
         self._thread = threading.Thread(target=self._listen, name="trellis-listen", daemon=True)
 
     def start(self) -> None:
@@ -162,6 +163,7 @@ class PgBridge:
         with self._send_lock:
             if self._send_conn is None or self._send_conn.closed:
                 self._send_conn = psycopg.connect(self._conninfo, autocommit=True)
+                self._own_pid = self._send_conn.info.backend_pid
             # NOTIFY payloads are capped at 8000 bytes; an oversized batch
             # degrades to a wake-everything marker rather than failing.
             if len(payload) > 7000:
@@ -177,6 +179,8 @@ class PgBridge:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=1.0):
+                            if note.pid == self._own_pid:
+                                continue  # fired here already, before it was sent
                             if note.payload == "*":
                                 self._notifier.wake_all()
                             else:

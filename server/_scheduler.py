@@ -18,8 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, literal_column, select, update
+from sqlalchemy import Connection, Text, bindparam, cast, func, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnClause
 
 from trellis.server.definitions import Backoff, WorkflowDef
 from trellis.server.errors import LeaseConflict
@@ -52,8 +53,8 @@ CANCEL_LOG_GRACE_MS = 60_000
 # parameters: PostgreSQL's generic plans for prepared statements (psycopg
 # prepares repeated ones) can only use a partial index whose predicate the
 # query states literally; with a parameter the claim becomes a table scan.
-QUEUED = literal_column("'queued'")
-ACTIVE = literal_column("'active'")
+QUEUED: ColumnClause[str] = literal_column("'queued'")
+ACTIVE: ColumnClause[str] = literal_column("'active'")
 # Large IN lists are split so that no statement exceeds SQLite's variable cap.
 CHUNK = 500
 
@@ -288,8 +289,13 @@ def touch_worker(
     worker_id: str,
     labels: Sequence[str] | None,
     now: int,
+    fresh_ms: int = 0,
 ) -> None:
-    """Records that the worker was seen (and its labels, when given)."""
+    """Records that the worker was seen (and its labels, when given).
+
+    A worker seen within the last ``fresh_ms`` with the same labels is left
+    alone, so a busy claim loop does not rewrite its row on every claim.
+    """
     values: dict[str, Any] = {"last_heartbeat_ms": now}
     if labels is not None:
         values["labels"] = sorted(set(labels))
@@ -300,9 +306,16 @@ def touch_worker(
         registered_at_ms=now,
         last_heartbeat_ms=now,
     )
+    stale = None
+    if fresh_ms:
+        # PostgreSQL's json type has no equality: compare the stored texts,
+        # which one serializer wrote from sorted lists.
+        stale = (workers.c.last_heartbeat_ms < now - fresh_ms) | (
+            cast(workers.c.labels, Text) != cast(stmt.excluded.labels, Text)
+        )
     conn.execute(
         stmt.on_conflict_do_update(
-            index_elements=[workers.c.org_id, workers.c.worker_id], set_=values
+            index_elements=[workers.c.org_id, workers.c.worker_id], set_=values, where=stale
         )
     )
 
@@ -320,7 +333,9 @@ def claim(
 ) -> tuple[list[Claimed], Effects]:
     """Claims up to ``max_jobs`` ready jobs matching ``labels``, oldest first."""
     effects = Effects()
-    touch_worker(conn, is_pg=is_pg, org=org, worker_id=worker_id, labels=labels, now=now)
+    touch_worker(
+        conn, is_pg=is_pg, org=org, worker_id=worker_id, labels=labels, now=now, fresh_ms=1000
+    )
     keys = eligible_label_keys(conn, org, labels)
     if not keys or max_jobs <= 0:
         return [], effects

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import sys
 import threading
 from concurrent import futures
 
@@ -21,6 +22,7 @@ from trellis.server.service import Service
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+SWITCH_INTERVAL_SECS = 0.0005
 # How many ports after PORT are tried when it is taken.
 PORT_SEARCH = 20
 
@@ -40,10 +42,15 @@ class TrellisServer:
         self._channel: grpc.Channel | None = None
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
+        self._services: list[str] = []
         self.grpc_port = 0
         self.rest_port = 0
 
     def start(self) -> None:
+        # Every request crosses several threads (waitress, gRPC client and
+        # server, database); at the default 5 ms switch interval a thread
+        # woken by I/O waits that long for the GIL, so hand it over sooner.
+        sys.setswitchinterval(SWITCH_INTERVAL_SECS)
         upgrade_schema(self.db)
         if self.db.is_postgres:
             url = self.db.engine.url.set(drivername="postgresql")
@@ -54,6 +61,8 @@ class TrellisServer:
         self._start_grpc()
         if self.config.rest_enabled:
             self._start_rest()
+        for name in self._services:
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if not self.config.api_only:
             self._reaper = threading.Thread(
                 target=self._reap_loop, name="trellis-reaper", daemon=True
@@ -80,9 +89,11 @@ class TrellisServer:
         )
         names = _grpc.add_services(server, self.service)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        for name in names:
-            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        # SERVING only once REST is up too (see start), so a probe that sees
+        # SERVING can use both ports.
+        self._services = ["", *names]
+        for name in self._services:
+            self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
@@ -138,7 +149,7 @@ class TrellisServer:
         """Stops taking calls, lets unary calls finish within ``grace`` and
         ends streams cleanly. Leases live in the database: none is lost."""
         self._stop.set()
-        for name in ("",):
+        for name in self._services:
             self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.service.close()
         if self._rest is not None:

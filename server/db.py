@@ -91,7 +91,9 @@ def connect(url: str, *, pool_size: int = 8) -> Database:
         url,
         pool_size=pool_size,
         max_overflow=pool_size * 2,
-        pool_pre_ping=True,
+        # No pre-ping: it would cost a round trip per transaction. Recycled
+        # connections and the service's retry cover dropped ones.
+        pool_recycle=300,
     )
     return Database(engine, is_postgres=True)
 

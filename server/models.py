@@ -146,6 +146,8 @@ class JobEdgeRow(Base):
     """Parent -> child edges of a run's jobs, for set-based readiness updates."""
 
     __tablename__ = "job_edges"
+    # Claims read a child's parents (for upstream outputs) by child.
+    __table_args__ = (Index(None, "child_id"),)
 
     parent_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     child_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

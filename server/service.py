@@ -514,7 +514,8 @@ class Service:
                     yield workers_pb2.StreamAssignmentsResponse(
                         assignments=got, cancelled_lease_ids=cancelled
                     )
-                    continue
+                # Either the queue is drained or the slots are full: nothing to
+                # do until a wake-up (one that fired meanwhile returns at once).
                 sub.wait(self.poll_interval)
 
     def _settle(self, held: set[str]) -> list[str]:
