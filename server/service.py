@@ -514,8 +514,9 @@ class Service:
                     yield workers_pb2.StreamAssignmentsResponse(
                         assignments=got, cancelled_lease_ids=cancelled
                     )
-                # Either the queue is drained or the slots are full: nothing to
-                # do until a wake-up (one that fired meanwhile returns at once).
+                    # Slots freed while the batch was on its way are filled
+                    # at once, which keeps batches large under load.
+                    continue
                 sub.wait(self.poll_interval)
 
     def _settle(self, held: set[str]) -> list[str]:
