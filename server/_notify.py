@@ -27,10 +27,9 @@ CHANNEL = "trellis_events"
 class Subscription:
     """A flag set by any fire of the subscribed topics."""
 
-    __slots__ = ("_event", "topics")
+    __slots__ = ("_event",)
 
-    def __init__(self, topics: tuple[str, ...]) -> None:
-        self.topics = topics
+    def __init__(self) -> None:
         self._event = threading.Event()
 
     def set(self) -> None:
@@ -61,7 +60,7 @@ class Notifier:
 
     @contextmanager
     def subscribe(self, *topics: str) -> Iterator[Subscription]:
-        sub = Subscription(topics)
+        sub = Subscription()
         with self._lock:
             for topic in topics:
                 self._subs.setdefault(topic, set()).add(sub)

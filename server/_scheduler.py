@@ -83,10 +83,6 @@ class Effects:
     # (epoch ms at which a delayed job becomes claimable, topic)
     timers: list[tuple[int, str]] = field(default_factory=list)
 
-    def merge(self, other: Effects) -> None:
-        self.topics |= other.topics
-        self.timers.extend(other.timers)
-
 
 def new_id() -> str:
     return uuid.uuid4().hex

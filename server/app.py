@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import sys
 import threading
 from concurrent import futures
 
@@ -22,7 +21,6 @@ from trellis.server.service import Service
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-SWITCH_INTERVAL_SECS = 0.0005
 # How many ports after PORT are tried when it is taken.
 PORT_SEARCH = 20
 
@@ -47,10 +45,6 @@ class TrellisServer:
         self.rest_port = 0
 
     def start(self) -> None:
-        # Every request crosses several threads (waitress, gRPC client and
-        # server, database); at the default 5 ms switch interval a thread
-        # woken by I/O waits that long for the GIL, so hand it over sooner.
-        sys.setswitchinterval(SWITCH_INTERVAL_SECS)
         upgrade_schema(self.db)
         if self.db.is_postgres:
             url = self.db.engine.url.set(drivername="postgresql")
