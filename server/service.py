@@ -11,6 +11,7 @@ import functools
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,6 +48,7 @@ MAX_WAIT_SECS = 60
 MAX_BATCH = 500
 MAX_SLOTS = 1000
 MAX_CHUNK_BYTES = 1 << 20
+DEFINITION_CACHE_SIZE = 256
 STREAM_NAMES = {logs_pb2.LOG_STREAM_STDOUT: "stdout", logs_pb2.LOG_STREAM_STDERR: "stderr"}
 _RETRYABLE_PG_CODES = {"40001", "40P01"}  # serialization failure, deadlock
 
@@ -67,6 +69,8 @@ class Service:
         self.poll_interval = poll_interval
         self.offline_after_ms = offline_after_ms
         self._closing = threading.Event()
+        self._defs: OrderedDict[tuple[str, str, int], WorkflowDef] = OrderedDict()
+        self._defs_lock = threading.Lock()
 
     # ------------------------------------------------------------ plumbing
 
@@ -110,6 +114,27 @@ class Service:
             self.notifier.fire_at(time.monotonic() + max(0, ready_at - now) / 1000, topic)
 
     # ------------------------------------------------------------ workflows
+
+    def _definition(
+        self, org: str, workflow_id: str, version: int, load: Callable[[], Any]
+    ) -> WorkflowDef:
+        """The parsed definition of one workflow version.
+
+        A version never changes once stored, so parsed definitions are kept
+        (a few hundred at most) rather than re-read and re-validated per run.
+        """
+        key = (org, workflow_id, version)
+        with self._defs_lock:
+            wdef = self._defs.get(key)
+            if wdef is not None:
+                self._defs.move_to_end(key)
+                return wdef
+        wdef = WorkflowDef.from_json(load())
+        with self._defs_lock:
+            self._defs[key] = wdef
+            while len(self._defs) > DEFINITION_CACHE_SIZE:
+                self._defs.popitem(last=False)
+        return wdef
 
     def load_workflows(self, org: str, directory: Path) -> list[DefinitionError]:
         """Stores each valid file of ``directory`` (a new version when changed)."""
@@ -241,7 +266,9 @@ class Service:
             )
         out = []
         for r in rows:
-            wdef = WorkflowDef.from_json(r.definition)
+            wdef = self._definition(
+                r.org_id, r.id, r.version, functools.partial(dict, r.definition)
+            )
             msg = workflows_pb2.Workflow(
                 id=r.id, name=wdef.name, trigger=wdef.trigger, version=r.version, env=dict(wdef.env)
             )
@@ -257,13 +284,24 @@ class Service:
     def run_workflow(self, org: str, workflow_id: str) -> runs_pb2.Run:
         def tx(conn: Connection, now: int) -> tuple[str, sched.Effects]:
             row = conn.execute(
-                select(workflows.c.version, workflows.c.definition).where(
+                select(workflows.c.version).where(
                     workflows.c.org_id == org, workflows.c.id == workflow_id
                 )
             ).first()
             if row is None:
                 raise NotFound(f"workflow {workflow_id!r} not found")
-            wdef = WorkflowDef.from_json(row.definition)
+            wdef = self._definition(
+                org,
+                workflow_id,
+                row.version,
+                lambda: conn.execute(
+                    select(versions.c.definition).where(
+                        versions.c.org_id == org,
+                        versions.c.workflow_id == workflow_id,
+                        versions.c.version == row.version,
+                    )
+                ).scalar_one(),
+            )
             run_id, effects = sched.create_run(
                 conn, is_pg=self.db.is_postgres, org=org, wdef=wdef, version=row.version, now=now
             )
