@@ -75,7 +75,7 @@ class Service:
     # ------------------------------------------------------------ plumbing
 
     def close(self) -> None:
-        """Ends every stream and wait this service is serving."""
+        """Ends every stream and long poll this service is serving."""
         self._closing.set()
         self.notifier.wake_all()
 
@@ -96,7 +96,8 @@ class Service:
                 if code in _RETRYABLE_PG_CODES and attempt < 4:
                     continue
                 if isinstance(exc, OperationalError):
-                    raise Unavailable(f"database unavailable: {exc.orig}") from exc
+                    log.warning("database unavailable: %s", exc.orig)
+                    raise Unavailable("database unavailable; try again") from exc
                 raise
         self._fire(effects, now)
         return result
@@ -106,7 +107,8 @@ class Service:
             with self.db.read() as conn:
                 return fn(conn, self.db.now_ms(conn))
         except OperationalError as exc:
-            raise Unavailable(f"database unavailable: {exc.orig}") from exc
+            log.warning("database unavailable: %s", exc.orig)
+            raise Unavailable("database unavailable; try again") from exc
 
     def _fire(self, effects: sched.Effects, now: int) -> None:
         self.notifier.fire(effects.topics)
