@@ -7,7 +7,6 @@ clients echo back what they read (a workflow with its jobs' ``status``).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -31,6 +30,7 @@ from ._descriptors import (
     tagged_oneof,
 )
 from ._json_values import CodecError, Json, child_path, describe, entry_path, index_path
+from ._per_type import PerType
 from ._scalars import scalar_parser, text_parser
 
 MessageParser = Callable[[Json, Message, str], None]
@@ -42,31 +42,10 @@ FieldSetter = Callable[[Message, Json, str], None]
 TextSetter = Callable[[Message, Sequence[str]], None]
 """Sets one (possibly nested) field from URL text: a path variable or query values."""
 
-_PARSERS: dict[str, MessageParser] = {}
-_BUILDING: set[str] = set()
-_LOCK = threading.RLock()
-
 
 def message_parser(descriptor: Descriptor) -> MessageParser:
     """The (cached) parser of a message type."""
-    full_name = descriptor.full_name
-    parser = _PARSERS.get(full_name)
-    if parser is not None:
-        return parser
-    with _LOCK:
-        parser = _PARSERS.get(full_name)
-        if parser is not None:
-            return parser
-        if full_name in _BUILDING:
-            # A recursive type: resolve at call time, when the build has finished.
-            return lambda value, message, path: _PARSERS[full_name](value, message, path)
-        _BUILDING.add(full_name)
-        try:
-            parser = _build(descriptor)
-        finally:
-            _BUILDING.discard(full_name)
-        _PARSERS[full_name] = parser
-        return parser
+    return _PARSERS(descriptor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,3 +315,9 @@ def query_setters(
 
     walk(descriptor, (), {descriptor.full_name})
     return setters
+
+
+_PARSERS: PerType[MessageParser] = PerType(
+    _build,
+    lambda resolve: lambda value, message, path: resolve()(value, message, path),
+)

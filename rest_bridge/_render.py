@@ -8,7 +8,6 @@ defaults, which the documented JSON shapes do not.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -30,36 +29,16 @@ from ._descriptors import (
     tagged_oneof,
 )
 from ._json_values import Json
+from ._per_type import PerType
 from ._scalars import scalar_renderer
 
 MessageRenderer = Callable[[Message], Json]
 ValueRenderer = Callable[[Any], Json]
 
-_RENDERERS: dict[str, MessageRenderer] = {}
-_BUILDING: set[str] = set()
-_LOCK = threading.RLock()
-
 
 def message_renderer(descriptor: Descriptor) -> MessageRenderer:
     """The (cached) renderer of a message type."""
-    full_name = descriptor.full_name
-    renderer = _RENDERERS.get(full_name)
-    if renderer is not None:
-        return renderer
-    with _LOCK:
-        renderer = _RENDERERS.get(full_name)
-        if renderer is not None:
-            return renderer
-        if full_name in _BUILDING:
-            # A recursive type: resolve at call time, when the build has finished.
-            return lambda message: _RENDERERS[full_name](message)
-        _BUILDING.add(full_name)
-        try:
-            renderer = _build(descriptor)
-        finally:
-            _BUILDING.discard(full_name)
-        _RENDERERS[full_name] = renderer
-        return renderer
+    return _RENDERERS(descriptor)
 
 
 def field_renderer(field: FieldDescriptor) -> MessageRenderer:
@@ -163,3 +142,9 @@ def _well_known_renderer(descriptor: Descriptor) -> MessageRenderer:
         return rendered
 
     return render
+
+
+_RENDERERS: PerType[MessageRenderer] = PerType(
+    _build,
+    lambda resolve: lambda message: resolve()(message),
+)
