@@ -447,38 +447,43 @@ class Service:
             return None, sched.Effects()
 
         self._write(tx)
-        return next(w for w in self.list_workers(org) if w.worker_id == worker_id)
+        (worker,) = self._read(lambda conn, now: self._workers(conn, now, org, worker_id))
+        return worker
 
     def list_workers(self, org: str) -> list[workers_pb2.Worker]:
-        def tx(conn: Connection, now: int) -> list[workers_pb2.Worker]:
-            held: dict[str, str] = {}
-            for worker_id, wf, key in conn.execute(
-                select(leases.c.worker_id, leases.c.workflow_id, leases.c.job_key).where(
-                    leases.c.org_id == org, leases.c.state == "active"
-                )
-            ):
-                held.setdefault(worker_id, f"{wf}/{key}")
-            out = []
-            for row in conn.execute(
-                select(workers).where(workers.c.org_id == org).order_by(workers.c.worker_id)
-            ):
-                msg = workers_pb2.Worker(
-                    worker_id=row.worker_id,
-                    labels=row.labels,
-                    registered_at_ms=row.registered_at_ms,
-                    last_heartbeat_ms=row.last_heartbeat_ms,
-                )
-                if row.worker_id in held:
-                    msg.current_job = held[row.worker_id]
-                    msg.status = workers_pb2.WORKER_STATUS_BUSY
-                elif now - row.last_heartbeat_ms > self.offline_after_ms:
-                    msg.status = workers_pb2.WORKER_STATUS_OFFLINE
-                else:
-                    msg.status = workers_pb2.WORKER_STATUS_IDLE
-                out.append(msg)
-            return out
+        return self._read(lambda conn, now: self._workers(conn, now, org))
 
-        return self._read(tx)
+    def _workers(
+        self, conn: Connection, now: int, org: str, worker_id: str | None = None
+    ) -> list[workers_pb2.Worker]:
+        """The org's workers (or one of them), idle, busy or offline."""
+        held_q = select(leases.c.worker_id, leases.c.workflow_id, leases.c.job_key).where(
+            leases.c.org_id == org, leases.c.state == "active"
+        )
+        workers_q = select(workers).where(workers.c.org_id == org)
+        if worker_id is not None:
+            held_q = held_q.where(leases.c.worker_id == worker_id)
+            workers_q = workers_q.where(workers.c.worker_id == worker_id)
+        held: dict[str, str] = {}
+        for holder, wf, key in conn.execute(held_q):
+            held.setdefault(holder, f"{wf}/{key}")
+        out = []
+        for row in conn.execute(workers_q.order_by(workers.c.worker_id)):
+            msg = workers_pb2.Worker(
+                worker_id=row.worker_id,
+                labels=row.labels,
+                registered_at_ms=row.registered_at_ms,
+                last_heartbeat_ms=row.last_heartbeat_ms,
+            )
+            if row.worker_id in held:
+                msg.current_job = held[row.worker_id]
+                msg.status = workers_pb2.WORKER_STATUS_BUSY
+            elif now - row.last_heartbeat_ms > self.offline_after_ms:
+                msg.status = workers_pb2.WORKER_STATUS_OFFLINE
+            else:
+                msg.status = workers_pb2.WORKER_STATUS_IDLE
+            out.append(msg)
+        return out
 
     def claim(
         self,
