@@ -18,10 +18,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Text, bindparam, cast, func, literal_column, select, update
+from sqlalchemy import Connection, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnClause
 
+from trellis.server import _sql
+from trellis.server._sql import Sql, from_json, to_json
 from trellis.server.definitions import Backoff, WorkflowDef
 from trellis.server.errors import LeaseConflict
 from trellis.server.models import (
@@ -101,6 +103,12 @@ def _insert(is_pg: bool, table: Any) -> Any:
     return postgresql.insert(table) if is_pg else sqlite.insert(table)
 
 
+_INSERT_EVENT = Sql(
+    """INSERT INTO run_events (org_id, run_id, type, job_key, attempt, time_ms, message)
+    VALUES (:org_id, :run_id, :type, :job_key, :attempt, :time_ms, :message)"""
+)
+
+
 class _Events:
     """Run events collected during a transaction and written in one batch."""
 
@@ -128,7 +136,7 @@ class _Events:
 
     def flush(self, conn: Connection, effects: Effects) -> None:
         if self.rows:
-            conn.execute(events.insert(), self.rows)
+            _sql.execute_many(conn, _INSERT_EVENT, self.rows)
             effects.topics.update(topic_run(r) for r in self.runs)
             self.rows = []
 
@@ -136,26 +144,48 @@ class _Events:
 # --------------------------------------------------------------------------- runs
 
 
+_INSERT_RUN = Sql(
+    """INSERT INTO runs (id, org_id, workflow_id, workflow_version, state, unfinished_jobs,
+        failed_jobs, cancel_requested, created_at_ms, finished_at_ms)
+    VALUES (:id, :org_id, :workflow_id, :workflow_version, :state, :unfinished_jobs,
+        :failed_jobs, :cancel_requested, :created_at_ms, :finished_at_ms)"""
+)
+_INSERT_JOB = Sql(
+    """INSERT INTO jobs (org_id, run_id, workflow_id, "key", position, name, command,
+        label_key, state, attempt, max_retries, backoff, timeout_secs, env, parents,
+        pending_parents, enqueued_at_ms, ready_at_ms, started_at_ms, finished_at_ms)
+    VALUES (:org_id, :run_id, :workflow_id, :key, :position, :name, :command,
+        :label_key, :state, 0, :max_retries, :backoff, :timeout_secs, :env, :parents,
+        :pending_parents, :enqueued_at_ms, 0, 0, 0)"""
+)
+_JOB_IDS_OF_RUN = Sql('SELECT "key", id FROM jobs WHERE run_id = :run_id')
+_INSERT_EDGE = Sql(
+    "INSERT INTO job_edges (parent_id, child_id, org_id) VALUES (:parent_id, :child_id, :org_id)"
+)
+_INSERT_LABEL_SET = Sql(
+    "INSERT INTO label_sets (org_id, label_key) VALUES (:org_id, :label_key) ON CONFLICT DO NOTHING"
+)
+
+
 def create_run(
-    conn: Connection, *, is_pg: bool, org: str, wdef: WorkflowDef, version: int, now: int
-) -> tuple[str, Effects]:
-    """Creates a run with all its jobs; roots are queued at once."""
-    run_id = new_id()
+    conn: Connection, *, org: str, wdef: WorkflowDef, version: int, now: int
+) -> tuple[dict[str, Any], Effects]:
+    """Creates a run with all its jobs (roots are queued at once); returns the run's row."""
+    run = {
+        "id": new_id(),
+        "org_id": org,
+        "workflow_id": wdef.id,
+        "workflow_version": version,
+        "state": "running",
+        "unfinished_jobs": len(wdef.jobs),
+        "failed_jobs": 0,
+        "cancel_requested": False,
+        "created_at_ms": now,
+        "finished_at_ms": 0,
+    }
+    run_id = run["id"]
     effects = Effects()
-    conn.execute(
-        runs.insert().values(
-            id=run_id,
-            org_id=org,
-            workflow_id=wdef.id,
-            workflow_version=version,
-            state="running",
-            unfinished_jobs=len(wdef.jobs),
-            failed_jobs=0,
-            cancel_requested=False,
-            created_at_ms=now,
-            finished_at_ms=0,
-        )
-    )
+    _sql.execute(conn, _INSERT_RUN, **run)
     rows = []
     for pos, job in enumerate(wdef.jobs):
         is_root = not job.depends_on
@@ -170,40 +200,26 @@ def create_run(
                 "command": job.command,
                 "label_key": label_key(job.required_labels),
                 "state": "queued" if is_root else "pending",
-                "attempt": 0,
                 "max_retries": job.max_retries,
-                "backoff": job.backoff.to_json(),
+                "backoff": to_json(job.backoff.to_json()),
                 "timeout_secs": job.timeout_secs,
-                "env": dict(job.env),
-                "parents": list(job.depends_on),
+                "env": to_json(dict(job.env)),
+                "parents": to_json(list(job.depends_on)),
                 "pending_parents": len(job.depends_on),
                 "enqueued_at_ms": now if is_root else 0,
-                "ready_at_ms": 0,
-                "started_at_ms": 0,
-                "finished_at_ms": 0,
-                "outputs": None,
-                "error": None,
             }
         )
-    conn.execute(jobs.insert(), rows)
+    _sql.execute_many(conn, _INSERT_JOB, rows)
     if any(job.depends_on for job in wdef.jobs):
-        ids: dict[str, int] = {
-            key: job_id
-            for key, job_id in conn.execute(
-                select(jobs.c.key, jobs.c.id).where(jobs.c.run_id == run_id)
-            )
-        }
+        ids: dict[str, int] = dict(_sql.query(conn, _JOB_IDS_OF_RUN, run_id=run_id))
         edge_rows = [
             {"parent_id": ids[parent], "child_id": ids[job.id], "org_id": org}
             for job in wdef.jobs
             for parent in job.depends_on
         ]
-        conn.execute(edges.insert(), edge_rows)
+        _sql.execute_many(conn, _INSERT_EDGE, edge_rows)
     keys = sorted({label_key(job.required_labels) for job in wdef.jobs})
-    conn.execute(
-        _insert(is_pg, label_sets).on_conflict_do_nothing(),
-        [{"org_id": org, "label_key": k} for k in keys],
-    )
+    _sql.execute_many(conn, _INSERT_LABEL_SET, [{"org_id": org, "label_key": k} for k in keys])
     ev = _Events(org, now)
     ev.add(run_id, "RUN_STARTED")
     for job in wdef.jobs:
@@ -211,7 +227,7 @@ def create_run(
             ev.add(run_id, "JOB_QUEUED", job.id)
     ev.flush(conn, effects)
     effects.topics.add(topic_ready(org))
-    return run_id, effects
+    return run, effects
 
 
 def cancel_run(conn: Connection, *, org: str, run_id: str, now: int) -> tuple[bool, Effects]:
@@ -270,17 +286,57 @@ class Claimed:
     upstream_outputs: Mapping[str, Mapping[str, str]]
 
 
+_LABEL_KEYS = Sql("SELECT label_key FROM label_sets WHERE org_id = :org")
+_UPSERT_WORKER = Sql(
+    """INSERT INTO workers (org_id, worker_id, labels, registered_at_ms, last_heartbeat_ms)
+    VALUES (:org, :worker, :labels, :now, :now)
+    ON CONFLICT (org_id, worker_id) DO UPDATE
+    SET last_heartbeat_ms = excluded.last_heartbeat_ms, labels = excluded.labels
+    WHERE workers.last_heartbeat_ms < :stale_before
+        OR CAST(workers.labels AS TEXT) <> CAST(excluded.labels AS TEXT)"""
+)
+_UPSERT_WORKER_SEEN = Sql(
+    """INSERT INTO workers (org_id, worker_id, labels, registered_at_ms, last_heartbeat_ms)
+    VALUES (:org, :worker, :labels, :now, :now)
+    ON CONFLICT (org_id, worker_id) DO UPDATE
+    SET last_heartbeat_ms = excluded.last_heartbeat_ms"""
+)
+# The claim picks the oldest claimable jobs and marks them running in one
+# statement; on PostgreSQL, rows another claimer holds are skipped, not waited on.
+_CLAIM = Sql(
+    """UPDATE jobs SET state = 'running', started_at_ms = :now
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE org_id = :org AND state = 'queued' AND label_key IN_LIST(:keys)
+            AND ready_at_ms <= :now
+        ORDER BY id LIMIT :n FOR_UPDATE_SKIP_LOCKED)
+    RETURNING id, run_id, workflow_id, "key", name, command, label_key, attempt,
+        max_retries, backoff, timeout_secs, env, parents, enqueued_at_ms, ready_at_ms"""
+)
+_INSERT_LEASE = Sql(
+    """INSERT INTO leases (id, org_id, job_id, run_id, workflow_id, job_key, worker_id,
+        attempt, ttl_secs, granted_at_ms, expires_at_ms, deadline_ms, state, finished_at_ms)
+    VALUES (:id, :org_id, :job_id, :run_id, :workflow_id, :job_key, :worker_id,
+        :attempt, :ttl_secs, :granted_at_ms, :expires_at_ms, :deadline_ms, 'active', 0)"""
+)
+_LOCK_RUNS = Sql("SELECT id FROM runs WHERE id IN_LIST(:ids) ORDER BY id FOR_UPDATE")
+_RUNS_OF_LEASES = Sql("SELECT DISTINCT run_id FROM leases WHERE id IN_LIST(:ids)")
+_UPSTREAM = Sql(
+    """SELECT e.child_id, j."key", j.outputs FROM job_edges e JOIN jobs j ON j.id = e.parent_id
+    WHERE e.child_id IN_LIST(:ids)"""
+)
+
+
 def eligible_label_keys(conn: Connection, org: str, labels: Sequence[str]) -> list[str]:
     """The label sets (as keys) that a worker with ``labels`` satisfies."""
     have = set(labels)
-    keys = conn.execute(select(label_sets.c.label_key).where(label_sets.c.org_id == org)).scalars()
+    keys = _sql.scalars(conn, _LABEL_KEYS, org=org)
     return [k for k in keys if not k or set(k.split(",")) <= have]
 
 
 def touch_worker(
     conn: Connection,
     *,
-    is_pg: bool,
     org: str,
     worker_id: str,
     labels: Sequence[str] | None,
@@ -292,27 +348,20 @@ def touch_worker(
     A worker seen within the last ``fresh_ms`` with the same labels is left
     alone, so a busy claim loop does not rewrite its row on every claim.
     """
-    values: dict[str, Any] = {"last_heartbeat_ms": now}
-    if labels is not None:
-        values["labels"] = sorted(set(labels))
-    stmt = _insert(is_pg, workers).values(
-        org_id=org,
-        worker_id=worker_id,
-        labels=sorted(set(labels or ())),
-        registered_at_ms=now,
-        last_heartbeat_ms=now,
-    )
-    stale = None
-    if fresh_ms:
-        # PostgreSQL's json type has no equality: compare the stored texts,
-        # which one serializer wrote from sorted lists.
-        stale = (workers.c.last_heartbeat_ms < now - fresh_ms) | (
-            cast(workers.c.labels, Text) != cast(stmt.excluded.labels, Text)
-        )
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[workers.c.org_id, workers.c.worker_id], set_=values, where=stale
-        )
+    stored = to_json(sorted(set(labels or ())))
+    if labels is None:
+        _sql.execute(conn, _UPSERT_WORKER_SEEN, org=org, worker=worker_id, labels=stored, now=now)
+        return
+    # PostgreSQL's json type has no equality: the upsert compares the stored
+    # texts, which one serializer wrote from sorted lists.
+    _sql.execute(
+        conn,
+        _UPSERT_WORKER,
+        org=org,
+        worker=worker_id,
+        labels=stored,
+        now=now,
+        stale_before=now - fresh_ms if fresh_ms else now + 1,
     )
 
 
@@ -329,51 +378,15 @@ def claim(
 ) -> tuple[list[Claimed], Effects]:
     """Claims up to ``max_jobs`` ready jobs matching ``labels``, oldest first."""
     effects = Effects()
-    touch_worker(
-        conn, is_pg=is_pg, org=org, worker_id=worker_id, labels=labels, now=now, fresh_ms=1000
-    )
+    touch_worker(conn, org=org, worker_id=worker_id, labels=labels, now=now, fresh_ms=1000)
     keys = eligible_label_keys(conn, org, labels)
     if not keys or max_jobs <= 0:
         return [], effects
-    pick = (
-        select(jobs.c.id)
-        .where(
-            jobs.c.org_id == org,
-            jobs.c.state == QUEUED,
-            jobs.c.label_key.in_(keys),
-            jobs.c.ready_at_ms <= now,
-        )
-        .order_by(jobs.c.id)
-        .limit(max_jobs)
-    )
-    if is_pg:
-        pick = pick.with_for_update(skip_locked=True)
-    rows = conn.execute(
-        update(jobs)
-        .where(jobs.c.id.in_(pick.scalar_subquery()))
-        .values(state="running", started_at_ms=now)
-        .returning(
-            jobs.c.id,
-            jobs.c.run_id,
-            jobs.c.workflow_id,
-            jobs.c.key,
-            jobs.c.name,
-            jobs.c.command,
-            jobs.c.label_key,
-            jobs.c.attempt,
-            jobs.c.max_retries,
-            jobs.c.backoff,
-            jobs.c.timeout_secs,
-            jobs.c.env,
-            jobs.c.parents,
-            jobs.c.enqueued_at_ms,
-            jobs.c.ready_at_ms,
-        )
-    ).all()
+    rows = _sql.query(conn, _CLAIM, org=org, keys=keys, now=now, n=max_jobs)
     if not rows:
         return [], effects
-    rows = sorted(rows, key=lambda r: r.id)
-    upstream = _upstream_outputs(conn, [r.id for r in rows if r.parents])
+    rows.sort(key=lambda r: r.id)
+    upstream = _upstream_outputs(conn, [r.id for r in rows if from_json(r.parents)])
     claimed: list[Claimed] = []
     lease_rows = []
     # The runs are locked after the jobs here, while cancel locks its run
@@ -401,13 +414,14 @@ def claim(
                 "granted_at_ms": now,
                 "expires_at_ms": expires,
                 "deadline_ms": deadline,
-                "state": "active",
-                "finished_at_ms": 0,
             }
         )
+        job = r._asdict()
+        for col in ("backoff", "env", "parents"):
+            job[col] = from_json(job[col])
         claimed.append(
             Claimed(
-                job=r._mapping,
+                job=job,
                 lease_id=lease_id,
                 ttl_secs=ttl_secs,
                 granted_at_ms=now,
@@ -415,7 +429,7 @@ def claim(
                 upstream_outputs=upstream.get(r.id, {}),
             )
         )
-    conn.execute(leases.insert(), lease_rows)
+    _sql.execute_many(conn, _INSERT_LEASE, lease_rows)
     ev.flush(conn, effects)
     return claimed, effects
 
@@ -430,34 +444,38 @@ def _lock_runs(conn: Connection, is_pg: bool, run_ids: Iterable[str]) -> None:
     if is_pg:
         ids = sorted(run_ids)
         if ids:
-            conn.execute(
-                select(runs.c.id).where(runs.c.id.in_(ids)).order_by(runs.c.id).with_for_update()
-            )
+            _sql.execute(conn, _LOCK_RUNS, ids=ids)
 
 
 def _runs_of_leases(conn: Connection, lease_ids: Sequence[str]) -> set[str]:
-    found: set[str] = set()
-    for part in _chunks(lease_ids):
-        found.update(conn.execute(select(leases.c.run_id).where(leases.c.id.in_(part))).scalars())
-    return found
+    return set(_sql.scalars(conn, _RUNS_OF_LEASES, ids=lease_ids))
 
 
 def _upstream_outputs(
     conn: Connection, child_ids: Sequence[int]
 ) -> dict[int, dict[str, dict[str, str]]]:
     out: dict[int, dict[str, dict[str, str]]] = defaultdict(dict)
-    for part in _chunks(child_ids):
-        q = (
-            select(edges.c.child_id, jobs.c.key, jobs.c.outputs)
-            .join(jobs, jobs.c.id == edges.c.parent_id)
-            .where(edges.c.child_id.in_(part))
-        )
-        for child_id, key, outputs in conn.execute(q):
-            out[child_id][key] = dict(outputs or {})
+    if child_ids:
+        for child_id, key, outputs in _sql.query(conn, _UPSTREAM, ids=child_ids):
+            out[child_id][key] = dict(from_json(outputs) or {})
     return out
 
 
 # --------------------------------------------------------------------------- leases
+
+
+_LEASE_FOR_HEARTBEAT = Sql(
+    """SELECT state, expires_at_ms, deadline_ms, ttl_secs, worker_id FROM leases
+    WHERE id = :lease AND org_id = :org"""
+)
+_EXTEND_LEASE = Sql(
+    """UPDATE leases SET expires_at_ms = :expires, ttl_secs = :ttl
+    WHERE id = :lease AND state = 'active' AND expires_at_ms > :now"""
+)
+_WORKER_SEEN = Sql(
+    """UPDATE workers SET last_heartbeat_ms = :now
+    WHERE org_id = :org AND worker_id = :worker AND last_heartbeat_ms < :stale_before"""
+)
 
 
 def heartbeat(
@@ -468,39 +486,22 @@ def heartbeat(
     A cancelled job's lease answers ``cancelled`` instead of failing, so the
     worker learns why it should stop. Raises ``LeaseConflict`` otherwise.
     """
-    row = conn.execute(
-        select(
-            leases.c.state,
-            leases.c.expires_at_ms,
-            leases.c.deadline_ms,
-            leases.c.ttl_secs,
-            leases.c.worker_id,
-        ).where(leases.c.id == lease_id, leases.c.org_id == org)
-    ).first()
-    if row is None:
+    found = _sql.query(conn, _LEASE_FOR_HEARTBEAT, lease=lease_id, org=org)
+    if not found:
         raise LeaseConflict(f"unknown lease {lease_id!r}")
+    row = found[0]
     if row.state == "cancelled":
-        return row.expires_at_ms, True
+        return int(row.expires_at_ms), True
     _check_active(row.state, row.expires_at_ms, now)
     ttl = ttl_secs if ttl_secs else row.ttl_secs
     expires = min(now + ttl * 1000, row.deadline_ms)
-    done = conn.execute(
-        update(leases)
-        .where(leases.c.id == lease_id, leases.c.state == "active", leases.c.expires_at_ms > now)
-        .values(expires_at_ms=expires, ttl_secs=ttl)
-    ).rowcount
+    done = _sql.execute(conn, _EXTEND_LEASE, expires=expires, ttl=ttl, lease=lease_id, now=now)
     if not done:
         raise LeaseConflict(f"lease {lease_id!r} is no longer active")
-    conn.execute(
-        update(workers)
-        .where(
-            workers.c.org_id == org,
-            workers.c.worker_id == row.worker_id,
-            workers.c.last_heartbeat_ms < now - 1000,
-        )
-        .values(last_heartbeat_ms=now)
+    _sql.execute(
+        conn, _WORKER_SEEN, now=now, org=org, worker=row.worker_id, stale_before=now - 1000
     )
-    return expires, False
+    return int(expires), False
 
 
 def _check_active(state: str, expires_at_ms: int, now: int) -> None:
@@ -553,6 +554,14 @@ _LEASE_COLS = (
 )
 
 
+_REPORTED_LEASES = Sql(
+    """SELECT l.id, l.job_id, l.run_id, l.worker_id, l.state, l.expires_at_ms, l.deadline_ms,
+        l.attempt, j."key", j.state AS job_state, j.max_retries, j.backoff, j.timeout_secs
+    FROM leases l JOIN jobs j ON j.id = l.job_id
+    WHERE l.id IN_LIST(:ids) AND l.org_id = :org FOR_UPDATE_OF_LEASES"""
+)
+
+
 def report_results(
     conn: Connection, *, is_pg: bool, org: str, results: Sequence[Result], now: int
 ) -> tuple[list[Verdict], Effects]:
@@ -564,17 +573,7 @@ def report_results(
     """
     ids = sorted({r.lease_id for r in results})
     _lock_runs(conn, is_pg, _runs_of_leases(conn, ids) if is_pg else ())
-    found: dict[str, Any] = {}
-    for part in _chunks(ids):
-        q = (
-            select(*_LEASE_COLS)
-            .join(jobs, jobs.c.id == leases.c.job_id)
-            .where(leases.c.id.in_(part), leases.c.org_id == org)
-        )
-        if is_pg:
-            q = q.with_for_update(of=leases)
-        for row in conn.execute(q):
-            found[row.id] = row
+    found = {row.id: row for row in _sql.query(conn, _REPORTED_LEASES, ids=ids, org=org)}
     verdicts: list[Verdict] = []
     done: list[tuple[Any, Result]] = []
     seen: set[str] = set()
@@ -634,6 +633,28 @@ def reap(conn: Connection, *, is_pg: bool, now: int, limit: int = 500) -> tuple[
     return len(rows), effects
 
 
+_FINISH_LEASES = Sql(
+    "UPDATE leases SET state = :state, finished_at_ms = :now WHERE id IN_LIST(:ids)"
+)
+_RETRY_JOB = Sql(
+    """UPDATE jobs SET state = 'queued', attempt = :attempt, ready_at_ms = :ready,
+        enqueued_at_ms = :now, started_at_ms = 0, error = :err
+    WHERE id = :jid AND state = 'running'"""
+)
+_SUCCEED_JOBS = Sql(
+    """UPDATE jobs SET state = 'succeeded', finished_at_ms = :now, outputs = :outputs
+    WHERE id IN_LIST(:ids) AND state = 'running'"""
+)
+_SUCCEED_JOB = Sql(
+    """UPDATE jobs SET state = 'succeeded', finished_at_ms = :now, outputs = :out
+    WHERE id = :jid AND state = 'running'"""
+)
+_FAIL_JOB = Sql(
+    """UPDATE jobs SET state = 'failed', finished_at_ms = :now, error = :err
+    WHERE id = :jid AND state = 'running'"""
+)
+
+
 def _apply(
     conn: Connection,
     *,
@@ -662,7 +683,8 @@ def _apply(
             continue
         lease_updates.append((row.id, lease_state or "failed"))
         if res.retryable and row.attempt < row.max_retries:
-            delay_ms = int(Backoff.from_json(row.backoff).delay_for(row.attempt) * 1000)
+            backoff = Backoff.from_json(from_json(row.backoff))
+            delay_ms = int(backoff.delay_for(row.attempt) * 1000)
             # 0 when there is no delay, as for a job that never failed: the
             # claim's `delayed_until_ms` then agrees with the failure's answer.
             ready_at = now + delay_ms if delay_ms else 0
@@ -684,45 +706,22 @@ def _apply(
     for lid, st in lease_updates:
         by_state[st].append(lid)
     for st, lids in by_state.items():
-        for part in _chunks(lids):
-            conn.execute(
-                update(leases).where(leases.c.id.in_(part)).values(state=st, finished_at_ms=now)
-            )
+        _sql.execute(conn, _FINISH_LEASES, state=st, now=now, ids=lids)
     if retry_updates:
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == bindparam("jid"), jobs.c.state == "running")
-            .values(
-                state="queued",
-                attempt=bindparam("attempt"),
-                ready_at_ms=bindparam("ready"),
-                enqueued_at_ms=now,
-                started_at_ms=0,
-                error=bindparam("err"),
-            ),
-            retry_updates,
-        )
+        _sql.execute_many(conn, _RETRY_JOB, [{**u, "now": now} for u in retry_updates])
     finished_per_run: Counter[str] = Counter()
     failed_per_run: Counter[str] = Counter()
     if succeeded:
         # Jobs without outputs (most of them) are finished in bulk statements.
         bare = [row.job_id for row, res in succeeded if not res.outputs]
-        for part in _chunks(bare):
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(part), jobs.c.state == "running")
-                .values(state="succeeded", finished_at_ms=now, outputs={})
-            )
+        if bare:
+            _sql.execute(conn, _SUCCEED_JOBS, now=now, outputs=to_json({}), ids=bare)
         with_outputs = [
-            {"jid": row.job_id, "out": dict(res.outputs)} for row, res in succeeded if res.outputs
+            {"jid": row.job_id, "out": to_json(dict(res.outputs)), "now": now}
+            for row, res in succeeded
+            if res.outputs
         ]
-        if with_outputs:
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == bindparam("jid"), jobs.c.state == "running")
-                .values(state="succeeded", finished_at_ms=now, outputs=bindparam("out")),
-                with_outputs,
-            )
+        _sql.execute_many(conn, _SUCCEED_JOB, with_outputs)
         for row, _ in succeeded:
             finished_per_run[row.run_id] += 1
         _release_children(
@@ -734,11 +733,10 @@ def _apply(
             effects=effects,
         )
     if failed_final:
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == bindparam("jid"), jobs.c.state == "running")
-            .values(state="failed", finished_at_ms=now, error=bindparam("err")),
-            [{"jid": row.job_id, "err": res.error} for row, res in failed_final],
+        _sql.execute_many(
+            conn,
+            _FAIL_JOB,
+            [{"jid": row.job_id, "err": res.error, "now": now} for row, res in failed_final],
         )
         for row, _ in failed_final:
             finished_per_run[row.run_id] += 1
@@ -753,6 +751,18 @@ def _apply(
     return verdicts
 
 
+_CHILDREN = Sql("SELECT child_id FROM job_edges WHERE parent_id IN_LIST(:ids)")
+_DECREMENT_PARENTS = Sql(
+    "UPDATE jobs SET pending_parents = pending_parents - :n WHERE id IN_LIST(:ids)"
+)
+_QUEUE_READY = Sql(
+    """UPDATE jobs SET state = 'queued', enqueued_at_ms = :now
+    WHERE id IN_LIST(:ids) AND pending_parents = 0 AND state = 'pending'
+    RETURNING run_id, "key"
+    """
+)
+
+
 def _release_children(
     conn: Connection,
     *,
@@ -763,33 +773,15 @@ def _release_children(
     effects: Effects,
 ) -> None:
     """Decrements the children's unfinished-parent counters; queues those at zero."""
-    counts: Counter[int] = Counter()
-    for part in _chunks(parent_ids):
-        counts.update(
-            conn.execute(select(edges.c.child_id).where(edges.c.parent_id.in_(part))).scalars()
-        )
+    counts: Counter[int] = Counter(_sql.scalars(conn, _CHILDREN, ids=parent_ids))
     if not counts:
         return
     by_count: dict[int, list[int]] = defaultdict(list)
     for child, n in counts.items():
         by_count[n].append(child)
     for n, children in by_count.items():
-        for part in _chunks(children):
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(part))
-                .values(pending_parents=jobs.c.pending_parents - n)
-            )
-    ready: list[Any] = []
-    for part in _chunks(sorted(counts)):
-        ready.extend(
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(part), jobs.c.pending_parents == 0, jobs.c.state == "pending")
-                .values(state="queued", enqueued_at_ms=now)
-                .returning(jobs.c.run_id, jobs.c.key)
-            ).all()
-        )
+        _sql.execute(conn, _DECREMENT_PARENTS, n=n, ids=children)
+    ready = _sql.query(conn, _QUEUE_READY, now=now, ids=sorted(counts))
     for run_id, key in ready:
         ev.add(run_id, "JOB_QUEUED", key)
     if ready:
@@ -832,61 +824,64 @@ def _skip_descendants(
     return skipped
 
 
+_COUNT_FINISHED = Sql(
+    """UPDATE runs SET unfinished_jobs = unfinished_jobs - :n, failed_jobs = failed_jobs + :failed
+    WHERE id = :run_id"""
+)
+_RUNS_DONE = Sql(
+    """SELECT id, failed_jobs FROM runs
+    WHERE id IN_LIST(:ids) AND unfinished_jobs <= 0 AND state = 'running'"""
+)
+_FINISH_RUN = Sql("UPDATE runs SET state = :state, finished_at_ms = :now WHERE id = :run_id")
+
+
 def _finish_runs(
     conn: Connection, finished: Counter[str], failed: Counter[str], *, now: int, ev: _Events
 ) -> None:
-    for run_id, n in finished.items():
-        conn.execute(
-            update(runs)
-            .where(runs.c.id == run_id)
-            .values(
-                unfinished_jobs=runs.c.unfinished_jobs - n,
-                failed_jobs=runs.c.failed_jobs + failed.get(run_id, 0),
-            )
-        )
     if not finished:
         return
-    done = conn.execute(
-        select(runs.c.id, runs.c.failed_jobs).where(
-            runs.c.id.in_(list(finished)), runs.c.unfinished_jobs <= 0, runs.c.state == "running"
-        )
-    ).all()
-    for run_id, n_failed in done:
+    _sql.execute_many(
+        conn,
+        _COUNT_FINISHED,
+        [{"n": n, "failed": failed.get(r, 0), "run_id": r} for r, n in finished.items()],
+    )
+    for run_id, n_failed in _sql.query(conn, _RUNS_DONE, ids=list(finished)):
         state = "failed" if n_failed else "succeeded"
-        conn.execute(
-            update(runs).where(runs.c.id == run_id).values(state=state, finished_at_ms=now)
-        )
+        _sql.execute(conn, _FINISH_RUN, state=state, now=now, run_id=run_id)
         ev.add(run_id, "RUN_FINISHED", msg=state)
 
 
 # --------------------------------------------------------------------------- logs
 
 
+_LEASE_FOR_LOGS = Sql(
+    """SELECT job_id, run_id, workflow_id, job_key, attempt, state, expires_at_ms,
+        finished_at_ms
+    FROM leases WHERE id = :lease AND org_id = :org FOR_UPDATE"""
+)
+_COUNT_CHUNKS = Sql("SELECT count(*) FROM log_chunks WHERE job_id = :job AND attempt = :attempt")
+_INSERT_CHUNK = Sql(
+    """INSERT INTO log_chunks (org_id, run_id, workflow_id, job_id, job_key, attempt, stream,
+        sequence, data, timestamp_ms)
+    VALUES (:org_id, :run_id, :workflow_id, :job_id, :job_key, :attempt, :stream,
+        :sequence, :data, :timestamp_ms)
+    ON CONFLICT DO NOTHING"""
+)
+
+
 def push_logs(
     conn: Connection,
     *,
-    is_pg: bool,
     org: str,
     lease_id: str,
     chunks: Sequence[Mapping[str, Any]],
     now: int,
 ) -> tuple[int, Effects]:
     """Stores chunks for the lease's job attempt; retried chunks are ignored."""
-    q = select(
-        leases.c.job_id,
-        leases.c.run_id,
-        leases.c.workflow_id,
-        leases.c.job_key,
-        leases.c.attempt,
-        leases.c.state,
-        leases.c.expires_at_ms,
-        leases.c.finished_at_ms,
-    ).where(leases.c.id == lease_id, leases.c.org_id == org)
-    if is_pg:
-        q = q.with_for_update()
-    row = conn.execute(q).first()
-    if row is None:
+    found = _sql.query(conn, _LEASE_FOR_LOGS, lease=lease_id, org=org)
+    if not found:
         raise LeaseConflict(f"unknown lease {lease_id!r}")
+    row = found[0]
     # What a cancelled job prints while it stops (a trap handler, say) is
     # still its log: accept it for a short while after the cancel.
     if not (row.state == "cancelled" and now - row.finished_at_ms <= CANCEL_LOG_GRACE_MS):
@@ -909,17 +904,9 @@ def push_logs(
         }
         for c in chunks
     ]
-    before = conn.execute(
-        select(func.count())
-        .select_from(log_chunks)
-        .where(log_chunks.c.job_id == row.job_id, log_chunks.c.attempt == row.attempt)
-    ).scalar_one()
-    conn.execute(_insert(is_pg, log_chunks).on_conflict_do_nothing(), values)
-    after = conn.execute(
-        select(func.count())
-        .select_from(log_chunks)
-        .where(log_chunks.c.job_id == row.job_id, log_chunks.c.attempt == row.attempt)
-    ).scalar_one()
+    (before,) = _sql.scalars(conn, _COUNT_CHUNKS, job=row.job_id, attempt=row.attempt)
+    _sql.execute_many(conn, _INSERT_CHUNK, values)
+    (after,) = _sql.scalars(conn, _COUNT_CHUNKS, job=row.job_id, attempt=row.attempt)
     effects.topics.add(topic_logs(row.job_id))
     return int(after - before), effects
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +66,20 @@ class Database:
                 yield conn
 
     def now_ms(self, conn: Connection) -> int:
-        """The database clock, in epoch milliseconds."""
-        return int(conn.exec_driver_sql("SELECT " + self.now_sql).scalar_one())
+        """The database clock, in epoch milliseconds.
+
+        SQLite's clock is this process's (the file is local), so it is read
+        here without a statement; PostgreSQL's is the server's, shared by
+        every replica.
+        """
+        if not self.is_postgres:
+            return time.time_ns() // 1_000_000
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cur.execute("SELECT " + _PG_NOW_MS)
+            return int(cur.fetchone()[0])
+        finally:
+            cur.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from trellis.server import _render as render
 from trellis.server import _scheduler as sched
+from trellis.server import _sql
 from trellis.server._notify import Notifier
 from trellis.server.db import Database
 from trellis.server.definitions import (
@@ -51,6 +52,14 @@ MAX_CHUNK_BYTES = 1 << 20
 DEFINITION_CACHE_SIZE = 256
 STREAM_NAMES = {logs_pb2.LOG_STREAM_STDOUT: "stdout", logs_pb2.LOG_STREAM_STDERR: "stderr"}
 _RETRYABLE_PG_CODES = {"40001", "40P01"}  # serialization failure, deadlock
+
+_WORKFLOW_VERSION = _sql.Sql(
+    "SELECT version FROM workflows WHERE org_id = :org AND id = :workflow_id"
+)
+_SET_LATEST_RUN = _sql.Sql(
+    "UPDATE workflows SET latest_run_id = :run_id WHERE org_id = :org AND id = :workflow_id"
+)
+_LEASE_STATES = _sql.Sql("SELECT id, state FROM leases WHERE id IN_LIST(:ids)")
 
 
 class Service:
@@ -284,37 +293,29 @@ class Service:
         return out
 
     def run_workflow(self, org: str, workflow_id: str) -> runs_pb2.Run:
-        def tx(conn: Connection, now: int) -> tuple[str, sched.Effects]:
-            row = conn.execute(
-                select(workflows.c.version).where(
-                    workflows.c.org_id == org, workflows.c.id == workflow_id
-                )
-            ).first()
-            if row is None:
+        def tx(conn: Connection, now: int) -> tuple[dict[str, Any], sched.Effects]:
+            found = _sql.query(conn, _WORKFLOW_VERSION, org=org, workflow_id=workflow_id)
+            if not found:
                 raise NotFound(f"workflow {workflow_id!r} not found")
+            version = found[0].version
             wdef = self._definition(
                 org,
                 workflow_id,
-                row.version,
+                version,
                 lambda: conn.execute(
                     select(versions.c.definition).where(
                         versions.c.org_id == org,
                         versions.c.workflow_id == workflow_id,
-                        versions.c.version == row.version,
+                        versions.c.version == version,
                     )
                 ).scalar_one(),
             )
-            run_id, effects = sched.create_run(
-                conn, is_pg=self.db.is_postgres, org=org, wdef=wdef, version=row.version, now=now
-            )
-            conn.execute(
-                update(workflows)
-                .where(workflows.c.org_id == org, workflows.c.id == workflow_id)
-                .values(latest_run_id=run_id)
-            )
-            return run_id, effects
+            run, effects = sched.create_run(conn, org=org, wdef=wdef, version=version, now=now)
+            _sql.execute(conn, _SET_LATEST_RUN, run_id=run["id"], org=org, workflow_id=workflow_id)
+            return run, effects
 
-        return self._run(org, self._write(tx))
+        # The run as created: what a re-read right after the commit would show.
+        return render.run_from_row(self._write(tx))
 
     def cancel_workflow(self, org: str, workflow_id: str) -> runs_pb2.Run:
         """Cancels the workflow's latest run (a finished run is left as it is)."""
@@ -438,7 +439,6 @@ class Service:
         def tx(conn: Connection, now: int) -> tuple[None, sched.Effects]:
             sched.touch_worker(
                 conn,
-                is_pg=self.db.is_postgres,
                 org=org,
                 worker_id=worker_id,
                 labels=labels,
@@ -567,11 +567,7 @@ class Service:
     def _settle(self, held: set[str]) -> list[str]:
         """Drops finished leases from ``held``; returns those cancelled."""
         states = dict(
-            self._read(
-                lambda conn, _now: conn.execute(
-                    select(leases.c.id, leases.c.state).where(leases.c.id.in_(sorted(held)))
-                ).all()
-            )
+            self._read(lambda conn, _now: _sql.query(conn, _LEASE_STATES, ids=sorted(held)))
         )
         cancelled = [lid for lid in held if states.get(lid) == "cancelled"]
         held.intersection_update(lid for lid in held if states.get(lid) == "active")
@@ -670,7 +666,7 @@ class Service:
             )
         return self._write(
             lambda conn, now: sched.push_logs(
-                conn, is_pg=self.db.is_postgres, org=org, lease_id=lease_id, chunks=rows, now=now
+                conn, org=org, lease_id=lease_id, chunks=rows, now=now
             )
         )
 
