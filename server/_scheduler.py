@@ -303,16 +303,18 @@ _UPSERT_WORKER_SEEN = Sql(
 )
 # The claim picks the oldest claimable jobs and marks them running in one
 # statement; on PostgreSQL, rows another claimer holds are skipped, not waited on.
-_CLAIM = Sql(
-    """UPDATE jobs SET state = 'running', started_at_ms = :now
+_CLAIM = """UPDATE jobs SET state = 'running', started_at_ms = :now
     WHERE id IN (
         SELECT id FROM jobs
-        WHERE org_id = :org AND state = 'queued' AND label_key IN_LIST(:keys)
-            AND ready_at_ms <= :now
+        WHERE org_id = :org AND state = 'queued' AND label_key {keys} AND ready_at_ms <= :now
         ORDER BY id LIMIT :n FOR_UPDATE_SKIP_LOCKED)
     RETURNING id, run_id, workflow_id, "key", name, command, label_key, attempt,
         max_retries, backoff, timeout_secs, env, parents, enqueued_at_ms, ready_at_ms"""
-)
+# A worker that covers one label set (the usual case: most jobs need none) walks
+# the claimable index in id order and stops at the first rows; with several,
+# the candidates of all its sets are sorted.
+_CLAIM_ONE_SET = Sql(_CLAIM.format(keys="= :key"))
+_CLAIM_SETS = Sql(_CLAIM.format(keys="IN_LIST(:keys)"))
 _INSERT_LEASE = Sql(
     """INSERT INTO leases (id, org_id, job_id, run_id, workflow_id, job_key, worker_id,
         attempt, ttl_secs, granted_at_ms, expires_at_ms, deadline_ms, state, finished_at_ms)
@@ -382,7 +384,10 @@ def claim(
     keys = eligible_label_keys(conn, org, labels)
     if not keys or max_jobs <= 0:
         return [], effects
-    rows = _sql.query(conn, _CLAIM, org=org, keys=keys, now=now, n=max_jobs)
+    if len(keys) == 1:
+        rows = _sql.query(conn, _CLAIM_ONE_SET, org=org, key=keys[0], now=now, n=max_jobs)
+    else:
+        rows = _sql.query(conn, _CLAIM_SETS, org=org, keys=keys, now=now, n=max_jobs)
     if not rows:
         return [], effects
     rows.sort(key=lambda r: r.id)

@@ -123,7 +123,11 @@ def execute_many(conn: Connection, sql: Sql, rows: Iterable[Mapping[str, Any]]) 
         return
     cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cur.executemany(sql.render(is_pg), batch)
+        if len(batch) == 1:
+            # One row needs no pipeline (which costs psycopg extra round trips).
+            cur.execute(sql.render(is_pg), batch[0])
+        else:
+            cur.executemany(sql.render(is_pg), batch)
     finally:
         cur.close()
 
