@@ -23,13 +23,15 @@ and read back through ``from_json``: SQLite returns text, psycopg a value.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections import namedtuple
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 _IN_LIST = re.compile(r"IN_LIST\((:[a-z_][a-z0-9_]*)\)")
@@ -79,40 +81,47 @@ def _is_pg(conn: Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
+@contextlib.contextmanager
+def _cursor(conn: Connection, sql: Sql, params: Any) -> Iterator[Any]:
+    """The transaction's driver cursor; driver errors become SQLAlchemy's, so
+    that callers handle a deadlock or a lost database as they do for Core."""
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        yield cur
+    except dbapi_error as exc:
+        raise DBAPIError.instance(
+            sql.render(_is_pg(conn)), params, exc, dbapi_error, dialect=conn.dialect
+        ) from exc
+    finally:
+        cur.close()
+
+
 def query(conn: Connection, sql: Sql, **params: Any) -> list[Any]:
     """Runs a statement that returns rows; rows are named tuples."""
     is_pg = _is_pg(conn)
-    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _cursor(conn, sql, params) as cur:
         cur.execute(sql.render(is_pg), sql._params(is_pg, params))
         if cur.description is None:
             return []
         row = sql.row_type(tuple(d[0] for d in cur.description))
         return [row(*r) for r in cur.fetchall()]
-    finally:
-        cur.close()
 
 
 def scalars(conn: Connection, sql: Sql, **params: Any) -> list[Any]:
     """The first column of every row."""
     is_pg = _is_pg(conn)
-    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _cursor(conn, sql, params) as cur:
         cur.execute(sql.render(is_pg), sql._params(is_pg, params))
         return [r[0] for r in cur.fetchall()]
-    finally:
-        cur.close()
 
 
 def execute(conn: Connection, sql: Sql, **params: Any) -> int:
     """Runs a statement; returns the number of rows it changed."""
     is_pg = _is_pg(conn)
-    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _cursor(conn, sql, params) as cur:
         cur.execute(sql.render(is_pg), sql._params(is_pg, params))
         return int(cur.rowcount)
-    finally:
-        cur.close()
 
 
 def execute_many(conn: Connection, sql: Sql, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -121,15 +130,12 @@ def execute_many(conn: Connection, sql: Sql, rows: Iterable[Mapping[str, Any]]) 
     batch: Sequence[Mapping[str, Any]] = [sql._params(is_pg, r) for r in rows]
     if not batch:
         return
-    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _cursor(conn, sql, batch) as cur:
         if len(batch) == 1:
             # One row needs no pipeline (which costs psycopg extra round trips).
             cur.execute(sql.render(is_pg), batch[0])
         else:
             cur.executemany(sql.render(is_pg), batch)
-    finally:
-        cur.close()
 
 
 def to_json(value: Any) -> str:

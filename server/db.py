@@ -20,8 +20,11 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from trellis.server import _sql
+
 _SQLITE_NOW_MS = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 _PG_NOW_MS = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+_NOW_PG = _sql.Sql("SELECT " + _PG_NOW_MS)
 
 
 def normalize_url(url: str) -> str:
@@ -74,12 +77,8 @@ class Database:
         """
         if not self.is_postgres:
             return time.time_ns() // 1_000_000
-        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cur.execute("SELECT " + _PG_NOW_MS)
-            return int(cur.fetchone()[0])
-        finally:
-            cur.close()
+        (now,) = _sql.scalars(conn, _NOW_PG)
+        return int(now)
 
     def dispose(self) -> None:
         self.engine.dispose()
