@@ -132,42 +132,68 @@ class Notifier:
 
 
 class PgBridge:
-    """Carries fired topics between replicas with PostgreSQL LISTEN/NOTIFY."""
+    """Carries fired topics between replicas with PostgreSQL LISTEN/NOTIFY.
+
+    Fired topics are sent by a thread of their own: the writer that fired
+    them has already woken this replica's waiters and answers its caller at
+    once, and topics fired while a send is under way go out together.
+    """
 
     def __init__(self, notifier: Notifier, conninfo: str) -> None:
         self._notifier = notifier
         self._conninfo = conninfo
         self._stop = threading.Event()
-        self._send_lock = threading.Lock()
-        self._send_conn: Any = None
+        self._pending: dict[str, None] = {}
+        self._pending_cv = threading.Condition()
         self._own_pid = 0
         self._thread = threading.Thread(target=self._listen, name="trellis-listen", daemon=True)
+        self._sender = threading.Thread(target=self._send, name="trellis-notify", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        self._sender.start()
         self._notifier.set_publisher(self._publish)
 
     def stop(self) -> None:
-        self._stop.set()
         self._notifier.set_publisher(None)
-        with self._send_lock:
-            if self._send_conn is not None:
-                self._send_conn.close()
-                self._send_conn = None
+        with self._pending_cv:
+            self._stop.set()
+            self._pending_cv.notify()
+        self._sender.join(5.0)
 
     def _publish(self, topics: list[str]) -> None:
+        with self._pending_cv:
+            self._pending.update(dict.fromkeys(topics))
+            self._pending_cv.notify()
+
+    def _send(self) -> None:
         import psycopg
 
-        payload = "\n".join(topics)
-        with self._send_lock:
-            if self._send_conn is None or self._send_conn.closed:
-                self._send_conn = psycopg.connect(self._conninfo, autocommit=True)
-                self._own_pid = self._send_conn.info.backend_pid
-            # NOTIFY payloads are capped at 8000 bytes; an oversized batch
-            # degrades to a wake-everything marker rather than failing.
-            if len(payload) > 7000:
-                payload = "*"
-            self._send_conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+        conn: Any = None
+        try:
+            while True:
+                with self._pending_cv:
+                    while not self._pending and not self._stop.is_set():
+                        self._pending_cv.wait()
+                    if self._stop.is_set():
+                        return
+                    topics, self._pending = list(self._pending), {}
+                payload = "\n".join(topics)
+                # NOTIFY payloads are capped at 8000 bytes; an oversized batch
+                # degrades to a wake-everything marker rather than failing.
+                if len(payload) > 7000:
+                    payload = "*"
+                try:
+                    if conn is None or conn.closed:
+                        conn = psycopg.connect(self._conninfo, autocommit=True)
+                        self._own_pid = conn.info.backend_pid
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                except Exception:  # the polling fallback covers a lost notification
+                    log.warning("could not publish wake-ups", exc_info=True)
+                    self._stop.wait(0.5)
+        finally:
+            if conn is not None:
+                conn.close()
 
     def _listen(self) -> None:
         import psycopg

@@ -134,9 +134,9 @@ class _Events:
         )
         self.runs.add(run_id)
 
-    def flush(self, conn: Connection, effects: Effects) -> None:
+    def flush(self, batch: _sql.Batch, effects: Effects) -> None:
         if self.rows:
-            _sql.execute_many(conn, _INSERT_EVENT, self.rows)
+            batch.execute_many(_INSERT_EVENT, self.rows)
             effects.topics.update(topic_run(r) for r in self.runs)
             self.rows = []
 
@@ -185,7 +185,6 @@ def create_run(
     }
     run_id = run["id"]
     effects = Effects()
-    _sql.execute(conn, _INSERT_RUN, **run)
     rows = []
     for pos, job in enumerate(wdef.jobs):
         is_root = not job.depends_on
@@ -209,7 +208,17 @@ def create_run(
                 "enqueued_at_ms": now if is_root else 0,
             }
         )
-    _sql.execute_many(conn, _INSERT_JOB, rows)
+    keys = sorted({label_key(job.required_labels) for job in wdef.jobs})
+    ev = _Events(org, now)
+    ev.add(run_id, "RUN_STARTED")
+    for job in wdef.jobs:
+        if not job.depends_on:
+            ev.add(run_id, "JOB_QUEUED", job.id)
+    with _sql.pipelined(conn) as batch:
+        batch.execute(_INSERT_RUN, **run)
+        batch.execute_many(_INSERT_JOB, rows)
+        batch.execute_many(_INSERT_LABEL_SET, [{"org_id": org, "label_key": k} for k in keys])
+        ev.flush(batch, effects)
     if any(job.depends_on for job in wdef.jobs):
         ids: dict[str, int] = dict(_sql.query(conn, _JOB_IDS_OF_RUN, run_id=run_id))
         edge_rows = [
@@ -218,14 +227,6 @@ def create_run(
             for parent in job.depends_on
         ]
         _sql.execute_many(conn, _INSERT_EDGE, edge_rows)
-    keys = sorted({label_key(job.required_labels) for job in wdef.jobs})
-    _sql.execute_many(conn, _INSERT_LABEL_SET, [{"org_id": org, "label_key": k} for k in keys])
-    ev = _Events(org, now)
-    ev.add(run_id, "RUN_STARTED")
-    for job in wdef.jobs:
-        if not job.depends_on:
-            ev.add(run_id, "JOB_QUEUED", job.id)
-    ev.flush(conn, effects)
     effects.topics.add(topic_ready(org))
     return run, effects
 
@@ -267,7 +268,8 @@ def cancel_run(conn: Connection, *, org: str, run_id: str, now: int) -> tuple[bo
         )
     )
     ev.add(run_id, "RUN_FINISHED", msg="cancelled")
-    ev.flush(conn, effects)
+    with _sql.pipelined(conn) as batch:
+        ev.flush(batch, effects)
     return True, effects
 
 
@@ -322,7 +324,10 @@ _INSERT_LEASE = Sql(
         :attempt, :ttl_secs, :granted_at_ms, :expires_at_ms, :deadline_ms, 'active', 0)"""
 )
 _LOCK_RUNS = Sql("SELECT id FROM runs WHERE id IN_LIST(:ids) ORDER BY id FOR_UPDATE")
-_RUNS_OF_LEASES = Sql("SELECT DISTINCT run_id FROM leases WHERE id IN_LIST(:ids)")
+_LOCK_RUNS_OF_LEASES = Sql(
+    """SELECT id FROM runs WHERE id IN (SELECT run_id FROM leases WHERE id IN_LIST(:ids))
+    ORDER BY id FOR_UPDATE"""
+)
 _UPSTREAM = Sql(
     """SELECT e.child_id, j."key", j.outputs FROM job_edges e JOIN jobs j ON j.id = e.parent_id
     WHERE e.child_id IN_LIST(:ids)"""
@@ -398,7 +403,6 @@ def claim(
     # first: the one cycle this allows (a cancel racing a claim of the same
     # run) is broken by PostgreSQL's deadlock detector and the retry in the
     # service layer.
-    _lock_runs(conn, is_pg, {r.run_id for r in rows})
     ev = _Events(org, now)
     for r in rows:
         ev.add(r.run_id, "JOB_STARTED", r.key, r.attempt)
@@ -434,12 +438,14 @@ def claim(
                 upstream_outputs=upstream.get(r.id, {}),
             )
         )
-    _sql.execute_many(conn, _INSERT_LEASE, lease_rows)
-    ev.flush(conn, effects)
+    with _sql.pipelined(conn) as batch:
+        _lock_runs(batch, is_pg, {r.run_id for r in rows})
+        batch.execute_many(_INSERT_LEASE, lease_rows)
+        ev.flush(batch, effects)
     return claimed, effects
 
 
-def _lock_runs(conn: Connection, is_pg: bool, run_ids: Iterable[str]) -> None:
+def _lock_runs(batch: _sql.Batch, is_pg: bool, run_ids: Iterable[str]) -> None:
     """Serialises the writers of a run on PostgreSQL.
 
     Event ids then commit in order within a run, so a follower resuming after
@@ -449,11 +455,13 @@ def _lock_runs(conn: Connection, is_pg: bool, run_ids: Iterable[str]) -> None:
     if is_pg:
         ids = sorted(run_ids)
         if ids:
-            _sql.execute(conn, _LOCK_RUNS, ids=ids)
+            batch.execute(_LOCK_RUNS, ids=ids)
 
 
-def _runs_of_leases(conn: Connection, lease_ids: Sequence[str]) -> set[str]:
-    return set(_sql.scalars(conn, _RUNS_OF_LEASES, ids=lease_ids))
+def _lock_runs_of_leases(conn: Connection, is_pg: bool, lease_ids: Sequence[str]) -> None:
+    """``_lock_runs`` for the runs of these leases."""
+    if is_pg and lease_ids:
+        _sql.execute(conn, _LOCK_RUNS_OF_LEASES, ids=lease_ids)
 
 
 def _upstream_outputs(
@@ -577,7 +585,7 @@ def report_results(
     finds the lease no longer active.
     """
     ids = sorted({r.lease_id for r in results})
-    _lock_runs(conn, is_pg, _runs_of_leases(conn, ids) if is_pg else ())
+    _lock_runs_of_leases(conn, is_pg, ids)
     found = {row.id: row for row in _sql.query(conn, _REPORTED_LEASES, ids=ids, org=org)}
     verdicts: list[Verdict] = []
     done: list[tuple[Any, Result]] = []
@@ -614,7 +622,7 @@ def reap(conn: Connection, *, is_pg: bool, now: int, limit: int = 500) -> tuple[
     ids = sorted(conn.execute(expired.order_by(leases.c.expires_at_ms).limit(limit)).scalars())
     if not ids:
         return 0, Effects()
-    _lock_runs(conn, is_pg, _runs_of_leases(conn, ids) if is_pg else ())
+    _lock_runs_of_leases(conn, is_pg, ids)
     q = (
         select(*_LEASE_COLS, leases.c.org_id)
         .join(jobs, jobs.c.id == leases.c.job_id)
@@ -710,25 +718,31 @@ def _apply(
     by_state: dict[str, list[str]] = defaultdict(list)
     for lid, st in lease_updates:
         by_state[st].append(lid)
-    for st, lids in by_state.items():
-        _sql.execute(conn, _FINISH_LEASES, state=st, now=now, ids=lids)
-    if retry_updates:
-        _sql.execute_many(conn, _RETRY_JOB, [{**u, "now": now} for u in retry_updates])
-    finished_per_run: Counter[str] = Counter()
-    failed_per_run: Counter[str] = Counter()
-    if succeeded:
-        # Jobs without outputs (most of them) are finished in bulk statements.
-        bare = [row.job_id for row, res in succeeded if not res.outputs]
+    finished_per_run: Counter[str] = Counter(row.run_id for row, _ in succeeded)
+    finished_per_run.update(row.run_id for row, _ in failed_final)
+    failed_per_run: Counter[str] = Counter(row.run_id for row, _ in failed_final)
+    # Jobs without outputs (most of them) are finished in one statement.
+    bare = [row.job_id for row, res in succeeded if not res.outputs]
+    with _sql.pipelined(conn) as batch:
+        for st, lids in by_state.items():
+            batch.execute(_FINISH_LEASES, state=st, now=now, ids=lids)
+        batch.execute_many(_RETRY_JOB, [{**u, "now": now} for u in retry_updates])
         if bare:
-            _sql.execute(conn, _SUCCEED_JOBS, now=now, outputs=to_json({}), ids=bare)
-        with_outputs = [
-            {"jid": row.job_id, "out": to_json(dict(res.outputs)), "now": now}
-            for row, res in succeeded
-            if res.outputs
-        ]
-        _sql.execute_many(conn, _SUCCEED_JOB, with_outputs)
-        for row, _ in succeeded:
-            finished_per_run[row.run_id] += 1
+            batch.execute(_SUCCEED_JOBS, now=now, outputs=to_json({}), ids=bare)
+        batch.execute_many(
+            _SUCCEED_JOB,
+            [
+                {"jid": row.job_id, "out": to_json(dict(res.outputs)), "now": now}
+                for row, res in succeeded
+                if res.outputs
+            ],
+        )
+        batch.execute_many(
+            _FAIL_JOB,
+            [{"jid": row.job_id, "err": res.error, "now": now} for row, res in failed_final],
+        )
+        _count_finished(batch, finished_per_run, failed_per_run)
+    if succeeded:
         _release_children(
             conn,
             org=org,
@@ -738,21 +752,13 @@ def _apply(
             effects=effects,
         )
     if failed_final:
-        _sql.execute_many(
-            conn,
-            _FAIL_JOB,
-            [{"jid": row.job_id, "err": res.error, "now": now} for row, res in failed_final],
-        )
-        for row, _ in failed_final:
-            finished_per_run[row.run_id] += 1
-            failed_per_run[row.run_id] += 1
         skipped = _skip_descendants(
             conn, [row.job_id for row, _ in failed_final], now=now, ev=ev, effects=effects
         )
-        for run_id, n in skipped.items():
-            finished_per_run[run_id] += n
-    _finish_runs(conn, finished_per_run, failed_per_run, now=now, ev=ev)
-    ev.flush(conn, effects)
+        if skipped:
+            with _sql.pipelined(conn) as batch:
+                _count_finished(batch, skipped, Counter())
+    _finish_runs(conn, list(finished_per_run), now=now, ev=ev, effects=effects)
     return verdicts
 
 
@@ -784,8 +790,9 @@ def _release_children(
     by_count: dict[int, list[int]] = defaultdict(list)
     for child, n in counts.items():
         by_count[n].append(child)
-    for n, children in by_count.items():
-        _sql.execute(conn, _DECREMENT_PARENTS, n=n, ids=children)
+    with _sql.pipelined(conn) as batch:
+        for n, children in by_count.items():
+            batch.execute(_DECREMENT_PARENTS, n=n, ids=children)
     ready = _sql.query(conn, _QUEUE_READY, now=now, ids=sorted(counts))
     for run_id, key in ready:
         ev.add(run_id, "JOB_QUEUED", key)
@@ -840,20 +847,25 @@ _RUNS_DONE = Sql(
 _FINISH_RUN = Sql("UPDATE runs SET state = :state, finished_at_ms = :now WHERE id = :run_id")
 
 
-def _finish_runs(
-    conn: Connection, finished: Counter[str], failed: Counter[str], *, now: int, ev: _Events
-) -> None:
-    if not finished:
-        return
-    _sql.execute_many(
-        conn,
+def _count_finished(batch: _sql.Batch, finished: Counter[str], failed: Counter[str]) -> None:
+    batch.execute_many(
         _COUNT_FINISHED,
         [{"n": n, "failed": failed.get(r, 0), "run_id": r} for r, n in finished.items()],
     )
-    for run_id, n_failed in _sql.query(conn, _RUNS_DONE, ids=list(finished)):
-        state = "failed" if n_failed else "succeeded"
-        _sql.execute(conn, _FINISH_RUN, state=state, now=now, run_id=run_id)
-        ev.add(run_id, "RUN_FINISHED", msg=state)
+
+
+def _finish_runs(
+    conn: Connection, run_ids: Sequence[str], *, now: int, ev: _Events, effects: Effects
+) -> None:
+    """Ends the runs (of ``run_ids``) that have no unfinished job left, then
+    writes the transaction's events."""
+    done = _sql.query(conn, _RUNS_DONE, ids=run_ids) if run_ids else []
+    with _sql.pipelined(conn) as batch:
+        for run_id, n_failed in done:
+            state = "failed" if n_failed else "succeeded"
+            batch.execute(_FINISH_RUN, state=state, now=now, run_id=run_id)
+            ev.add(run_id, "RUN_FINISHED", msg=state)
+        ev.flush(batch, effects)
 
 
 # --------------------------------------------------------------------------- logs

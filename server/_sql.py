@@ -138,6 +138,45 @@ def execute_many(conn: Connection, sql: Sql, rows: Iterable[Mapping[str, Any]]) 
             cur.executemany(sql.render(is_pg), batch)
 
 
+class Batch:
+    """Statements whose results nobody reads, sent together (see ``pipelined``)."""
+
+    def __init__(self, conn: Connection, cur: Any) -> None:
+        self._is_pg = _is_pg(conn)
+        self._cur = cur
+
+    def execute(self, sql: Sql, **params: Any) -> None:
+        self._cur.execute(sql.render(self._is_pg), sql._params(self._is_pg, params))
+
+    def execute_many(self, sql: Sql, rows: Iterable[Mapping[str, Any]]) -> None:
+        batch = [sql._params(self._is_pg, r) for r in rows]
+        if len(batch) == 1:
+            self._cur.execute(sql.render(self._is_pg), batch[0])
+        elif batch:
+            self._cur.executemany(sql.render(self._is_pg), batch)
+
+
+@contextlib.contextmanager
+def pipelined(conn: Connection) -> Iterator[Batch]:
+    """Runs the statements given to the batch in one round trip on PostgreSQL.
+
+    psycopg's pipeline mode sends them without waiting for each answer; they
+    still run in order, in the transaction, and the first error is raised
+    when the block ends. SQLite runs them one by one (there is no network).
+    """
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        with contextlib.closing(raw.cursor()) as cur, contextlib.ExitStack() as stack:
+            # The pipeline ends (and its answers are read) before the cursor closes.
+            if _is_pg(conn):
+                stack.enter_context(raw.pipeline())  # type: ignore[attr-defined]
+            yield Batch(conn, cur)
+    except dbapi_error as exc:
+        raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=conn.dialect) from exc
+
+
 def to_json(value: Any) -> str:
     # The same spelling SQLAlchemy's JSON type writes, so stored texts compare.
     return json.dumps(value)
