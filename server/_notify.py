@@ -1,36 +1,56 @@
-"""Wake-ups for waiters (assignment streams, log and event followers).
+"""Wake-ups for waiters (assignment streams, long polls, log and event followers).
 
-A waiter subscribes to topics, then re-reads the database, then waits; a
-writer fires topics after its transaction commits. Subscribing before reading
-means a fire that lands between the read and the wait is never lost.
+A waiter subscribes, then re-reads the database, then waits; a writer fires
+after its transaction commits. Subscribing before reading means a fire that
+lands between the read and the wait is never lost.
 
-Across replicas on PostgreSQL, fired topics also go out with ``NOTIFY`` and a
-listener thread fires them locally. Waits always have a timeout, so polling
-remains the fallback when a notification is missed.
+Two kinds of wake-up:
+
+- **Topics** (a run's events, a job's log, a worker's leases) wake every
+  subscriber of the topic.
+- **Ready work** wakes one claimer per job that became claimable: a
+  subscriber whose labels cover the job's and that has a free slot, taken in
+  turn. Waking every idle stream for each job would make all but one of them
+  run an empty claim, each a write transaction, which is what an idle fleet
+  of workers would otherwise spend its server on.
+
+Across replicas on PostgreSQL, both also go out with ``NOTIFY`` and a listener
+thread fires them locally. Waits always have a timeout, so polling remains
+the fallback when a notification is missed (or a woken claimer went away
+before it claimed).
 """
 
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "trellis_events"
+# (org, label key) -> how many jobs of that label set became claimable
+Ready = Mapping[tuple[str, str], int]
 
 
 class Subscription:
-    """A flag set by any fire of the subscribed topics."""
+    """A flag set by any fire of the subscribed topics (or by ready work)."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "accepting", "labels")
 
-    def __init__(self) -> None:
+    def __init__(self, labels: frozenset[str] = frozenset()) -> None:
         self._event = threading.Event()
+        self.labels = labels
+        # A claimer clears this while it has no free slot, so that ready work
+        # goes to another one.
+        self.accepting = True
 
     def set(self) -> None:
         self._event.set()
@@ -42,13 +62,20 @@ class Subscription:
         return fired
 
 
+@lru_cache(maxsize=1024)
+def _required(label_key: str) -> frozenset[str]:
+    return frozenset(x for x in label_key.split(",") if x)
+
+
 class Notifier:
-    """Topic-based wake-ups within a process, optionally bridged to PostgreSQL."""
+    """Wake-ups within a process, optionally bridged to PostgreSQL."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subs: dict[str, set[Subscription]] = {}
-        self._timers: list[tuple[float, int, str]] = []
+        # Per org, claimers in the order they are next in line for work.
+        self._claimers: dict[str, OrderedDict[Subscription, None]] = {}
+        self._timers: list[tuple[float, int, tuple[str, str]]] = []
         self._timer_seq = 0
         self._timer_cv = threading.Condition(self._lock)
         self._closed = False
@@ -59,11 +86,17 @@ class Notifier:
         self._timer_thread.start()
 
     @contextmanager
-    def subscribe(self, *topics: str) -> Iterator[Subscription]:
-        sub = Subscription()
+    def subscribe(
+        self, *topics: str, work: tuple[str, Iterable[str]] | None = None
+    ) -> Iterator[Subscription]:
+        """Subscribes to ``topics`` and, with ``work=(org, labels)``, to the
+        org's ready work that those labels can take."""
+        sub = Subscription(frozenset(work[1]) if work else frozenset())
         with self._lock:
             for topic in topics:
                 self._subs.setdefault(topic, set()).add(sub)
+            if work:
+                self._claimers.setdefault(work[0], OrderedDict())[sub] = None
         try:
             yield sub
         finally:
@@ -74,37 +107,66 @@ class Notifier:
                         subs.discard(sub)
                         if not subs:
                             del self._subs[topic]
+                if work:
+                    line = self._claimers.get(work[0])
+                    if line is not None:
+                        line.pop(sub, None)
+                        if not line:
+                            del self._claimers[work[0]]
 
-    def fire_local(self, topics: Iterable[str]) -> None:
+    def fire_local(self, topics: Iterable[str], ready: Ready | None = None) -> None:
         with self._lock:
             targets = [sub for t in topics for sub in self._subs.get(t, ())]
+            for (org, label_key), n in (ready or {}).items():
+                targets.extend(self._next_claimers(org, label_key, n))
         for sub in targets:
             sub.set()
 
-    def fire(self, topics: Iterable[str]) -> None:
+    def _next_claimers(self, org: str, label_key: str, n: int) -> list[Subscription]:
+        """Up to ``n`` claimers able to take a job of ``label_key``, in turn
+        (the caller holds the lock)."""
+        line = self._claimers.get(org)
+        if not line or n <= 0:
+            return []
+        need = _required(label_key)
+        picked = []
+        for sub in line:
+            if sub.accepting and need <= sub.labels:
+                picked.append(sub)
+                if len(picked) == n:
+                    break
+        for sub in picked:  # to the back of the line
+            line.move_to_end(sub)
+        return picked
+
+    def fire(self, topics: Iterable[str], ready: Ready | None = None) -> None:
         """Wakes subscribers here and, when bridged, on every other replica."""
         topics = list(dict.fromkeys(topics))
-        if not topics:
+        ready = {k: n for k, n in (ready or {}).items() if n > 0}
+        if not topics and not ready:
             return
-        self.fire_local(topics)
+        self.fire_local(topics, ready)
         publish = self._publish
         if publish is not None:
             try:
-                publish(topics)
+                publish(topics, ready)
             except Exception:  # the polling fallback covers a lost notification
                 log.warning("could not publish wake-ups", exc_info=True)
 
-    def fire_at(self, when: float, topic: str) -> None:
-        """Fires ``topic`` locally at monotonic time ``when`` (retry backoff)."""
+    def fire_at(self, when: float, org: str, label_key: str) -> None:
+        """Announces one job of ``label_key`` as ready at monotonic time
+        ``when`` (a retry's backoff), on this replica only: claimers on other
+        replicas find it when they next poll."""
         with self._timer_cv:
             self._timer_seq += 1
-            heapq.heappush(self._timers, (when, self._timer_seq, topic))
+            heapq.heappush(self._timers, (when, self._timer_seq, (org, label_key)))
             self._timer_cv.notify()
 
     def wake_all(self) -> None:
-        """Wakes every waiter (shutdown)."""
+        """Wakes every waiter (shutdown, or a notification too large to send)."""
         with self._lock:
-            targets = [sub for subs in self._subs.values() for sub in subs]
+            targets = {sub for subs in self._subs.values() for sub in subs}
+            targets.update(sub for line in self._claimers.values() for sub in line)
         for sub in targets:
             sub.set()
 
@@ -127,8 +189,22 @@ class Notifier:
                     self._timer_cv.wait(timeout)
                 if self._closed:
                     return
-                _, _, topic = heapq.heappop(self._timers)
-            self.fire_local([topic])
+                _, _, key = heapq.heappop(self._timers)
+            self.fire_local((), {key: 1})
+
+
+def encode(topics: list[str], ready: Ready) -> str:
+    """A NOTIFY payload; ``*`` when it would pass PostgreSQL's 8000-byte cap."""
+    payload = json.dumps({"t": topics, "r": [[o, k, n] for (o, k), n in ready.items()]})
+    return payload if len(payload) <= 7000 else "*"
+
+
+def decode(payload: str) -> tuple[list[str], dict[tuple[str, str], int]] | None:
+    """The topics and ready work of a payload; None for ``*`` (wake everyone)."""
+    if payload == "*":
+        return None
+    data = json.loads(payload)
+    return list(data["t"]), {(o, k): int(n) for o, k, n in data["r"]}
 
 
 class PgBridge:
@@ -144,6 +220,7 @@ class PgBridge:
         self._conninfo = conninfo
         self._stop = threading.Event()
         self._pending: dict[str, None] = {}
+        self._pending_ready: dict[tuple[str, str], int] = {}
         self._pending_cv = threading.Condition()
         self._own_pid = 0
         self._thread = threading.Thread(target=self._listen, name="trellis-listen", daemon=True)
@@ -161,9 +238,11 @@ class PgBridge:
             self._pending_cv.notify()
         self._sender.join(5.0)
 
-    def _publish(self, topics: list[str]) -> None:
+    def _publish(self, topics: list[str], ready: Ready) -> None:
         with self._pending_cv:
             self._pending.update(dict.fromkeys(topics))
+            for key, n in ready.items():
+                self._pending_ready[key] = self._pending_ready.get(key, 0) + n
             self._pending_cv.notify()
 
     def _send(self) -> None:
@@ -173,16 +252,12 @@ class PgBridge:
         try:
             while True:
                 with self._pending_cv:
-                    while not self._pending and not self._stop.is_set():
+                    while not (self._pending or self._pending_ready or self._stop.is_set()):
                         self._pending_cv.wait()
                     if self._stop.is_set():
                         return
-                    topics, self._pending = list(self._pending), {}
-                payload = "\n".join(topics)
-                # NOTIFY payloads are capped at 8000 bytes; an oversized batch
-                # degrades to a wake-everything marker rather than failing.
-                if len(payload) > 7000:
-                    payload = "*"
+                    payload = encode(list(self._pending), self._pending_ready)
+                    self._pending, self._pending_ready = {}, {}
                 try:
                     if conn is None or conn.closed:
                         conn = psycopg.connect(self._conninfo, autocommit=True)
@@ -206,12 +281,20 @@ class PgBridge:
                         for note in conn.notifies(timeout=1.0):
                             if note.pid == self._own_pid:
                                 continue  # fired here already, before it was sent
-                            if note.payload == "*":
-                                self._notifier.wake_all()
-                            else:
-                                self._notifier.fire_local(note.payload.split("\n"))
+                            self._deliver(note.payload)
             except Exception:
                 if self._stop.is_set():
                     return
                 log.warning("LISTEN connection lost; retrying", exc_info=True)
                 self._stop.wait(1.0)
+
+    def _deliver(self, payload: str) -> None:
+        try:
+            decoded = decode(payload)
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable wake-up payload %.80r; waking everyone", payload)
+            decoded = None
+        if decoded is None:
+            self._notifier.wake_all()
+        else:
+            self._notifier.fire_local(*decoded)

@@ -61,10 +61,6 @@ ACTIVE: ColumnClause[str] = literal_column("'active'")
 CHUNK = 500
 
 
-def topic_ready(org: str) -> str:
-    return f"ready:{org}"
-
-
 def topic_worker(org: str, worker_id: str) -> str:
     return f"leases:{org}:{worker_id}"
 
@@ -82,8 +78,10 @@ class Effects:
     """Wake-ups to fire after commit."""
 
     topics: set[str] = field(default_factory=set)
-    # (epoch ms at which a delayed job becomes claimable, topic)
-    timers: list[tuple[int, str]] = field(default_factory=list)
+    # (org, label key) -> jobs that became claimable
+    ready: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # (epoch ms at which a delayed job becomes claimable, org, label key)
+    timers: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def new_id() -> str:
@@ -227,7 +225,7 @@ def create_run(
             for parent in job.depends_on
         ]
         _sql.execute_many(conn, _INSERT_EDGE, edge_rows)
-    effects.topics.add(topic_ready(org))
+    effects.ready.update((org, row["label_key"]) for row in rows if row["state"] == "queued")
     return run, effects
 
 
@@ -561,6 +559,7 @@ _LEASE_COLS = (
     leases.c.attempt,
     jobs.c.key,
     jobs.c.state.label("job_state"),
+    jobs.c.label_key,
     jobs.c.max_retries,
     jobs.c.backoff,
     jobs.c.timeout_secs,
@@ -569,7 +568,8 @@ _LEASE_COLS = (
 
 _REPORTED_LEASES = Sql(
     """SELECT l.id, l.job_id, l.run_id, l.worker_id, l.state, l.expires_at_ms, l.deadline_ms,
-        l.attempt, j."key", j.state AS job_state, j.max_retries, j.backoff, j.timeout_secs
+        l.attempt, j."key", j.state AS job_state, j.label_key, j.max_retries, j.backoff,
+        j.timeout_secs
     FROM leases l JOIN jobs j ON j.id = l.job_id
     WHERE l.id IN_LIST(:ids) AND l.org_id = :org FOR_UPDATE_OF_LEASES"""
 )
@@ -708,9 +708,9 @@ def _apply(
             )
             ev.add(row.run_id, "JOB_RETRYING", row.key, row.attempt, res.error)
             if delay_ms > 0:
-                effects.timers.append((ready_at, topic_ready(org)))
+                effects.timers.append((ready_at, org, row.label_key))
             else:
-                effects.topics.add(topic_ready(org))
+                effects.ready[(org, row.label_key)] += 1
             verdicts[row.id] = Verdict(row.id, will_retry=True, delayed_until_ms=ready_at)
         else:
             failed_final.append((row, res))
@@ -769,7 +769,7 @@ _DECREMENT_PARENTS = Sql(
 _QUEUE_READY = Sql(
     """UPDATE jobs SET state = 'queued', enqueued_at_ms = :now
     WHERE id IN_LIST(:ids) AND pending_parents = 0 AND state = 'pending'
-    RETURNING run_id, "key"
+    RETURNING run_id, "key", label_key
     """
 )
 
@@ -794,10 +794,9 @@ def _release_children(
         for n, children in by_count.items():
             batch.execute(_DECREMENT_PARENTS, n=n, ids=children)
     ready = _sql.query(conn, _QUEUE_READY, now=now, ids=sorted(counts))
-    for run_id, key in ready:
+    for run_id, key, lk in ready:
         ev.add(run_id, "JOB_QUEUED", key)
-    if ready:
-        effects.topics.add(topic_ready(org))
+        effects.ready[(org, lk)] += 1
 
 
 def _skip_descendants(

@@ -120,9 +120,9 @@ class Service:
             raise Unavailable("database unavailable; try again") from exc
 
     def _fire(self, effects: sched.Effects, now: int) -> None:
-        self.notifier.fire(effects.topics)
-        for ready_at, topic in effects.timers:
-            self.notifier.fire_at(time.monotonic() + max(0, ready_at - now) / 1000, topic)
+        self.notifier.fire(effects.topics, effects.ready)
+        for ready_at, org, label_key in effects.timers:
+            self.notifier.fire_at(time.monotonic() + max(0, ready_at - now) / 1000, org, label_key)
 
     # ------------------------------------------------------------ workflows
 
@@ -504,7 +504,7 @@ class Service:
         if not 0 <= wait_secs <= MAX_WAIT_SECS:
             raise InvalidArgument(f"wait_secs: must be between 0 and {MAX_WAIT_SECS}")
         deadline = time.monotonic() + wait_secs
-        with self.notifier.subscribe(sched.topic_ready(org)) as sub:
+        with self.notifier.subscribe(work=(org, labels)) as sub:
             while True:
                 got = self._claim(org, worker_id, labels, ttl, max_jobs)
                 remaining = deadline - time.monotonic()
@@ -548,13 +548,13 @@ class Service:
             raise InvalidArgument(f"slots: must be between 1 and {MAX_SLOTS}")
         self.register_worker(org, worker_id, labels)
         held: set[str] = set()
-        topics = (sched.topic_ready(org), sched.topic_worker(org, worker_id))
-        with self.notifier.subscribe(*topics) as sub:
+        with self.notifier.subscribe(sched.topic_worker(org, worker_id), work=(org, labels)) as sub:
             while is_active() and not self.closing:
                 cancelled = self._settle(held) if held else []
                 free = slots - len(held)
                 got = self._claim(org, worker_id, labels, ttl, free) if free > 0 else []
                 held.update(a.lease.lease_id for a in got)
+                sub.accepting = len(held) < slots
                 if got or cancelled:
                     yield workers_pb2.StreamAssignmentsResponse(
                         assignments=got, cancelled_lease_ids=cancelled
