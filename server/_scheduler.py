@@ -101,9 +101,17 @@ def _insert(is_pg: bool, table: Any) -> Any:
     return postgresql.insert(table) if is_pg else sqlite.insert(table)
 
 
-_INSERT_EVENT = Sql(
-    """INSERT INTO run_events (org_id, run_id, type, job_key, attempt, time_ms, message)
-    VALUES (:org_id, :run_id, :type, :job_key, :attempt, :time_ms, :message)"""
+_INSERT_EVENT = _sql.Insert(
+    "run_events",
+    {
+        "org_id": "text",
+        "run_id": "text",
+        "type": "text",
+        "job_key": "text",
+        "attempt": "integer",
+        "time_ms": "bigint",
+        "message": "text",
+    },
 )
 
 
@@ -134,7 +142,7 @@ class _Events:
 
     def flush(self, batch: _sql.Batch, effects: Effects) -> None:
         if self.rows:
-            batch.execute_many(_INSERT_EVENT, self.rows)
+            batch.insert(_INSERT_EVENT, self.rows)
             effects.topics.update(topic_run(r) for r in self.runs)
             self.rows = []
 
@@ -148,20 +156,34 @@ _INSERT_RUN = Sql(
     VALUES (:id, :org_id, :workflow_id, :workflow_version, :state, :unfinished_jobs,
         :failed_jobs, :cancel_requested, :created_at_ms, :finished_at_ms)"""
 )
-_INSERT_JOB = Sql(
-    """INSERT INTO jobs (org_id, run_id, workflow_id, "key", position, name, command,
-        label_key, state, attempt, max_retries, backoff, timeout_secs, env, parents,
-        pending_parents, enqueued_at_ms, ready_at_ms, started_at_ms, finished_at_ms)
-    VALUES (:org_id, :run_id, :workflow_id, :key, :position, :name, :command,
-        :label_key, :state, 0, :max_retries, :backoff, :timeout_secs, :env, :parents,
-        :pending_parents, :enqueued_at_ms, 0, 0, 0)"""
+_INSERT_JOB = _sql.Insert(
+    "jobs",
+    {
+        "org_id": "text",
+        "run_id": "text",
+        "workflow_id": "text",
+        "key": "text",
+        "position": "integer",
+        "name": "text",
+        "command": "text",
+        "label_key": "text",
+        "state": "text",
+        "max_retries": "integer",
+        "backoff": "json",
+        "timeout_secs": "integer",
+        "env": "json",
+        "parents": "json",
+        "pending_parents": "integer",
+        "enqueued_at_ms": "bigint",
+    },
+    constants={"attempt": "0", "ready_at_ms": "0", "started_at_ms": "0", "finished_at_ms": "0"},
 )
 _JOB_IDS_OF_RUN = Sql('SELECT "key", id FROM jobs WHERE run_id = :run_id')
-_INSERT_EDGE = Sql(
-    "INSERT INTO job_edges (parent_id, child_id, org_id) VALUES (:parent_id, :child_id, :org_id)"
+_INSERT_EDGE = _sql.Insert(
+    "job_edges", {"parent_id": "bigint", "child_id": "bigint", "org_id": "text"}
 )
-_INSERT_LABEL_SET = Sql(
-    "INSERT INTO label_sets (org_id, label_key) VALUES (:org_id, :label_key) ON CONFLICT DO NOTHING"
+_INSERT_LABEL_SET = _sql.Insert(
+    "label_sets", {"org_id": "text", "label_key": "text"}, on_conflict="ON CONFLICT DO NOTHING"
 )
 
 
@@ -214,8 +236,8 @@ def create_run(
             ev.add(run_id, "JOB_QUEUED", job.id)
     with _sql.pipelined(conn) as batch:
         batch.execute(_INSERT_RUN, **run)
-        batch.execute_many(_INSERT_JOB, rows)
-        batch.execute_many(_INSERT_LABEL_SET, [{"org_id": org, "label_key": k} for k in keys])
+        batch.insert(_INSERT_JOB, rows)
+        batch.insert(_INSERT_LABEL_SET, [{"org_id": org, "label_key": k} for k in keys])
         ev.flush(batch, effects)
     if any(job.depends_on for job in wdef.jobs):
         ids: dict[str, int] = dict(_sql.query(conn, _JOB_IDS_OF_RUN, run_id=run_id))
@@ -224,7 +246,7 @@ def create_run(
             for job in wdef.jobs
             for parent in job.depends_on
         ]
-        _sql.execute_many(conn, _INSERT_EDGE, edge_rows)
+        _sql.insert(conn, _INSERT_EDGE, edge_rows)
     effects.ready.update((org, row["label_key"]) for row in rows if row["state"] == "queued")
     return run, effects
 
@@ -315,11 +337,23 @@ _CLAIM = """UPDATE jobs SET state = 'running', started_at_ms = :now
 # the candidates of all its sets are sorted.
 _CLAIM_ONE_SET = Sql(_CLAIM.format(keys="= :key"))
 _CLAIM_SETS = Sql(_CLAIM.format(keys="IN_LIST(:keys)"))
-_INSERT_LEASE = Sql(
-    """INSERT INTO leases (id, org_id, job_id, run_id, workflow_id, job_key, worker_id,
-        attempt, ttl_secs, granted_at_ms, expires_at_ms, deadline_ms, state, finished_at_ms)
-    VALUES (:id, :org_id, :job_id, :run_id, :workflow_id, :job_key, :worker_id,
-        :attempt, :ttl_secs, :granted_at_ms, :expires_at_ms, :deadline_ms, 'active', 0)"""
+_INSERT_LEASE = _sql.Insert(
+    "leases",
+    {
+        "id": "text",
+        "org_id": "text",
+        "job_id": "bigint",
+        "run_id": "text",
+        "workflow_id": "text",
+        "job_key": "text",
+        "worker_id": "text",
+        "attempt": "integer",
+        "ttl_secs": "integer",
+        "granted_at_ms": "bigint",
+        "expires_at_ms": "bigint",
+        "deadline_ms": "bigint",
+    },
+    constants={"state": "'active'", "finished_at_ms": "0"},
 )
 _LOCK_RUNS = Sql("SELECT id FROM runs WHERE id IN_LIST(:ids) ORDER BY id FOR_UPDATE")
 _LOCK_RUNS_OF_LEASES = Sql(
@@ -438,7 +472,7 @@ def claim(
         )
     with _sql.pipelined(conn) as batch:
         _lock_runs(batch, is_pg, {r.run_id for r in rows})
-        batch.execute_many(_INSERT_LEASE, lease_rows)
+        batch.insert(_INSERT_LEASE, lease_rows)
         ev.flush(batch, effects)
     return claimed, effects
 
@@ -876,12 +910,21 @@ _LEASE_FOR_LOGS = Sql(
     FROM leases WHERE id = :lease AND org_id = :org FOR_UPDATE"""
 )
 _COUNT_CHUNKS = Sql("SELECT count(*) FROM log_chunks WHERE job_id = :job AND attempt = :attempt")
-_INSERT_CHUNK = Sql(
-    """INSERT INTO log_chunks (org_id, run_id, workflow_id, job_id, job_key, attempt, stream,
-        sequence, data, timestamp_ms)
-    VALUES (:org_id, :run_id, :workflow_id, :job_id, :job_key, :attempt, :stream,
-        :sequence, :data, :timestamp_ms)
-    ON CONFLICT DO NOTHING"""
+_INSERT_CHUNK = _sql.Insert(
+    "log_chunks",
+    {
+        "org_id": "text",
+        "run_id": "text",
+        "workflow_id": "text",
+        "job_id": "bigint",
+        "job_key": "text",
+        "attempt": "integer",
+        "stream": "text",
+        "sequence": "bigint",
+        "data": "text",
+        "timestamp_ms": "bigint",
+    },
+    on_conflict="ON CONFLICT DO NOTHING",
 )
 
 
@@ -921,7 +964,7 @@ def push_logs(
         for c in chunks
     ]
     (before,) = _sql.scalars(conn, _COUNT_CHUNKS, job=row.job_id, attempt=row.attempt)
-    _sql.execute_many(conn, _INSERT_CHUNK, values)
+    _sql.insert(conn, _INSERT_CHUNK, values)
     (after,) = _sql.scalars(conn, _COUNT_CHUNKS, job=row.job_id, attempt=row.attempt)
     effects.topics.add(topic_logs(row.job_id))
     return int(after - before), effects
