@@ -1,0 +1,1 @@
+"""Identity and access control: credentials, tokens, scopes, policies, limits."""
