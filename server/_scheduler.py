@@ -191,8 +191,9 @@ def create_run(
     conn: Connection, *, org: str, wdef: WorkflowDef, version: int, now: int
 ) -> tuple[dict[str, Any], Effects]:
     """Creates a run with all its jobs (roots are queued at once); returns the run's row."""
-    run = {
-        "id": new_id(),
+    run_id = new_id()
+    run: dict[str, Any] = {
+        "id": run_id,
         "org_id": org,
         "workflow_id": wdef.id,
         "workflow_version": version,
@@ -203,9 +204,8 @@ def create_run(
         "created_at_ms": now,
         "finished_at_ms": 0,
     }
-    run_id = run["id"]
     effects = Effects()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for pos, job in enumerate(wdef.jobs):
         is_root = not job.depends_on
         rows.append(
@@ -247,7 +247,9 @@ def create_run(
             for parent in job.depends_on
         ]
         _sql.insert(conn, _INSERT_EDGE, edge_rows)
-    effects.ready.update((org, row["label_key"]) for row in rows if row["state"] == "queued")
+    effects.ready.update(
+        (org, label_key(job.required_labels)) for job in wdef.jobs if not job.depends_on
+    )
     return run, effects
 
 

@@ -75,7 +75,7 @@ class Sql:
     def row_type(self, names: tuple[str, ...]) -> type:
         row = self._rows.get(names)
         if row is None:
-            row = self._rows[names] = namedtuple("Row", names)  # type: ignore[misc]
+            row = self._rows[names] = namedtuple("Row", names)
         return row
 
 
@@ -235,7 +235,7 @@ def pipelined(conn: Connection) -> Iterator[Batch]:
         with contextlib.closing(raw.cursor()) as cur, contextlib.ExitStack() as stack:
             # The pipeline ends (and its answers are read) before the cursor closes.
             if _is_pg(conn):
-                stack.enter_context(raw.pipeline())  # type: ignore[attr-defined]
+                stack.enter_context(raw.pipeline())
             yield Batch(conn, cur)
     except dbapi_error as exc:
         raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=conn.dialect) from exc

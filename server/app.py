@@ -3,6 +3,7 @@ reaper into one process: what ``trellis serve`` runs."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import threading
@@ -30,7 +31,7 @@ class TrellisServer:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.db: Database = connect(config.database_url)
+        self.db: Database = connect(config.database_url, background_checkpoints=True)
         self.notifier = Notifier()
         self.service = Service(self.db, self.notifier, poll_interval=config.poll_interval_secs)
         self._bridge: PgBridge | None = None
@@ -39,6 +40,7 @@ class TrellisServer:
         self._rest: object | None = None
         self._channel: grpc.Channel | None = None
         self._stop = threading.Event()
+        self._background = contextlib.ExitStack()
         self._reaper: threading.Thread | None = None
         self._services: list[str] = []
         self.grpc_port = 0
@@ -46,6 +48,7 @@ class TrellisServer:
 
     def start(self) -> None:
         upgrade_schema(self.db)
+        self._background.enter_context(self.db.background_checkpoints())
         if self.db.is_postgres:
             url = self.db.engine.url.set(drivername="postgresql")
             self._bridge = PgBridge(self.notifier, url.render_as_string(hide_password=False))
@@ -157,6 +160,7 @@ class TrellisServer:
         if self._bridge is not None:
             self._bridge.stop()
         self.notifier.close()
+        self._background.close()
         self.db.dispose()
 
     def wait(self) -> None:
