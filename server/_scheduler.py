@@ -602,12 +602,15 @@ _LEASE_COLS = (
 )
 
 
+# The org is checked on the rows found, not in the WHERE clause: given both,
+# SQLite walks the org's index (every lease the org ever had) instead of
+# looking the ids up.
 _REPORTED_LEASES = Sql(
-    """SELECT l.id, l.job_id, l.run_id, l.worker_id, l.state, l.expires_at_ms, l.deadline_ms,
-        l.attempt, j."key", j.state AS job_state, j.label_key, j.max_retries, j.backoff,
-        j.timeout_secs
+    """SELECT l.id, l.org_id, l.job_id, l.run_id, l.worker_id, l.state, l.expires_at_ms,
+        l.deadline_ms, l.attempt, j."key", j.state AS job_state, j.label_key, j.max_retries,
+        j.backoff, j.timeout_secs
     FROM leases l JOIN jobs j ON j.id = l.job_id
-    WHERE l.id IN_LIST(:ids) AND l.org_id = :org FOR_UPDATE_OF_LEASES"""
+    WHERE l.id IN_LIST(:ids) FOR_UPDATE_OF_LEASES"""
 )
 
 
@@ -622,7 +625,9 @@ def report_results(
     """
     ids = sorted({r.lease_id for r in results})
     _lock_runs_of_leases(conn, is_pg, ids)
-    found = {row.id: row for row in _sql.query(conn, _REPORTED_LEASES, ids=ids, org=org)}
+    found = {
+        row.id: row for row in _sql.query(conn, _REPORTED_LEASES, ids=ids) if row.org_id == org
+    }
     verdicts: list[Verdict] = []
     done: list[tuple[Any, Result]] = []
     seen: set[str] = set()

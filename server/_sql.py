@@ -17,8 +17,10 @@ Statements use ``:name`` placeholders and macros that differ by dialect:
   row locks on PostgreSQL, nothing on SQLite (whose writers are serialised
   already).
 
-JSON columns are bound as JSON text (PostgreSQL casts the untyped parameter)
-and read back through ``from_json``: SQLite returns text, psycopg a value.
+``Insert`` writes many rows of one table; ``pipelined`` sends the writes of a
+step in one round trip on PostgreSQL. JSON columns are bound as JSON text
+(PostgreSQL casts the untyped parameter) and read back through ``from_json``:
+SQLite returns text, psycopg a value.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ from sqlalchemy.exc import DBAPIError
 
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 _IN_LIST = re.compile(r"IN_LIST\((:[a-z_][a-z0-9_]*)\)")
-# Longer macros first: FOR_UPDATE is a prefix of the others.
 # From this many rows on, PostgreSQL inserts go through unnest (see Insert).
 UNNEST_FROM = 16
+# Longer macros first: FOR_UPDATE is a prefix of the others.
 _LOCKS = (
     ("FOR_UPDATE_SKIP_LOCKED", "FOR UPDATE SKIP LOCKED"),
     ("FOR_UPDATE_OF_LEASES", "FOR UPDATE OF l"),
@@ -66,11 +68,11 @@ class Sql:
         return self._pg if is_pg else self._sqlite
 
     def _params(self, is_pg: bool, params: Mapping[str, Any]) -> Mapping[str, Any]:
-        if is_pg or not self._list_params:
-            if is_pg and self._list_params:
-                return {k: list(v) if k in self._list_params else v for k, v in params.items()}
+        """The driver's parameters: lists as arrays (psycopg) or JSON text (SQLite)."""
+        if not self._list_params:
             return params
-        return {k: json.dumps(list(v)) if k in self._list_params else v for k, v in params.items()}
+        as_list = list if is_pg else (lambda v: json.dumps(list(v)))
+        return {k: as_list(v) if k in self._list_params else v for k, v in params.items()}
 
     def row_type(self, names: tuple[str, ...]) -> type:
         row = self._rows.get(names)
@@ -123,13 +125,8 @@ class Insert:
             return
         if is_pg and len(rows) >= UNNEST_FROM:
             cur.execute(self._pg, {c: [r[c] for r in rows] for c in self._columns})
-        elif len(rows) == 1:
-            cur.execute(self._rendered(is_pg), rows[0])
         else:
-            cur.executemany(self._rendered(is_pg), rows)
-
-    def _rendered(self, is_pg: bool) -> str:
-        return self._pg_rows if is_pg else self._sqlite
+            _run_many(cur, self._pg_rows if is_pg else self._sqlite, rows)
 
 
 def insert(conn: Connection, ins: Insert, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -186,17 +183,20 @@ def execute(conn: Connection, sql: Sql, **params: Any) -> int:
 
 
 def execute_many(conn: Connection, sql: Sql, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Runs a statement once per parameter set (psycopg pipelines them)."""
+    """Runs a statement once per parameter set."""
     is_pg = _is_pg(conn)
-    batch: Sequence[Mapping[str, Any]] = [sql._params(is_pg, r) for r in rows]
-    if not batch:
-        return
-    with _cursor(conn, sql, batch) as cur:
-        if len(batch) == 1:
-            # One row needs no pipeline (which costs psycopg extra round trips).
-            cur.execute(sql.render(is_pg), batch[0])
-        else:
-            cur.executemany(sql.render(is_pg), batch)
+    batch = [sql._params(is_pg, r) for r in rows]
+    if batch:
+        with _cursor(conn, sql, batch) as cur:
+            _run_many(cur, sql.render(is_pg), batch)
+
+
+def _run_many(cur: Any, text: str, batch: Sequence[Mapping[str, Any]]) -> None:
+    if len(batch) == 1:
+        # One row needs no executemany (psycopg runs that as a pipeline of its own).
+        cur.execute(text, batch[0])
+    elif batch:
+        cur.executemany(text, batch)
 
 
 class Batch:
@@ -213,11 +213,7 @@ class Batch:
         ins.run(self._cur, self._is_pg, rows)
 
     def execute_many(self, sql: Sql, rows: Iterable[Mapping[str, Any]]) -> None:
-        batch = [sql._params(self._is_pg, r) for r in rows]
-        if len(batch) == 1:
-            self._cur.execute(sql.render(self._is_pg), batch[0])
-        elif batch:
-            self._cur.executemany(sql.render(self._is_pg), batch)
+        _run_many(self._cur, sql.render(self._is_pg), [sql._params(self._is_pg, r) for r in rows])
 
 
 @contextlib.contextmanager

@@ -147,6 +147,11 @@ def connect(url: str, *, pool_size: int = 8, background_checkpoints: bool = Fals
         # No pre-ping: it would cost a round trip per transaction. Recycled
         # connections and the service's retry cover dropped ones.
         pool_recycle=300,
+        # psycopg prepares statements it sees repeatedly. A generic plan made
+        # while a table is small (a seq scan for `id = ANY($1)`, say) would
+        # be kept as the table grows until the next ANALYZE; custom plans look
+        # at the actual arguments every time, for a little planning each.
+        connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
     )
     return Database(engine, is_postgres=True)
 

@@ -1,8 +1,9 @@
 """The database schema, as typed SQLAlchemy models.
 
-The engine queries these tables through SQLAlchemy Core (``Model.__table__``)
-on its hot paths; the declarative classes are the single place the schema is
-written down, and Alembic's migrations are checked against them in tests.
+The declarative classes are the single place the schema is written down, and
+Alembic's migrations are checked against them in tests. The engine queries the
+tables through SQLAlchemy Core (``Model.__table__``), and on its hot paths
+through the plain SQL of ``_sql`` (whose statements name these columns).
 
 Times are integer epoch milliseconds taken from the database clock, so lease
 expiry means the same thing on every replica. Every table carries ``org_id``.
