@@ -229,7 +229,14 @@ def run_shell(
                 lines = (pipe.pending + chunk).split(b"\n")
                 pipe.pending = lines.pop()
                 for raw in lines:
-                    emit(pipe, raw + b"\n")
+                    # A line completed by this read can be longer than the
+                    # cap when most of it was pending: it goes out in pieces
+                    # too (the last one keeps the newline).
+                    line = raw + b"\n"
+                    while len(line) > _MAX_LINE + 1:
+                        emit(pipe, line[:_MAX_LINE])
+                        line = line[_MAX_LINE:]
+                    emit(pipe, line)
                 while len(pipe.pending) >= _MAX_LINE:
                     emit(pipe, pipe.pending[:_MAX_LINE])
                     pipe.pending = pipe.pending[_MAX_LINE:]
