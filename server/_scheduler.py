@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,9 +188,19 @@ _INSERT_LABEL_SET = _sql.Insert(
 
 
 def create_run(
-    conn: Connection, *, org: str, wdef: WorkflowDef, version: int, now: int
+    conn: Connection,
+    *,
+    org: str,
+    wdef: WorkflowDef,
+    version: int,
+    now: int,
+    also: Callable[[_sql.Batch, str], None] | None = None,
 ) -> tuple[dict[str, Any], Effects]:
-    """Creates a run with all its jobs (roots are queued at once); returns the run's row."""
+    """Creates a run with all its jobs (roots are queued at once); returns the run's row.
+
+    ``also(batch, run_id)`` adds the caller's own writes to the batch that
+    stores the run (one round trip on PostgreSQL).
+    """
     run_id = new_id()
     run: dict[str, Any] = {
         "id": run_id,
@@ -239,6 +249,8 @@ def create_run(
         batch.insert(_INSERT_JOB, rows)
         batch.insert(_INSERT_LABEL_SET, [{"org_id": org, "label_key": k} for k in keys])
         ev.flush(batch, effects)
+        if also is not None:
+            also(batch, run_id)
     if any(job.depends_on for job in wdef.jobs):
         ids: dict[str, int] = dict(_sql.query(conn, _JOB_IDS_OF_RUN, run_id=run_id))
         edge_rows = [
@@ -319,12 +331,6 @@ _UPSERT_WORKER = Sql(
     WHERE workers.last_heartbeat_ms < :stale_before
         OR CAST(workers.labels AS TEXT) <> CAST(excluded.labels AS TEXT)"""
 )
-_UPSERT_WORKER_SEEN = Sql(
-    """INSERT INTO workers (org_id, worker_id, labels, registered_at_ms, last_heartbeat_ms)
-    VALUES (:org, :worker, :labels, :now, :now)
-    ON CONFLICT (org_id, worker_id) DO UPDATE
-    SET last_heartbeat_ms = excluded.last_heartbeat_ms"""
-)
 # The claim picks the oldest claimable jobs and marks them running in one
 # statement; on PostgreSQL, rows another claimer holds are skipped, not waited on.
 _CLAIM = """UPDATE jobs SET state = 'running', started_at_ms = :now
@@ -368,39 +374,33 @@ _UPSTREAM = Sql(
 )
 
 
-def eligible_label_keys(conn: Connection, org: str, labels: Sequence[str]) -> list[str]:
-    """The label sets (as keys) that a worker with ``labels`` satisfies."""
+def eligible_label_keys(known: Iterable[str], labels: Sequence[str]) -> list[str]:
+    """Which of the ``known`` label sets (as keys) a worker with ``labels`` satisfies."""
     have = set(labels)
-    keys = _sql.scalars(conn, _LABEL_KEYS, org=org)
-    return [k for k in keys if not k or set(k.split(",")) <= have]
+    return [k for k in known if not k or set(k.split(",")) <= have]
 
 
 def touch_worker(
-    conn: Connection,
+    batch: _sql.Batch,
     *,
     org: str,
     worker_id: str,
-    labels: Sequence[str] | None,
+    labels: Sequence[str],
     now: int,
     fresh_ms: int = 0,
 ) -> None:
-    """Records that the worker was seen (and its labels, when given).
+    """Records that the worker was seen, with its labels.
 
     A worker seen within the last ``fresh_ms`` with the same labels is left
     alone, so a busy claim loop does not rewrite its row on every claim.
     """
-    stored = to_json(sorted(set(labels or ())))
-    if labels is None:
-        _sql.execute(conn, _UPSERT_WORKER_SEEN, org=org, worker=worker_id, labels=stored, now=now)
-        return
     # PostgreSQL's json type has no equality: the upsert compares the stored
     # texts, which one serializer wrote from sorted lists.
-    _sql.execute(
-        conn,
+    batch.execute(
         _UPSERT_WORKER,
         org=org,
         worker=worker_id,
-        labels=stored,
+        labels=to_json(sorted(set(labels))),
         now=now,
         stale_before=now - fresh_ms if fresh_ms else now + 1,
     )
@@ -419,8 +419,10 @@ def claim(
 ) -> tuple[list[Claimed], Effects]:
     """Claims up to ``max_jobs`` ready jobs matching ``labels``, oldest first."""
     effects = Effects()
-    touch_worker(conn, org=org, worker_id=worker_id, labels=labels, now=now, fresh_ms=1000)
-    keys = eligible_label_keys(conn, org, labels)
+    with _sql.pipelined(conn) as batch:
+        touch_worker(batch, org=org, worker_id=worker_id, labels=labels, now=now, fresh_ms=1000)
+        known = batch.query(_LABEL_KEYS, org=org)
+    keys = eligible_label_keys((k for (k,) in known.rows), labels)
     if not keys or max_jobs <= 0:
         return [], effects
     if len(keys) == 1:
@@ -492,10 +494,10 @@ def _lock_runs(batch: _sql.Batch, is_pg: bool, run_ids: Iterable[str]) -> None:
             batch.execute(_LOCK_RUNS, ids=ids)
 
 
-def _lock_runs_of_leases(conn: Connection, is_pg: bool, lease_ids: Sequence[str]) -> None:
+def _lock_runs_of_leases(batch: _sql.Batch, is_pg: bool, lease_ids: Sequence[str]) -> None:
     """``_lock_runs`` for the runs of these leases."""
     if is_pg and lease_ids:
-        _sql.execute(conn, _LOCK_RUNS_OF_LEASES, ids=lease_ids)
+        batch.execute(_LOCK_RUNS_OF_LEASES, ids=lease_ids)
 
 
 def _upstream_outputs(
@@ -624,10 +626,10 @@ def report_results(
     finds the lease no longer active.
     """
     ids = sorted({r.lease_id for r in results})
-    _lock_runs_of_leases(conn, is_pg, ids)
-    found = {
-        row.id: row for row in _sql.query(conn, _REPORTED_LEASES, ids=ids) if row.org_id == org
-    }
+    with _sql.pipelined(conn) as batch:
+        _lock_runs_of_leases(batch, is_pg, ids)
+        reported = batch.query(_REPORTED_LEASES, ids=ids)
+    found = {row.id: row for row in reported.rows if row.org_id == org}
     verdicts: list[Verdict] = []
     done: list[tuple[Any, Result]] = []
     seen: set[str] = set()
@@ -663,7 +665,8 @@ def reap(conn: Connection, *, is_pg: bool, now: int, limit: int = 500) -> tuple[
     ids = sorted(conn.execute(expired.order_by(leases.c.expires_at_ms).limit(limit)).scalars())
     if not ids:
         return 0, Effects()
-    _lock_runs_of_leases(conn, is_pg, ids)
+    with _sql.pipelined(conn) as batch:
+        _lock_runs_of_leases(batch, is_pg, ids)
     q = (
         select(*_LEASE_COLS, leases.c.org_id)
         .join(jobs, jobs.c.id == leases.c.job_id)
@@ -783,14 +786,10 @@ def _apply(
             [{"jid": row.job_id, "err": res.error, "now": now} for row, res in failed_final],
         )
         _count_finished(batch, finished_per_run, failed_per_run)
-    if succeeded:
+        children = batch.query(_CHILDREN, ids=[row.job_id for row, _ in succeeded])
+    if children.rows:
         _release_children(
-            conn,
-            org=org,
-            parent_ids=[row.job_id for row, _ in succeeded],
-            now=now,
-            ev=ev,
-            effects=effects,
+            conn, org=org, children=[c for (c,) in children.rows], now=now, ev=ev, effects=effects
         )
     if failed_final:
         skipped = _skip_descendants(
@@ -819,23 +818,22 @@ def _release_children(
     conn: Connection,
     *,
     org: str,
-    parent_ids: Sequence[int],
+    children: Sequence[int],
     now: int,
     ev: _Events,
     effects: Effects,
 ) -> None:
-    """Decrements the children's unfinished-parent counters; queues those at zero."""
-    counts: Counter[int] = Counter(_sql.scalars(conn, _CHILDREN, ids=parent_ids))
-    if not counts:
-        return
+    """Decrements the unfinished-parent counters of the finished jobs'
+    ``children`` (a child once per finished parent); queues those at zero."""
+    counts: Counter[int] = Counter(children)
     by_count: dict[int, list[int]] = defaultdict(list)
     for child, n in counts.items():
         by_count[n].append(child)
     with _sql.pipelined(conn) as batch:
-        for n, children in by_count.items():
-            batch.execute(_DECREMENT_PARENTS, n=n, ids=children)
-    ready = _sql.query(conn, _QUEUE_READY, now=now, ids=sorted(counts))
-    for run_id, key, lk in ready:
+        for n, same in by_count.items():
+            batch.execute(_DECREMENT_PARENTS, n=n, ids=same)
+        ready = batch.query(_QUEUE_READY, now=now, ids=sorted(counts))
+    for run_id, key, lk in ready.rows:
         ev.add(run_id, "JOB_QUEUED", key)
         effects.ready[(org, lk)] += 1
 

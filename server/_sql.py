@@ -160,10 +160,7 @@ def query(conn: Connection, sql: Sql, **params: Any) -> list[Any]:
     is_pg = _is_pg(conn)
     with _cursor(conn, sql, params) as cur:
         cur.execute(sql.render(is_pg), sql._params(is_pg, params))
-        if cur.description is None:
-            return []
-        row = sql.row_type(tuple(d[0] for d in cur.description))
-        return [row(*r) for r in cur.fetchall()]
+        return _fetch(cur, sql)
 
 
 def scalars(conn: Connection, sql: Sql, **params: Any) -> list[Any]:
@@ -199,12 +196,57 @@ def _run_many(cur: Any, text: str, batch: Sequence[Mapping[str, Any]]) -> None:
         cur.executemany(text, batch)
 
 
+class Pending:
+    """The rows of a query sent in a batch, readable once the batch has ended."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self) -> None:
+        self._rows: list[Any] | None = None
+
+    @property
+    def rows(self) -> list[Any]:
+        if self._rows is None:
+            raise RuntimeError("a batched query's rows are read after its batch")
+        return self._rows
+
+
+def _fetch(cur: Any, sql: Sql) -> list[Any]:
+    if cur.description is None:
+        return []
+    row = sql.row_type(tuple(d[0] for d in cur.description))
+    return [row(*r) for r in cur.fetchall()]
+
+
 class Batch:
-    """Statements whose results nobody reads, sent together (see ``pipelined``)."""
+    """Statements sent together (see ``pipelined``); queries answer afterwards."""
 
     def __init__(self, conn: Connection, cur: Any) -> None:
         self._is_pg = _is_pg(conn)
+        self._conn = conn
         self._cur = cur
+        self._queries: list[tuple[Any, Sql, Pending]] = []
+
+    def query(self, sql: Sql, **params: Any) -> Pending:
+        """Sends a query; its rows are in the answer once the batch has ended."""
+        pending = Pending()
+        cur = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        self._queries.append((cur, sql, pending))
+        cur.execute(sql.render(self._is_pg), sql._params(self._is_pg, params))
+        if not self._is_pg:
+            # SQLite's rows are read at once: later statements on the same
+            # connection must not run under a half-read SELECT.
+            pending._rows = _fetch(cur, sql)
+        return pending
+
+    def _collect(self) -> None:
+        for cur, sql, pending in self._queries:
+            if pending._rows is None:
+                pending._rows = _fetch(cur, sql)
+
+    def _close(self) -> None:
+        for cur, _, _ in self._queries:
+            cur.close()
 
     def execute(self, sql: Sql, **params: Any) -> None:
         self._cur.execute(sql.render(self._is_pg), sql._params(self._is_pg, params))
@@ -222,19 +264,28 @@ def pipelined(conn: Connection) -> Iterator[Batch]:
 
     psycopg's pipeline mode sends them without waiting for each answer; they
     still run in order, in the transaction, and the first error is raised
-    when the block ends. SQLite runs them one by one (there is no network).
+    when the block ends, after which the queries' rows can be read. SQLite
+    runs them one by one (there is no network).
     """
     raw = conn.connection.dbapi_connection
     assert raw is not None
     dbapi_error = conn.dialect.loaded_dbapi.Error
+    batch: Batch | None = None
     try:
-        with contextlib.closing(raw.cursor()) as cur, contextlib.ExitStack() as stack:
-            # The pipeline ends (and its answers are read) before the cursor closes.
-            if _is_pg(conn):
-                stack.enter_context(raw.pipeline())
-            yield Batch(conn, cur)
+        with contextlib.closing(raw.cursor()) as cur:
+            with contextlib.ExitStack() as stack:
+                # The pipeline ends (and its answers arrive) before the
+                # cursors are read and closed.
+                if _is_pg(conn):
+                    stack.enter_context(raw.pipeline())
+                batch = Batch(conn, cur)
+                yield batch
+            batch._collect()
     except dbapi_error as exc:
         raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=conn.dialect) from exc
+    finally:
+        if batch is not None:
+            batch._close()
 
 
 def to_json(value: Any) -> str:

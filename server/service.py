@@ -310,9 +310,16 @@ class Service:
                     )
                 ).scalar_one(),
             )
-            run, effects = sched.create_run(conn, org=org, wdef=wdef, version=version, now=now)
-            _sql.execute(conn, _SET_LATEST_RUN, run_id=run["id"], org=org, workflow_id=workflow_id)
-            return run, effects
+            return sched.create_run(
+                conn,
+                org=org,
+                wdef=wdef,
+                version=version,
+                now=now,
+                also=lambda batch, run_id: batch.execute(
+                    _SET_LATEST_RUN, run_id=run_id, org=org, workflow_id=workflow_id
+                ),
+            )
 
         # The run as created: what a re-read right after the commit would show.
         return render.run_from_row(self._write(tx))
@@ -437,13 +444,8 @@ class Service:
         _check_worker(worker_id, labels)
 
         def tx(conn: Connection, now: int) -> tuple[None, sched.Effects]:
-            sched.touch_worker(
-                conn,
-                org=org,
-                worker_id=worker_id,
-                labels=labels,
-                now=now,
-            )
+            with _sql.pipelined(conn) as batch:
+                sched.touch_worker(batch, org=org, worker_id=worker_id, labels=labels, now=now)
             return None, sched.Effects()
 
         self._write(tx)
