@@ -435,10 +435,6 @@ def claim(
     upstream = _upstream_outputs(conn, [r.id for r in rows if from_json(r.parents)])
     claimed: list[Claimed] = []
     lease_rows = []
-    # The runs are locked after the jobs here, while cancel locks its run
-    # first: the one cycle this allows (a cancel racing a claim of the same
-    # run) is broken by PostgreSQL's deadlock detector and the retry in the
-    # service layer.
     ev = _Events(org, now)
     for r in rows:
         ev.add(r.run_id, "JOB_STARTED", r.key, r.attempt)
@@ -475,6 +471,10 @@ def claim(
             )
         )
     with _sql.pipelined(conn) as batch:
+        # The runs are locked after the jobs here, while cancel locks its run
+        # first: the one cycle this allows (a cancel racing a claim of the
+        # same run) is broken by PostgreSQL's deadlock detector and the retry
+        # in the service layer.
         _lock_runs(batch, is_pg, {r.run_id for r in rows})
         batch.insert(_INSERT_LEASE, lease_rows)
         ev.flush(batch, effects)

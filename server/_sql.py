@@ -74,6 +74,16 @@ class Sql:
         as_list = list if is_pg else (lambda v: json.dumps(list(v)))
         return {k: as_list(v) if k in self._list_params else v for k, v in params.items()}
 
+    def run(self, cur: Any, is_pg: bool, params: Mapping[str, Any]) -> None:
+        """Executes on ``cur``. On PostgreSQL, statements over lists are not
+        prepared: a generic plan for ``id = ANY($1)`` cannot know the list is
+        short and, made while a table was small, scans it whole ever after;
+        a plan for the actual list looks the ids up."""
+        if is_pg and self._list_params:
+            cur.execute(self._pg, self._params(is_pg, params), prepare=False)
+        else:
+            cur.execute(self.render(is_pg), self._params(is_pg, params))
+
     def row_type(self, names: tuple[str, ...]) -> type:
         row = self._rows.get(names)
         if row is None:
@@ -159,7 +169,7 @@ def query(conn: Connection, sql: Sql, **params: Any) -> list[Any]:
     """Runs a statement that returns rows; rows are named tuples."""
     is_pg = _is_pg(conn)
     with _cursor(conn, sql, params) as cur:
-        cur.execute(sql.render(is_pg), sql._params(is_pg, params))
+        sql.run(cur, is_pg, params)
         return _fetch(cur, sql)
 
 
@@ -167,7 +177,7 @@ def scalars(conn: Connection, sql: Sql, **params: Any) -> list[Any]:
     """The first column of every row."""
     is_pg = _is_pg(conn)
     with _cursor(conn, sql, params) as cur:
-        cur.execute(sql.render(is_pg), sql._params(is_pg, params))
+        sql.run(cur, is_pg, params)
         return [r[0] for r in cur.fetchall()]
 
 
@@ -175,7 +185,7 @@ def execute(conn: Connection, sql: Sql, **params: Any) -> int:
     """Runs a statement; returns the number of rows it changed."""
     is_pg = _is_pg(conn)
     with _cursor(conn, sql, params) as cur:
-        cur.execute(sql.render(is_pg), sql._params(is_pg, params))
+        sql.run(cur, is_pg, params)
         return int(cur.rowcount)
 
 
@@ -232,7 +242,7 @@ class Batch:
         pending = Pending()
         cur = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         self._queries.append((cur, sql, pending))
-        cur.execute(sql.render(self._is_pg), sql._params(self._is_pg, params))
+        sql.run(cur, self._is_pg, params)
         if not self._is_pg:
             # SQLite's rows are read at once: later statements on the same
             # connection must not run under a half-read SELECT.
@@ -249,7 +259,7 @@ class Batch:
             cur.close()
 
     def execute(self, sql: Sql, **params: Any) -> None:
-        self._cur.execute(sql.render(self._is_pg), sql._params(self._is_pg, params))
+        sql.run(self._cur, self._is_pg, params)
 
     def insert(self, ins: Insert, rows: Sequence[Mapping[str, Any]]) -> None:
         ins.run(self._cur, self._is_pg, rows)
