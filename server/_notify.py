@@ -12,7 +12,10 @@ Two kinds of wake-up:
   subscriber whose labels cover the job's and that has a free slot, taken in
   turn. Waking every idle stream for each job would make all but one of them
   run an empty claim, each a write transaction, which is what an idle fleet
-  of workers would otherwise spend its server on.
+  of workers would otherwise spend its server on. The work is recorded on the
+  claimer it was given to; a claimer that fills up, or leaves, before it
+  could take that work passes it on (``take_work``/``pass_on``), so a job is
+  never left waiting for the poll because its wake-up went to a busy one.
 
 Across replicas on PostgreSQL, both also go out with ``NOTIFY`` and a listener
 thread fires them locally. Waits always have a timeout, so polling remains
@@ -43,11 +46,14 @@ Ready = Mapping[tuple[str, str], int]
 class Subscription:
     """A flag set by any fire of the subscribed topics (or by ready work)."""
 
-    __slots__ = ("_event", "accepting", "labels")
+    __slots__ = ("_event", "accepting", "labels", "work")
 
     def __init__(self, labels: frozenset[str] = frozenset()) -> None:
         self._event = threading.Event()
         self.labels = labels
+        # Ready work given to this claimer and not yet taken (guarded by the
+        # notifier's lock).
+        self.work: dict[tuple[str, str], int] = {}
         # A claimer clears this while it has no free slot, so that ready work
         # goes to another one.
         self.accepting = True
@@ -100,6 +106,7 @@ class Notifier:
         try:
             yield sub
         finally:
+            sub.accepting = False
             with self._lock:
                 for topic in topics:
                     subs = self._subs.get(topic)
@@ -113,6 +120,8 @@ class Notifier:
                         line.pop(sub, None)
                         if not line:
                             del self._claimers[work[0]]
+            # Work given to a claimer that leaves goes to another one.
+            self.pass_on(sub)
 
     def fire_local(self, topics: Iterable[str], ready: Ready | None = None) -> None:
         with self._lock:
@@ -135,9 +144,29 @@ class Notifier:
                 picked.append(sub)
                 if len(picked) == n:
                     break
-        for sub in picked:  # to the back of the line
-            line.move_to_end(sub)
+        for i, sub in enumerate(picked):
+            line.move_to_end(sub)  # to the back of the line
+            # Each picked claimer holds its share of the n jobs.
+            share = n // len(picked) + (1 if i < n % len(picked) else 0)
+            key = (org, label_key)
+            sub.work[key] = sub.work.get(key, 0) + share
         return picked
+
+    def take_work(self, sub: Subscription) -> dict[tuple[str, str], int]:
+        """The ready work given to ``sub`` since the last call (a claimer
+        calls this before it claims)."""
+        with self._lock:
+            work, sub.work = sub.work, {}
+        return work
+
+    def pass_on(self, sub: Subscription, work: Ready | None = None) -> None:
+        """Gives ``work`` (by default, whatever ``sub`` still holds) to other
+        claimers; the caller has set ``sub.accepting`` to False, so it is not
+        picked again."""
+        if work is None:
+            work = self.take_work(sub)
+        if work:
+            self.fire_local((), work)
 
     def fire(self, topics: Iterable[str], ready: Ready | None = None) -> None:
         """Wakes subscribers here and, when bridged, on every other replica."""

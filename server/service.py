@@ -508,9 +508,14 @@ class Service:
         deadline = time.monotonic() + wait_secs
         with self.notifier.subscribe(work=(org, labels)) as sub:
             while True:
+                work = self.notifier.take_work(sub)
                 got = self._claim(org, worker_id, labels, ttl, max_jobs)
                 remaining = deadline - time.monotonic()
                 if got or remaining <= 0 or self.closing or not is_active():
+                    if len(got) == max_jobs:
+                        # Full: ready work given to this caller may be left.
+                        sub.accepting = False
+                        self.notifier.pass_on(sub, work)
                     return got
                 sub.wait(min(remaining, self.poll_interval))
 
@@ -554,9 +559,13 @@ class Service:
             while is_active() and not self.closing:
                 cancelled = self._settle(held) if held else []
                 free = slots - len(held)
+                work = self.notifier.take_work(sub)
                 got = self._claim(org, worker_id, labels, ttl, free) if free > 0 else []
                 held.update(a.lease.lease_id for a in got)
                 sub.accepting = len(held) < slots
+                if work and not sub.accepting:
+                    # Full: ready work given to this stream may be left over.
+                    self.notifier.pass_on(sub, work)
                 if got or cancelled:
                     yield workers_pb2.StreamAssignmentsResponse(
                         assignments=got, cancelled_lease_ids=cancelled

@@ -113,3 +113,46 @@ def test_payloads_round_trip_and_degrade_to_wake_everyone_when_too_large() -> No
     huge = [f"logs:{i}" for i in range(2000)]
     assert encode(huge, {}) == "*"
     assert decode("*") is None
+
+
+def test_each_woken_claimer_holds_its_share_of_the_work(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        subs = claimers(stack, notifier, (), ())
+        notifier.fire((), {("org", ""): 5})
+        shares = sorted(notifier.take_work(sub).get(("org", ""), 0) for sub in subs)
+        assert shares == [2, 3]
+        assert notifier.take_work(subs[0]) == {}
+
+
+def test_work_given_to_a_claimer_that_filled_up_goes_to_another(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        busy, idle = claimers(stack, notifier, (), ())
+        notifier.fire((), {("org", ""): 1})
+        assert woken([busy, idle]) == [0]
+        work = notifier.take_work(busy)
+        busy.accepting = False  # its claim filled its last slot with other jobs
+        notifier.pass_on(busy, work)
+        assert woken([busy, idle]) == [1]
+        assert notifier.take_work(idle) == {("org", ""): 1}
+
+
+def test_work_given_to_a_claimer_that_leaves_goes_to_another(notifier: Notifier) -> None:
+    with notifier.subscribe(work=("org", ())) as staying:
+        with notifier.subscribe(work=("org", ())) as leaving:
+            notifier.fire((), {("org", ""): 1})
+            assert woken([staying, leaving]) == [0]
+            notifier.fire((), {("org", ""): 1})
+            assert woken([staying, leaving]) == [1]
+        assert staying.wait(0)
+        assert notifier.take_work(staying) == {("org", ""): 2}
+
+
+def test_passed_on_work_with_no_taker_is_dropped_for_the_poll(notifier: Notifier) -> None:
+    with notifier.subscribe(work=("org", ())) as only:
+        notifier.fire((), {("org", ""): 1})
+        work = notifier.take_work(only)
+        only.accepting = False
+        notifier.pass_on(only, work)
+        assert only.wait(0)  # the first fire's wake-up, nothing more
+        assert not only.wait(0)
+        assert notifier.take_work(only) == {}
