@@ -15,12 +15,11 @@ Two kinds of wake-up:
   of workers would otherwise spend its server on. The work is recorded on the
   claimer it was given to; a claimer that fills up, or leaves, before it
   could take that work passes it on (``take_work``/``pass_on``), so a job is
-  never left waiting for the poll because its wake-up went to a busy one.
+  not left waiting for the poll while another claimer could take it.
 
 Across replicas on PostgreSQL, both also go out with ``NOTIFY`` and a listener
 thread fires them locally. Waits always have a timeout, so polling remains
-the fallback when a notification is missed (or a woken claimer went away
-before it claimed).
+the fallback when a notification is missed.
 """
 
 from __future__ import annotations

@@ -47,13 +47,22 @@ class _PgClock:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._measuring = threading.Lock()
         self._offset_ms = 0.0
-        self._checked_at = -CLOCK_RECHECK_SECS - 1.0
+        self._checked_at: float | None = None
         self._last = 0
 
     def now_ms(self, conn: Connection) -> int:
-        if time.monotonic() - self._checked_at > CLOCK_RECHECK_SECS:
-            self._measure(conn)
+        checked = self._checked_at
+        due = checked is None or time.monotonic() - checked > CLOCK_RECHECK_SECS
+        # One thread measures; until the first measurement the others wait for
+        # it, afterwards they go on with the offset they have.
+        if due and self._measuring.acquire(blocking=checked is None):
+            try:
+                if self._checked_at is checked:
+                    self._measure(conn)
+            finally:
+                self._measuring.release()
         now = int(time.monotonic() * 1000 + self._offset_ms)
         # A new measurement may move the offset by a fraction of a millisecond;
         # times handed out never go backwards.
