@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, literal_column, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnClause
 
 from trellis.server import _sql
@@ -29,7 +28,6 @@ from trellis.server.errors import LeaseConflict
 from trellis.server.models import (
     JobEdgeRow,
     JobRow,
-    LabelSetRow,
     LeaseRow,
     LogChunkRow,
     RunEventRow,
@@ -40,7 +38,6 @@ from trellis.server.models import (
 
 jobs = table(JobRow)
 edges = table(JobEdgeRow)
-label_sets = table(LabelSetRow)
 leases = table(LeaseRow)
 runs = table(RunRow)
 events = table(RunEventRow)
@@ -51,11 +48,10 @@ TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 NO_DEADLINE = 2**62
 # How long after a cancel the cancelled job's worker may still push logs.
 CANCEL_LOG_GRACE_MS = 60_000
-# The states that partial indexes cover, as SQL literals rather than bound
-# parameters: PostgreSQL's generic plans for prepared statements (psycopg
+# The state that the expiry index covers, as an SQL literal rather than a bound
+# parameter: PostgreSQL's generic plans for prepared statements (psycopg
 # prepares repeated ones) can only use a partial index whose predicate the
-# query states literally; with a parameter the claim becomes a table scan.
-QUEUED: ColumnClause[str] = literal_column("'queued'")
+# query states literally (the plain SQL of the claim spells 'queued' out too).
 ACTIVE: ColumnClause[str] = literal_column("'active'")
 # Large IN lists are split so that no statement exceeds SQLite's variable cap.
 CHUNK = 500
@@ -95,10 +91,6 @@ def label_key(labels: Iterable[str]) -> str:
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), CHUNK):
         yield items[i : i + CHUNK]
-
-
-def _insert(is_pg: bool, table: Any) -> Any:
-    return postgresql.insert(table) if is_pg else sqlite.insert(table)
 
 
 _INSERT_EVENT = _sql.Insert(

@@ -189,15 +189,6 @@ def execute(conn: Connection, sql: Sql, **params: Any) -> int:
         return int(cur.rowcount)
 
 
-def execute_many(conn: Connection, sql: Sql, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Runs a statement once per parameter set."""
-    is_pg = _is_pg(conn)
-    batch = [sql._params(is_pg, r) for r in rows]
-    if batch:
-        with _cursor(conn, sql, batch) as cur:
-            _run_many(cur, sql.render(is_pg), batch)
-
-
 def _run_many(cur: Any, text: str, batch: Sequence[Mapping[str, Any]]) -> None:
     if len(batch) == 1:
         # One row needs no executemany (psycopg runs that as a pipeline of its own).
