@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
@@ -153,6 +153,23 @@ def _page_bounds(limit: int, offset: int) -> tuple[int, int]:
 
 def _count(conn: Connection, tbl: Table, conditions: Sequence[ColumnElement[bool]]) -> int:
     return int(conn.execute(select(func.count()).select_from(tbl).where(*conditions)).scalar_one())
+
+
+def _page(
+    conn: Connection,
+    tbl: Table,
+    conditions: Sequence[ColumnElement[bool]],
+    order_by: Sequence[Any],
+    limit: int,
+    offset: int,
+    record: Callable[[RowMapping], T],
+) -> Page[T]:
+    """One page of ``tbl``'s rows matching ``conditions`` (bounds already checked
+    with ``_page_bounds``), with the total for ``X-Total-Count``."""
+    rows = conn.execute(
+        select(tbl).where(*conditions).order_by(*order_by).limit(limit).offset(offset)
+    ).mappings()
+    return Page(tuple(record(r) for r in rows), _count(conn, tbl, conditions))
 
 
 def _json_list_has(conn: Connection, column: Any, value: str) -> ColumnElement[bool]:

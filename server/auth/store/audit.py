@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
-from sqlalchemy import ColumnElement, Connection, Table, insert, select
+from sqlalchemy import ColumnElement, Connection, Table, insert
 
 from trellis.server.auth.store._common import (
     DEFAULT_LIMIT,
     Page,
-    _count,
+    _page,
     _page_bounds,
     audit_events,
 )
@@ -117,11 +117,5 @@ def list_audit(
         conditions.append(a.at_ms >= since_ms)
     if until_ms is not None:
         conditions.append(a.at_ms < until_ms)
-    rows = conn.execute(
-        select(audit_events)
-        .where(*conditions)
-        .order_by(a.at_ms.desc(), a.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).mappings()
-    return Page(tuple(_audit(r) for r in rows), _count(conn, audit_events, conditions))
+    order = (a.at_ms.desc(), a.id.desc())
+    return _page(conn, audit_events, conditions, order, limit, offset, _audit)

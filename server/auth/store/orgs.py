@@ -12,11 +12,11 @@ from trellis.server.auth.store._common import (
     DEFAULT_LIMIT,
     Page,
     _check_lengths,
-    _count,
     _first,
     _guarded_rows,
     _insert,
     _new_id,
+    _page,
     _page_bounds,
     orgs,
 )
@@ -87,14 +87,8 @@ def list_orgs(
     """Organizations, oldest first."""
     limit, offset = _page_bounds(limit, offset)
     conditions = [] if status is None else [orgs.c.status == status]
-    rows = conn.execute(
-        select(orgs)
-        .where(*conditions)
-        .order_by(orgs.c.created_at_ms, orgs.c.id)
-        .limit(limit)
-        .offset(offset)
-    ).mappings()
-    return Page(tuple(_org(r) for r in rows), _count(conn, orgs, conditions))
+    order = (orgs.c.created_at_ms, orgs.c.id)
+    return _page(conn, orgs, conditions, order, limit, offset, _org)
 
 
 def _update_org(conn: Connection, org_id: str, values: dict[str, Any]) -> Organization | None:

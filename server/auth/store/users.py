@@ -12,12 +12,12 @@ from trellis.server.auth.store._common import (
     DEFAULT_LIMIT,
     Page,
     _check_lengths,
-    _count,
     _first,
     _guarded_rows,
     _insert,
     _json_list_has,
     _new_id,
+    _page,
     _page_bounds,
     _rowcount,
     _strings,
@@ -145,14 +145,8 @@ def list_users(
         conditions.append(users.c.enabled == enabled)
     if role is not None:
         conditions.append(_json_list_has(conn, users.c.roles, role))
-    rows = conn.execute(
-        select(users)
-        .where(*conditions)
-        .order_by(users.c.created_at_ms, users.c.id)
-        .limit(limit)
-        .offset(offset)
-    ).mappings()
-    return Page(tuple(_user(r) for r in rows), _count(conn, users, conditions))
+    order = (users.c.created_at_ms, users.c.id)
+    return _page(conn, users, conditions, order, limit, offset, _user)
 
 
 def _update_user(
