@@ -424,11 +424,12 @@ def claim(
     if not rows:
         return [], effects
     rows.sort(key=lambda r: r.id)
-    upstream = _upstream_outputs(conn, [r.id for r in rows if from_json(r.parents)])
+    decoded = [_decoded(r) for r in rows]
+    upstream = _upstream_outputs(conn, [j["id"] for j in decoded if j["parents"]])
     claimed: list[Claimed] = []
     lease_rows = []
     ev = _Events(org, now)
-    for r in rows:
+    for r, job in zip(rows, decoded, strict=True):
         ev.add(r.run_id, "JOB_STARTED", r.key, r.attempt)
         deadline = now + r.timeout_secs * 1000 if r.timeout_secs else NO_DEADLINE
         expires = min(now + ttl_secs * 1000, deadline)
@@ -449,9 +450,6 @@ def claim(
                 "deadline_ms": deadline,
             }
         )
-        job = r._asdict()
-        for col in ("backoff", "env", "parents"):
-            job[col] = from_json(job[col])
         claimed.append(
             Claimed(
                 job=job,
@@ -471,6 +469,14 @@ def claim(
         batch.insert(_INSERT_LEASE, lease_rows)
         ev.flush(batch, effects)
     return claimed, effects
+
+
+def _decoded(row: Any) -> dict[str, Any]:
+    """A claimed job's row as a mapping, its JSON columns decoded."""
+    job: dict[str, Any] = row._asdict()
+    for col in ("backoff", "env", "parents"):
+        job[col] = from_json(job[col])
+    return job
 
 
 def _lock_runs(batch: _sql.Batch, is_pg: bool, run_ids: Iterable[str]) -> None:
