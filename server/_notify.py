@@ -17,6 +17,12 @@ Two kinds of wake-up:
   could take that work passes it on (``take_work``/``pass_on``), so a job is
   not left waiting for the poll while another claimer could take it.
 
+A claimer waiting with free slots may also carry a **mailbox**: a writer
+whose transaction makes jobs ready can then lease them to it inside that
+same transaction (``reserve``, then ``deliver`` after the commit), and the
+claimer starts them without a claim transaction of its own. This is what
+keeps enqueue-to-start latency low with idle workers.
+
 Across replicas on PostgreSQL, both also go out with ``NOTIFY`` and a listener
 thread fires them locally. Waits always have a timeout, so polling remains
 the fallback when a notification is missed.
@@ -42,14 +48,38 @@ CHANNEL = "trellis_events"
 Ready = Mapping[tuple[str, str], int]
 
 
+class Mailbox:
+    """Jobs leased to a waiting claimer by another transaction, until it takes
+    them. Guarded by the notifier's lock."""
+
+    __slots__ = ("closed", "free", "items", "org", "reserved", "ttl_secs", "worker_id")
+
+    def __init__(self, org: str, worker_id: str, ttl_secs: int) -> None:
+        self.org = org
+        self.worker_id = worker_id
+        self.ttl_secs = ttl_secs
+        # Free slots as the claimer last counted them (0 until it says).
+        self.free = 0
+        # Jobs promised by transactions still under way.
+        self.reserved = 0
+        self.items: list[Any] = []
+        self.closed = False
+
+    def room(self) -> int:
+        return self.free - self.reserved - len(self.items)
+
+
 class Subscription:
     """A flag set by any fire of the subscribed topics (or by ready work)."""
 
-    __slots__ = ("_event", "accepting", "labels", "work")
+    __slots__ = ("_event", "accepting", "labels", "mailbox", "work")
 
-    def __init__(self, labels: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, labels: frozenset[str] = frozenset(), mailbox: Mailbox | None = None
+    ) -> None:
         self._event = threading.Event()
         self.labels = labels
+        self.mailbox = mailbox
         # Ready work given to this claimer and not yet taken (guarded by the
         # notifier's lock).
         self.work: dict[tuple[str, str], int] = {}
@@ -92,11 +122,16 @@ class Notifier:
 
     @contextmanager
     def subscribe(
-        self, *topics: str, work: tuple[str, Iterable[str]] | None = None
+        self,
+        *topics: str,
+        work: tuple[str, Iterable[str]] | None = None,
+        mailbox: Mailbox | None = None,
     ) -> Iterator[Subscription]:
         """Subscribes to ``topics`` and, with ``work=(org, labels)``, to the
-        org's ready work that those labels can take."""
-        sub = Subscription(frozenset(work[1]) if work else frozenset())
+        org's ready work that those labels can take, optionally through a
+        ``mailbox`` (the subscriber then calls ``close_mailbox`` before it
+        leaves, and hands back what it did not take)."""
+        sub = Subscription(frozenset(work[1]) if work else frozenset(), mailbox)
         with self._lock:
             for topic in topics:
                 self._subs.setdefault(topic, set()).add(sub)
@@ -107,6 +142,8 @@ class Notifier:
         finally:
             sub.accepting = False
             with self._lock:
+                if mailbox is not None:
+                    mailbox.closed = True
                 for topic in topics:
                     subs = self._subs.get(topic)
                     if subs is not None:
@@ -166,6 +203,103 @@ class Notifier:
             work = self.take_work(sub)
         if work:
             self.fire_local((), work)
+
+    # ------------------------------------------------------------ mailboxes
+
+    def reserve(self, org: str, label_key: str, n: int) -> list[Subscription]:
+        """Promises up to ``n`` jobs of ``label_key`` to claimers with room in
+        their mailboxes, one each in turn; a claimer appears once per job.
+
+        The caller leases the jobs within its transaction, then ``deliver``s
+        them (or ``unreserve``s what it could not lease).
+        """
+        with self._lock:
+            line = self._claimers.get(org)
+            if not line or n <= 0:
+                return []
+            need = _required(label_key)
+            room = {
+                sub: sub.mailbox.room()
+                for sub in line
+                if sub.mailbox is not None and sub.accepting and need <= sub.labels
+            }
+            picked: list[Subscription] = []
+            while len(picked) < n and room:
+                for sub in list(room):
+                    if room[sub] <= 0:
+                        del room[sub]
+                        continue
+                    room[sub] -= 1
+                    picked.append(sub)
+                    if len(picked) == n:
+                        break
+            for sub in dict.fromkeys(picked):
+                assert sub.mailbox is not None
+                sub.mailbox.reserved += picked.count(sub)
+                line.move_to_end(sub)
+            return picked
+
+    def unreserve(self, sub: Subscription, n: int = 1) -> None:
+        with self._lock:
+            if sub.mailbox is not None:
+                sub.mailbox.reserved -= n
+
+    def deliver(self, sub: Subscription, n: int, items: Iterable[Any]) -> list[Any]:
+        """Puts ``items`` (``n`` of them were reserved) in ``sub``'s mailbox and
+        wakes it; returns them instead if the claimer has left meanwhile."""
+        items = list(items)
+        with self._lock:
+            mb = sub.mailbox
+            if mb is None:
+                return items
+            mb.reserved -= n
+            if mb.closed:
+                return items
+            mb.items.extend(items)
+        sub.set()
+        return []
+
+    def take_delivered(self, sub: Subscription) -> list[Any]:
+        """What was delivered to ``sub``'s mailbox; the slots they take are no
+        longer counted as free."""
+        with self._lock:
+            mb = sub.mailbox
+            if mb is None or not mb.items:
+                return []
+            items, mb.items = mb.items, []
+            mb.free -= len(items)
+            return items
+
+    def claim_budget(self, sub: Subscription, free: int) -> int:
+        """Records ``free`` (the claimer's own count of its free slots) and
+        returns how many of them its own claim may fill now: those not
+        promised to or waiting in its mailbox. Until the next ``set_free``,
+        the mailbox has no room."""
+        with self._lock:
+            mb = sub.mailbox
+            if mb is None:
+                return free
+            mb.free = free
+            budget = max(0, mb.room())
+            mb.free -= budget
+            return budget
+
+    def set_free(self, sub: Subscription, free: int) -> None:
+        """The claimer's own count of its free slots (taken items included)."""
+        with self._lock:
+            if sub.mailbox is not None:
+                sub.mailbox.free = free
+
+    def close_mailbox(self, sub: Subscription) -> list[Any]:
+        """Stops deliveries to ``sub``; returns what was delivered and not taken."""
+        with self._lock:
+            mb = sub.mailbox
+            if mb is None:
+                return []
+            mb.closed = True
+            mb.free = 0
+            items, mb.items = mb.items, []
+            return items
 
     def fire(self, topics: Iterable[str], ready: Ready | None = None) -> None:
         """Wakes subscribers here and, when bridged, on every other replica."""

@@ -6,8 +6,9 @@ committed. Nothing here sleeps, waits or talks to the network.
 
 Job states: pending -> queued -> running -> succeeded | failed, with
 running -> queued again for a retry, and skipped / cancelled as the other
-terminal states. A lease is active until it is completed, failed, expired or
-cancelled; only an active, unexpired lease may change its job.
+terminal states. A lease is active until it is completed, failed, expired,
+cancelled or released (handed back before it reached its worker); only an
+active, unexpired lease may change its job.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class Effects:
     ready: Counter[tuple[str, str]] = field(default_factory=Counter)
     # (epoch ms at which a delayed job becomes claimable, org, label key)
     timers: list[tuple[int, str, str]] = field(default_factory=list)
+    # The runs in which ``ready`` jobs are: ``dispatch`` looks there.
+    ready_runs: set[str] = field(default_factory=set)
 
 
 def new_id() -> str:
@@ -254,6 +257,7 @@ def create_run(
     effects.ready.update(
         (org, label_key(job.required_labels)) for job in wdef.jobs if not job.depends_on
     )
+    effects.ready_runs.add(run_id)
     return run, effects
 
 
@@ -337,6 +341,8 @@ _CLAIM = """UPDATE jobs SET state = 'running', started_at_ms = :now
 # the candidates of all its sets are sorted.
 _CLAIM_ONE_SET = Sql(_CLAIM.format(keys="= :key"))
 _CLAIM_SETS = Sql(_CLAIM.format(keys="IN_LIST(:keys)"))
+# A claim among the jobs of some runs (those a transaction just made ready).
+_DISPATCH = Sql(_CLAIM.format(keys="= :key AND run_id IN_LIST(:runs)"))
 _INSERT_LEASE = _sql.Insert(
     "leases",
     {
@@ -424,12 +430,38 @@ def claim(
     if not rows:
         return [], effects
     rows.sort(key=lambda r: r.id)
+    claimed = _grant(
+        conn,
+        is_pg=is_pg,
+        org=org,
+        rows=rows,
+        to=[(worker_id, ttl_secs)] * len(rows),
+        now=now,
+        effects=effects,
+        lock_runs=True,
+    )
+    return claimed, effects
+
+
+def _grant(
+    conn: Connection,
+    *,
+    is_pg: bool,
+    org: str,
+    rows: Sequence[Any],
+    to: Sequence[tuple[str, int]],
+    now: int,
+    effects: Effects,
+    lock_runs: bool,
+) -> list[Claimed]:
+    """Leases the claimed job ``rows`` (already marked running), row ``i`` to
+    the worker and TTL ``to[i]``."""
     decoded = [_decoded(r) for r in rows]
     upstream = _upstream_outputs(conn, [j["id"] for j in decoded if j["parents"]])
     claimed: list[Claimed] = []
     lease_rows = []
     ev = _Events(org, now)
-    for r, job in zip(rows, decoded, strict=True):
+    for r, job, (worker_id, ttl_secs) in zip(rows, decoded, to, strict=True):
         ev.add(r.run_id, "JOB_STARTED", r.key, r.attempt)
         deadline = now + r.timeout_secs * 1000 if r.timeout_secs else NO_DEADLINE
         expires = min(now + ttl_secs * 1000, deadline)
@@ -461,14 +493,84 @@ def claim(
             )
         )
     with _sql.pipelined(conn) as batch:
-        # The runs are locked after the jobs here, while cancel locks its run
-        # first: the one cycle this allows (a cancel racing a claim of the
-        # same run) is broken by PostgreSQL's deadlock detector and the retry
-        # in the service layer.
-        _lock_runs(batch, is_pg, {r.run_id for r in rows})
+        if lock_runs:
+            # The runs are locked after the jobs here, while cancel locks its
+            # run first: the one cycle this allows (a cancel racing a claim
+            # of the same run) is broken by PostgreSQL's deadlock detector and
+            # the retry in the service layer.
+            _lock_runs(batch, is_pg, {r.run_id for r in rows})
         batch.insert(_INSERT_LEASE, lease_rows)
         ev.flush(batch, effects)
-    return claimed, effects
+    return claimed
+
+
+def dispatch(
+    conn: Connection,
+    *,
+    is_pg: bool,
+    org: str,
+    key: str,
+    runs: Iterable[str],
+    to: Sequence[tuple[str, int]],
+    now: int,
+    effects: Effects,
+) -> list[Claimed]:
+    """Leases ready jobs of label set ``key`` in ``runs`` to waiting workers,
+    within the transaction that made them ready: one job per entry of ``to``
+    (worker id, TTL), as far as there are jobs; returns them in that order.
+
+    The caller holds the locks of ``runs`` (or created them), so no run lock
+    is taken here, and jobs other claimers hold are skipped, never waited on.
+    """
+    rows = _sql.query(conn, _DISPATCH, org=org, key=key, runs=sorted(runs), now=now, n=len(to))
+    if not rows:
+        return []
+    rows.sort(key=lambda r: r.id)
+    effects.ready[(org, key)] -= len(rows)
+    return _grant(
+        conn,
+        is_pg=is_pg,
+        org=org,
+        rows=rows,
+        to=to[: len(rows)],
+        now=now,
+        effects=effects,
+        lock_runs=False,
+    )
+
+
+_RELEASE_LEASES = Sql(
+    """UPDATE leases SET state = 'released', finished_at_ms = :now
+    WHERE id IN_LIST(:ids) AND org_id = :org AND state = 'active'
+    RETURNING job_id"""
+)
+_REQUEUE_JOBS = Sql(
+    """UPDATE jobs SET state = 'queued', started_at_ms = 0
+    WHERE id IN_LIST(:ids) AND state = 'running'
+    RETURNING run_id, "key", label_key"""
+)
+
+
+def release(
+    conn: Connection, *, is_pg: bool, org: str, lease_ids: Sequence[str], now: int
+) -> Effects:
+    """Hands back leases that never reached their worker: each job is queued
+    again as it was, without spending an attempt."""
+    effects = Effects()
+    ids = sorted(lease_ids)
+    with _sql.pipelined(conn) as batch:
+        _lock_runs_of_leases(batch, is_pg, ids)
+        released = batch.query(_RELEASE_LEASES, ids=ids, org=org, now=now)
+    job_ids = sorted(job_id for (job_id,) in released.rows)
+    if not job_ids:
+        return effects
+    ev = _Events(org, now)
+    for run_id, key, lk in _sql.query(conn, _REQUEUE_JOBS, ids=job_ids):
+        ev.add(run_id, "JOB_QUEUED", key, msg="handed back undelivered")
+        effects.ready[(org, lk)] += 1
+    with _sql.pipelined(conn) as batch:
+        ev.flush(batch, effects)
+    return effects
 
 
 def _decoded(row: Any) -> dict[str, Any]:
@@ -559,6 +661,7 @@ def _check_active(state: str, expires_at_ms: int, now: int) -> None:
         "failed": "a failure was already reported under this lease",
         "cancelled": "the job was cancelled",
         "expired": "the lease expired",
+        "released": "the lease was handed back",
     }.get(state, "the lease expired")
     raise LeaseConflict(reason)
 
@@ -753,6 +856,7 @@ def _apply(
                 effects.timers.append((ready_at, org, row.label_key))
             else:
                 effects.ready[(org, row.label_key)] += 1
+                effects.ready_runs.add(row.run_id)
             verdicts[row.id] = Verdict(row.id, will_retry=True, delayed_until_ms=ready_at)
         else:
             failed_final.append((row, res))
@@ -834,6 +938,7 @@ def _release_children(
     for run_id, key, lk in ready.rows:
         ev.add(run_id, "JOB_QUEUED", key)
         effects.ready[(org, lk)] += 1
+        effects.ready_runs.add(run_id)
 
 
 def _skip_descendants(

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from trellis.server import _render as render
 from trellis.server import _scheduler as sched
 from trellis.server import _sql
-from trellis.server._notify import Notifier
+from trellis.server._notify import Mailbox, Notifier, Subscription
 from trellis.server.db import Database
 from trellis.server.definitions import (
     DefinitionError,
@@ -93,14 +93,22 @@ class Service:
         return self._closing.is_set()
 
     def _write(self, fn: Callable[[Connection, int], tuple[T, sched.Effects]]) -> T:
-        """Runs ``fn`` in one write transaction, then fires its wake-ups."""
+        """Runs ``fn`` in one write transaction, then fires its wake-ups.
+
+        Jobs the transaction made ready are first offered to waiting claimers
+        of this replica, leased to them in the same transaction (``_dispatch``)
+        and delivered once it has committed.
+        """
         for attempt in range(5):
+            promised: list[Subscription] = []
             try:
                 with self.db.write() as conn:
                     now = self.db.now_ms(conn)
                     result, effects = fn(conn, now)
+                    handed = self._dispatch(conn, now, effects, promised)
                 break
             except DBAPIError as exc:
+                self._unreserve(promised)
                 code = getattr(exc.orig, "sqlstate", None)
                 if code in _RETRYABLE_PG_CODES and attempt < 4:
                     continue
@@ -108,8 +116,87 @@ class Service:
                     log.warning("database unavailable: %s", exc.orig)
                     raise Unavailable("database unavailable; try again") from exc
                 raise
+            except BaseException:
+                self._unreserve(promised)
+                raise
         self._fire(effects, now)
+        self._deliver(promised, handed)
         return result
+
+    def _dispatch(
+        self,
+        conn: Connection,
+        now: int,
+        effects: sched.Effects,
+        promised: list[Subscription],
+    ) -> list[tuple[Subscription, sched.Claimed]]:
+        """Leases the ready jobs of ``effects`` to claimers waiting here with
+        free slots; ``promised`` collects the reservations made (released by
+        the caller if the transaction fails)."""
+        handed: list[tuple[Subscription, sched.Claimed]] = []
+        if not effects.ready_runs:
+            return handed
+        for (org, key), n in list(effects.ready.items()):
+            subs = self.notifier.reserve(org, key, n)
+            if not subs:
+                continue
+            promised.extend(subs)
+            to = [(sub.mailbox.worker_id, sub.mailbox.ttl_secs) for sub in subs if sub.mailbox]
+            claimed = sched.dispatch(
+                conn,
+                is_pg=self.db.is_postgres,
+                org=org,
+                key=key,
+                runs=effects.ready_runs,
+                to=to,
+                now=now,
+                effects=effects,
+            )
+            handed.extend(zip(subs, claimed, strict=False))
+        return handed
+
+    def _unreserve(self, promised: list[Subscription]) -> None:
+        for sub in promised:
+            self.notifier.unreserve(sub)
+        promised.clear()
+
+    def _deliver(
+        self, promised: list[Subscription], handed: list[tuple[Subscription, sched.Claimed]]
+    ) -> None:
+        """Puts committed hand-offs in their claimers' mailboxes (and settles
+        the reservations that found no job); hands back what a claimer that
+        has left meanwhile can no longer take."""
+        if not promised:
+            return
+        per_sub: dict[Subscription, list[sched.Claimed]] = {sub: [] for sub in promised}
+        for sub, claimed in handed:
+            per_sub[sub].append(claimed)
+        for sub, items in per_sub.items():
+            undelivered = self.notifier.deliver(sub, promised.count(sub), items)
+            if undelivered and sub.mailbox is not None:
+                self._hand_back(sub.mailbox.org, undelivered)
+
+    def _hand_back(self, org: str, undelivered: Sequence[sched.Claimed]) -> None:
+        """Queues again jobs leased to a claimer that left before taking them."""
+        if not undelivered:
+            return
+        try:
+            self._write(
+                lambda conn, now: (
+                    None,
+                    sched.release(
+                        conn,
+                        is_pg=self.db.is_postgres,
+                        org=org,
+                        lease_ids=[c.lease_id for c in undelivered],
+                        now=now,
+                    ),
+                )
+            )
+        except Exception:  # the leases then expire and the reaper retries them
+            log.warning(
+                "could not hand back %d undelivered job(s)", len(undelivered), exc_info=True
+            )
 
     def _read(self, fn: Callable[[Connection, int], T]) -> T:
         try:
@@ -555,25 +642,43 @@ class Service:
             raise InvalidArgument(f"slots: must be between 1 and {MAX_SLOTS}")
         self.register_worker(org, worker_id, labels)
         held: set[str] = set()
-        with self.notifier.subscribe(sched.topic_worker(org, worker_id), work=(org, labels)) as sub:
-            while is_active() and not self.closing:
-                cancelled = self._settle(held) if held else []
-                free = slots - len(held)
-                work = self.notifier.take_work(sub)
-                got = self._claim(org, worker_id, labels, ttl, free) if free > 0 else []
-                held.update(a.lease.lease_id for a in got)
-                sub.accepting = len(held) < slots
-                if work and not sub.accepting:
-                    # Full: ready work given to this stream may be left over.
-                    self.notifier.pass_on(sub, work)
-                if got or cancelled:
-                    yield workers_pb2.StreamAssignmentsResponse(
-                        assignments=got, cancelled_lease_ids=cancelled
-                    )
-                    # Slots freed while the batch was on its way are filled
-                    # at once, which keeps batches large under load.
-                    continue
-                sub.wait(self.poll_interval)
+        mailbox = Mailbox(org, worker_id, ttl)
+        with self.notifier.subscribe(
+            sched.topic_worker(org, worker_id), work=(org, labels), mailbox=mailbox
+        ) as sub:
+            try:
+                while is_active() and not self.closing:
+                    handed = self.notifier.take_delivered(sub)
+                    if handed:
+                        # Leased by the transaction that made them ready.
+                        held.update(c.lease_id for c in handed)
+                        yield workers_pb2.StreamAssignmentsResponse(
+                            assignments=[render.assignment(c, worker_id) for c in handed]
+                        )
+                        continue
+                    cancelled = self._settle(held) if held else []
+                    # The slots this claim may fill are taken out of the
+                    # mailbox's room first, so that a hand-off cannot fill
+                    # them at the same time.
+                    free = self.notifier.claim_budget(sub, slots - len(held))
+                    work = self.notifier.take_work(sub)
+                    got = self._claim(org, worker_id, labels, ttl, free) if free > 0 else []
+                    held.update(a.lease.lease_id for a in got)
+                    sub.accepting = len(held) < slots
+                    self.notifier.set_free(sub, slots - len(held))
+                    if work and not sub.accepting:
+                        # Full: ready work given to this stream may be left over.
+                        self.notifier.pass_on(sub, work)
+                    if got or cancelled:
+                        yield workers_pb2.StreamAssignmentsResponse(
+                            assignments=got, cancelled_lease_ids=cancelled
+                        )
+                        # Slots freed while the batch was on its way are
+                        # filled at once, which keeps batches large under load.
+                        continue
+                    sub.wait(self.poll_interval)
+            finally:
+                self._hand_back(org, self.notifier.close_mailbox(sub))
 
     def _settle(self, held: set[str]) -> list[str]:
         """Drops finished leases from ``held``; returns those cancelled."""
