@@ -27,6 +27,8 @@ REST_FIELD_NUMBER: _ClassVar[int]
 rest: _descriptor.FieldDescriptor
 REQUIRED_SCOPE_FIELD_NUMBER: _ClassVar[int]
 required_scope: _descriptor.FieldDescriptor
+PUBLIC_FIELD_NUMBER: _ClassVar[int]
+public: _descriptor.FieldDescriptor
 JSON_SHAPE_FIELD_NUMBER: _ClassVar[int]
 json_shape: _descriptor.FieldDescriptor
 JSON_VALUE_FIELD_NUMBER: _ClassVar[int]
