@@ -10,6 +10,20 @@ class ErrorStyle(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ERROR_STYLE_UNSPECIFIED: _ClassVar[ErrorStyle]
     ERROR_STYLE_GOOGLE: _ClassVar[ErrorStyle]
+    ERROR_STYLE_SUCCESS_FLAG: _ClassVar[ErrorStyle]
+    ERROR_STYLE_CODE_STATUS: _ClassVar[ErrorStyle]
+    ERROR_STYLE_REASON_MESSAGE: _ClassVar[ErrorStyle]
+    ERROR_STYLE_OAUTH2: _ClassVar[ErrorStyle]
+
+class Envelope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENVELOPE_UNSPECIFIED: _ClassVar[Envelope]
+    ENVELOPE_SUCCESS_DATA: _ClassVar[Envelope]
+
+class FieldNames(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FIELD_NAMES_UNSPECIFIED: _ClassVar[FieldNames]
+    FIELD_NAMES_JSON: _ClassVar[FieldNames]
 
 class JsonShape(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -18,6 +32,14 @@ class JsonShape(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JSON_SHAPE_MAP: _ClassVar[JsonShape]
 ERROR_STYLE_UNSPECIFIED: ErrorStyle
 ERROR_STYLE_GOOGLE: ErrorStyle
+ERROR_STYLE_SUCCESS_FLAG: ErrorStyle
+ERROR_STYLE_CODE_STATUS: ErrorStyle
+ERROR_STYLE_REASON_MESSAGE: ErrorStyle
+ERROR_STYLE_OAUTH2: ErrorStyle
+ENVELOPE_UNSPECIFIED: Envelope
+ENVELOPE_SUCCESS_DATA: Envelope
+FIELD_NAMES_UNSPECIFIED: FieldNames
+FIELD_NAMES_JSON: FieldNames
 JSON_SHAPE_UNSPECIFIED: JsonShape
 JSON_SHAPE_EXTERNALLY_TAGGED: JsonShape
 JSON_SHAPE_MAP: JsonShape
@@ -35,12 +57,16 @@ JSON_VALUE_FIELD_NUMBER: _ClassVar[int]
 json_value: _descriptor.FieldDescriptor
 
 class SurfaceConventions(_message.Message):
-    __slots__ = ("name", "error_style")
+    __slots__ = ("name", "error_style", "envelope", "field_names")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ERROR_STYLE_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_NAMES_FIELD_NUMBER: _ClassVar[int]
     name: str
     error_style: ErrorStyle
-    def __init__(self, name: _Optional[str] = ..., error_style: _Optional[_Union[ErrorStyle, str]] = ...) -> None: ...
+    envelope: Envelope
+    field_names: FieldNames
+    def __init__(self, name: _Optional[str] = ..., error_style: _Optional[_Union[ErrorStyle, str]] = ..., envelope: _Optional[_Union[Envelope, str]] = ..., field_names: _Optional[_Union[FieldNames, str]] = ...) -> None: ...
 
 class RestOptions(_message.Message):
     __slots__ = ("success_code",)
