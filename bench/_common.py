@@ -35,6 +35,8 @@ Backend = Literal["sqlite", "postgres"]
 BACKENDS: tuple[Backend, ...] = ("sqlite", "postgres")
 PG_ADMIN_URL = os.environ.get("TRELLIS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 LOOPBACK = "127.0.0.1"
+ADMIN_USERNAME = "bench-admin"
+ADMIN_PASSWORD = f"Bench-{uuid.uuid4().hex}"
 
 # Worker processes are spawned (never forked): the orchestrator holds gRPC
 # channels, and gRPC's core does not survive a fork.
@@ -325,10 +327,24 @@ class ServerProc:
     grpc_port: int
     rest_port: int
     log_path: Path
+    # Unauthenticated until ``sign_in``; then it carries the admin's token.
     channel: grpc.Channel = field(init=False)
+    token: str = ""
 
     def __post_init__(self) -> None:
-        self.channel = grpc.insecure_channel(self.grpc_target)
+        self._raw = grpc.insecure_channel(self.grpc_target)
+        self.channel = self._raw
+
+    def sign_in(self) -> None:
+        """Signs in as the administrator; every later call carries the token."""
+        from trellis.v1 import auth_pb2, auth_pb2_grpc
+        from trellis.worker_sdk import authorized_channel
+
+        answer = stub(auth_pb2_grpc.AuthServiceStub, self._raw).Login(
+            auth_pb2.LoginRequest(username=ADMIN_USERNAME, password=ADMIN_PASSWORD), timeout=30
+        )
+        self.token = answer.token
+        self.channel = authorized_channel(self._raw, self.token)
 
     @property
     def grpc_target(self) -> str:
@@ -372,7 +388,7 @@ class ServerProc:
             conn.close()
 
     def stop(self, grace: float = 10.0) -> None:
-        self.channel.close()
+        self._raw.close()
         _kill_group(self.proc, grace)
 
 
@@ -404,6 +420,12 @@ def server(
             "GRPC_PORT": str(grpc_port),
             "HOST": LOOPBACK,
             "WORKFLOWS_DIR": "",
+            "TRELLIS_ADMIN_USERNAME": ADMIN_USERNAME,
+            "TRELLIS_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            # The benchmark's client starts hundreds of runs a minute, far
+            # beyond what the general limit lets one user do; the workers'
+            # own budget (TRELLIS_RATE_LIMIT_WORKER) stays at its default.
+            "TRELLIS_RATE_LIMIT_GENERAL": "100000000/min",
         }
     )
     env.pop("REAP_INTERVAL_SECS", None)  # the default
@@ -422,6 +444,7 @@ def server(
     srv = ServerProc(proc, grpc_port, rest_port, log_path)
     try:
         srv.wait_ready()
+        srv.sign_in()
         yield srv
     finally:
         srv.stop()

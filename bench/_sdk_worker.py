@@ -21,6 +21,8 @@ class WorkerConfig:
     target: str
     worker_id: str
     slots: int
+    # A bearer token with the jobs:work scope.
+    token: str
     # Handler starts of "noop" jobs (counted in ``done``, which the
     # orchestrator resets between runs) after which ``all_done`` is set.
     expect: int = 0
@@ -63,7 +65,7 @@ def main(
     # (run id, job id, enqueue->start ms) of every "noop" job handled
     handled: list[tuple[str, str, float]] = []
     lock = threading.Lock()
-    worker = Worker(cfg.target, worker_id=cfg.worker_id, slots=cfg.slots)
+    worker = Worker(cfg.target, worker_id=cfg.worker_id, slots=cfg.slots, token=cfg.token)
 
     @worker.handler("noop")
     def noop(ctx: JobContext) -> None:

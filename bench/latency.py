@@ -84,7 +84,9 @@ def measure(
             kids,
             srv,
             [
-                _sdk_worker.WorkerConfig(srv.grpc_target, worker_id, SLOTS, report_starts=True)
+                _sdk_worker.WorkerConfig(
+                    srv.grpc_target, worker_id, SLOTS, srv.token, report_starts=True
+                )
                 for worker_id in worker_ids
             ],
         )

@@ -77,15 +77,14 @@ class ThreadResult:
 class _Http:
     """One keep-alive connection; JSON in, JSON out."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, token: str) -> None:
         self.conn = http.client.HTTPConnection(LOOPBACK, port, timeout=60)
         self.conn.connect()
         self.requests = 0
+        self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
 
     def post(self, path: str, body: Any) -> Any:
-        self.conn.request(
-            "POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"}
-        )
+        self.conn.request("POST", path, body=json.dumps(body), headers=self.headers)
         resp = self.conn.getresponse()
         data = resp.read()
         self.requests += 1
@@ -125,6 +124,7 @@ def _loop(http_: _Http, worker_id: str, mode: Mode, max_requests: int, cap: floa
 
 def worker_main(
     port: int,
+    token: str,
     prefix: str,
     threads: int,
     mode: Mode,
@@ -135,7 +135,7 @@ def worker_main(
     results: multiprocessing.queues.Queue[list[tuple[list[str], int, str, float]]],
 ) -> None:
     """A REST worker process: ``threads`` claim loops, released together by ``go``."""
-    conns = [_Http(port) for _ in range(threads)]
+    conns = [_Http(port, token) for _ in range(threads)]
     outs: list[ThreadResult] = [ThreadResult() for _ in range(threads)]
 
     def run(i: int) -> None:
@@ -155,9 +155,9 @@ def worker_main(
     results.put([(o.handled, o.requests, o.error, o.last_ms) for o in outs])
 
 
-def _drain(port: int, worker_id: str, max_rounds: int) -> list[str]:
+def _drain(port: int, token: str, worker_id: str, max_rounds: int) -> list[str]:
     """Claims and completes what is left, in batches (untimed)."""
-    http_ = _Http(port)
+    http_ = _Http(port, token)
     try:
         out = _loop(http_, worker_id, "batch", 2 * max_rounds, time.monotonic() + 120.0)
     finally:
@@ -191,6 +191,7 @@ def _variant(
             kids.start(
                 worker_main,
                 srv.rest_port,
+                srv.token,
                 f"rest-{mode}-p{i}-{short_id()}",
                 threads,
                 mode,
@@ -225,7 +226,7 @@ def _variant(
     if capped:
         # The loops stopped at the cap; their last completions end the window.
         elapsed_s = (max(o.last_ms for o in outs) - t0) / 1000.0
-        handled += _drain(srv.rest_port, f"rest-drain-{short_id()}", jobs)
+        handled += _drain(srv.rest_port, srv.token, f"rest-drain-{short_id()}", jobs)
     finished = wait_run_finished(srv.channel, wf_id, run.run_id, timeout=30)
     verify_run(srv.channel, run.run_id, jobs, handled=handled)
     if not capped:

@@ -88,7 +88,7 @@ def measure(
             kids,
             srv,
             [
-                _sdk_worker.WorkerConfig(srv.grpc_target, worker_id, slots, expect=jobs)
+                _sdk_worker.WorkerConfig(srv.grpc_target, worker_id, slots, srv.token, expect=jobs)
                 for worker_id in worker_ids
             ],
         )

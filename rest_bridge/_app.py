@@ -12,12 +12,14 @@ from flask.typing import RouteCallable
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.routing import RequestRedirect
 
+from ._attribution import SurfaceLocator
 from ._cors import install_cors
 from ._errors import error_response
 from ._health import HealthCheck
 from ._http_rules import UnsupportedRuleError, discover_bindings
 from ._routes import TranscodedRoute
 from ._sse import LogStreams
+from ._surface import Surface
 
 _log = logging.getLogger(__name__)
 
@@ -88,27 +90,34 @@ def create_app(
 
     routes: list[TranscodedRoute] = []
     endpoints: dict[str, int] = {}
+    surfaces: dict[str, Surface] = {}
     for binding in discover_bindings():
         route = TranscodedRoute(binding, channel, call_timeout_secs=call_timeout_secs)
         routes.append(route)
         # Additional bindings of one RPC get numbered endpoints.
         name = binding.method.full_name
         seen = endpoints[name] = endpoints.get(name, -1) + 1
-        register(binding.path.rule, binding.verb, f"{name}#{seen}" if seen else name, route)
+        endpoint = f"{name}#{seen}" if seen else name
+        register(binding.path.rule, binding.verb, endpoint, route)
+        surfaces[endpoint] = binding.surface
 
     log_streams = LogStreams(
         channel, keepalive_secs=sse_keepalive_secs, max_streams=max_sse_streams
     )
     register(LOG_STREAM_PATH, "GET", "trellis.rest_bridge.log_stream", log_streams.view)
+    surfaces["trellis.rest_bridge.log_stream"] = log_streams.surface
     register("/healthz", "GET", "trellis.rest_bridge.healthz", HealthCheck(channel).view)
 
     install_cors(app, cors_origins)
-    _install_error_handlers(app, max_body_bytes)
+    locator = SurfaceLocator(
+        surfaces, [(route.binding.path.template, route.surface) for route in routes]
+    )
+    _install_error_handlers(app, max_body_bytes, locator)
     app.extensions[EXTENSION] = BridgeState(routes, log_streams)
     return app
 
 
-def _install_error_handlers(app: flask.Flask, max_body_bytes: int) -> None:
+def _install_error_handlers(app: flask.Flask, max_body_bytes: int, locator: SurfaceLocator) -> None:
     def http_error(error: HTTPException) -> flask.Response | HTTPException:
         if isinstance(error, RequestRedirect):
             return error
@@ -125,14 +134,17 @@ def _install_error_handlers(app: flask.Flask, max_body_bytes: int) -> None:
             message = f"request body is larger than {max_body_bytes} bytes"
         else:
             message = error.description or error.name
-        response = error_response(status, message)
+        style = locator.for_request(request, error).error_style
+        response = error_response(status, message, style=style)
         if isinstance(error, MethodNotAllowed) and error.valid_methods:
             response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
         return response
 
     def unexpected_error(error: Exception) -> flask.Response:
-        _log.exception("unhandled error in %s %s", flask.request.method, flask.request.path)
-        return error_response(500, "internal error")
+        request = flask.request
+        _log.exception("unhandled error in %s %s", request.method, request.path)
+        style = locator.for_request(request, error).error_style
+        return error_response(500, "internal error", style=style)
 
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)

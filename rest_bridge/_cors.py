@@ -7,8 +7,13 @@ from collections.abc import Sequence
 import flask
 from werkzeug.exceptions import MethodNotAllowed
 
+from ._response_headers import COPIED_HEADERS
+
 ALLOWED_HEADERS = "Authorization, Content-Type, X-Organization-ID, X-Request-ID, Last-Event-ID"
 _PREFLIGHT_MAX_AGE = "600"
+# Browsers hide all but a few response headers from scripts; dashboards page with
+# X-Total-Count and back off on the rate-limit headers, so those are exposed.
+EXPOSED_HEADERS = ", ".join(COPIED_HEADERS.values())
 
 
 def install_cors(app: flask.Flask, origins: Sequence[str] | None) -> None:
@@ -22,11 +27,13 @@ def install_cors(app: flask.Flask, origins: Sequence[str] | None) -> None:
     def allow_origin(response: flask.Response) -> flask.Response:
         if allowed is None:
             response.headers["Access-Control-Allow-Origin"] = "*"
+            response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
             return response
         response.vary.add("Origin")
         origin = flask.request.headers.get("Origin")
         if origin is not None and origin in allowed:
             response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
         return response
 
     def preflight() -> flask.Response | None:

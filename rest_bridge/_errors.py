@@ -1,9 +1,15 @@
-"""Error answers: gRPC status -> HTTP status, and the JSON error bodies of each style."""
+"""Error answers: gRPC status -> HTTP status, and the JSON error bodies of each style.
+
+Each body is built from four things: the HTTP status, the gRPC status, the message,
+and a snake_case ``reason`` (the server's ErrorInfo reason, else one derived from the
+gRPC code, see ``_status_details``; the bridge's own errors derive it from the HTTP
+status). The ``trellis.v1.ErrorStyle`` of the route's service picks the shape.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import flask
 import grpc
@@ -11,6 +17,9 @@ import grpc
 from trellis.v1 import options_pb2
 
 from ._json_values import Json
+from ._response_headers import apply_headers, call_headers
+from ._status_details import reason_for_code, rpc_failure
+from ._surface import answer_headers
 
 #: HTTP status of each gRPC status, per google/rpc/code.proto.
 HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
@@ -52,6 +61,32 @@ _STATUS_OF_HTTP: Mapping[int, grpc.StatusCode] = {
 
 DEFAULT_STYLE = options_pb2.ERROR_STYLE_GOOGLE
 
+# Reasons of the bridge's own errors, which have an HTTP status but no gRPC call;
+# 405 and 413 get their own rather than the gRPC code's (UNIMPLEMENTED is not
+# "not implemented" here, and RESOURCE_EXHAUSTED is not a rate limit).
+_REASON_OF_HTTP: Mapping[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    429: "rate_limited",
+    500: "internal_error",
+    501: "not_implemented",
+    503: "unavailable",
+    504: "timeout",
+}
+
+# RFC 6749 names some generic failures itself (sections 4.1.2.1 and 5.2); OAuth2
+# clients switch on those names, so the generic reasons take them in that style.
+_OAUTH2_REASONS: Mapping[str, str] = {
+    "bad_request": "invalid_request",
+    "internal_error": "server_error",
+    "unavailable": "temporarily_unavailable",
+}
+
 
 def status_for_http(http_status: int) -> grpc.StatusCode:
     """The gRPC status that best names an HTTP error status."""
@@ -59,6 +94,14 @@ def status_for_http(http_status: int) -> grpc.StatusCode:
     if code is not None:
         return code
     return grpc.StatusCode.INTERNAL if http_status >= 500 else grpc.StatusCode.FAILED_PRECONDITION
+
+
+def reason_for_http(http_status: int) -> str:
+    """The reason of one of the bridge's own errors (no RPC behind it)."""
+    reason = _REASON_OF_HTTP.get(http_status)
+    if reason is not None:
+        return reason
+    return "internal_error" if http_status >= 500 else "bad_request"
 
 
 def json_response(body: Json, status: int = 200) -> flask.Response:
@@ -70,10 +113,23 @@ def json_response(body: Json, status: int = 200) -> flask.Response:
     )
 
 
-def error_body(style: int, http_status: int, code: grpc.StatusCode, message: str) -> Json:
-    """The JSON body of an error in the given ``trellis.v1.ErrorStyle``."""
-    # ERROR_STYLE_GOOGLE is the only style so far, and the fallback for services that
-    # declare none; a new style gets its branch here.
+def error_body(
+    style: int, http_status: int, code: grpc.StatusCode, message: str, reason: str = ""
+) -> Json:
+    """The JSON body of an error in the given ``trellis.v1.ErrorStyle``.
+
+    ``reason`` defaults to the one derived from ``code``. Unknown styles (a newer
+    proto than this bridge) fall back to ERROR_STYLE_GOOGLE.
+    """
+    reason = reason or reason_for_code(code)
+    if style == options_pb2.ERROR_STYLE_SUCCESS_FLAG:
+        return {"success": False, "error": message}
+    if style == options_pb2.ERROR_STYLE_CODE_STATUS:
+        return {"error": message, "code": reason.upper(), "status": http_status}
+    if style == options_pb2.ERROR_STYLE_REASON_MESSAGE:
+        return {"error": reason, "message": message}
+    if style == options_pb2.ERROR_STYLE_OAUTH2:
+        return {"error": _OAUTH2_REASONS.get(reason, reason), "error_description": message}
     return {"error": {"code": http_status, "status": code.name, "message": message}}
 
 
@@ -82,18 +138,37 @@ def error_response(
     message: str,
     *,
     code: grpc.StatusCode | None = None,
+    reason: str | None = None,
     style: int = DEFAULT_STYLE,
+    headers: Iterable[tuple[str, str]] = (),
 ) -> flask.Response:
-    """A JSON error answer; ``code`` defaults to the one matching ``http_status``."""
+    """A JSON error answer in ``style``, with the headers that style's answers carry.
+
+    ``code`` defaults to the one matching ``http_status``, and ``reason`` to the one
+    of ``http_status`` (a bridge error) or of ``code`` when that is given.
+    """
+    if reason is None:
+        reason = reason_for_code(code) if code is not None else reason_for_http(http_status)
     code = code if code is not None else status_for_http(http_status)
-    return json_response(error_body(style, http_status, code, message), http_status)
+    response = json_response(error_body(style, http_status, code, message, reason), http_status)
+    apply_headers(response, answer_headers(style))
+    return apply_headers(response, headers)
 
 
 def rpc_error_response(error: grpc.RpcError, *, style: int = DEFAULT_STYLE) -> flask.Response:
-    """The JSON answer for a failed RPC, with the HTTP status mapped from its code."""
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    if not isinstance(code, grpc.StatusCode):
-        code = grpc.StatusCode.UNKNOWN
-    details = error.details() if isinstance(error, grpc.Call) else None
-    message = details or code.name.replace("_", " ").lower()
-    return error_response(HTTP_STATUS.get(code, 500), message, code=code, style=style)
+    """The JSON answer for a failed RPC.
+
+    The HTTP status is the one the server's ErrorInfo asks for, else the one mapped
+    from the code; allow-listed metadata (rate limits, ``WWW-Authenticate``...)
+    becomes headers.
+    """
+    failure = rpc_failure(error)
+    http_status = failure.http_status or HTTP_STATUS.get(failure.code, 500)
+    return error_response(
+        http_status,
+        failure.message,
+        code=failure.code,
+        reason=failure.reason,
+        style=style,
+        headers=call_headers(error),
+    )

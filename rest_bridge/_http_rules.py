@@ -28,6 +28,7 @@ from google.protobuf.descriptor import (
 from trellis.v1 import options_pb2
 
 from ._descriptors import message_type, option
+from ._surface import Surface, surface_of
 
 _log = logging.getLogger(__name__)
 
@@ -73,7 +74,13 @@ class HttpBinding:
     body: str
     response_body: str
     success_code: int
-    error_style: int
+    surface: Surface
+    """The conventions of the service, from its ``(trellis.v1.surface)`` option."""
+
+    @property
+    def error_style(self) -> int:
+        """The service's ``trellis.v1.ErrorStyle``."""
+        return self.surface.error_style
 
     @property
     def rpc_path(self) -> str:
@@ -110,7 +117,7 @@ def discover_bindings(package_name: str = PACKAGE) -> list[HttpBinding]:
 
 
 def _service_bindings(service: ServiceDescriptor) -> Iterator[HttpBinding]:
-    style = int(option(service.GetOptions(), options_pb2.surface).error_style)
+    surface = surface_of(service)
     for method in service.methods:
         options = method.GetOptions()
         if not cast(Any, options).HasExtension(annotations_pb2.http):
@@ -122,7 +129,7 @@ def _service_bindings(service: ServiceDescriptor) -> Iterator[HttpBinding]:
         success_code = int(option(options, options_pb2.rest).success_code) or 200
         rule = option(options, annotations_pb2.http)
         for one in (rule, *rule.additional_bindings):
-            yield _binding(service, method, one, success_code, style)
+            yield _binding(service, method, one, success_code, surface)
 
 
 def _binding(
@@ -130,7 +137,7 @@ def _binding(
     method: MethodDescriptor,
     rule: http_pb2.HttpRule,
     success_code: int,
-    style: int,
+    surface: Surface,
 ) -> HttpBinding:
     where = method.full_name
     pattern = rule.WhichOneof("pattern")
@@ -158,7 +165,7 @@ def _binding(
         body=rule.body,
         response_body=rule.response_body,
         success_code=success_code,
-        error_style=style,
+        surface=surface,
     )
 
 

@@ -4,6 +4,10 @@ Renderers are compiled once per message type into closures, so that rendering a
 response is a walk over precomputed (key, function) pairs with no descriptor lookups.
 ``json_format`` is not used for messages: it quotes 64-bit integers and drops
 defaults, which the documented JSON shapes do not.
+
+Field names are the proto names (or an explicit ``json_name``) by default, or the
+proto JSON names for surfaces with ``FIELD_NAMES_JSON``; each spelling has its own
+cache of renderers, and a renderer's nested messages use its spelling.
 """
 
 from __future__ import annotations
@@ -36,17 +40,17 @@ MessageRenderer = Callable[[Message], Json]
 ValueRenderer = Callable[[Any], Json]
 
 
-def message_renderer(descriptor: Descriptor) -> MessageRenderer:
-    """The (cached) renderer of a message type."""
-    return _RENDERERS(descriptor)
+def message_renderer(descriptor: Descriptor, *, json_names: bool = False) -> MessageRenderer:
+    """The (cached) renderer of a message type; ``json_names`` keys fields by JSON name."""
+    return (_JSON_NAME_RENDERERS if json_names else _RENDERERS)(descriptor)
 
 
-def field_renderer(field: FieldDescriptor) -> MessageRenderer:
+def field_renderer(field: FieldDescriptor, *, json_names: bool = False) -> MessageRenderer:
     """Renders one field of a message (all its values, or null when unset)."""
     name = field.name
     if is_map(field):
-        return _map_renderer(field)
-    value = _value_renderer(field)
+        return _map_renderer(field, json_names)
+    value = _value_renderer(field, json_names)
     if field.is_repeated:
         if value is None:
             return lambda message: list(getattr(message, name))
@@ -65,17 +69,18 @@ def field_renderer(field: FieldDescriptor) -> MessageRenderer:
     return lambda message: render_plain(getattr(message, name))
 
 
-def _value_renderer(field: FieldDescriptor) -> ValueRenderer | None:
+def _value_renderer(field: FieldDescriptor, json_names: bool) -> ValueRenderer | None:
     """Renders one value of a field; None when the Python value is already its JSON."""
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return message_renderer(message_type(field))
+        return message_renderer(message_type(field), json_names=json_names)
     return scalar_renderer(field)
 
 
-def _map_renderer(field: FieldDescriptor) -> MessageRenderer:
+def _map_renderer(field: FieldDescriptor, json_names: bool) -> MessageRenderer:
     name = field.name
     entry = message_type(field)
-    render_value = _value_renderer(entry.fields_by_name["value"])
+    # Map keys are data, not field names: they keep their spelling in both styles.
+    render_value = _value_renderer(entry.fields_by_name["value"], json_names)
     bool_keys = entry.fields_by_name["key"].type == FieldDescriptor.TYPE_BOOL
 
     def key_text(key: object) -> str:
@@ -91,15 +96,40 @@ def _map_renderer(field: FieldDescriptor) -> MessageRenderer:
     }
 
 
-def _build(descriptor: Descriptor) -> MessageRenderer:
+def _build(descriptor: Descriptor, json_names: bool) -> MessageRenderer:
     if descriptor.full_name in WELL_KNOWN_TYPES:
-        return _well_known_renderer(descriptor)
+        return _well_known_renderer(descriptor, json_names)
     shape = json_shape(descriptor)
     if shape == options_pb2.JSON_SHAPE_EXTERNALLY_TAGGED:
-        return _tagged_renderer(descriptor)
+        return _tagged_renderer(descriptor, json_names)
     if shape == options_pb2.JSON_SHAPE_MAP:
-        return _map_renderer(map_shape_field(descriptor))
-    fields = [(output_key(field), field_renderer(field)) for field in descriptor.fields]
+        return _map_renderer(map_shape_field(descriptor), json_names)
+    fields = [
+        (
+            field.json_name if json_names else output_key(field),
+            field_renderer(field, json_names=json_names),
+        )
+        for field in descriptor.fields
+    ]
+    if shape == options_pb2.JSON_SHAPE_OMIT_UNSET:
+        optional = frozenset(
+            (field.json_name if json_names else output_key(field))
+            for field in descriptor.fields
+            if field.has_presence and field.message_type is None
+        )
+        names = {
+            (field.json_name if json_names else output_key(field)): field.name
+            for field in descriptor.fields
+        }
+
+        def render_present(message: Message) -> Json:
+            return {
+                key: render_field(message)
+                for key, render_field in fields
+                if key not in optional or message.HasField(names[key])
+            }
+
+        return render_present
 
     def render(message: Message) -> Json:
         return {key: render_field(message) for key, render_field in fields}
@@ -107,13 +137,13 @@ def _build(descriptor: Descriptor) -> MessageRenderer:
     return render
 
 
-def _tagged_renderer(descriptor: Descriptor) -> MessageRenderer:
+def _tagged_renderer(descriptor: Descriptor, json_names: bool) -> MessageRenderer:
     oneof = tagged_oneof(descriptor)
     oneof_name = oneof.name
     members: dict[str, tuple[str, ValueRenderer | None, bool]] = {}
     for field in oneof.fields:
         bare = field.type == FieldDescriptor.TYPE_MESSAGE and is_empty_message(message_type(field))
-        members[field.name] = (field.json_name, _value_renderer(field), bare)
+        members[field.name] = (field.json_name, _value_renderer(field, json_names), bare)
 
     def render(message: Message) -> Json:
         chosen = message.WhichOneof(oneof_name)
@@ -128,23 +158,29 @@ def _tagged_renderer(descriptor: Descriptor) -> MessageRenderer:
     return render
 
 
-def _well_known_renderer(descriptor: Descriptor) -> MessageRenderer:
+def _well_known_renderer(descriptor: Descriptor, json_names: bool) -> MessageRenderer:
     if descriptor.full_name == "google.protobuf.Empty":
         return lambda message: {}
     if descriptor.full_name in WRAPPER_TYPES:
         # Wrappers render as their bare value; 64-bit ones as numbers like any int64.
-        return field_renderer(descriptor.fields_by_name["value"])
+        return field_renderer(descriptor.fields_by_name["value"], json_names=json_names)
 
     def render(message: Message) -> Json:
         # Timestamp, Duration, FieldMask, Struct, Value, ListValue, Any: their
         # canonical JSON is what json_format produces.
-        rendered: Json = json_format.MessageToDict(message, preserving_proto_field_name=True)
+        rendered: Json = json_format.MessageToDict(
+            message, preserving_proto_field_name=not json_names
+        )
         return rendered
 
     return render
 
 
 _RENDERERS: PerType[MessageRenderer] = PerType(
-    _build,
+    lambda descriptor: _build(descriptor, json_names=False),
+    lambda resolve: lambda message: resolve()(message),
+)
+_JSON_NAME_RENDERERS: PerType[MessageRenderer] = PerType(
+    lambda descriptor: _build(descriptor, json_names=True),
     lambda resolve: lambda message: resolve()(message),
 )

@@ -10,9 +10,13 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from ._codec import (
+    FORM_CONTENT_TYPE,
     CodecError,
+    InvalidFormError,
     InvalidJsonError,
     body_binder,
+    form_binder,
+    load_form,
     load_json,
     query_setters,
     response_renderer,
@@ -22,6 +26,7 @@ from ._descriptors import INTEGER_TYPES, message_class
 from ._errors import error_response, json_response, rpc_error_response
 from ._http_rules import HttpBinding
 from ._metadata import InvalidHeaderError, forwarded_metadata
+from ._response_headers import apply_headers, call_headers
 
 #: The request field that asks the server to wait (long polling); the call's
 #: deadline grows by its value so that a long poll is not cut short by the bridge.
@@ -51,7 +56,8 @@ class TranscodedRoute:
             request_serializer=self._request_class.SerializeToString,
             response_deserializer=response_class.FromString,
         )
-        self._style = binding.error_style
+        self.surface = binding.surface
+        self._style = binding.surface.error_style
         self._success_code = binding.success_code
         self._call_timeout = call_timeout_secs
         self._bind_body = body_binder(request_type, binding.body) if binding.body else None
@@ -67,7 +73,15 @@ class TranscodedRoute:
             return body == "*" or chain[0].name == body or _names(chain) in path_chains
 
         self._query_setters = query_setters(request_type, bound_elsewhere)
-        self._render = response_renderer(response_type, binding.response_body)
+        # Only a whole-message body has a form spelling (the OAuth2 token endpoint).
+        self._bind_form = (
+            form_binder(request_type, lambda chain: _names(chain) in path_chains)
+            if body == "*"
+            else None
+        )
+        self._render = response_renderer(
+            response_type, binding.response_body, json_names=binding.surface.json_names
+        )
         wait = request_type.fields_by_name.get(WAIT_FIELD)
         self._wait_field = (
             WAIT_FIELD
@@ -81,20 +95,24 @@ class TranscodedRoute:
         try:
             metadata = forwarded_metadata(request)
             self._bind(request, message, path_args)
-        except (CodecError, InvalidJsonError, InvalidHeaderError) as error:
+        except (CodecError, InvalidJsonError, InvalidFormError, InvalidHeaderError) as error:
             return error_response(400, str(error), style=self._style)
         timeout = self._call_timeout
         if self._wait_field is not None:
             timeout += min(max(0, getattr(message, self._wait_field)), _MAX_WAIT_SECS)
         try:
-            response = self._stub(message, timeout=timeout, metadata=metadata)
+            response, call = self._stub.with_call(message, timeout=timeout, metadata=metadata)
         except grpc.RpcError as error:
             return rpc_error_response(error, style=self._style)
-        return json_response(self._render(response), self._success_code)
+        answer = json_response(self.surface.wrap(self._render(response)), self._success_code)
+        apply_headers(answer, self.surface.headers)
+        return apply_headers(answer, call_headers(call))
 
     def _bind(self, request: flask.Request, message: Message, path_args: dict[str, str]) -> None:
         # Later sources win: body, then query, then path (the URL names the resource).
-        if self._bind_body is not None:
+        if self._bind_form is not None and request.mimetype == FORM_CONTENT_TYPE:
+            self._bind_form(message, load_form(request.get_data(cache=False)))
+        elif self._bind_body is not None:
             self._bind_body(message, load_json(request.get_data(cache=False)))
         if self._query_setters and request.args:
             for key, values in request.args.lists():

@@ -26,6 +26,7 @@ from trellis.v1 import jobs_pb2, logs_pb2
 from ._codec import enum_codec, render_message
 from ._errors import error_response, rpc_error_response
 from ._metadata import InvalidHeaderError, forwarded_metadata
+from ._surface import surface_of
 
 _log = logging.getLogger(__name__)
 
@@ -118,6 +119,9 @@ class LogStreams:
             request_serializer=logs_pb2.FollowLogsRequest.SerializeToString,
             response_deserializer=logs_pb2.FollowLogsResponse.FromString,
         )
+        #: The conventions of LogService, which the stream's answers follow too.
+        self.surface = surface_of(logs_pb2.DESCRIPTOR.services_by_name["LogService"])
+        self._style = self.surface.error_style
         self._keepalive = keepalive_secs
         self._max_streams = max_streams
         self._slots = threading.BoundedSemaphore(max_streams)
@@ -145,13 +149,17 @@ class LogStreams:
             if not 0 <= after_id < _MAX_EVENT_ID:
                 raise ValueError
         except ValueError:
-            return error_response(400, f"Last-Event-ID: expected an event id, got {resume!r}")
+            return error_response(
+                400, f"Last-Event-ID: expected an event id, got {resume!r}", style=self._style
+            )
         try:
             metadata = forwarded_metadata(request)
         except InvalidHeaderError as error:
-            return error_response(400, str(error))
+            return error_response(400, str(error), style=self._style)
         if not self._slots.acquire(blocking=False):
-            return error_response(503, f"too many log streams open (limit {self._max_streams})")
+            return error_response(
+                503, f"too many log streams open (limit {self._max_streams})", style=self._style
+            )
         try:
             call = self._follow(
                 logs_pb2.FollowLogsRequest(
@@ -185,7 +193,7 @@ class LogStreams:
         first = pump.get(_START_WAIT_SECS)
         if first is not None and first.error is not None:
             release()
-            return rpc_error_response(first.error)
+            return rpc_error_response(first.error, style=self._style)
 
         def events() -> Iterator[bytes]:
             try:
@@ -194,12 +202,12 @@ class LogStreams:
                     if item is None:
                         yield _KEEP_ALIVE
                     elif item.response is not None:
-                        yield from _frames(item.response)
+                        yield from _frames(item.response, self.surface.json_names)
                         if item.response.job_finished:
                             return
                     else:
                         if item.error is not None:
-                            yield _error_frame(item.error)
+                            yield _error_frame(item.error, self._style)
                         return
                     item = pump.get(self._keepalive)
             finally:
@@ -213,9 +221,10 @@ class LogStreams:
         return response
 
 
-def _frames(response: logs_pb2.FollowLogsResponse) -> Iterator[bytes]:
+def _frames(response: logs_pb2.FollowLogsResponse, json_names: bool) -> Iterator[bytes]:
     for chunk in response.chunks:
-        data = json.dumps(render_message(chunk), separators=(",", ":"), ensure_ascii=False)
+        rendered = render_message(chunk, json_names=json_names)
+        data = json.dumps(rendered, separators=(",", ":"), ensure_ascii=False)
         yield f"id: {chunk.id}\nevent: log\ndata: {data}\n\n".encode()
     if response.job_finished:
         status = _JOB_STATES.render(response.job_state)
@@ -223,7 +232,7 @@ def _frames(response: logs_pb2.FollowLogsResponse) -> Iterator[bytes]:
         yield f"event: end\ndata: {data}\n\n".encode()
 
 
-def _error_frame(error: grpc.RpcError) -> bytes:
+def _error_frame(error: grpc.RpcError, style: int) -> bytes:
     """An ``error`` event for a stream that failed after it had started."""
-    answer = rpc_error_response(error)
+    answer = rpc_error_response(error, style=style)
     return b"event: error\ndata: " + answer.get_data() + b"\n\n"

@@ -10,6 +10,16 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from trellis.server import _scheduler as sched
+from trellis.server import _status
+from trellis.server.auth.interceptor import client_address, current_principal
+from trellis.server.auth.principal import (
+    AuthError,
+    MissingOrganization,
+    PermissionDenied,
+    RateLimited,
+    Unauthenticated,
+)
+from trellis.server.auth.store import Conflict
 from trellis.server.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -18,10 +28,14 @@ from trellis.server.errors import (
     TrellisError,
     Unavailable,
 )
-from trellis.server.service import Service
+from trellis.server.service import Actor, Service
 from trellis.v1 import (
+    auth_pb2,
+    identity_pb2,
     logs_pb2,
     logs_pb2_grpc,
+    machine_pb2,
+    oauth_pb2,
     runs_pb2,
     runs_pb2_grpc,
     workers_pb2,
@@ -39,11 +53,35 @@ _CODES: dict[type[TrellisError], grpc.StatusCode] = {
     LeaseConflict: grpc.StatusCode.ABORTED,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    Conflict: grpc.StatusCode.ALREADY_EXISTS,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    MissingOrganization: grpc.StatusCode.INVALID_ARGUMENT,
+    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
+def _code_of(exc: TrellisError) -> grpc.StatusCode:
+    for kind in type(exc).__mro__:
+        code = _CODES.get(kind)
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
 def _abort(context: grpc.ServicerContext, exc: TrellisError) -> NoReturn:
-    context.abort(_CODES.get(type(exc), grpc.StatusCode.INTERNAL), str(exc))
+    code = _code_of(exc)
+    reason = getattr(exc, "reason", None)  # AuthError, and OAuth errors of InvalidArgument
+    if isinstance(exc, AuthError) or isinstance(reason, str):
+        _status.abort(
+            context,
+            code,
+            str(exc),
+            reason=reason,
+            http_status=422 if isinstance(exc, MissingOrganization) else None,
+            metadata=exc.headers.items() if isinstance(exc, RateLimited) else (),
+        )
+    context.abort(code, str(exc))
     raise AssertionError("unreachable")  # abort raises
 
 
@@ -85,8 +123,19 @@ def streaming(fn: F) -> F:
 
 
 def org_of(context: grpc.ServicerContext) -> str:
-    """The caller's organization (one default org until tenancy is built)."""
-    return "default"
+    """The caller's organization, as the auth interceptor resolved it."""
+    return current_principal().org_id
+
+
+def actor_of(context: grpc.ServicerContext) -> Actor:
+    """The caller, as the audit log records it."""
+    principal = current_principal()
+    return Actor(principal.subject, principal.kind.value, client_address(context))
+
+
+def owner_of(context: grpc.ServicerContext) -> str:
+    """The principal leases are bound to: the caller's subject."""
+    return current_principal().subject
 
 
 def _ttl(request: Any) -> int | None:
@@ -125,19 +174,21 @@ class Workflows(workflows_pb2_grpc.WorkflowServiceServicer):
             body.setdefault("jobs", [])
         if body is None and not request.source:
             raise InvalidArgument("workflow: required (or source)")
-        return self.s.create_workflow(org_of(context), body, request.source)
+        return self.s.create_workflow(
+            org_of(context), body, request.source, actor=actor_of(context)
+        )
 
     @unary
     def RunWorkflow(
         self, request: workflows_pb2.RunWorkflowRequest, context: grpc.ServicerContext
     ) -> runs_pb2.Run:
-        return self.s.run_workflow(org_of(context), request.workflow_id)
+        return self.s.run_workflow(org_of(context), request.workflow_id, actor=actor_of(context))
 
     @unary
     def CancelWorkflow(
         self, request: workflows_pb2.CancelWorkflowRequest, context: grpc.ServicerContext
     ) -> runs_pb2.Run:
-        return self.s.cancel_workflow(org_of(context), request.workflow_id)
+        return self.s.cancel_workflow(org_of(context), request.workflow_id, actor=actor_of(context))
 
 
 class Runs(runs_pb2_grpc.RunServiceServicer):
@@ -165,7 +216,7 @@ class Runs(runs_pb2_grpc.RunServiceServicer):
     def CancelRun(
         self, request: runs_pb2.CancelRunRequest, context: grpc.ServicerContext
     ) -> runs_pb2.Run:
-        return self.s.cancel_run(org_of(context), request.run_id)
+        return self.s.cancel_run(org_of(context), request.run_id, actor=actor_of(context))
 
     @streaming
     def StreamRunEvents(
@@ -203,6 +254,7 @@ class Workers(workers_pb2_grpc.WorkerServiceServicer):
             ttl_secs=_ttl(request),
             wait_secs=request.wait_secs,
             is_active=context.is_active,
+            owner=owner_of(context),
         )
         return workers_pb2.ClaimJobResponse(assignment=got[0] if got else None)
 
@@ -218,6 +270,7 @@ class Workers(workers_pb2_grpc.WorkerServiceServicer):
             max_jobs=request.max_jobs or 1,
             wait_secs=request.wait_secs,
             is_active=context.is_active,
+            owner=owner_of(context),
         )
         return workers_pb2.ClaimJobsResponse(assignments=got)
 
@@ -232,23 +285,26 @@ class Workers(workers_pb2_grpc.WorkerServiceServicer):
             slots=request.slots,
             ttl_secs=_ttl(request),
             is_active=context.is_active,
+            owner=owner_of(context),
         )
 
     @unary
     def Heartbeat(
         self, request: workers_pb2.HeartbeatRequest, context: grpc.ServicerContext
     ) -> workers_pb2.HeartbeatResponse:
-        return self.s.heartbeat(org_of(context), request.lease_id, _ttl(request))
+        return self.s.heartbeat(
+            org_of(context), request.lease_id, _ttl(request), owner=owner_of(context)
+        )
 
     def StreamHeartbeats(
         self,
         request_iterator: Iterator[workers_pb2.HeartbeatRequest],
         context: grpc.ServicerContext,
     ) -> Iterator[workers_pb2.HeartbeatResponse]:
-        org = org_of(context)
+        org, owner = org_of(context), owner_of(context)
         for request in request_iterator:
             try:
-                yield self.s.heartbeat(org, request.lease_id, _ttl(request))
+                yield self.s.heartbeat(org, request.lease_id, _ttl(request), owner=owner)
             except LeaseConflict:
                 yield workers_pb2.HeartbeatResponse(lease_id=request.lease_id, lease_lost=True)
             except TrellisError as exc:
@@ -262,7 +318,7 @@ class Workers(workers_pb2_grpc.WorkerServiceServicer):
         self, request: workers_pb2.CompleteJobRequest, context: grpc.ServicerContext
     ) -> workers_pb2.CompleteJobResponse:
         result = sched.Result(request.lease_id, ok=True, outputs=dict(request.outputs))
-        (verdict,) = self.s.report(org_of(context), [result])
+        (verdict,) = self.s.report(org_of(context), [result], owner=owner_of(context))
         if verdict.error:
             raise LeaseConflict(verdict.error)
         return workers_pb2.CompleteJobResponse()
@@ -274,7 +330,7 @@ class Workers(workers_pb2_grpc.WorkerServiceServicer):
         result = sched.Result(
             request.lease_id, ok=False, error=request.error, retryable=request.retryable
         )
-        (verdict,) = self.s.report(org_of(context), [result])
+        (verdict,) = self.s.report(org_of(context), [result], owner=owner_of(context))
         if verdict.error:
             raise LeaseConflict(verdict.error)
         return workers_pb2.FailJobResponse(
@@ -305,7 +361,7 @@ class Workers(workers_pb2_grpc.WorkerServiceServicer):
                 )
             else:
                 raise InvalidArgument(f"results[{i}]: set complete or fail")
-        verdicts = self.s.report(org_of(context), results)
+        verdicts = self.s.report(org_of(context), results, owner=owner_of(context))
         return workers_pb2.ReportResultsResponse(
             statuses=[
                 workers_pb2.JobResultStatus(
@@ -335,17 +391,19 @@ class Logs(logs_pb2_grpc.LogServiceServicer):
     def PushLogs(
         self, request: logs_pb2.PushLogsRequest, context: grpc.ServicerContext
     ) -> logs_pb2.PushLogsResponse:
-        n = self.s.push_logs(org_of(context), request.lease_id, list(request.chunks))
+        n = self.s.push_logs(
+            org_of(context), request.lease_id, list(request.chunks), owner=owner_of(context)
+        )
         return logs_pb2.PushLogsResponse(accepted=n)
 
     def UploadLogs(
         self, request_iterator: Iterator[logs_pb2.PushLogsRequest], context: grpc.ServicerContext
     ) -> logs_pb2.PushLogsResponse:
-        org = org_of(context)
+        org, owner = org_of(context), owner_of(context)
         total = 0
         try:
             for request in request_iterator:
-                total += self.s.push_logs(org, request.lease_id, list(request.chunks))
+                total += self.s.push_logs(org, request.lease_id, list(request.chunks), owner=owner)
         except TrellisError as exc:
             _abort(context, exc)
         return logs_pb2.PushLogsResponse(accepted=total)
@@ -376,16 +434,27 @@ class Logs(logs_pb2_grpc.LogServiceServicer):
         )
 
 
+# Every file of the contract whose services this server implements; the auth
+# interceptor reads the methods' access rules from them.
+PROTO_FILES = (
+    workflows_pb2.DESCRIPTOR,
+    runs_pb2.DESCRIPTOR,
+    workers_pb2.DESCRIPTOR,
+    logs_pb2.DESCRIPTOR,
+    auth_pb2.DESCRIPTOR,
+    identity_pb2.DESCRIPTOR,
+    oauth_pb2.DESCRIPTOR,
+    machine_pb2.DESCRIPTOR,
+)
+
+
 def add_services(server: grpc.Server, service: Service) -> list[str]:
-    """Registers every servicer; returns the full service names."""
+    """Registers the engine's servicers; returns the full service names of
+    every file in PROTO_FILES (the identity servicers are added by
+    ``_grpc_identity``)."""
     # The generated registration helpers are untyped.
     workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(Workflows(service), server)
     runs_pb2_grpc.add_RunServiceServicer_to_server(Runs(service), server)
     workers_pb2_grpc.add_WorkerServiceServicer_to_server(Workers(service), server)
     logs_pb2_grpc.add_LogServiceServicer_to_server(Logs(service), server)
-    return [
-        workflows_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
-        runs_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
-        workers_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
-        logs_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
-    ]
+    return [svc.full_name for file in PROTO_FILES for svc in file.services_by_name.values()]

@@ -52,12 +52,14 @@ class Mailbox:
     """Jobs leased to a waiting claimer by another transaction, until it takes
     them. Guarded by the notifier's lock."""
 
-    __slots__ = ("closed", "free", "items", "org", "reserved", "ttl_secs", "worker_id")
+    __slots__ = ("closed", "free", "items", "org", "owner", "reserved", "ttl_secs", "worker_id")
 
-    def __init__(self, org: str, worker_id: str, ttl_secs: int) -> None:
+    def __init__(self, org: str, worker_id: str, ttl_secs: int, owner: str = "") -> None:
         self.org = org
         self.worker_id = worker_id
         self.ttl_secs = ttl_secs
+        # The principal that leases handed to this claimer are bound to.
+        self.owner = owner
         # Free slots as the claimer last counted them (0 until it says).
         self.free = 0
         # Jobs promised by transactions still under way.

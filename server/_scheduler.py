@@ -358,6 +358,7 @@ _INSERT_LEASE = _sql.Insert(
         "granted_at_ms": "bigint",
         "expires_at_ms": "bigint",
         "deadline_ms": "bigint",
+        "owner": "text",
     },
     constants={"state": "'active'", "finished_at_ms": "0"},
 )
@@ -414,8 +415,10 @@ def claim(
     ttl_secs: int,
     max_jobs: int,
     now: int,
+    owner: str,
 ) -> tuple[list[Claimed], Effects]:
-    """Claims up to ``max_jobs`` ready jobs matching ``labels``, oldest first."""
+    """Claims up to ``max_jobs`` ready jobs matching ``labels``, oldest first,
+    under leases bound to the principal ``owner``."""
     effects = Effects()
     with _sql.pipelined(conn) as batch:
         touch_worker(batch, org=org, worker_id=worker_id, labels=labels, now=now, fresh_ms=1000)
@@ -435,7 +438,7 @@ def claim(
         is_pg=is_pg,
         org=org,
         rows=rows,
-        to=[(worker_id, ttl_secs)] * len(rows),
+        to=[(worker_id, ttl_secs, owner)] * len(rows),
         now=now,
         effects=effects,
         lock_runs=True,
@@ -449,19 +452,19 @@ def _grant(
     is_pg: bool,
     org: str,
     rows: Sequence[Any],
-    to: Sequence[tuple[str, int]],
+    to: Sequence[tuple[str, int, str]],
     now: int,
     effects: Effects,
     lock_runs: bool,
 ) -> list[Claimed]:
     """Leases the claimed job ``rows`` (already marked running), row ``i`` to
-    the worker and TTL ``to[i]``."""
+    the worker, TTL and owning principal ``to[i]``."""
     decoded = [_decoded(r) for r in rows]
     upstream = _upstream_outputs(conn, [j["id"] for j in decoded if j["parents"]])
     claimed: list[Claimed] = []
     lease_rows = []
     ev = _Events(org, now)
-    for r, job, (worker_id, ttl_secs) in zip(rows, decoded, to, strict=True):
+    for r, job, (worker_id, ttl_secs, owner) in zip(rows, decoded, to, strict=True):
         ev.add(r.run_id, "JOB_STARTED", r.key, r.attempt)
         deadline = now + r.timeout_secs * 1000 if r.timeout_secs else NO_DEADLINE
         expires = min(now + ttl_secs * 1000, deadline)
@@ -480,6 +483,7 @@ def _grant(
                 "granted_at_ms": now,
                 "expires_at_ms": expires,
                 "deadline_ms": deadline,
+                "owner": owner,
             }
         )
         claimed.append(
@@ -511,13 +515,14 @@ def dispatch(
     org: str,
     key: str,
     runs: Iterable[str],
-    to: Sequence[tuple[str, int]],
+    to: Sequence[tuple[str, int, str]],
     now: int,
     effects: Effects,
 ) -> list[Claimed]:
     """Leases ready jobs of label set ``key`` in ``runs`` to waiting workers,
     within the transaction that made them ready: one job per entry of ``to``
-    (worker id, TTL), as far as there are jobs; returns them in that order.
+    (worker id, TTL, owner), as far as there are jobs; returns them in that
+    order.
 
     The caller holds the locks of ``runs`` (or created them), so no run lock
     is taken here, and jobs other claimers hold are skipped, never waited on.
@@ -615,7 +620,7 @@ def _upstream_outputs(
 
 _LEASE_FOR_HEARTBEAT = Sql(
     """SELECT state, expires_at_ms, deadline_ms, ttl_secs, worker_id FROM leases
-    WHERE id = :lease AND org_id = :org"""
+    WHERE id = :lease AND org_id = :org AND owner = :owner"""
 )
 _EXTEND_LEASE = Sql(
     """UPDATE leases SET expires_at_ms = :expires, ttl_secs = :ttl
@@ -628,14 +633,14 @@ _WORKER_SEEN = Sql(
 
 
 def heartbeat(
-    conn: Connection, *, org: str, lease_id: str, ttl_secs: int | None, now: int
+    conn: Connection, *, org: str, owner: str, lease_id: str, ttl_secs: int | None, now: int
 ) -> tuple[int, bool]:
     """Extends a lease; returns (expires_at_ms, cancelled).
 
     A cancelled job's lease answers ``cancelled`` instead of failing, so the
     worker learns why it should stop. Raises ``LeaseConflict`` otherwise.
     """
-    found = _sql.query(conn, _LEASE_FOR_HEARTBEAT, lease=lease_id, org=org)
+    found = _sql.query(conn, _LEASE_FOR_HEARTBEAT, lease=lease_id, org=org, owner=owner)
     if not found:
         raise LeaseConflict(f"unknown lease {lease_id!r}")
     row = found[0]
@@ -709,7 +714,7 @@ _LEASE_COLS = (
 # SQLite walks the org's index (every lease the org ever had) instead of
 # looking the ids up.
 _REPORTED_LEASES = Sql(
-    """SELECT l.id, l.org_id, l.job_id, l.run_id, l.worker_id, l.state, l.expires_at_ms,
+    """SELECT l.id, l.org_id, l.owner, l.job_id, l.run_id, l.worker_id, l.state, l.expires_at_ms,
         l.deadline_ms, l.attempt, j."key", j.state AS job_state, j.label_key, j.max_retries,
         j.backoff, j.timeout_secs
     FROM leases l JOIN jobs j ON j.id = l.job_id
@@ -718,19 +723,20 @@ _REPORTED_LEASES = Sql(
 
 
 def report_results(
-    conn: Connection, *, is_pg: bool, org: str, results: Sequence[Result], now: int
+    conn: Connection, *, is_pg: bool, org: str, owner: str, results: Sequence[Result], now: int
 ) -> tuple[list[Verdict], Effects]:
     """Applies completions and failures; each report is judged on its own.
 
     A stale, expired, finished or unknown lease changes nothing; the second of
     two reports for one lease (in one batch or across concurrent batches)
-    finds the lease no longer active.
+    finds the lease no longer active. A lease of another org or of another
+    principal than ``owner`` is unknown.
     """
     ids = sorted({r.lease_id for r in results})
     with _sql.pipelined(conn) as batch:
         _lock_runs_of_leases(batch, is_pg, ids)
         reported = batch.query(_REPORTED_LEASES, ids=ids)
-    found = {row.id: row for row in reported.rows if row.org_id == org}
+    found = {row.id: row for row in reported.rows if row.org_id == org and row.owner == owner}
     verdicts: list[Verdict] = []
     done: list[tuple[Any, Result]] = []
     seen: set[str] = set()
@@ -1015,7 +1021,7 @@ def _finish_runs(
 _LEASE_FOR_LOGS = Sql(
     """SELECT job_id, run_id, workflow_id, job_key, attempt, state, expires_at_ms,
         finished_at_ms
-    FROM leases WHERE id = :lease AND org_id = :org FOR_UPDATE"""
+    FROM leases WHERE id = :lease AND org_id = :org AND owner = :owner FOR_UPDATE"""
 )
 _COUNT_CHUNKS = Sql("SELECT count(*) FROM log_chunks WHERE job_id = :job AND attempt = :attempt")
 _INSERT_CHUNK = _sql.Insert(
@@ -1040,12 +1046,13 @@ def push_logs(
     conn: Connection,
     *,
     org: str,
+    owner: str,
     lease_id: str,
     chunks: Sequence[Mapping[str, Any]],
     now: int,
 ) -> tuple[int, Effects]:
     """Stores chunks for the lease's job attempt; retried chunks are ignored."""
-    found = _sql.query(conn, _LEASE_FOR_LOGS, lease=lease_id, org=org)
+    found = _sql.query(conn, _LEASE_FOR_LOGS, lease=lease_id, org=org, owner=owner)
     if not found:
         raise LeaseConflict(f"unknown lease {lease_id!r}")
     row = found[0]

@@ -14,7 +14,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from trellis.server import _grpc
+from trellis.server._grpc_identity import add_identity_services
 from trellis.server._notify import Notifier, PgBridge
+from trellis.server.auth.identity import Identity
+from trellis.server.auth.interceptor import AuthInterceptor, method_access
+from trellis.server.auth.ratelimit import RateLimiter
 from trellis.server.config import Config
 from trellis.server.db import Database, connect, upgrade_schema
 from trellis.server.service import Service
@@ -24,6 +28,7 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # How many ports after PORT are tried when it is taken.
 PORT_SEARCH = 20
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class TrellisServer:
@@ -34,6 +39,13 @@ class TrellisServer:
         self.db: Database = connect(config.database_url, background_checkpoints=True)
         self.notifier = Notifier()
         self.service = Service(self.db, self.notifier, poll_interval=config.poll_interval_secs)
+        self.identity = Identity(
+            self.db,
+            issuer=config.token_issuer,
+            audience=config.token_issuer,
+            access_ttl_secs=config.access_token_ttl_secs,
+        )
+        self.limiter = RateLimiter(config.rate_limits)
         self._bridge: PgBridge | None = None
         self._grpc: grpc.Server | None = None
         self._health = health.HealthServicer()
@@ -47,7 +59,13 @@ class TrellisServer:
         self.rest_port = 0
 
     def start(self) -> None:
+        if not self.config.auth_enabled and self.config.host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                f"TRELLIS_AUTH=off serves every caller as an administrator; it is refused "
+                f"on HOST={self.config.host} (only 127.0.0.1, ::1 or localhost)"
+            )
         upgrade_schema(self.db)
+        self._bootstrap_identity()
         self._background.enter_context(self.db.background_checkpoints())
         if self.db.is_postgres:
             url = self.db.engine.url.set(drivername="postgresql")
@@ -72,12 +90,35 @@ class TrellisServer:
             "PostgreSQL" if self.db.is_postgres else "SQLite",
         )
 
+    def _bootstrap_identity(self) -> None:
+        """The default organization, a signing key and the first administrator."""
+        generated = self.identity.bootstrap(self.config.admin_username, self.config.admin_password)
+        if generated is not None:
+            # Shown once, on the console of the first start (never stored).
+            print(
+                f"trellis: created the administrator {self.config.admin_username!r} with "
+                f"password {generated!r} (shown once; set TRELLIS_ADMIN_PASSWORD to choose it)",
+                flush=True,
+            )
+        if not self.config.auth_enabled:
+            log.warning(
+                "AUTH IS OFF (TRELLIS_AUTH=off): every caller on %s acts as an administrator "
+                "of any organization. For development on this machine only.",
+                self.config.host,
+            )
+
     def _start_grpc(self) -> None:
+        auth = AuthInterceptor(
+            method_access(_grpc.PROTO_FILES),
+            self.identity.authenticate if self.config.auth_enabled else None,
+            self.limiter,
+        )
         server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=self.config.grpc_threads, thread_name_prefix="trellis-grpc"
             ),
             maximum_concurrent_rpcs=self.config.grpc_threads,
+            interceptors=[auth],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -85,6 +126,7 @@ class TrellisServer:
             ],
         )
         names = _grpc.add_services(server, self.service)
+        add_identity_services(server, self.identity, self.config.public_url)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         # SERVING only once REST is up too (see start), so a probe that sees
         # SERVING can use both ports.

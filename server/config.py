@@ -4,14 +4,36 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from trellis.server.auth.ratelimit import Limit, parse_limit
 
 DEFAULT_DATABASE_URL = "sqlite:///data/trellis.db"
 
 
 def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _auth_enabled(value: str | None) -> bool:
+    text = (value or "on").strip().lower()
+    if text in {"0", "false", "no", "off"}:
+        return False
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    raise ValueError(f"TRELLIS_AUTH={value!r}: use on or off")
+
+
+def _rate_limits(env: Mapping[str, str]) -> dict[str, Limit]:
+    """``TRELLIS_RATE_LIMIT_<BUCKET>=<requests>/<window>`` overrides, e.g.
+    ``TRELLIS_RATE_LIMIT_GENERAL=1000/min``."""
+    prefix = "TRELLIS_RATE_LIMIT_"
+    return {
+        key[len(prefix) :].lower(): parse_limit(value)
+        for key, value in env.items()
+        if key.startswith(prefix) and value.strip()
+    }
 
 
 @dataclass(frozen=True)
@@ -35,6 +57,23 @@ class Config:
     grpc_threads: int = 512
     poll_interval_secs: float = 2.0
     org_id: str = "default"
+    # Off only on a loopback HOST (development); see TrellisServer.start.
+    auth_enabled: bool = True
+    # The first administrator, created when the default organization has no
+    # user yet; without a password one is generated and printed once.
+    admin_username: str = "admin"
+    admin_password: str | None = None
+    # The `iss` and `aud` of access tokens.
+    token_issuer: str = "trellis"
+    access_token_ttl_secs: int = 900
+    rate_limits: dict[str, Limit] = field(default_factory=dict)
+    # Where clients reach the REST port, for the OAuth2 discovery document;
+    # default http://localhost:<PORT>.
+    public_url_override: str = ""
+
+    @property
+    def public_url(self) -> str:
+        return self.public_url_override or f"http://localhost:{self.port}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -52,4 +91,11 @@ class Config:
             reap_interval_secs=float(env.get("REAP_INTERVAL_SECS", "5")),
             rest_threads=int(env.get("REST_THREADS", "64")),
             grpc_threads=int(env.get("GRPC_THREADS", "512")),
+            auth_enabled=_auth_enabled(env.get("TRELLIS_AUTH")),
+            admin_username=env.get("TRELLIS_ADMIN_USERNAME") or "admin",
+            admin_password=env.get("TRELLIS_ADMIN_PASSWORD") or None,
+            token_issuer=env.get("TRELLIS_TOKEN_ISSUER") or "trellis",
+            access_token_ttl_secs=int(env.get("TRELLIS_ACCESS_TOKEN_TTL_SECS", "900")),
+            rate_limits=_rate_limits(env),
+            public_url_override=env.get("TRELLIS_PUBLIC_URL", ""),
         )

@@ -196,6 +196,9 @@ class LeaseRow(Base):
     deadline_ms: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(16))
     finished_at_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The principal (Principal.subject) the lease was granted to: only it
+    # may heartbeat, report or log under it.
+    owner: Mapped[str] = mapped_column(String(200), default="", server_default="")
 
 
 class WorkerRow(Base):

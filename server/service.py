@@ -13,6 +13,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +32,7 @@ from trellis.server.definitions import (
     parse_api_mapping,
     parse_text,
 )
-from trellis.server.errors import InvalidArgument, NotFound, Unavailable
+from trellis.server.errors import InvalidArgument, NotFound, TrellisError, Unavailable
 from trellis.server.models import WorkflowRow, WorkflowVersionRow, table
 from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2, workers_pb2, workflows_pb2
 
@@ -60,6 +61,52 @@ _SET_LATEST_RUN = _sql.Sql(
     "UPDATE workflows SET latest_run_id = :run_id WHERE org_id = :org AND id = :workflow_id"
 )
 _LEASE_STATES = _sql.Sql("SELECT id, state FROM leases WHERE id IN_LIST(:ids)")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks for a change, for the audit log."""
+
+    subject: str
+    kind: str
+    ip: str = ""
+
+
+_INSERT_AUDIT = _sql.Insert(
+    "audit_events",
+    {
+        "org_id": "text",
+        "at_ms": "bigint",
+        "actor": "text",
+        "actor_kind": "text",
+        "action": "text",
+        "resource": "text",
+        "result": "text",
+        "ip": "text",
+        "detail": "json",
+    },
+)
+
+
+@dataclass(frozen=True)
+class _Audit:
+    org: str
+    actor: Actor
+    action: str
+    resource: str
+
+    def row(self, now: int, result: str, detail: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "org_id": self.org,
+            "at_ms": now,
+            "actor": self.actor.subject[:200],
+            "actor_kind": self.actor.kind[:16],
+            "action": self.action,
+            "resource": self.resource[:300],
+            "result": result,
+            "ip": self.actor.ip[:64],
+            "detail": _sql.to_json(dict(detail)),
+        }
 
 
 class Service:
@@ -92,12 +139,17 @@ class Service:
     def closing(self) -> bool:
         return self._closing.is_set()
 
-    def _write(self, fn: Callable[[Connection, int], tuple[T, sched.Effects]]) -> T:
+    def _write(
+        self,
+        fn: Callable[[Connection, int], tuple[T, sched.Effects]],
+        audit: _Audit | None = None,
+    ) -> T:
         """Runs ``fn`` in one write transaction, then fires its wake-ups.
 
         Jobs the transaction made ready are first offered to waiting claimers
         of this replica, leased to them in the same transaction (``_dispatch``)
-        and delivered once it has committed.
+        and delivered once it has committed. With ``audit``, the change and
+        its audit event commit together; a refused change is audited on its own.
         """
         for attempt in range(5):
             promised: list[Subscription] = []
@@ -105,8 +157,16 @@ class Service:
                 with self.db.write() as conn:
                     now = self.db.now_ms(conn)
                     result, effects = fn(conn, now)
+                    if audit is not None:
+                        _sql.insert(conn, _INSERT_AUDIT, [audit.row(now, "success", {})])
                     handed = self._dispatch(conn, now, effects, promised)
                 break
+            except TrellisError as exc:
+                self._unreserve(promised)
+                if audit is not None:
+                    # After the rollback: SQLite has one writer at a time.
+                    self._audit_refusal(audit, exc)
+                raise
             except DBAPIError as exc:
                 self._unreserve(promised)
                 code = getattr(exc.orig, "sqlstate", None)
@@ -122,6 +182,16 @@ class Service:
         self._fire(effects, now)
         self._deliver(promised, handed)
         return result
+
+    def _audit_refusal(self, audit: _Audit, exc: TrellisError) -> None:
+        """Records a refused change in a transaction of its own (the caller's
+        is about to roll back)."""
+        try:
+            with self.db.write() as conn:
+                row = audit.row(self.db.now_ms(conn), "failure", {"error": str(exc)[:500]})
+                _sql.insert(conn, _INSERT_AUDIT, [row])
+        except Exception:
+            log.warning("could not audit a refused %s", audit.action, exc_info=True)
 
     def _dispatch(
         self,
@@ -141,7 +211,11 @@ class Service:
             if not subs:
                 continue
             promised.extend(subs)
-            to = [(sub.mailbox.worker_id, sub.mailbox.ttl_secs) for sub in subs if sub.mailbox]
+            to = [
+                (sub.mailbox.worker_id, sub.mailbox.ttl_secs, sub.mailbox.owner)
+                for sub in subs
+                if sub.mailbox
+            ]
             claimed = sched.dispatch(
                 conn,
                 is_pg=self.db.is_postgres,
@@ -243,7 +317,9 @@ class Service:
             log.error("workflow not loaded: %s", err)
         return errors
 
-    def store_workflow(self, org: str, wdef: WorkflowDef, *, source: str) -> workflows_pb2.Workflow:
+    def store_workflow(
+        self, org: str, wdef: WorkflowDef, *, source: str, actor: Actor | None = None
+    ) -> workflows_pb2.Workflow:
         """Creates the workflow or, when its definition changed, a new version."""
 
         def tx(conn: Connection, now: int) -> tuple[int, sched.Effects]:
@@ -289,11 +365,17 @@ class Service:
                 )
             return version, sched.Effects()
 
-        self._write(tx)
+        audit = _Audit(org, actor, "workflow.create", f"workflow:{wdef.id}") if actor else None
+        self._write(tx, audit)
         return self.get_workflow(org, wdef.id)
 
     def create_workflow(
-        self, org: str, workflow: Mapping[str, Any] | None, source_text: str = ""
+        self,
+        org: str,
+        workflow: Mapping[str, Any] | None,
+        source_text: str = "",
+        *,
+        actor: Actor | None = None,
     ) -> workflows_pb2.Workflow:
         """Validates a definition whole and stores it; nothing is stored on error."""
         workflow_id = str((workflow or {}).get("id") or "") or sched.new_id()
@@ -306,7 +388,7 @@ class Service:
                 wdef = parse_api_mapping(body, source="api", workflow_id=workflow_id)
         except DefinitionError as exc:
             raise InvalidArgument(str(exc)) from exc
-        return self.store_workflow(org, wdef, source="api")
+        return self.store_workflow(org, wdef, source="api", actor=actor)
 
     def list_workflows(
         self, org: str, *, limit: int = 100, offset: int = 0, status: str = ""
@@ -379,7 +461,9 @@ class Service:
             out.append(msg)
         return out
 
-    def run_workflow(self, org: str, workflow_id: str) -> runs_pb2.Run:
+    def run_workflow(
+        self, org: str, workflow_id: str, *, actor: Actor | None = None
+    ) -> runs_pb2.Run:
         def tx(conn: Connection, now: int) -> tuple[dict[str, Any], sched.Effects]:
             found = _sql.query(conn, _WORKFLOW_VERSION, org=org, workflow_id=workflow_id)
             if not found:
@@ -408,10 +492,13 @@ class Service:
                 ),
             )
 
+        audit = _Audit(org, actor, "workflow.run", f"workflow:{workflow_id}") if actor else None
         # The run as created: what a re-read right after the commit would show.
-        return render.run_from_row(self._write(tx))
+        return render.run_from_row(self._write(tx, audit))
 
-    def cancel_workflow(self, org: str, workflow_id: str) -> runs_pb2.Run:
+    def cancel_workflow(
+        self, org: str, workflow_id: str, *, actor: Actor | None = None
+    ) -> runs_pb2.Run:
         """Cancels the workflow's latest run (a finished run is left as it is)."""
         latest = self._read(
             lambda conn, _now: conn.execute(
@@ -420,11 +507,19 @@ class Service:
                 )
             ).first()
         )
-        if latest is None:
-            raise NotFound(f"workflow {workflow_id!r} not found")
-        if latest.latest_run_id is None:
-            raise NotFound(f"workflow {workflow_id!r} has no run to cancel")
-        return self.cancel_run(org, latest.latest_run_id)
+        run_id = latest.latest_run_id if latest is not None else None
+        if run_id is None:
+            missing = NotFound(
+                f"workflow {workflow_id!r} not found"
+                if latest is None
+                else f"workflow {workflow_id!r} has no run to cancel"
+            )
+            if actor is not None:
+                self._audit_refusal(
+                    _Audit(org, actor, "run.cancel", f"workflow:{workflow_id}"), missing
+                )
+            raise missing
+        return self.cancel_run(org, run_id, actor=actor)
 
     # ------------------------------------------------------------ runs
 
@@ -477,7 +572,7 @@ class Service:
 
         return self._read(tx)
 
-    def cancel_run(self, org: str, run_id: str) -> runs_pb2.Run:
+    def cancel_run(self, org: str, run_id: str, *, actor: Actor | None = None) -> runs_pb2.Run:
         def tx(conn: Connection, now: int) -> tuple[bool, sched.Effects]:
             exists_ = conn.execute(
                 select(runs.c.id).where(runs.c.id == run_id, runs.c.org_id == org)
@@ -486,7 +581,7 @@ class Service:
                 raise NotFound(f"run {run_id!r} not found")
             return sched.cancel_run(conn, org=org, run_id=run_id, now=now)
 
-        self._write(tx)
+        self._write(tx, _Audit(org, actor, "run.cancel", f"run:{run_id}") if actor else None)
         return self._run(org, run_id)
 
     def _run(self, org: str, run_id: str) -> runs_pb2.Run:
@@ -584,8 +679,10 @@ class Service:
         max_jobs: int = 1,
         wait_secs: float = 0,
         is_active: Callable[[], bool] = lambda: True,
+        owner: str = "",
     ) -> list[workers_pb2.Assignment]:
-        """Claims up to ``max_jobs`` jobs, waiting up to ``wait_secs`` for one."""
+        """Claims up to ``max_jobs`` jobs, waiting up to ``wait_secs`` for one;
+        the leases are bound to the principal ``owner``."""
         _check_worker(worker_id, labels)
         ttl = _ttl(ttl_secs)
         if not 1 <= max_jobs <= MAX_BATCH:
@@ -596,7 +693,7 @@ class Service:
         with self.notifier.subscribe(work=(org, labels)) as sub:
             while True:
                 work = self.notifier.take_work(sub)
-                got = self._claim(org, worker_id, labels, ttl, max_jobs)
+                got = self._claim(org, worker_id, labels, ttl, max_jobs, owner)
                 remaining = deadline - time.monotonic()
                 if got or remaining <= 0 or self.closing or not is_active():
                     if len(got) == max_jobs:
@@ -607,7 +704,13 @@ class Service:
                 sub.wait(min(remaining, self.poll_interval))
 
     def _claim(
-        self, org: str, worker_id: str, labels: Sequence[str], ttl: int, max_jobs: int
+        self,
+        org: str,
+        worker_id: str,
+        labels: Sequence[str],
+        ttl: int,
+        max_jobs: int,
+        owner: str,
     ) -> list[workers_pb2.Assignment]:
         claimed = self._write(
             lambda conn, now: sched.claim(
@@ -619,6 +722,7 @@ class Service:
                 ttl_secs=ttl,
                 max_jobs=max_jobs,
                 now=now,
+                owner=owner,
             )
         )
         return [render.assignment(c, worker_id) for c in claimed]
@@ -632,6 +736,7 @@ class Service:
         slots: int = 1,
         ttl_secs: int | None = None,
         is_active: Callable[[], bool] = lambda: True,
+        owner: str = "",
     ) -> Iterator[workers_pb2.StreamAssignmentsResponse]:
         """Pushes ready jobs to one connected worker, never more than ``slots``
         unfinished at once, and tells it which of its leases were cancelled."""
@@ -642,7 +747,7 @@ class Service:
             raise InvalidArgument(f"slots: must be between 1 and {MAX_SLOTS}")
         self.register_worker(org, worker_id, labels)
         held: set[str] = set()
-        mailbox = Mailbox(org, worker_id, ttl)
+        mailbox = Mailbox(org, worker_id, ttl, owner)
         with self.notifier.subscribe(
             sched.topic_worker(org, worker_id), work=(org, labels), mailbox=mailbox
         ) as sub:
@@ -662,7 +767,7 @@ class Service:
                     # them at the same time.
                     free = self.notifier.claim_budget(sub, slots - len(held))
                     work = self.notifier.take_work(sub)
-                    got = self._claim(org, worker_id, labels, ttl, free) if free > 0 else []
+                    got = self._claim(org, worker_id, labels, ttl, free, owner) if free > 0 else []
                     held.update(a.lease.lease_id for a in got)
                     sub.accepting = len(held) < slots
                     self.notifier.set_free(sub, slots - len(held))
@@ -690,14 +795,16 @@ class Service:
         return cancelled
 
     def heartbeat(
-        self, org: str, lease_id: str, ttl_secs: int | None = None
+        self, org: str, lease_id: str, ttl_secs: int | None = None, *, owner: str = ""
     ) -> workers_pb2.HeartbeatResponse:
         if not lease_id:
             raise InvalidArgument("lease_id: required")
         ttl = _ttl(ttl_secs) if ttl_secs else None
         expires, cancelled = self._write(
             lambda conn, now: (
-                sched.heartbeat(conn, org=org, lease_id=lease_id, ttl_secs=ttl, now=now),
+                sched.heartbeat(
+                    conn, org=org, owner=owner, lease_id=lease_id, ttl_secs=ttl, now=now
+                ),
                 sched.Effects(),
             )
         )
@@ -705,8 +812,11 @@ class Service:
             lease_id=lease_id, expires_at_ms=expires, cancelled=cancelled
         )
 
-    def report(self, org: str, results: Sequence[sched.Result]) -> list[sched.Verdict]:
-        """Applies completions and failures in one transaction."""
+    def report(
+        self, org: str, results: Sequence[sched.Result], *, owner: str = ""
+    ) -> list[sched.Verdict]:
+        """Applies completions and failures in one transaction; only leases of
+        the principal ``owner`` count."""
         for i, res in enumerate(results):
             if not res.lease_id:
                 raise InvalidArgument("lease_id: required")
@@ -724,7 +834,7 @@ class Service:
             return []
         return self._write(
             lambda conn, now: sched.report_results(
-                conn, is_pg=self.db.is_postgres, org=org, results=results, now=now
+                conn, is_pg=self.db.is_postgres, org=org, owner=owner, results=results, now=now
             )
         )
 
@@ -761,7 +871,9 @@ class Service:
 
     # ------------------------------------------------------------ logs
 
-    def push_logs(self, org: str, lease_id: str, chunks: Sequence[logs_pb2.LogChunk]) -> int:
+    def push_logs(
+        self, org: str, lease_id: str, chunks: Sequence[logs_pb2.LogChunk], *, owner: str = ""
+    ) -> int:
         if not lease_id:
             raise InvalidArgument("lease_id: required")
         rows = []
@@ -782,7 +894,7 @@ class Service:
             )
         return self._write(
             lambda conn, now: sched.push_logs(
-                conn, org=org, lease_id=lease_id, chunks=rows, now=now
+                conn, org=org, owner=owner, lease_id=lease_id, chunks=rows, now=now
             )
         )
 

@@ -23,15 +23,25 @@ import grpc
 import pytest
 
 from trellis.server.app import TrellisServer
+from trellis.server.auth.ratelimit import Limit
 from trellis.server.config import Config
 from trellis.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
     logs_pb2_grpc,
     runs_pb2_grpc,
     workers_pb2_grpc,
     workflows_pb2_grpc,
 )
+from trellis.worker_sdk import authorized_channel
 
 ROOT = Path(__file__).resolve().parent.parent
+# The administrator every test server starts with; tests act as it unless
+# they set out to test who may do what.
+ADMIN_USERNAME = "admin"
+ADMIN_PASSWORD = "Trellis-test-admin-1"
+# Rate limits so high that only the tests about rate limits meet them.
+NO_LIMITS = {bucket: Limit(10_000_000, 60.0) for bucket in ("auth", "general", "batch", "worker")}
 PG_ADMIN_URL = os.environ.get("TRELLIS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite"] if os.environ.get("TRELLIS_SKIP_PG") == "1" else ["sqlite", "postgres"]
 
@@ -62,16 +72,42 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def login(channel: grpc.Channel, username: str, password: str, org: str = "") -> str:
+    """An access token for ``username`` (over the real Login RPC)."""
+    metadata = (("x-organization-id", org),) if org else ()
+    answer = auth_pb2_grpc.AuthServiceStub(channel).Login(
+        auth_pb2.LoginRequest(username=username, password=password),
+        metadata=metadata,
+        timeout=30,
+    )
+    return str(answer.token)
+
+
 @dataclass
 class Running:
-    """A started server and clients for it."""
+    """A started server and clients for it, signed in as its administrator."""
 
     server: TrellisServer
     channel: grpc.Channel
     config: Config
     workflows_dir: Path
+    # The administrator's access token, which ``channel`` sends on every call.
+    token: str = ""
+    # The same server without credentials.
+    anonymous: grpc.Channel | None = None
     stopped: bool = False
     extra_channels: list[grpc.Channel] = field(default_factory=list)
+
+    @property
+    def anonymous_channel(self) -> grpc.Channel:
+        """A channel to this server that sends no credentials."""
+        assert self.anonymous is not None
+        return self.anonymous
+
+    @property
+    def subject(self) -> str:
+        """The administrator's principal subject (what its leases are bound to)."""
+        return self.server.identity.authenticate(f"Bearer {self.token}", None).subject
 
     @property
     def grpc_target(self) -> str:
@@ -97,14 +133,28 @@ class Running:
     def logs(self) -> logs_pb2_grpc.LogServiceStub:
         return logs_pb2_grpc.LogServiceStub(self.channel)
 
+    def channel_with(self, token: str, organization_id: str | None = None) -> grpc.Channel:
+        """A new channel to this server that sends ``token`` (and the
+        organization header), closed with the server."""
+        raw = grpc.insecure_channel(self.grpc_target)
+        self.extra_channels.append(raw)
+        return authorized_channel(raw, token, organization_id)
+
+    def _close_channels(self) -> None:
+        self.channel.close()
+        if self.anonymous is not None:
+            self.anonymous.close()
+        for extra in self.extra_channels:
+            extra.close()
+
     def stop_clients(self) -> None:
         """For a test that stopped ``server`` itself: closes the clients."""
-        self.channel.close()
+        self._close_channels()
         self.stopped = True
 
     def stop(self) -> None:
         if not self.stopped:
-            self.channel.close()
+            self._close_channels()
             self.server.stop(grace=2.0)
             self.stopped = True
 
@@ -112,14 +162,21 @@ class Running:
 def _start(config: Config) -> Running:
     srv = TrellisServer(config)
     srv.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}")
-    grpc.channel_ready_future(channel).result(timeout=10)
+    anonymous = grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}")
+    grpc.channel_ready_future(anonymous).result(timeout=10)
+    token = login(anonymous, ADMIN_USERNAME, ADMIN_PASSWORD)
+    raw = grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}")
+    channel = authorized_channel(raw, token)
     assert config.workflows_dir is not None
-    return Running(srv, channel, config, config.workflows_dir)
+    running = Running(srv, channel, config, config.workflows_dir, token, anonymous)
+    running.extra_channels.append(raw)
+    return running
 
 
 @pytest.fixture
-def start_server(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Running]]:
+def start_server(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Running]]:
     """Starts servers on ``database_url``; ``restart`` them with the same data."""
     started: list[Running] = []
     wf_dir = tmp_path / "workflows"
@@ -136,9 +193,15 @@ def start_server(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Ru
             reap_interval_secs=0.2,
             poll_interval_secs=0.5,
             grpc_threads=64,
+            admin_username=ADMIN_USERNAME,
+            admin_password=ADMIN_PASSWORD,
+            rate_limits=dict(NO_LIMITS),
         )
         running = _start(replace(config, **overrides))
         started.append(running)
+        # SDK workers, clients and `trellis` subprocesses started by the test
+        # take their credentials from here.
+        monkeypatch.setenv("TRELLIS_TOKEN", running.token)
         return running
 
     yield start

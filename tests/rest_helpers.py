@@ -133,11 +133,20 @@ _NO_BODY = object()
 class Rest:
     """A tiny REST client over ``http.client`` (one connection per request)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str = "") -> None:
         parts = urlsplit(base_url)
         assert parts.hostname is not None and parts.port is not None
         self.host = parts.hostname
         self.port = parts.port
+        # Sent as a bearer token unless a request names its own Authorization.
+        self.token = token
+
+    def headers(self, headers: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``headers`` with the bearer token, unless they name their own Authorization."""
+        sent = dict(headers or {})
+        if self.token and not any(k.lower() == "authorization" for k in sent):
+            sent["Authorization"] = f"Bearer {self.token}"
+        return sent
 
     def connection(self, timeout: float = HTTP_TIMEOUT) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
@@ -153,7 +162,7 @@ class Rest:
         timeout: float = HTTP_TIMEOUT,
     ) -> Reply:
         """Sends ``body`` as JSON (or ``raw`` bytes as they are); no body when neither."""
-        sent = dict(headers or {})
+        sent = self.headers(headers)
         data = raw
         if body is not _NO_BODY:
             data = json.dumps(body).encode()
@@ -267,7 +276,8 @@ class Rest:
 
 
 def rest(server: Running) -> Rest:
-    return Rest(server.rest_url)
+    """A client signed in as the server's administrator."""
+    return Rest(server.rest_url, server.token)
 
 
 def chunk(sequence: int, data: str, stream: str = "stdout", **extra: Any) -> dict[str, Any]:
@@ -421,7 +431,7 @@ class EventStream:
         timeout: float = HTTP_TIMEOUT,
     ) -> None:
         self.connection = client.connection(timeout)
-        self.connection.request("GET", path, headers=dict(headers or {}))
+        self.connection.request("GET", path, headers=client.headers(headers))
         self.response = self.connection.getresponse()
         self.status = self.response.status
         self.headers = self.response.headers

@@ -42,7 +42,7 @@ def waiting_claimer(
     server: Running, free: int, labels: tuple[str, ...] = (), org: str = ORG
 ) -> Iterator[Subscription]:
     notifier = server.server.notifier
-    mailbox = Mailbox(org, uid("waiting"), 60)
+    mailbox = Mailbox(org, uid("waiting"), 60, owner=server.subject)
     with notifier.subscribe(work=(org, labels), mailbox=mailbox) as sub:
         notifier.set_free(sub, free)
         yield sub

@@ -101,7 +101,7 @@ def test_listed_origins_are_the_only_ones_echoed(start_server: Callable[..., Run
 def test_forwarded_headers_pass_and_headers_grpc_cannot_carry_are_400(server: Running) -> None:
     client = rest(server)
     headers = {
-        "Authorization": "Bearer t0ken",
+        "Authorization": f"Bearer {server.token}",
         "X-Organization-ID": "default",
         "X-Request-ID": "req-1",
     }
@@ -137,7 +137,7 @@ def test_one_keep_alive_connection_carries_answers_and_errors_in_turn(server: Ru
             ("GET", "/api/workflows/hello/status", None, 200),
         ]
         for method, path, body, status in exchanges:
-            connection.request(method, path, body=body)
+            connection.request(method, path, body=body, headers=client.headers())
             response = connection.getresponse()
             raw = response.read()
             assert response.status == status, (method, path, raw)

@@ -20,6 +20,7 @@ raises is a :class:`TrellisError`.
 
 from ._client import Client
 from ._context import JobContext, StopReason
+from ._credentials import authorized_channel
 from ._errors import (
     Aborted,
     AlreadyExists,
@@ -58,4 +59,5 @@ __all__ = [
     "Unauthenticated",
     "Unimplemented",
     "Worker",
+    "authorized_channel",
 ]

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from ._pb import logs_pb2, runs_pb2, workers_pb2, workflows_pb2
+from ._pb import auth_pb2, identity_pb2, logs_pb2, machine_pb2, runs_pb2, workers_pb2, workflows_pb2
 
 # Codes after which the same request may succeed later: the server was
 # unreachable, overloaded, restarting, or the call was cut off.
@@ -161,6 +161,29 @@ class RunRpc:
         )
 
 
+class IdentityRpc:
+    """Sign-in and credentials (``AuthService``, ``IdentityService``,
+    ``MachineUserService``)."""
+
+    def __init__(self, ch: grpc.Channel) -> None:
+        a, i, m = auth_pb2, identity_pb2, machine_pb2
+        self.Login = _unary(ch, "AuthService", "Login", a.LoginRequest, a.LoginResponse)
+        self.CreatePersonalAccessToken = _unary(
+            ch,
+            "IdentityService",
+            "CreatePersonalAccessToken",
+            i.CreatePersonalAccessTokenRequest,
+            i.CreatedPersonalAccessToken,
+        )
+        self.CreateMachineUser = _unary(
+            ch,
+            "MachineUserService",
+            "CreateMachineUser",
+            m.CreateMachineUserRequest,
+            m.CreatedMachineUser,
+        )
+
+
 class Connection:
     """A channel (owned or borrowed) with the calls of every service."""
 
@@ -184,6 +207,7 @@ class Connection:
         self.logs = LogRpc(self.channel)
         self.workflows = WorkflowRpc(self.channel)
         self.runs = RunRpc(self.channel)
+        self.identity = IdentityRpc(self.channel)
 
     def close(self) -> None:
         """Closes the channel, unless it was handed in by the caller."""

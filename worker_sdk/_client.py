@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
 
 from ._channel import Connection
 from ._errors import ConnectionLost, DeadlineExceeded, TrellisError, wrap_rpc_error
-from ._pb import logs_pb2, runs_pb2, workflows_pb2
+from ._pb import auth_pb2, identity_pb2, logs_pb2, machine_pb2, runs_pb2, workflows_pb2
 
 _T = TypeVar("_T")
 
@@ -36,7 +36,8 @@ class Client:
             ``TRELLIS_TARGET`` environment variable, else ``localhost:50051``.
         token: sent as ``authorization: Bearer <token>`` on every call;
             default: the ``TRELLIS_TOKEN`` environment variable, if set.
-        organization_id: sent as ``x-organization-id`` on every call.
+        organization_id: sent as ``x-organization-id`` on every call;
+            default: ``TRELLIS_ORGANIZATION_ID``.
         timeout: deadline in seconds of each unary call.
         channel: use this channel (not closed by :meth:`close`) instead of
             opening one to ``target``.
@@ -55,6 +56,7 @@ class Client:
     ) -> None:
         target = target or os.environ.get("TRELLIS_TARGET") or DEFAULT_TARGET
         token = token or os.environ.get("TRELLIS_TOKEN") or None
+        organization_id = organization_id or os.environ.get("TRELLIS_ORGANIZATION_ID") or None
         self.target = target
         self.timeout = timeout
         self._conn = Connection(
@@ -90,6 +92,39 @@ class Client:
         return wrapped
 
     # -- workflows --------------------------------------------------------
+
+    # -- credentials ----------------------------------------------------
+
+    def login(self, username: str, password: str, mfa_code: str = "") -> str:
+        """Signs in; returns a short-lived access token (15 minutes by default)."""
+        answer = self._unary(
+            self._conn.identity.Login,
+            auth_pb2.LoginRequest(username=username, password=password, mfa_code=mfa_code),
+        )
+        return str(answer.token)
+
+    def create_personal_access_token(
+        self, name: str, scopes: Sequence[str] = (), expires_in_days: int = 30
+    ) -> str:
+        """A personal access token of the calling user (all of its scopes by
+        default); the token is returned this once. Send it with the
+        organization id (``organization_id``)."""
+        answer = self._unary(
+            self._conn.identity.CreatePersonalAccessToken,
+            identity_pb2.CreatePersonalAccessTokenRequest(
+                name=name, scopes=list(scopes), expires_in_days=expires_in_days
+            ),
+        )
+        return str(answer.access_token)
+
+    def create_machine_user(self, username: str, name: str = "") -> str:
+        """A machine user (a service account for workers); returns its token,
+        this once. Needs the ``admin:users`` scope."""
+        answer = self._unary(
+            self._conn.identity.CreateMachineUser,
+            machine_pb2.CreateMachineUserRequest(username=username, name=name),
+        )
+        return str(answer.generated_token)
 
     def create_workflow(
         self,

@@ -92,8 +92,13 @@ class Worker:
         slots: how many jobs run at once (one thread each); also the most
             jobs the server assigns to this worker at a time.
         lease_ttl_secs: lease time to live; heartbeats go every third of it.
-        token: sent as ``authorization: Bearer <token>`` on every call.
-        organization_id: sent as ``x-organization-id`` on every call.
+        token: sent as ``authorization: Bearer <token>`` on every call
+            (a personal access token or a machine user's token, which
+            outlive access tokens); default: ``TRELLIS_TOKEN``. The server
+            requires the ``jobs:work`` scope.
+        organization_id: sent as ``x-organization-id`` on every call;
+            default: ``TRELLIS_ORGANIZATION_ID``. Personal access tokens
+            need it.
         shell: run commands without a handler as shell commands.
         channel: use this gRPC channel (not closed by the worker) instead of
             opening one to ``target``.
@@ -135,8 +140,8 @@ class Worker:
         self.slots = slots
         self.lease_ttl_secs = lease_ttl_secs
         self.shell = shell
-        self._token = token
-        self._organization_id = organization_id
+        self._token = token or os.environ.get("TRELLIS_TOKEN") or None
+        self._organization_id = organization_id or os.environ.get("TRELLIS_ORGANIZATION_ID") or None
         self._channel = channel
         self._handlers: dict[str, Handler] = {}
 

@@ -1,8 +1,10 @@
-"""Client subcommands of the ``trellis`` command line: worker, run, status, logs, workflows."""
+"""Client subcommands of the ``trellis`` command line: worker, run, status, logs,
+workflows, and the credentials ones: login, machine-user, token."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import sys
@@ -86,6 +88,39 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
     p = subparsers.add_parser("workflows", parents=[common], help="list workflows")
     p.set_defaults(func=_guard(_cmd_workflows))
+
+    p = subparsers.add_parser(
+        "login",
+        parents=[common],
+        help="sign in and print an access token",
+        description="Prints a 15-minute access token for TRELLIS_TOKEN. The password comes "
+        "from TRELLIS_PASSWORD, or is asked for.",
+    )
+    p.add_argument("--username", default="admin", help="default: admin")
+    p.add_argument("--mfa-code", default="", metavar="CODE", help="the current TOTP code")
+    p.set_defaults(func=_guard(_cmd_login))
+
+    p = subparsers.add_parser(
+        "machine-user",
+        parents=[common],
+        help="create a machine user (for workers) and print its token",
+    )
+    p.add_argument("username", metavar="USERNAME")
+    p.add_argument("--name", default="", help="a display name")
+    p.set_defaults(func=_guard(_cmd_machine_user))
+
+    p = subparsers.add_parser(
+        "token",
+        parents=[common],
+        help="create a personal access token and print it",
+        description="Send it with --organization-id (or TRELLIS_ORGANIZATION_ID).",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument(
+        "--scope", action="append", default=[], help="a scope (repeatable); default: all yours"
+    )
+    p.add_argument("--days", type=int, default=30, help="lifetime in days (default 30)")
+    p.set_defaults(func=_guard(_cmd_token))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,6 +245,30 @@ _FOLLOW_EVENTS = frozenset(
 
 
 # -- commands ------------------------------------------------------------------
+
+
+def _cmd_login(args: argparse.Namespace) -> int:
+    """Prints an access token."""
+    password = os.environ.get("TRELLIS_PASSWORD") or getpass.getpass(
+        f"{args.username}'s password: "
+    )
+    with _client(args) as client:
+        print(client.login(args.username, password, args.mfa_code))
+    return 0
+
+
+def _cmd_machine_user(args: argparse.Namespace) -> int:
+    """Creates a machine user; prints its token."""
+    with _client(args) as client:
+        print(client.create_machine_user(args.username, args.name))
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    """Creates a personal access token; prints it."""
+    with _client(args) as client:
+        print(client.create_personal_access_token(args.name, args.scope, args.days))
+    return 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:

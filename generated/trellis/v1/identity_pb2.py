@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from trellis.v1 import options_pb2 as trellis_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19trellis/v1/identity.proto\x12\ntrellis.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x18trellis/v1/options.proto\"~\n\x0cOrganization\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x06status\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rcreated_at_ms\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rupdated_at_ms\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\"H\n\x18ListOrganizationsRequest\x12\x12\n\x05limit\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06offset\x18\x02 \x01(\rB\x08\n\x06_limit\"L\n\x19ListOrganizationsResponse\x12/\n\rorganizations\x18\x01 \x03(\x0b\x32\x18.trellis.v1.Organization\";\n\x19\x43reateOrganizationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"7\n\x16GetOrganizationRequest\x12\x1d\n\x0forganization_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"N\n\x19UpdateOrganizationRequest\x12\x1d\n\x0forganization_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x1aSuspendOrganizationRequest\x12\x1d\n\x0forganization_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x1b\x41\x63tivateOrganizationRequest\x12\x1d\n\x0forganization_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xc9\x01\n\x13PersonalAccessToken\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x12\n\x04hint\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rcreated_at_ms\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rexpires_at_ms\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0flast_used_at_ms\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\"x\n CreatePersonalAccessTokenRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06scopes\x18\x02 \x03(\t\x12\x1c\n\x0f\x65xpires_in_days\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\x12\n\x10_expires_in_days\"b\n\x1a\x43reatedPersonalAccessToken\x12.\n\x05token\x18\x01 \x01(\x0b\x32\x1f.trellis.v1.PersonalAccessToken\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\"!\n\x1fListPersonalAccessTokensRequest\"S\n ListPersonalAccessTokensResponse\x12/\n\x06tokens\x18\x01 \x03(\x0b\x32\x1f.trellis.v1.PersonalAccessToken\":\n RevokePersonalAccessTokenRequest\x12\x16\n\x08token_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"#\n!RevokePersonalAccessTokenResponse\"\x9d\x01\n\x0bOAuthClient\x12\x17\n\tclient_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06public\x18\x03 \x01(\x08\x12\x15\n\rredirect_uris\x18\x04 \x03(\t\x12\x13\n\x0bgrant_types\x18\x05 \x03(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12\x1b\n\rcreated_at_ms\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\"z\n\x18\x43reateOAuthClientRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06public\x18\x02 \x01(\x08\x12\x15\n\rredirect_uris\x18\x03 \x03(\t\x12\x13\n\x0bgrant_types\x18\x04 \x03(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\"T\n\x12\x43reatedOAuthClient\x12\'\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x17.trellis.v1.OAuthClient\x12\x15\n\rclient_secret\x18\x02 \x01(\t\"\x19\n\x17ListOAuthClientsRequest\"D\n\x18ListOAuthClientsResponse\x12(\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x17.trellis.v1.OAuthClient\"3\n\x18RevokeOAuthClientRequest\x12\x17\n\tclient_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x1b\n\x19RevokeOAuthClientResponse\".\n\tScopeInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x13\n\x11ListScopesRequest\";\n\x12ListScopesResponse\x12%\n\x06scopes\x18\x01 \x03(\x0b\x32\x15.trellis.v1.ScopeInfo2\x81\x10\n\x0fIdentityService\x12\x9c\x01\n\x11ListOrganizations\x12$.trellis.v1.ListOrganizationsRequest\x1a%.trellis.v1.ListOrganizationsResponse\":\xda\xf3\x18\nadmin:orgs\x82\xd3\xe4\x93\x02&\x12\x15/api/v1/organizationsb\rorganizations\x12\x8c\x01\n\x12\x43reateOrganization\x12%.trellis.v1.CreateOrganizationRequest\x1a\x18.trellis.v1.Organization\"5\xd2\xf3\x18\x03\x08\xc9\x01\xda\xf3\x18\nadmin:orgs\x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/organizations:\x01*\x12\x8e\x01\n\x0fGetOrganization\x12\".trellis.v1.GetOrganizationRequest\x1a\x18.trellis.v1.Organization\"=\xda\xf3\x18\nadmin:orgs\x82\xd3\xe4\x93\x02)\x12\'/api/v1/organizations/{organization_id}\x12\x97\x01\n\x12UpdateOrganization\x12%.trellis.v1.UpdateOrganizationRequest\x1a\x18.trellis.v1.Organization\"@\xda\xf3\x18\nadmin:orgs\x82\xd3\xe4\x93\x02,\x1a\'/api/v1/organizations/{organization_id}:\x01*\x12\xa1\x01\n\x13SuspendOrganization\x12&.trellis.v1.SuspendOrganizationRequest\x1a\x18.trellis.v1.Organization\"H\xda\xf3\x18\nadmin:orgs\x82\xd3\xe4\x93\x02\x34\"//api/v1/organizations/{organization_id}/suspend:\x01*\x12\xa4\x01\n\x14\x41\x63tivateOrganization\x12\'.trellis.v1.ActivateOrganizationRequest\x1a\x18.trellis.v1.Organization\"I\xda\xf3\x18\nadmin:orgs\x82\xd3\xe4\x93\x02\x35\"0/api/v1/organizations/{organization_id}/activate:\x01*\x12\xa1\x01\n\x19\x43reatePersonalAccessToken\x12,.trellis.v1.CreatePersonalAccessTokenRequest\x1a&.trellis.v1.CreatedPersonalAccessToken\".\xd2\xf3\x18\x03\x08\xc9\x01\xda\xf3\x18\x03\x61ny\x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/oauth2/tokens:\x01*\x12\xa3\x01\n\x18ListPersonalAccessTokens\x12+.trellis.v1.ListPersonalAccessTokensRequest\x1a,.trellis.v1.ListPersonalAccessTokensResponse\",\xda\xf3\x18\x03\x61ny\x82\xd3\xe4\x93\x02\x1f\x12\x15/api/v1/oauth2/tokensb\x06tokens\x12\xa9\x01\n\x19RevokePersonalAccessToken\x12,.trellis.v1.RevokePersonalAccessTokenRequest\x1a-.trellis.v1.RevokePersonalAccessTokenResponse\"/\xda\xf3\x18\x03\x61ny\x82\xd3\xe4\x93\x02\"* /api/v1/oauth2/tokens/{token_id}\x12\x93\x01\n\x11\x43reateOAuthClient\x12$.trellis.v1.CreateOAuthClientRequest\x1a\x1e.trellis.v1.CreatedOAuthClient\"8\xd2\xf3\x18\x03\x08\xc9\x01\xda\xf3\x18\x0c\x61\x64min:tokens\x82\xd3\xe4\x93\x02\x1b\"\x16/api/v1/oauth2/clients:\x01*\x12\x96\x01\n\x10ListOAuthClients\x12#.trellis.v1.ListOAuthClientsRequest\x1a$.trellis.v1.ListOAuthClientsResponse\"7\xda\xf3\x18\x0c\x61\x64min:tokens\x82\xd3\xe4\x93\x02!\x12\x16/api/v1/oauth2/clientsb\x07\x63lients\x12\x9c\x01\n\x11RevokeOAuthClient\x12$.trellis.v1.RevokeOAuthClientRequest\x1a%.trellis.v1.RevokeOAuthClientResponse\":\xda\xf3\x18\x0c\x61\x64min:tokens\x82\xd3\xe4\x93\x02$*\"/api/v1/oauth2/clients/{client_id}\x12v\n\nListScopes\x12\x1d.trellis.v1.ListScopesRequest\x1a\x1e.trellis.v1.ListScopesResponse\")\xf0\xf3\x18\x01\x82\xd3\xe4\x93\x02\x1f\x12\x15/api/v1/oauth2/scopesb\x06scopes\x1a\x0e\xca\xf3\x18\n\n\x06\x61pi-v1\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19trellis/v1/identity.proto\x12\ntrellis.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x18trellis/v1/options.proto\"~\n\x0cOrganization\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x06status\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rcreated_at_ms\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rupdated_at_ms\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\"H\n\x18ListOrganizationsRequest\x12\x12\n\x05limit\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06offset\x18\x02 \x01(\rB\x08\n\x06_limit\"L\n\x19ListOrganizationsResponse\x12/\n\rorganizations\x18\x01 \x03(\x0b\x32\x18.trellis.v1.Organization\"\x80\x01\n\x19\x43reateOrganizationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0e\x61\x64min_username\x18\x03 \x01(\t\x12\x16\n\x0e\x61\x64min_password\x18\x04 \x01(\t\x12\x13\n\x0b\x61\x64min_email\x18\x05 \x01(\t\"7\n\x16GetOrganizationRequest\x12\x1d\n\x0forganization_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"N\n\x19UpdateOrganizationRequest\x12\x1d\n\x0forganization_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x1aSuspendOrganizationRequest\x12\x1d\n\x0forganization_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x1b\x41\x63tivateOrganizationRequest\x12\x1d\n\x0forganization_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xc9\x01\n\x13PersonalAccessToken\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x12\n\x04hint\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rcreated_at_ms\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rexpires_at_ms\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0flast_used_at_ms\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\"x\n CreatePersonalAccessTokenRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06scopes\x18\x02 \x03(\t\x12\x1c\n\x0f\x65xpires_in_days\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\x12\n\x10_expires_in_days\"b\n\x1a\x43reatedPersonalAccessToken\x12.\n\x05token\x18\x01 \x01(\x0b\x32\x1f.trellis.v1.PersonalAccessToken\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\"!\n\x1fListPersonalAccessTokensRequest\"S\n ListPersonalAccessTokensResponse\x12/\n\x06tokens\x18\x01 \x03(\x0b\x32\x1f.trellis.v1.PersonalAccessToken\":\n RevokePersonalAccessTokenRequest\x12\x16\n\x08token_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"#\n!RevokePersonalAccessTokenResponse\"\x9d\x01\n\x0bOAuthClient\x12\x17\n\tclient_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06public\x18\x03 \x01(\x08\x12\x15\n\rredirect_uris\x18\x04 \x03(\t\x12\x13\n\x0bgrant_types\x18\x05 \x03(\t\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12\x1b\n\rcreated_at_ms\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\"z\n\x18\x43reateOAuthClientRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06public\x18\x02 \x01(\x08\x12\x15\n\rredirect_uris\x18\x03 \x03(\t\x12\x13\n\x0bgrant_types\x18\x04 \x03(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\"T\n\x12\x43reatedOAuthClient\x12\'\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x17.trellis.v1.OAuthClient\x12\x15\n\rclient_secret\x18\x02 \x01(\t\"\x19\n\x17ListOAuthClientsRequest\"D\n\x18ListOAuthClientsResponse\x12(\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x17.trellis.v1.OAuthClient\"3\n\x18RevokeOAuthClientRequest\x12\x17\n\tclient_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x1b\n\x19RevokeOAuthClientResponse\".\n\tScopeInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x13\n\x11ListScopesRequest\";\n\x12ListScopesResponse\x12%\n\x06scopes\x18\x01 \x03(\x0b\x32\x15.trellis.v1.ScopeInfo2\x81\x10\n\x0fIdentityService\x12\x9c\x01\n\x11ListOrganizations\x12$.trellis.v1.ListOrganizationsRequest\x1a%.trellis.v1.ListOrganizationsResponse\":\xda\xf3\x18\nadmin:orgs\x82\xd3\xe4\x93\x02&\x12\x15/api/v1/organizationsb\rorganizations\x12\x8c\x01\n\x12\x43reateOrganization\x12%.trellis.v1.CreateOrganizationRequest\x1a\x18.trellis.v1.Organization\"5\xd2\xf3\x18\x03\x08\xc9\x01\xda\xf3\x18\nadmin:orgs\x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/organizations:\x01*\x12\x8e\x01\n\x0fGetOrganization\x12\".trellis.v1.GetOrganizationRequest\x1a\x18.trellis.v1.Organization\"=\xda\xf3\x18\nadmin:orgs\x82\xd3\xe4\x93\x02)\x12\'/api/v1/organizations/{organization_id}\x12\x97\x01\n\x12UpdateOrganization\x12%.trellis.v1.UpdateOrganizationRequest\x1a\x18.trellis.v1.Organization\"@\xda\xf3\x18\nadmin:orgs\x82\xd3\xe4\x93\x02,\x1a\'/api/v1/organizations/{organization_id}:\x01*\x12\xa1\x01\n\x13SuspendOrganization\x12&.trellis.v1.SuspendOrganizationRequest\x1a\x18.trellis.v1.Organization\"H\xda\xf3\x18\nadmin:orgs\x82\xd3\xe4\x93\x02\x34\"//api/v1/organizations/{organization_id}/suspend:\x01*\x12\xa4\x01\n\x14\x41\x63tivateOrganization\x12\'.trellis.v1.ActivateOrganizationRequest\x1a\x18.trellis.v1.Organization\"I\xda\xf3\x18\nadmin:orgs\x82\xd3\xe4\x93\x02\x35\"0/api/v1/organizations/{organization_id}/activate:\x01*\x12\xa1\x01\n\x19\x43reatePersonalAccessToken\x12,.trellis.v1.CreatePersonalAccessTokenRequest\x1a&.trellis.v1.CreatedPersonalAccessToken\".\xd2\xf3\x18\x03\x08\xc9\x01\xda\xf3\x18\x03\x61ny\x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/oauth2/tokens:\x01*\x12\xa3\x01\n\x18ListPersonalAccessTokens\x12+.trellis.v1.ListPersonalAccessTokensRequest\x1a,.trellis.v1.ListPersonalAccessTokensResponse\",\xda\xf3\x18\x03\x61ny\x82\xd3\xe4\x93\x02\x1f\x12\x15/api/v1/oauth2/tokensb\x06tokens\x12\xa9\x01\n\x19RevokePersonalAccessToken\x12,.trellis.v1.RevokePersonalAccessTokenRequest\x1a-.trellis.v1.RevokePersonalAccessTokenResponse\"/\xda\xf3\x18\x03\x61ny\x82\xd3\xe4\x93\x02\"* /api/v1/oauth2/tokens/{token_id}\x12\x93\x01\n\x11\x43reateOAuthClient\x12$.trellis.v1.CreateOAuthClientRequest\x1a\x1e.trellis.v1.CreatedOAuthClient\"8\xd2\xf3\x18\x03\x08\xc9\x01\xda\xf3\x18\x0c\x61\x64min:tokens\x82\xd3\xe4\x93\x02\x1b\"\x16/api/v1/oauth2/clients:\x01*\x12\x96\x01\n\x10ListOAuthClients\x12#.trellis.v1.ListOAuthClientsRequest\x1a$.trellis.v1.ListOAuthClientsResponse\"7\xda\xf3\x18\x0c\x61\x64min:tokens\x82\xd3\xe4\x93\x02!\x12\x16/api/v1/oauth2/clientsb\x07\x63lients\x12\x9c\x01\n\x11RevokeOAuthClient\x12$.trellis.v1.RevokeOAuthClientRequest\x1a%.trellis.v1.RevokeOAuthClientResponse\":\xda\xf3\x18\x0c\x61\x64min:tokens\x82\xd3\xe4\x93\x02$*\"/api/v1/oauth2/clients/{client_id}\x12v\n\nListScopes\x12\x1d.trellis.v1.ListScopesRequest\x1a\x1e.trellis.v1.ListScopesResponse\")\xf0\xf3\x18\x01\x82\xd3\xe4\x93\x02\x1f\x12\x15/api/v1/oauth2/scopesb\x06scopes\x1a\x0e\xca\xf3\x18\n\n\x06\x61pi-v1\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -112,50 +112,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTORGANIZATIONSREQUEST']._serialized_end=330
   _globals['_LISTORGANIZATIONSRESPONSE']._serialized_start=332
   _globals['_LISTORGANIZATIONSRESPONSE']._serialized_end=408
-  _globals['_CREATEORGANIZATIONREQUEST']._serialized_start=410
-  _globals['_CREATEORGANIZATIONREQUEST']._serialized_end=469
-  _globals['_GETORGANIZATIONREQUEST']._serialized_start=471
-  _globals['_GETORGANIZATIONREQUEST']._serialized_end=526
-  _globals['_UPDATEORGANIZATIONREQUEST']._serialized_start=528
-  _globals['_UPDATEORGANIZATIONREQUEST']._serialized_end=606
-  _globals['_SUSPENDORGANIZATIONREQUEST']._serialized_start=608
-  _globals['_SUSPENDORGANIZATIONREQUEST']._serialized_end=667
-  _globals['_ACTIVATEORGANIZATIONREQUEST']._serialized_start=669
-  _globals['_ACTIVATEORGANIZATIONREQUEST']._serialized_end=729
-  _globals['_PERSONALACCESSTOKEN']._serialized_start=732
-  _globals['_PERSONALACCESSTOKEN']._serialized_end=933
-  _globals['_CREATEPERSONALACCESSTOKENREQUEST']._serialized_start=935
-  _globals['_CREATEPERSONALACCESSTOKENREQUEST']._serialized_end=1055
-  _globals['_CREATEDPERSONALACCESSTOKEN']._serialized_start=1057
-  _globals['_CREATEDPERSONALACCESSTOKEN']._serialized_end=1155
-  _globals['_LISTPERSONALACCESSTOKENSREQUEST']._serialized_start=1157
-  _globals['_LISTPERSONALACCESSTOKENSREQUEST']._serialized_end=1190
-  _globals['_LISTPERSONALACCESSTOKENSRESPONSE']._serialized_start=1192
-  _globals['_LISTPERSONALACCESSTOKENSRESPONSE']._serialized_end=1275
-  _globals['_REVOKEPERSONALACCESSTOKENREQUEST']._serialized_start=1277
-  _globals['_REVOKEPERSONALACCESSTOKENREQUEST']._serialized_end=1335
-  _globals['_REVOKEPERSONALACCESSTOKENRESPONSE']._serialized_start=1337
-  _globals['_REVOKEPERSONALACCESSTOKENRESPONSE']._serialized_end=1372
-  _globals['_OAUTHCLIENT']._serialized_start=1375
-  _globals['_OAUTHCLIENT']._serialized_end=1532
-  _globals['_CREATEOAUTHCLIENTREQUEST']._serialized_start=1534
-  _globals['_CREATEOAUTHCLIENTREQUEST']._serialized_end=1656
-  _globals['_CREATEDOAUTHCLIENT']._serialized_start=1658
-  _globals['_CREATEDOAUTHCLIENT']._serialized_end=1742
-  _globals['_LISTOAUTHCLIENTSREQUEST']._serialized_start=1744
-  _globals['_LISTOAUTHCLIENTSREQUEST']._serialized_end=1769
-  _globals['_LISTOAUTHCLIENTSRESPONSE']._serialized_start=1771
-  _globals['_LISTOAUTHCLIENTSRESPONSE']._serialized_end=1839
-  _globals['_REVOKEOAUTHCLIENTREQUEST']._serialized_start=1841
-  _globals['_REVOKEOAUTHCLIENTREQUEST']._serialized_end=1892
-  _globals['_REVOKEOAUTHCLIENTRESPONSE']._serialized_start=1894
-  _globals['_REVOKEOAUTHCLIENTRESPONSE']._serialized_end=1921
-  _globals['_SCOPEINFO']._serialized_start=1923
-  _globals['_SCOPEINFO']._serialized_end=1969
-  _globals['_LISTSCOPESREQUEST']._serialized_start=1971
-  _globals['_LISTSCOPESREQUEST']._serialized_end=1990
-  _globals['_LISTSCOPESRESPONSE']._serialized_start=1992
-  _globals['_LISTSCOPESRESPONSE']._serialized_end=2051
-  _globals['_IDENTITYSERVICE']._serialized_start=2054
-  _globals['_IDENTITYSERVICE']._serialized_end=4103
+  _globals['_CREATEORGANIZATIONREQUEST']._serialized_start=411
+  _globals['_CREATEORGANIZATIONREQUEST']._serialized_end=539
+  _globals['_GETORGANIZATIONREQUEST']._serialized_start=541
+  _globals['_GETORGANIZATIONREQUEST']._serialized_end=596
+  _globals['_UPDATEORGANIZATIONREQUEST']._serialized_start=598
+  _globals['_UPDATEORGANIZATIONREQUEST']._serialized_end=676
+  _globals['_SUSPENDORGANIZATIONREQUEST']._serialized_start=678
+  _globals['_SUSPENDORGANIZATIONREQUEST']._serialized_end=737
+  _globals['_ACTIVATEORGANIZATIONREQUEST']._serialized_start=739
+  _globals['_ACTIVATEORGANIZATIONREQUEST']._serialized_end=799
+  _globals['_PERSONALACCESSTOKEN']._serialized_start=802
+  _globals['_PERSONALACCESSTOKEN']._serialized_end=1003
+  _globals['_CREATEPERSONALACCESSTOKENREQUEST']._serialized_start=1005
+  _globals['_CREATEPERSONALACCESSTOKENREQUEST']._serialized_end=1125
+  _globals['_CREATEDPERSONALACCESSTOKEN']._serialized_start=1127
+  _globals['_CREATEDPERSONALACCESSTOKEN']._serialized_end=1225
+  _globals['_LISTPERSONALACCESSTOKENSREQUEST']._serialized_start=1227
+  _globals['_LISTPERSONALACCESSTOKENSREQUEST']._serialized_end=1260
+  _globals['_LISTPERSONALACCESSTOKENSRESPONSE']._serialized_start=1262
+  _globals['_LISTPERSONALACCESSTOKENSRESPONSE']._serialized_end=1345
+  _globals['_REVOKEPERSONALACCESSTOKENREQUEST']._serialized_start=1347
+  _globals['_REVOKEPERSONALACCESSTOKENREQUEST']._serialized_end=1405
+  _globals['_REVOKEPERSONALACCESSTOKENRESPONSE']._serialized_start=1407
+  _globals['_REVOKEPERSONALACCESSTOKENRESPONSE']._serialized_end=1442
+  _globals['_OAUTHCLIENT']._serialized_start=1445
+  _globals['_OAUTHCLIENT']._serialized_end=1602
+  _globals['_CREATEOAUTHCLIENTREQUEST']._serialized_start=1604
+  _globals['_CREATEOAUTHCLIENTREQUEST']._serialized_end=1726
+  _globals['_CREATEDOAUTHCLIENT']._serialized_start=1728
+  _globals['_CREATEDOAUTHCLIENT']._serialized_end=1812
+  _globals['_LISTOAUTHCLIENTSREQUEST']._serialized_start=1814
+  _globals['_LISTOAUTHCLIENTSREQUEST']._serialized_end=1839
+  _globals['_LISTOAUTHCLIENTSRESPONSE']._serialized_start=1841
+  _globals['_LISTOAUTHCLIENTSRESPONSE']._serialized_end=1909
+  _globals['_REVOKEOAUTHCLIENTREQUEST']._serialized_start=1911
+  _globals['_REVOKEOAUTHCLIENTREQUEST']._serialized_end=1962
+  _globals['_REVOKEOAUTHCLIENTRESPONSE']._serialized_start=1964
+  _globals['_REVOKEOAUTHCLIENTRESPONSE']._serialized_end=1991
+  _globals['_SCOPEINFO']._serialized_start=1993
+  _globals['_SCOPEINFO']._serialized_end=2039
+  _globals['_LISTSCOPESREQUEST']._serialized_start=2041
+  _globals['_LISTSCOPESREQUEST']._serialized_end=2060
+  _globals['_LISTSCOPESRESPONSE']._serialized_start=2062
+  _globals['_LISTSCOPESRESPONSE']._serialized_end=2121
+  _globals['_IDENTITYSERVICE']._serialized_start=2124
+  _globals['_IDENTITYSERVICE']._serialized_end=4173
 # @@protoc_insertion_point(module_scope)

@@ -38,12 +38,18 @@ class ListOrganizationsResponse(_message.Message):
     def __init__(self, organizations: _Optional[_Iterable[_Union[Organization, _Mapping]]] = ...) -> None: ...
 
 class CreateOrganizationRequest(_message.Message):
-    __slots__ = ("id", "name")
+    __slots__ = ("id", "name", "admin_username", "admin_password", "admin_email")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_USERNAME_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_EMAIL_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    admin_username: str
+    admin_password: str
+    admin_email: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., admin_username: _Optional[str] = ..., admin_password: _Optional[str] = ..., admin_email: _Optional[str] = ...) -> None: ...
 
 class GetOrganizationRequest(_message.Message):
     __slots__ = ("organization_id",)

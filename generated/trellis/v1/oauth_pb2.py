@@ -26,13 +26,17 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from trellis.v1 import options_pb2 as trellis_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16trellis/v1/oauth.proto\x12\ntrellis.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x18trellis/v1/options.proto\"\xad\x01\n\x0cTokenRequest\x12\x12\n\ngrant_type\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x15\n\rclient_secret\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\x12\x14\n\x0credirect_uri\x18\x06 \x01(\t\x12\x15\n\rcode_verifier\x18\x07 \x01(\t\x12\x15\n\rrefresh_token\x18\x08 \x01(\t\"s\n\rTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x15\n\rrefresh_token\x18\x05 \x01(\t\"\xa7\x01\n\x10\x41uthorizeRequest\x12\x15\n\rresponse_type\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x14\n\x0credirect_uri\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x16\n\x0e\x63ode_challenge\x18\x06 \x01(\t\x12\x1d\n\x15\x63ode_challenge_method\x18\x07 \x01(\t\"E\n\x11\x41uthorizeResponse\x12\x13\n\x0bredirect_to\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\"a\n\rRevokeRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x17\n\x0ftoken_type_hint\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x15\n\rclient_secret\x18\x04 \x01(\t\"\x10\n\x0eRevokeResponse\"e\n\x11IntrospectRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x17\n\x0ftoken_type_hint\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x15\n\rclient_secret\x18\x04 \x01(\t\"\xba\x01\n\x12IntrospectResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x10\n\x08username\x18\x04 \x01(\t\x12\x12\n\ntoken_type\x18\x05 \x01(\t\x12\x0b\n\x03\x65xp\x18\x06 \x01(\x03\x12\x0b\n\x03iat\x18\x07 \x01(\x03\x12\x0b\n\x03sub\x18\x08 \x01(\t\x12\x0b\n\x03\x61ud\x18\t \x01(\t\x12\x0b\n\x03iss\x18\n \x01(\t\x12\x0b\n\x03jti\x18\x0b \x01(\t\"\x1a\n\x18GetServerMetadataRequest\"\xab\x03\n\x0eServerMetadata\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x1e\n\x16\x61uthorization_endpoint\x18\x02 \x01(\t\x12\x16\n\x0etoken_endpoint\x18\x03 \x01(\t\x12\x1b\n\x13revocation_endpoint\x18\x04 \x01(\t\x12\x1e\n\x16introspection_endpoint\x18\x05 \x01(\t\x12\x10\n\x08jwks_uri\x18\x06 \x01(\t\x12\x18\n\x10scopes_supported\x18\x07 \x03(\t\x12 \n\x18response_types_supported\x18\x08 \x03(\t\x12\x1d\n\x15grant_types_supported\x18\t \x03(\t\x12-\n%token_endpoint_auth_methods_supported\x18\n \x03(\t\x12(\n code_challenge_methods_supported\x18\x0b \x03(\t\x12-\n%id_token_signing_alg_values_supported\x18\x0c \x03(\t\x12\x1f\n\x17subject_types_supported\x18\r \x03(\t\"\x10\n\x0eGetJwksRequest\"\\\n\x03Jwk\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03\x63rv\x18\x02 \x01(\t\x12\t\n\x01x\x18\x03 \x01(\t\x12\t\n\x01y\x18\x04 \x01(\t\x12\x0b\n\x03kid\x18\x05 \x01(\t\x12\x0b\n\x03use\x18\x06 \x01(\t\x12\x0b\n\x03\x61lg\x18\x07 \x01(\t\"%\n\x04Jwks\x12\x1d\n\x04keys\x18\x01 \x03(\x0b\x32\x0f.trellis.v1.Jwk2\x81\x06\n\x0cOAuthService\x12\x61\n\x05Token\x12\x18.trellis.v1.TokenRequest\x1a\x19.trellis.v1.TokenResponse\"#\xf0\xf3\x18\x01\x82\xd3\xe4\x93\x02\x19\"\x14/api/v1/oauth2/token:\x01*\x12\x90\x01\n\tAuthorize\x12\x1c.trellis.v1.AuthorizeRequest\x1a\x1d.trellis.v1.AuthorizeResponse\"F\xda\xf3\x18\x03\x61ny\x82\xd3\xe4\x93\x02\x39\x12\x18/api/v1/oauth2/authorizeZ\x1d\"\x18/api/v1/oauth2/authorize:\x01*\x12\x65\n\x06Revoke\x12\x19.trellis.v1.RevokeRequest\x1a\x1a.trellis.v1.RevokeResponse\"$\xf0\xf3\x18\x01\x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/oauth2/revoke:\x01*\x12u\n\nIntrospect\x12\x1d.trellis.v1.IntrospectRequest\x1a\x1e.trellis.v1.IntrospectResponse\"(\xf0\xf3\x18\x01\x82\xd3\xe4\x93\x02\x1e\"\x19/api/v1/oauth2/introspect:\x01*\x12\xaf\x01\n\x11GetServerMetadata\x12$.trellis.v1.GetServerMetadataRequest\x1a\x1a.trellis.v1.ServerMetadata\"X\xf0\xf3\x18\x01\x82\xd3\xe4\x93\x02N\x12!/.well-known/openid-configurationZ)\x12\'/.well-known/oauth-authorization-server\x12[\n\x07GetJwks\x12\x1a.trellis.v1.GetJwksRequest\x1a\x10.trellis.v1.Jwks\"\"\xf0\xf3\x18\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.json\x1a\x0e\xca\xf3\x18\n\n\x06oauth2\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16trellis/v1/oauth.proto\x12\ntrellis.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x18trellis/v1/options.proto\"\xad\x01\n\x0cTokenRequest\x12\x12\n\ngrant_type\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x15\n\rclient_secret\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\x12\x14\n\x0credirect_uri\x18\x06 \x01(\t\x12\x15\n\rcode_verifier\x18\x07 \x01(\t\x12\x15\n\rrefresh_token\x18\x08 \x01(\t\"\x90\x01\n\rTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12\r\n\x05scope\x18\x04 \x01(\t\x12\x1a\n\rrefresh_token\x18\x05 \x01(\tH\x00\x88\x01\x01:\x04\xe0\xf3\x18\x03\x42\x10\n\x0e_refresh_token\"\xa7\x01\n\x10\x41uthorizeRequest\x12\x15\n\rresponse_type\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x14\n\x0credirect_uri\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x16\n\x0e\x63ode_challenge\x18\x06 \x01(\t\x12\x1d\n\x15\x63ode_challenge_method\x18\x07 \x01(\t\"E\n\x11\x41uthorizeResponse\x12\x13\n\x0bredirect_to\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\"a\n\rRevokeRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x17\n\x0ftoken_type_hint\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x15\n\rclient_secret\x18\x04 \x01(\t\"\x10\n\x0eRevokeResponse\"e\n\x11IntrospectRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x17\n\x0ftoken_type_hint\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x15\n\rclient_secret\x18\x04 \x01(\t\"\xd6\x02\n\x12IntrospectResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\x12\n\x05scope\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tclient_id\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x15\n\x08username\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x17\n\ntoken_type\x18\x05 \x01(\tH\x03\x88\x01\x01\x12\x10\n\x03\x65xp\x18\x06 \x01(\x03H\x04\x88\x01\x01\x12\x10\n\x03iat\x18\x07 \x01(\x03H\x05\x88\x01\x01\x12\x10\n\x03sub\x18\x08 \x01(\tH\x06\x88\x01\x01\x12\x10\n\x03\x61ud\x18\t \x01(\tH\x07\x88\x01\x01\x12\x10\n\x03iss\x18\n \x01(\tH\x08\x88\x01\x01\x12\x10\n\x03jti\x18\x0b \x01(\tH\t\x88\x01\x01:\x04\xe0\xf3\x18\x03\x42\x08\n\x06_scopeB\x0c\n\n_client_idB\x0b\n\t_usernameB\r\n\x0b_token_typeB\x06\n\x04_expB\x06\n\x04_iatB\x06\n\x04_subB\x06\n\x04_audB\x06\n\x04_issB\x06\n\x04_jti\"\x1a\n\x18GetServerMetadataRequest\"\xab\x03\n\x0eServerMetadata\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x1e\n\x16\x61uthorization_endpoint\x18\x02 \x01(\t\x12\x16\n\x0etoken_endpoint\x18\x03 \x01(\t\x12\x1b\n\x13revocation_endpoint\x18\x04 \x01(\t\x12\x1e\n\x16introspection_endpoint\x18\x05 \x01(\t\x12\x10\n\x08jwks_uri\x18\x06 \x01(\t\x12\x18\n\x10scopes_supported\x18\x07 \x03(\t\x12 \n\x18response_types_supported\x18\x08 \x03(\t\x12\x1d\n\x15grant_types_supported\x18\t \x03(\t\x12-\n%token_endpoint_auth_methods_supported\x18\n \x03(\t\x12(\n code_challenge_methods_supported\x18\x0b \x03(\t\x12-\n%id_token_signing_alg_values_supported\x18\x0c \x03(\t\x12\x1f\n\x17subject_types_supported\x18\r \x03(\t\"\x10\n\x0eGetJwksRequest\"\\\n\x03Jwk\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03\x63rv\x18\x02 \x01(\t\x12\t\n\x01x\x18\x03 \x01(\t\x12\t\n\x01y\x18\x04 \x01(\t\x12\x0b\n\x03kid\x18\x05 \x01(\t\x12\x0b\n\x03use\x18\x06 \x01(\t\x12\x0b\n\x03\x61lg\x18\x07 \x01(\t\"%\n\x04Jwks\x12\x1d\n\x04keys\x18\x01 \x03(\x0b\x32\x0f.trellis.v1.Jwk2\x81\x06\n\x0cOAuthService\x12\x61\n\x05Token\x12\x18.trellis.v1.TokenRequest\x1a\x19.trellis.v1.TokenResponse\"#\xf0\xf3\x18\x01\x82\xd3\xe4\x93\x02\x19\"\x14/api/v1/oauth2/token:\x01*\x12\x90\x01\n\tAuthorize\x12\x1c.trellis.v1.AuthorizeRequest\x1a\x1d.trellis.v1.AuthorizeResponse\"F\xda\xf3\x18\x03\x61ny\x82\xd3\xe4\x93\x02\x39\x12\x18/api/v1/oauth2/authorizeZ\x1d\"\x18/api/v1/oauth2/authorize:\x01*\x12\x65\n\x06Revoke\x12\x19.trellis.v1.RevokeRequest\x1a\x1a.trellis.v1.RevokeResponse\"$\xf0\xf3\x18\x01\x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/oauth2/revoke:\x01*\x12u\n\nIntrospect\x12\x1d.trellis.v1.IntrospectRequest\x1a\x1e.trellis.v1.IntrospectResponse\"(\xf0\xf3\x18\x01\x82\xd3\xe4\x93\x02\x1e\"\x19/api/v1/oauth2/introspect:\x01*\x12\xaf\x01\n\x11GetServerMetadata\x12$.trellis.v1.GetServerMetadataRequest\x1a\x1a.trellis.v1.ServerMetadata\"X\xf0\xf3\x18\x01\x82\xd3\xe4\x93\x02N\x12!/.well-known/openid-configurationZ)\x12\'/.well-known/oauth-authorization-server\x12[\n\x07GetJwks\x12\x1a.trellis.v1.GetJwksRequest\x1a\x10.trellis.v1.Jwks\"\"\xf0\xf3\x18\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.json\x1a\x0e\xca\xf3\x18\n\n\x06oauth2\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trellis.v1.oauth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_TOKENRESPONSE']._loaded_options = None
+  _globals['_TOKENRESPONSE']._serialized_options = b'\340\363\030\003'
+  _globals['_INTROSPECTRESPONSE']._loaded_options = None
+  _globals['_INTROSPECTRESPONSE']._serialized_options = b'\340\363\030\003'
   _globals['_OAUTHSERVICE']._loaded_options = None
   _globals['_OAUTHSERVICE']._serialized_options = b'\312\363\030\n\n\006oauth2\020\005'
   _globals['_OAUTHSERVICE'].methods_by_name['Token']._loaded_options = None
@@ -49,30 +53,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OAUTHSERVICE'].methods_by_name['GetJwks']._serialized_options = b'\360\363\030\001\202\323\344\223\002\030\022\026/.well-known/jwks.json'
   _globals['_TOKENREQUEST']._serialized_start=95
   _globals['_TOKENREQUEST']._serialized_end=268
-  _globals['_TOKENRESPONSE']._serialized_start=270
-  _globals['_TOKENRESPONSE']._serialized_end=385
-  _globals['_AUTHORIZEREQUEST']._serialized_start=388
-  _globals['_AUTHORIZEREQUEST']._serialized_end=555
-  _globals['_AUTHORIZERESPONSE']._serialized_start=557
-  _globals['_AUTHORIZERESPONSE']._serialized_end=626
-  _globals['_REVOKEREQUEST']._serialized_start=628
-  _globals['_REVOKEREQUEST']._serialized_end=725
-  _globals['_REVOKERESPONSE']._serialized_start=727
-  _globals['_REVOKERESPONSE']._serialized_end=743
-  _globals['_INTROSPECTREQUEST']._serialized_start=745
-  _globals['_INTROSPECTREQUEST']._serialized_end=846
-  _globals['_INTROSPECTRESPONSE']._serialized_start=849
-  _globals['_INTROSPECTRESPONSE']._serialized_end=1035
-  _globals['_GETSERVERMETADATAREQUEST']._serialized_start=1037
-  _globals['_GETSERVERMETADATAREQUEST']._serialized_end=1063
-  _globals['_SERVERMETADATA']._serialized_start=1066
-  _globals['_SERVERMETADATA']._serialized_end=1493
-  _globals['_GETJWKSREQUEST']._serialized_start=1495
-  _globals['_GETJWKSREQUEST']._serialized_end=1511
-  _globals['_JWK']._serialized_start=1513
-  _globals['_JWK']._serialized_end=1605
-  _globals['_JWKS']._serialized_start=1607
-  _globals['_JWKS']._serialized_end=1644
-  _globals['_OAUTHSERVICE']._serialized_start=1647
-  _globals['_OAUTHSERVICE']._serialized_end=2416
+  _globals['_TOKENRESPONSE']._serialized_start=271
+  _globals['_TOKENRESPONSE']._serialized_end=415
+  _globals['_AUTHORIZEREQUEST']._serialized_start=418
+  _globals['_AUTHORIZEREQUEST']._serialized_end=585
+  _globals['_AUTHORIZERESPONSE']._serialized_start=587
+  _globals['_AUTHORIZERESPONSE']._serialized_end=656
+  _globals['_REVOKEREQUEST']._serialized_start=658
+  _globals['_REVOKEREQUEST']._serialized_end=755
+  _globals['_REVOKERESPONSE']._serialized_start=757
+  _globals['_REVOKERESPONSE']._serialized_end=773
+  _globals['_INTROSPECTREQUEST']._serialized_start=775
+  _globals['_INTROSPECTREQUEST']._serialized_end=876
+  _globals['_INTROSPECTRESPONSE']._serialized_start=879
+  _globals['_INTROSPECTRESPONSE']._serialized_end=1221
+  _globals['_GETSERVERMETADATAREQUEST']._serialized_start=1223
+  _globals['_GETSERVERMETADATAREQUEST']._serialized_end=1249
+  _globals['_SERVERMETADATA']._serialized_start=1252
+  _globals['_SERVERMETADATA']._serialized_end=1679
+  _globals['_GETJWKSREQUEST']._serialized_start=1681
+  _globals['_GETJWKSREQUEST']._serialized_end=1697
+  _globals['_JWK']._serialized_start=1699
+  _globals['_JWK']._serialized_end=1791
+  _globals['_JWKS']._serialized_start=1793
+  _globals['_JWKS']._serialized_end=1830
+  _globals['_OAUTHSERVICE']._serialized_start=1833
+  _globals['_OAUTHSERVICE']._serialized_end=2602
 # @@protoc_insertion_point(module_scope)

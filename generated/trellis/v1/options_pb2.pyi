@@ -30,6 +30,7 @@ class JsonShape(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JSON_SHAPE_UNSPECIFIED: _ClassVar[JsonShape]
     JSON_SHAPE_EXTERNALLY_TAGGED: _ClassVar[JsonShape]
     JSON_SHAPE_MAP: _ClassVar[JsonShape]
+    JSON_SHAPE_OMIT_UNSET: _ClassVar[JsonShape]
 ERROR_STYLE_UNSPECIFIED: ErrorStyle
 ERROR_STYLE_GOOGLE: ErrorStyle
 ERROR_STYLE_SUCCESS_FLAG: ErrorStyle
@@ -43,6 +44,7 @@ FIELD_NAMES_JSON: FieldNames
 JSON_SHAPE_UNSPECIFIED: JsonShape
 JSON_SHAPE_EXTERNALLY_TAGGED: JsonShape
 JSON_SHAPE_MAP: JsonShape
+JSON_SHAPE_OMIT_UNSET: JsonShape
 SURFACE_FIELD_NUMBER: _ClassVar[int]
 surface: _descriptor.FieldDescriptor
 REST_FIELD_NUMBER: _ClassVar[int]

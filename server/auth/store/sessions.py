@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Connection, delete, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from trellis.server.auth.store._common import (
     _check_lengths,
@@ -213,6 +214,31 @@ def revoke_jti(conn: Connection, org_id: str, jti: str, *, expires_at_ms: int) -
     values = {"jti": jti, "org_id": org_id, "expires_at_ms": expires_at_ms}
     _check_lengths(revoked_jtis, values)
     _insert_ignore(conn, revoked_jtis, values, "jti")
+
+
+def claim_jti(conn: Connection, org_id: str, jti: str, *, expires_at_ms: int) -> bool:
+    """Denylists an access token like :func:`revoke_jti`, and says whether this
+    call was the one that did it (False: it was denylisted already).
+
+    Atomic (one INSERT ... ON CONFLICT DO NOTHING), so of two concurrent
+    exchanges of one access token exactly one wins: the basis of reuse
+    detection when a JWT is presented to be refreshed.
+    """
+    values = {"jti": jti, "org_id": org_id, "expires_at_ms": expires_at_ms}
+    _check_lengths(revoked_jtis, values)
+    # RETURNING rather than rowcount: psycopg reports no rowcount for this statement.
+    returning = revoked_jtis.c.jti
+    if conn.dialect.name == "postgresql":
+        pg_stmt = postgresql.insert(revoked_jtis).values(values)
+        row = conn.execute(
+            pg_stmt.on_conflict_do_nothing(index_elements=["jti"]).returning(returning)
+        ).first()
+    else:
+        lite_stmt = sqlite.insert(revoked_jtis).values(values)
+        row = conn.execute(
+            lite_stmt.on_conflict_do_nothing(index_elements=["jti"]).returning(returning)
+        ).first()
+    return row is not None
 
 
 def is_jti_revoked(conn: Connection, jti: str) -> bool:

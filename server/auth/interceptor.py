@@ -1,0 +1,292 @@
+"""The auth layer of the gRPC server, which the REST bridge passes through too.
+
+For every call of a ``trellis.v1`` method the interceptor, before the
+servicer runs:
+
+1. resolves the principal from the ``authorization`` and
+   ``x-organization-id`` metadata (public methods run as an anonymous
+   principal of the named org);
+2. checks the scope the method declares in proto (``required_scope``;
+   ``"any"`` asks for a valid credential and nothing more, as logout does);
+   a method of ``trellis.v1`` that declares none and is not ``public`` is
+   refused to everyone, so a new RPC cannot be exposed by forgetting it;
+3. counts the call against its rate-limit bucket: ``auth`` per client
+   address for public methods, ``worker`` per principal for the worker
+   protocol, ``general`` per principal for the rest;
+
+then runs the servicer with the principal available from
+``current_principal()``. Methods of other packages (health, reflection)
+are left alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import FileDescriptor
+
+from trellis.server import _status
+from trellis.server.auth import ratelimit
+from trellis.server.auth.principal import (
+    DEFAULT_ORG,
+    AuthError,
+    MissingOrganization,
+    PermissionDenied,
+    Principal,
+    PrincipalKind,
+    Unauthenticated,
+)
+from trellis.server.auth.scopes import ALL_SCOPES
+from trellis.v1 import options_pb2
+
+# Resolves (authorization, x-organization-id) to a principal or raises AuthError.
+Authenticate = Callable[[str | None, str | None], Principal]
+
+_current: ContextVar[Principal | None] = ContextVar("trellis_principal", default=None)
+
+# Where REST callers' addresses come from: the bridge forwards them as
+# x-forwarded-for, which is believed only from these peers.
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
+SCOPE_DENIED = "Token does not have the required scope for this action"
+# The required_scope of methods open to any authenticated caller.
+ANY_SCOPE = "any"
+
+
+def current_principal() -> Principal:
+    """The principal of the call being served (set by the interceptor)."""
+    principal = _current.get()
+    if principal is None:
+        raise RuntimeError("no principal: the call did not pass the auth interceptor")
+    return principal
+
+
+@dataclass(frozen=True)
+class MethodAccess:
+    """What a method demands of its callers, read from its proto options."""
+
+    scope: str | None  # None: declared nothing, so refused
+    public: bool
+    bucket: str
+
+
+def method_access(files: Iterable[FileDescriptor]) -> dict[str, MethodAccess]:
+    """The access rules of every method of ``files``, by gRPC method path."""
+    out: dict[str, MethodAccess] = {}
+    for file in files:
+        for service in file.services_by_name.values():
+            for method in service.methods:
+                opts: Any = method.GetOptions()  # extensions are untyped in the stubs
+                public = bool(opts.Extensions[options_pb2.public])
+                scope = str(opts.Extensions[options_pb2.required_scope]) or None
+                if public:
+                    bucket = ratelimit.AUTH
+                elif scope == "jobs:work":
+                    bucket = ratelimit.WORKER
+                else:
+                    bucket = ratelimit.GENERAL
+                out[f"/{service.full_name}/{method.name}"] = MethodAccess(
+                    scope="" if public else scope, public=public, bucket=bucket
+                )
+    return out
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """See the module docstring. ``authenticate=None`` is development mode:
+    every call runs with every scope (the server allows it on loopback only)."""
+
+    def __init__(
+        self,
+        access: Mapping[str, MethodAccess],
+        authenticate: Authenticate | None,
+        limiter: ratelimit.RateLimiter | None = None,
+        trusted_proxies: frozenset[str] = LOOPBACK,
+    ) -> None:
+        self._access = dict(access)
+        self._authenticate = authenticate
+        self._limiter = limiter
+        self._trusted = trusted_proxies
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(details)
+        access = self._access.get(details.method)
+        if handler is None or access is None:
+            return handler
+        return _wrapped(handler, lambda context: self._admit(access, context))
+
+    # ------------------------------------------------------------ admission
+
+    def _admit(self, access: MethodAccess, context: grpc.ServicerContext) -> Principal:
+        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        if access.scope is None:
+            _status.abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                "this method declares no scope and is not available",
+                reason="forbidden",
+            )
+        org_header = metadata.get("x-organization-id") or None
+        if access.public:
+            principal = Principal(
+                org_id=org_header or DEFAULT_ORG,
+                subject="anonymous",
+                kind=PrincipalKind.ANONYMOUS,
+                scopes=frozenset(),
+            )
+            self._limit(context, access.bucket, f"ip:{self._client_address(context, metadata)}")
+            return principal
+        if self._authenticate is None:
+            principal = Principal(
+                org_id=org_header or DEFAULT_ORG,
+                subject="anonymous",
+                kind=PrincipalKind.ANONYMOUS,
+                scopes=ALL_SCOPES,
+                name="anonymous (auth disabled)",
+            )
+        else:
+            try:
+                principal = self._authenticate(metadata.get("authorization"), org_header)
+            except AuthError as exc:
+                _abort_auth(context, exc)
+        if access.scope != ANY_SCOPE and not principal.allows(access.scope):
+            _status.abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{SCOPE_DENIED} (needs {access.scope})",
+                reason="insufficient_scope",
+            )
+        self._limit(context, access.bucket, f"{principal.org_id}/{principal.subject}")
+        return principal
+
+    def _limit(self, context: grpc.ServicerContext, bucket: str, key: str) -> None:
+        if self._limiter is None:
+            return
+        verdict = self._limiter.check(bucket, key)
+        metadata = ratelimit.grpc_metadata(verdict)
+        if not verdict.allowed:
+            _status.abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"rate limit exceeded; retry in {verdict.retry_after_secs} s",
+                reason="rate_limited",
+                metadata=metadata,
+            )
+        if bucket != ratelimit.WORKER:
+            # Workers call thousands of times a minute and never read these.
+            context.send_initial_metadata(metadata)
+
+    def _client_address(self, context: grpc.ServicerContext, metadata: Mapping[str, str]) -> str:
+        return client_address(context, self._trusted, metadata)
+
+
+def client_address(
+    context: grpc.ServicerContext,
+    trusted: frozenset[str] = LOOPBACK,
+    metadata: Mapping[str, str] | None = None,
+) -> str:
+    """The caller's address: the peer's, or the one a trusted proxy (the REST
+    bridge) forwarded in ``x-forwarded-for``."""
+    if metadata is None:
+        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+    peer = _peer_address(context.peer())
+    forwarded = metadata.get("x-forwarded-for", "")
+    if peer in trusted and forwarded:
+        return forwarded.split(",")[-1].strip()
+    return peer
+
+
+def _peer_address(peer: str) -> str:
+    """The address of a gRPC peer string such as ``ipv4:127.0.0.1:5000``."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        host = rest.rsplit(":", 1)[0].strip("[]")
+    elif kind == "ipv4":
+        host = rest.rsplit(":", 1)[0]
+    else:
+        return peer
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def _abort_auth(context: grpc.ServicerContext, exc: AuthError) -> None:
+    if isinstance(exc, MissingOrganization):
+        _status.abort(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            str(exc),
+            reason=exc.reason,
+            http_status=422,
+        )
+    if isinstance(exc, PermissionDenied):
+        _status.abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc), reason=exc.reason)
+    reason = exc.reason if isinstance(exc, Unauthenticated) else "invalid_token"
+    _status.abort(
+        context,
+        grpc.StatusCode.UNAUTHENTICATED,
+        str(exc),
+        reason=reason,
+        metadata=[("www-authenticate", 'Bearer realm="trellis"')],
+    )
+
+
+def _wrapped(
+    handler: grpc.RpcMethodHandler[Any, Any], admit: Callable[[grpc.ServicerContext], Principal]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` with admission before its behaviour and the principal set
+    while it runs (for streams, while the response iterator is consumed)."""
+
+    def run(behavior: Callable[..., Any], arg: Any, context: grpc.ServicerContext) -> Any:
+        principal = admit(context)
+        token = _current.set(principal)
+        try:
+            return behavior(arg, context)
+        finally:
+            _current.reset(token)
+
+    def stream(behavior: Callable[..., Any], arg: Any, context: grpc.ServicerContext) -> Any:
+        principal = admit(context)
+
+        def responses() -> Iterator[Any]:
+            previous = _current.get()
+            _current.set(principal)
+            try:
+                yield from behavior(arg, context)
+            finally:
+                _current.set(previous)
+
+        return responses()
+
+    codec = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        inner_uu = handler.unary_unary
+        return grpc.unary_unary_rpc_method_handler(
+            lambda request, context: run(inner_uu, request, context), **codec
+        )
+    if handler.unary_stream is not None:
+        inner_us = handler.unary_stream
+        return grpc.unary_stream_rpc_method_handler(
+            lambda request, context: stream(inner_us, request, context), **codec
+        )
+    if handler.stream_unary is not None:
+        inner_su = handler.stream_unary
+        return grpc.stream_unary_rpc_method_handler(
+            lambda requests, context: run(inner_su, requests, context), **codec
+        )
+    inner_ss = handler.stream_stream
+    assert inner_ss is not None
+    return grpc.stream_stream_rpc_method_handler(
+        lambda requests, context: stream(inner_ss, requests, context), **codec
+    )
