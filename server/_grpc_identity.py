@@ -220,6 +220,20 @@ class Auth(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.MessageResponse(message="User deleted successfully")
 
     @unary
+    def EnableMfa(
+        self, request: auth_pb2.EnableMfaRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.EnableMfaResponse:
+        uri = self.i.set_totp(current_principal(), request.user_id)
+        return auth_pb2.EnableMfaResponse(otpauth_uri=uri)
+
+    @unary
+    def DisableMfa(
+        self, request: auth_pb2.DisableMfaRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.MessageResponse:
+        self.i.clear_totp(current_principal(), request.user_id)
+        return auth_pb2.MessageResponse(message="Two-factor sign-in turned off")
+
+    @unary
     def ListPolicies(
         self, request: auth_pb2.ListPoliciesRequest, context: grpc.ServicerContext
     ) -> auth_pb2.ListPoliciesResponse:

@@ -108,10 +108,12 @@ class TrellisServer:
             )
 
     def _start_grpc(self) -> None:
+        enabled = self.config.auth_enabled
         auth = AuthInterceptor(
             method_access(_grpc.PROTO_FILES),
-            self.identity.authenticate if self.config.auth_enabled else None,
+            self.identity.authenticate if enabled else None,
             self.limiter,
+            check_policy=self.identity.check_policy if enabled else None,
         )
         server = grpc.server(
             futures.ThreadPoolExecutor(

@@ -539,3 +539,32 @@ def test_without_auth_on_loopback_every_caller_is_an_administrator(
     server = start_server(auth_enabled=False)
     wf = create_workflow(server, [job("a")])
     assert wf in list_workflows(server.anonymous_channel)
+
+
+def test_policies_take_away_what_scopes_grant_and_never_add(server: Running) -> None:
+    prod = create_workflow(server, [job("a")], workflow_id=uid("prod"))
+    dev = create_workflow(server, [job("a")], workflow_id=uid("dev"))
+    auth_stub(server.channel).CreatePolicy(
+        auth_pb2.CreatePolicyRequest(
+            name="no_prod_runs",
+            rules=[
+                auth_pb2.PolicyRule(effect="Deny", resource="workflows:prod-*", action=["run"]),
+                # An Allow grants nothing beyond the scopes.
+                auth_pb2.PolicyRule(effect="Allow", resource="workflows:*", action=["run"]),
+            ],
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    denied = refused(lambda: start_run(server, prod))
+    assert code_of(denied) == grpc.StatusCode.PERMISSION_DENIED
+    assert reason_of(denied) == "policy_denied"
+    assert start_run(server, dev)
+    # Reading the denied workflow is another action: still allowed.
+    assert prod in list_workflows(server.channel)
+    viewer = server.channel_with(make_user(server, "viewer"))
+    no_scope = refused(
+        lambda: wf_stub(viewer).RunWorkflow(
+            workflows_pb2.RunWorkflowRequest(workflow_id=dev), timeout=RPC_TIMEOUT
+        )
+    )
+    assert reason_of(no_scope) == "insufficient_scope"

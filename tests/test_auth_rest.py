@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -416,3 +418,70 @@ def test_rate_limits_over_rest(start_server: Callable[..., Running]) -> None:
     assert reply.headers["X-RateLimit-Remaining"] == "0"
     ok = rest(server).get("/api/workflows")
     assert ok.status == 200 and ok.headers["X-RateLimit-Limit"] == "1000"
+
+
+def test_two_factor_sign_in_needs_a_fresh_code_each_time(server: Running) -> None:
+    from trellis.server.auth import totp
+
+    admin = rest(server)
+    name = uid("mfa")
+    user = envelope(admin.post("/users", {"username": name, "password": PASSWORD}), 201)
+    uri = envelope(admin.post(f"/users/{user['id']}/mfa", {}))["otpauth_uri"]
+    secret = parse_qs(urlsplit(uri).query)["secret"][0]
+
+    def attempt(code: str | None) -> Reply:
+        body = {"username": name, "password": PASSWORD}
+        if code is not None:
+            body["mfa_code"] = code
+        return anonymous(server).post("/auth/login", body)
+
+    assert attempt(None).status == 401
+    # Reading the clock twice could straddle a 30 s step: the code of the
+    # step now is taken from one reading, and its neighbour is valid too.
+    code = totp.code_at(secret, time.time())
+    assert envelope(attempt(code))["token"]
+    replay = attempt(code)
+    assert replay.status == 401 and replay.json["success"] is False
+    assert attempt("000000" if code != "000000" else "111111").status == 401
+
+
+def test_forged_and_tampered_tokens_are_refused(server: Running) -> None:
+    import jwt as pyjwt
+
+    from trellis.server.auth.jwt_keys import SigningKey
+
+    token = server.token
+    header_b64, payload_b64, signature = token.split(".")
+    claims = pyjwt.decode(token, options={"verify_signature": False})
+    header = pyjwt.get_unverified_header(token)
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    escalated = dict(claims, org="another-org", scope="admin:orgs")
+    forged = [
+        # The payload changed, the signature kept.
+        f"{header_b64}.{b64(json.dumps(escalated).encode())}.{signature}",
+        # No signature at all.
+        f"{b64(json.dumps({'alg': 'none', 'typ': 'at+jwt'}).encode())}.{payload_b64}.",
+        # HS256 keyed with the public key (algorithm confusion).
+        pyjwt.encode(claims, "not-the-key-" * 4, algorithm="HS256", headers={"kid": header["kid"]}),
+        # A well-formed ES256 token from a key the server never had, same kid.
+        pyjwt.encode(
+            claims,
+            SigningKey.generate().private_key,
+            algorithm="ES256",
+            headers={"kid": header["kid"], "typ": header.get("typ", "at+jwt")},
+        ),
+        # Another audience and another issuer, signed by the same foreign key.
+        pyjwt.encode(
+            dict(claims, aud="someone-else", iss="elsewhere"),
+            SigningKey.generate().private_key,
+            algorithm="ES256",
+            headers={"kid": "unknown-kid"},
+        ),
+    ]
+    for bad in forged:
+        reply = as_token(server, bad).get("/api/workflows")
+        assert reply.status == 401, bad[:60]
+    assert rest(server).get("/api/workflows").status == 200

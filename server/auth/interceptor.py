@@ -10,7 +10,11 @@ servicer runs:
    ``"any"`` asks for a valid credential and nothing more, as logout does);
    a method of ``trellis.v1`` that declares none and is not ``public`` is
    refused to everyone, so a new RPC cannot be exposed by forgetting it;
-3. counts the call against its rate-limit bucket: ``auth`` per client
+3. evaluates the organization's policies (Deny wins) for the method's
+   resource and action, both taken from its scope: ``workflows:run`` on a
+   request naming workflow ``etl`` is action ``run`` on resource
+   ``workflows:etl`` (``workflows:*`` when the request names none);
+4. counts the call against its rate-limit bucket: ``auth`` per client
    address for public methods, ``worker`` per principal for the worker
    protocol, ``general`` per principal for the rest;
 
@@ -46,6 +50,8 @@ from trellis.v1 import options_pb2
 
 # Resolves (authorization, x-organization-id) to a principal or raises AuthError.
 Authenticate = Callable[[str | None, str | None], Principal]
+# Raises PermissionDenied when a policy denies (principal, resource, action).
+CheckPolicy = Callable[[Principal, str, str], None]
 
 _current: ContextVar[Principal | None] = ContextVar("trellis_principal", default=None)
 
@@ -105,9 +111,11 @@ class AuthInterceptor(grpc.ServerInterceptor):
         authenticate: Authenticate | None,
         limiter: ratelimit.RateLimiter | None = None,
         trusted_proxies: frozenset[str] = LOOPBACK,
+        check_policy: CheckPolicy | None = None,
     ) -> None:
         self._access = dict(access)
         self._authenticate = authenticate
+        self._check_policy = check_policy
         self._limiter = limiter
         self._trusted = trusted_proxies
 
@@ -120,11 +128,13 @@ class AuthInterceptor(grpc.ServerInterceptor):
         access = self._access.get(details.method)
         if handler is None or access is None:
             return handler
-        return _wrapped(handler, lambda context: self._admit(access, context))
+        return _wrapped(handler, lambda context, request: self._admit(access, context, request))
 
     # ------------------------------------------------------------ admission
 
-    def _admit(self, access: MethodAccess, context: grpc.ServicerContext) -> Principal:
+    def _admit(
+        self, access: MethodAccess, context: grpc.ServicerContext, request: Any
+    ) -> Principal:
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         if access.scope is None:
             _status.abort(
@@ -163,6 +173,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 f"{SCOPE_DENIED} (needs {access.scope})",
                 reason="insufficient_scope",
             )
+        if self._check_policy is not None and access.scope != ANY_SCOPE:
+            resource, action = policy_target(access.scope, request)
+            try:
+                self._check_policy(principal, resource, action)
+            except AuthError as exc:
+                _abort_auth(context, exc)
         self._limit(context, access.bucket, f"{principal.org_id}/{principal.subject}")
         return principal
 
@@ -203,6 +219,16 @@ def client_address(
     return peer
 
 
+def policy_target(scope: str, request: Any) -> tuple[str, str]:
+    """The (resource, action) policies judge a call by: the scope's two halves,
+    the resource narrowed to the workflow the request names, if any."""
+    kind, _, action = scope.partition(":")
+    named = ""
+    if request is not None and "workflow_id" in request.DESCRIPTOR.fields_by_name:
+        named = request.workflow_id
+    return f"{kind}:{named or '*'}", action
+
+
 def _peer_address(peer: str) -> str:
     """The address of a gRPC peer string such as ``ipv4:127.0.0.1:5000``."""
     kind, _, rest = peer.partition(":")
@@ -240,13 +266,16 @@ def _abort_auth(context: grpc.ServicerContext, exc: AuthError) -> None:
 
 
 def _wrapped(
-    handler: grpc.RpcMethodHandler[Any, Any], admit: Callable[[grpc.ServicerContext], Principal]
+    handler: grpc.RpcMethodHandler[Any, Any],
+    admit: Callable[[grpc.ServicerContext, Any], Principal],
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """``handler`` with admission before its behaviour and the principal set
-    while it runs (for streams, while the response iterator is consumed)."""
+    while it runs (for streams, while the response iterator is consumed).
+    Admission sees the request of unary-request methods (for policies)."""
+    unary_request = not handler.request_streaming
 
     def run(behavior: Callable[..., Any], arg: Any, context: grpc.ServicerContext) -> Any:
-        principal = admit(context)
+        principal = admit(context, arg if unary_request else None)
         token = _current.set(principal)
         try:
             return behavior(arg, context)
@@ -254,7 +283,7 @@ def _wrapped(
             _current.reset(token)
 
     def stream(behavior: Callable[..., Any], arg: Any, context: grpc.ServicerContext) -> Any:
-        principal = admit(context)
+        principal = admit(context, arg if unary_request else None)
 
         def responses() -> Iterator[Any]:
             previous = _current.get()

@@ -139,6 +139,24 @@ class DeleteUserRequest(_message.Message):
     user_id: str
     def __init__(self, user_id: _Optional[str] = ...) -> None: ...
 
+class EnableMfaRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class EnableMfaResponse(_message.Message):
+    __slots__ = ("otpauth_uri",)
+    OTPAUTH_URI_FIELD_NUMBER: _ClassVar[int]
+    otpauth_uri: str
+    def __init__(self, otpauth_uri: _Optional[str] = ...) -> None: ...
+
+class DisableMfaRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
 class PolicyRule(_message.Message):
     __slots__ = ("effect", "resource", "action", "subjects", "condition")
     EFFECT_FIELD_NUMBER: _ClassVar[int]

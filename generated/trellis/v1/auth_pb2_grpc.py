@@ -72,6 +72,16 @@ class AuthServiceStub:
                 request_serializer=trellis_dot_v1_dot_auth__pb2.DeleteUserRequest.SerializeToString,
                 response_deserializer=trellis_dot_v1_dot_auth__pb2.MessageResponse.FromString,
                 _registered_method=True)
+        self.EnableMfa = channel.unary_unary(
+                '/trellis.v1.AuthService/EnableMfa',
+                request_serializer=trellis_dot_v1_dot_auth__pb2.EnableMfaRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_auth__pb2.EnableMfaResponse.FromString,
+                _registered_method=True)
+        self.DisableMfa = channel.unary_unary(
+                '/trellis.v1.AuthService/DisableMfa',
+                request_serializer=trellis_dot_v1_dot_auth__pb2.DisableMfaRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_auth__pb2.MessageResponse.FromString,
+                _registered_method=True)
         self.ListPolicies = channel.unary_unary(
                 '/trellis.v1.AuthService/ListPolicies',
                 request_serializer=trellis_dot_v1_dot_auth__pb2.ListPoliciesRequest.SerializeToString,
@@ -152,6 +162,21 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnableMfa(self, request, context):
+        """Turns on two-factor sign-in (TOTP, RFC 6238) for a user (oneself, or
+        anyone with admin:users); the secret is in this answer only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableMfa(self, request, context):
+        """Turns two-factor sign-in off for a user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListPolicies(self, request, context):
         """Lists the organization's access policies.
         """
@@ -216,6 +241,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
             'DeleteUser': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteUser,
                     request_deserializer=trellis_dot_v1_dot_auth__pb2.DeleteUserRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_auth__pb2.MessageResponse.SerializeToString,
+            ),
+            'EnableMfa': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableMfa,
+                    request_deserializer=trellis_dot_v1_dot_auth__pb2.EnableMfaRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_auth__pb2.EnableMfaResponse.SerializeToString,
+            ),
+            'DisableMfa': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableMfa,
+                    request_deserializer=trellis_dot_v1_dot_auth__pb2.DisableMfaRequest.FromString,
                     response_serializer=trellis_dot_v1_dot_auth__pb2.MessageResponse.SerializeToString,
             ),
             'ListPolicies': grpc.unary_unary_rpc_method_handler(
@@ -430,6 +465,60 @@ class AuthService:
             target,
             '/trellis.v1.AuthService/DeleteUser',
             trellis_dot_v1_dot_auth__pb2.DeleteUserRequest.SerializeToString,
+            trellis_dot_v1_dot_auth__pb2.MessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableMfa(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.AuthService/EnableMfa',
+            trellis_dot_v1_dot_auth__pb2.EnableMfaRequest.SerializeToString,
+            trellis_dot_v1_dot_auth__pb2.EnableMfaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableMfa(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.AuthService/DisableMfa',
+            trellis_dot_v1_dot_auth__pb2.DisableMfaRequest.SerializeToString,
             trellis_dot_v1_dot_auth__pb2.MessageResponse.FromString,
             options,
             channel_credentials,
