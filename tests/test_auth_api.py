@@ -23,6 +23,8 @@ from trellis.v1 import (
     auth_pb2_grpc,
     identity_pb2,
     identity_pb2_grpc,
+    logs_pb2,
+    logs_pb2_grpc,
     machine_pb2,
     machine_pb2_grpc,
     oauth_pb2,
@@ -377,6 +379,8 @@ def test_another_organizations_objects_are_invisible_to_all_its_principals(
     def check(kind: str, channel: grpc.Channel) -> None:
         wf_s, runs_s = wf_stub(channel), runs_pb2_grpc.RunServiceStub(channel)
         w_s, a_s, i_s = workers_stub(channel), auth_stub(channel), identity_stub(channel)
+        logs_s = logs_pb2_grpc.LogServiceStub(channel)
+        m_s = machine_pb2_grpc.MachineUserServiceStub(channel)
         attempts: dict[str, Callable[[], object]] = {
             "GetWorkflow": lambda: wf_s.GetWorkflow(
                 workflows_pb2.GetWorkflowRequest(workflow_id=wf), timeout=RPC_TIMEOUT
@@ -422,6 +426,33 @@ def test_another_organizations_objects_are_invisible_to_all_its_principals(
             ),
             "SuspendOrganization": lambda: i_s.SuspendOrganization(
                 identity_pb2.SuspendOrganizationRequest(organization_id="default"),
+                timeout=RPC_TIMEOUT,
+            ),
+            "StreamRunEvents": lambda: next(
+                runs_s.StreamRunEvents(
+                    runs_pb2.StreamRunEventsRequest(run_id=run_id), timeout=RPC_TIMEOUT
+                )
+            ),
+            "ListLogs": lambda: logs_s.ListLogs(
+                logs_pb2.ListLogsRequest(workflow_id=wf, job_id="a"), timeout=RPC_TIMEOUT
+            ),
+            "FollowLogs": lambda: next(
+                logs_s.FollowLogs(
+                    logs_pb2.FollowLogsRequest(workflow_id=wf, job_id="a"), timeout=RPC_TIMEOUT
+                )
+            ),
+            "PushLogs": lambda: logs_s.PushLogs(
+                logs_pb2.PushLogsRequest(
+                    lease_id=lease, chunks=[logs_pb2.LogChunk(sequence=1, data="x")]
+                ),
+                timeout=RPC_TIMEOUT,
+            ),
+            "GetJobCancelled": lambda: w_s.GetJobCancelled(
+                workers_pb2.GetJobCancelledRequest(workflow_id=wf, job_id="a"),
+                timeout=RPC_TIMEOUT,
+            ),
+            "SetMachineUserEnabled": lambda: m_s.SetMachineUserEnabled(
+                machine_pb2.SetMachineUserEnabledRequest(machine_user_id=machine_id),
                 timeout=RPC_TIMEOUT,
             ),
         }
@@ -471,6 +502,34 @@ def test_another_organizations_objects_are_invisible_to_all_its_principals(
                 [f"policy:{policy.id}", f"pat:{pat.token.id}"],
             ),
         ]
+        with_scope += [
+            (
+                lambda: [
+                    r.run_id
+                    for r in runs_s.ListRuns(runs_pb2.ListRunsRequest(), timeout=RPC_TIMEOUT).runs
+                ],
+                [run_id],
+            ),
+            (
+                lambda: [
+                    w.worker_id
+                    for w in w_s.ListWorkers(
+                        workers_pb2.ListWorkersRequest(), timeout=RPC_TIMEOUT
+                    ).workers
+                ],
+                ["worker"],
+            ),
+            (
+                lambda: [
+                    a.job.run_id
+                    for a in w_s.ClaimJobs(
+                        workers_pb2.ClaimJobsRequest(worker_id=f"thief-{kind}", max_jobs=10),
+                        timeout=RPC_TIMEOUT,
+                    ).assignments
+                ],
+                [run_id],
+            ),
+        ]
         for listing, hidden in with_scope:
             try:
                 seen = listing()
@@ -479,9 +538,27 @@ def test_another_organizations_objects_are_invisible_to_all_its_principals(
                 continue
             assert not set(hidden) & set(seen), f"{kind} saw {set(hidden) & set(seen)}"
 
+    machine_id = (
+        machine_pb2_grpc.MachineUserServiceStub(server.channel)
+        .CreateMachineUser(
+            machine_pb2.CreateMachineUserRequest(username=uid("ours")), timeout=RPC_TIMEOUT
+        )
+        .machine_user.id
+    )
     tenant = other_tenant(server)
     for kind, channel in tenant.all().items():
         check(kind, channel)
+    # The same workflow id in the other organization is another workflow.
+    wf_stub(tenant.user).CreateWorkflow(
+        workflows_pb2.CreateWorkflowRequest(
+            workflow=workflows_pb2.Workflow(id=wf, name="theirs", jobs=[job("z")])
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    ours = server.workflows.GetWorkflow(
+        workflows_pb2.GetWorkflowRequest(workflow_id=wf), timeout=RPC_TIMEOUT
+    )
+    assert ours.name != "theirs" and {j.id for j in ours.jobs} == {"a", "b"}
 
     # Nothing changed for the default organization.
     detail = server.runs.GetRun(runs_pb2.GetRunRequest(run_id=run_id), timeout=RPC_TIMEOUT)

@@ -485,3 +485,37 @@ def test_forged_and_tampered_tokens_are_refused(server: Running) -> None:
         reply = as_token(server, bad).get("/api/workflows")
         assert reply.status == 401, bad[:60]
     assert rest(server).get("/api/workflows").status == 200
+
+
+def test_another_organization_sees_nothing_over_rest(server: Running) -> None:
+    admin = rest(server)
+    admin.post(
+        "/api/workflows", {"id": "ours", "name": "Ours", "jobs": [{"id": "a", "command": "x"}]}
+    )
+    run_id = admin.post("/api/workflows/ours/run").json["run_id"]
+    org_id = uid("other")
+    admin.post(
+        "/api/v1/organizations",
+        {"id": org_id, "name": "Other", "admin_username": "boss", "admin_password": PASSWORD},
+    )
+    login = anonymous(server).post(
+        "/auth/login",
+        {"username": "boss", "password": PASSWORD},
+        headers={"X-Organization-ID": org_id},
+    )
+    other = as_token(server, envelope(login)["token"])
+    for method, path in (
+        ("GET", "/api/workflows/ours/status"),
+        ("POST", "/api/workflows/ours/run"),
+        ("POST", "/api/workflows/ours/cancel"),
+        ("GET", f"/api/runs/{run_id}"),
+        ("POST", f"/api/runs/{run_id}/cancel"),
+        ("GET", "/api/workflows/ours/jobs/a/logs"),
+        ("GET", "/api/v1/organizations/default"),
+    ):
+        reply = other.request(method, path)
+        assert reply.status == 404, (method, path, reply.status)
+    assert other.get("/api/workflows").json == []
+    assert ADMIN_USERNAME not in {u["username"] for u in envelope(other.get("/users"))}
+    run = admin.get(f"/api/runs/{run_id}").json
+    assert "cancel" not in str(run["run"]["state"]).lower()
