@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from trellis.server import _status
 from trellis.server._grpc import unary
 from trellis.server.auth import passwords, store
 from trellis.server.auth.identity import Identity, UserInfo
@@ -65,8 +66,9 @@ def _page(request: Any, default: int = store.DEFAULT_LIMIT) -> tuple[int, int]:
 
 def _total(context: grpc.ServicerContext, total: int, limit: int, offset: int) -> None:
     # Seed 002's pagination headers (the bridge copies them to HTTP).
-    context.set_trailing_metadata(
-        (("x-total-count", str(total)), ("x-limit", str(limit)), ("x-offset", str(offset)))
+    _status.add_trailers(
+        context,
+        (("x-total-count", str(total)), ("x-limit", str(limit)), ("x-offset", str(offset))),
     )
 
 

@@ -33,6 +33,12 @@ def details(
     return bytes(status.SerializeToString())
 
 
+def add_trailers(context: grpc.ServicerContext, pairs: Iterable[tuple[str, str | bytes]]) -> None:
+    """Adds ``pairs`` to the call's trailing metadata (setting it replaces)."""
+    existing = tuple(context.trailing_metadata() or ())
+    context.set_trailing_metadata((*existing, *pairs))
+
+
 def abort(
     context: grpc.ServicerContext,
     code: grpc.StatusCode,
@@ -47,7 +53,7 @@ def abort(
     if reason:
         trailers.append((DETAILS_KEY, details(code, message, reason, http_status)))
     if trailers:
-        context.set_trailing_metadata(tuple(trailers))
+        add_trailers(context, trailers)
     context.abort(code, message)
     raise AssertionError("unreachable")  # abort raises
 

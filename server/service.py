@@ -143,13 +143,16 @@ class Service:
         self,
         fn: Callable[[Connection, int], tuple[T, sched.Effects]],
         audit: _Audit | None = None,
+        *,
+        audited: bool = False,
     ) -> T:
         """Runs ``fn`` in one write transaction, then fires its wake-ups.
 
         Jobs the transaction made ready are first offered to waiting claimers
         of this replica, leased to them in the same transaction (``_dispatch``)
         and delivered once it has committed. With ``audit``, the change and
-        its audit event commit together; a refused change is audited on its own.
+        its audit event commit together (``fn`` writes it itself when
+        ``audited``); a refused change is audited on its own.
         """
         for attempt in range(5):
             promised: list[Subscription] = []
@@ -157,7 +160,7 @@ class Service:
                 with self.db.write() as conn:
                     now = self.db.now_ms(conn)
                     result, effects = fn(conn, now)
-                    if audit is not None:
+                    if audit is not None and not audited:
                         _sql.insert(conn, _INSERT_AUDIT, [audit.row(now, "success", {})])
                     handed = self._dispatch(conn, now, effects, promised)
                 break
@@ -487,14 +490,18 @@ class Service:
                 wdef=wdef,
                 version=version,
                 now=now,
-                also=lambda batch, run_id: batch.execute(
-                    _SET_LATEST_RUN, run_id=run_id, org=org, workflow_id=workflow_id
-                ),
+                also=lambda batch, run_id: also(batch, run_id, now),
             )
+
+        def also(batch: _sql.Batch, run_id: str, now: int) -> None:
+            batch.execute(_SET_LATEST_RUN, run_id=run_id, org=org, workflow_id=workflow_id)
+            if audit is not None:
+                # In the pipeline that stores the run: no round trip of its own.
+                batch.insert(_INSERT_AUDIT, [audit.row(now, "success", {"run_id": run_id})])
 
         audit = _Audit(org, actor, "workflow.run", f"workflow:{workflow_id}") if actor else None
         # The run as created: what a re-read right after the commit would show.
-        return render.run_from_row(self._write(tx, audit))
+        return render.run_from_row(self._write(tx, audit, audited=True))
 
     def cancel_workflow(
         self, org: str, workflow_id: str, *, actor: Actor | None = None

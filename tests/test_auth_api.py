@@ -587,7 +587,7 @@ def test_rate_limits_answer_resource_exhausted_with_retry_after(
         )
         for _ in range(2)
     ]
-    remaining = [dict(call.initial_metadata())["x-ratelimit-remaining"] for _, call in calls]
+    remaining = [dict(call.trailing_metadata())["x-ratelimit-remaining"] for _, call in calls]
     assert remaining == ["1", "0"] or remaining == ["2", "1"]  # login may not count
     while True:
         try:

@@ -196,8 +196,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 metadata=metadata,
             )
         if bucket != ratelimit.WORKER:
-            # Workers call thousands of times a minute and never read these.
-            context.send_initial_metadata(metadata)
+            # In the trailers, which go out with the answer: sending them as
+            # initial metadata would be a separate write. Workers call
+            # thousands of times a minute and never read them.
+            _status.add_trailers(context, metadata)
 
     def _client_address(self, context: grpc.ServicerContext, metadata: Mapping[str, str]) -> str:
         return client_address(context, self._trusted, metadata)
