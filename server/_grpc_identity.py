@@ -84,6 +84,30 @@ def _user(u: UserInfo) -> auth_pb2.User:
     )
 
 
+def _create_user(identity: Identity, request: auth_pb2.CreateUserRequest) -> auth_pb2.User:
+    return _user(
+        identity.create_user(
+            current_principal(),
+            username=request.username,
+            email=request.email,
+            password=request.password,
+            roles=list(request.roles) or ["viewer"],
+            enabled=request.enabled if request.HasField("enabled") else True,
+        )
+    )
+
+
+def _update_user(identity: Identity, request: auth_pb2.UpdateUserRequest) -> UserInfo:
+    return identity.update_user(
+        current_principal(),
+        request.user_id,
+        email=request.email if request.HasField("email") else None,
+        roles=list(request.roles) or None,
+        enabled=request.enabled if request.HasField("enabled") else None,
+        password=request.password if request.HasField("password") else None,
+    )
+
+
 def _rules(rules: Iterable[auth_pb2.PolicyRule]) -> list[store.PolicyRule]:
     out = []
     for i, r in enumerate(rules):
@@ -189,29 +213,13 @@ class Auth(auth_pb2_grpc.AuthServiceServicer):
     def CreateUser(
         self, request: auth_pb2.CreateUserRequest, context: grpc.ServicerContext
     ) -> auth_pb2.User:
-        return _user(
-            self.i.create_user(
-                current_principal(),
-                username=request.username,
-                email=request.email,
-                password=request.password,
-                roles=list(request.roles) or ["viewer"],
-                enabled=request.enabled if request.HasField("enabled") else True,
-            )
-        )
+        return _create_user(self.i, request)
 
     @unary
     def UpdateUser(
         self, request: auth_pb2.UpdateUserRequest, context: grpc.ServicerContext
     ) -> auth_pb2.MessageResponse:
-        self.i.update_user(
-            current_principal(),
-            request.user_id,
-            email=request.email if request.HasField("email") else None,
-            roles=list(request.roles) or None,
-            enabled=request.enabled if request.HasField("enabled") else None,
-            password=request.password if request.HasField("password") else None,
-        )
+        _update_user(self.i, request)
         return auth_pb2.MessageResponse(message="User updated successfully")
 
     @unary
@@ -397,6 +405,60 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.ActivateOrganizationRequest, context: grpc.ServicerContext
     ) -> identity_pb2.Organization:
         return _org(self.i.activate_org(current_principal(), request.organization_id))
+
+    @unary
+    def ListAdminUsers(
+        self, request: identity_pb2.ListAdminUsersRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.ListUsersResponse:
+        limit, offset = _page(request)
+        page = self.i.list_users(
+            current_principal(),
+            role=request.role or None,
+            enabled=request.enabled if request.HasField("enabled") else None,
+            include_deleted=request.include_deleted,
+            limit=limit,
+            offset=offset,
+        )
+        _total(context, page.total, limit, offset)
+        return auth_pb2.ListUsersResponse(users=[_user(u) for u in page.items])
+
+    @unary
+    def CreateAdminUser(
+        self, request: auth_pb2.CreateUserRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.User:
+        return _create_user(self.i, request)
+
+    @unary
+    def GetAdminUser(
+        self, request: identity_pb2.GetAdminUserRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.User:
+        return _user(self.i.get_user(current_principal(), request.user_id))
+
+    @unary
+    def UpdateAdminUser(
+        self, request: auth_pb2.UpdateUserRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.User:
+        return _user(_update_user(self.i, request))
+
+    @unary
+    def DeleteAdminUser(
+        self, request: auth_pb2.DeleteUserRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.DeleteAdminUserResponse:
+        self.i.delete_user(current_principal(), request.user_id)
+        return identity_pb2.DeleteAdminUserResponse()
+
+    @unary
+    def RestoreAdminUser(
+        self, request: identity_pb2.RestoreAdminUserRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.User:
+        return _user(self.i.restore_user(current_principal(), request.user_id))
+
+    @unary
+    def SetAdminUserStatus(
+        self, request: identity_pb2.SetAdminUserStatusRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.User:
+        changed = self.i.update_user(current_principal(), request.user_id, enabled=request.enabled)
+        return _user(changed)
 
     @unary
     def CreatePersonalAccessToken(

@@ -519,3 +519,47 @@ def test_another_organization_sees_nothing_over_rest(server: Running) -> None:
     assert ADMIN_USERNAME not in {u["username"] for u in envelope(other.get("/users"))}
     run = admin.get(f"/api/runs/{run_id}").json
     assert "cancel" not in str(run["run"]["state"]).lower()
+
+
+def test_admin_users_surface_and_server_owned_fields(server: Running) -> None:
+    admin = rest(server)
+    name = uid("ops")
+    created = admin.post(
+        "/api/v1/admin/users",
+        {
+            "username": name,
+            "password": PASSWORD,
+            "roles": ["operator"],
+            # Server-owned: never taken from the client.
+            "id": "chosen-id",
+            "created_at": "2000-01-01T00:00:00Z",
+            "org_id": "another-org",
+        },
+    )
+    assert created.status in (201, 400), created.raw
+    if created.status == 400:  # refused outright is as good as ignored
+        created = admin.post(
+            "/api/v1/admin/users", {"username": name, "password": PASSWORD, "roles": ["operator"]}
+        )
+    user = created.json
+    assert user["id"] != "chosen-id" and not user["created_at"].startswith("2000")
+    assert admin.get(f"/api/v1/admin/users/{user['id']}").json["username"] == name
+
+    disabled = admin.request("PUT", f"/api/v1/admin/users/{user['id']}/status", {"enabled": False})
+    assert disabled.status == 200 and disabled.json["enabled"] is False
+    assert (
+        anonymous(server).post("/auth/login", {"username": name, "password": PASSWORD}).status
+        == 401
+    )
+    admin.request("PUT", f"/api/v1/admin/users/{user['id']}/status", {"enabled": True})
+
+    assert admin.request("DELETE", f"/api/v1/admin/users/{user['id']}").status == 200
+    listed = admin.get("/api/v1/admin/users").json
+    assert name not in {u["username"] for u in listed}
+    with_deleted = admin.get("/api/v1/admin/users?include_deleted=true").json
+    assert name in {u["username"] for u in with_deleted}
+    restored = admin.post(f"/api/v1/admin/users/{user['id']}/restore", {})
+    assert restored.status == 200 and restored.json["username"] == name
+    assert envelope(anonymous(server).post("/auth/login", {"username": name, "password": PASSWORD}))
+    missing = admin.get("/api/v1/admin/users/nobody")
+    assert missing.status == 404 and missing.json["error"] == "not_found"
