@@ -84,6 +84,26 @@ def _user(u: UserInfo) -> auth_pb2.User:
     )
 
 
+def _list_users(
+    identity: Identity,
+    request: Any,
+    context: grpc.ServicerContext,
+    *,
+    include_deleted: bool = False,
+) -> auth_pb2.ListUsersResponse:
+    limit, offset = _page(request)
+    page = identity.list_users(
+        current_principal(),
+        role=request.role or None,
+        enabled=request.enabled if request.HasField("enabled") else None,
+        include_deleted=include_deleted,
+        limit=limit,
+        offset=offset,
+    )
+    _total(context, page.total, limit, offset)
+    return auth_pb2.ListUsersResponse(users=[_user(u) for u in page.items])
+
+
 def _create_user(identity: Identity, request: auth_pb2.CreateUserRequest) -> auth_pb2.User:
     return _user(
         identity.create_user(
@@ -198,16 +218,7 @@ class Auth(auth_pb2_grpc.AuthServiceServicer):
     def ListUsers(
         self, request: auth_pb2.ListUsersRequest, context: grpc.ServicerContext
     ) -> auth_pb2.ListUsersResponse:
-        limit, offset = _page(request)
-        page = self.i.list_users(
-            current_principal(),
-            role=request.role or None,
-            enabled=request.enabled if request.HasField("enabled") else None,
-            limit=limit,
-            offset=offset,
-        )
-        _total(context, page.total, limit, offset)
-        return auth_pb2.ListUsersResponse(users=[_user(u) for u in page.items])
+        return _list_users(self.i, request, context)
 
     @unary
     def CreateUser(
@@ -410,17 +421,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def ListAdminUsers(
         self, request: identity_pb2.ListAdminUsersRequest, context: grpc.ServicerContext
     ) -> auth_pb2.ListUsersResponse:
-        limit, offset = _page(request)
-        page = self.i.list_users(
-            current_principal(),
-            role=request.role or None,
-            enabled=request.enabled if request.HasField("enabled") else None,
-            include_deleted=request.include_deleted,
-            limit=limit,
-            offset=offset,
-        )
-        _total(context, page.total, limit, offset)
-        return auth_pb2.ListUsersResponse(users=[_user(u) for u in page.items])
+        return _list_users(self.i, request, context, include_deleted=request.include_deleted)
 
     @unary
     def CreateAdminUser(
