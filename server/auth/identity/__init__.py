@@ -47,8 +47,11 @@ Choices where the seeds are silent:
 * PATs: requesting scopes the owner's roles (or, for one's own token, the calling
   credential) do not grant is InvalidArgument, not silent narrowing; no expiry
   means the PAT never expires; the plaintext is returned once.
-* Organizations are deployment-wide objects: admin:orgs lists and changes any of
-  them; one's own org cannot be suspended. A new org starts without users.
+* Organizations are deployment-wide objects: administrators (admin:orgs) of the
+  system org (``DEFAULT_ORG``) create, list and change any of them; anyone else
+  sees only their own, and another org is NotFound. One's own org cannot be
+  suspended. A new org starts without users (the gRPC edge creates its first
+  administrator with it when asked).
 * OAuth2: client_credentials only for confidential clients, scopes = requested ∩
   allowed (all allowed when none requested), never a refresh token.
   authorization_code needs an exact registered redirect_uri, PKCE S256 for public

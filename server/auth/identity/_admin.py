@@ -14,7 +14,9 @@ from trellis.server.auth.scopes import Scope
 from trellis.server.auth.store import OrgStatus, Page, PolicyRule
 from trellis.server.errors import FailedPrecondition, InvalidArgument, NotFound
 
-_ORG_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# What X-Organization-ID accepts (see _authn): an org it could not name would be
+# unreachable for credentials that need the header.
+_ORG_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Policies are read on every checked call; keep them this long (seconds) per org.
 _POLICY_CACHE_SECS: Final = 5.0
 
@@ -42,7 +44,9 @@ class Admin(Base):
         if not name.strip():
             raise InvalidArgument("name must not be empty")
         if org_id is not None and not _ORG_ID.fullmatch(org_id):
-            raise InvalidArgument("id: 1 to 64 letters, digits, '-' or '_'")
+            raise InvalidArgument(
+                "id: 1 to 64 letters, digits, '.', '-' or '_', starting with a letter or digit"
+            )
         with self.db.write() as conn:
             now = self.db.now_ms(conn)
             org = store.create_org(conn, name=name, now_ms=now, org_id=org_id)
