@@ -634,6 +634,9 @@ class OAuth(oauth_pb2_grpc.OAuthServiceServicer):
         if not request.token:
             raise InvalidArgument("token: required")
         answer = self.i.introspect(request.token)
+        if answer.get("active") and answer.get("org_id") != current_principal().org_id:
+            # Nothing about another organization's credentials.
+            return oauth_pb2.IntrospectResponse(active=False)
         return oauth_pb2.IntrospectResponse(**_fields(oauth_pb2.IntrospectResponse, answer))
 
     @unary

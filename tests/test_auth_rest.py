@@ -327,13 +327,26 @@ def test_discovery_documents_and_jwks(server: Running) -> None:
     assert keys and keys[0]["kty"] == "EC" and keys[0]["alg"] == "ES256" and keys[0]["kid"]
 
 
-def test_revocation_and_introspection(server: Running) -> None:
+def test_introspection_needs_a_caller_of_the_tokens_organization(server: Running) -> None:
     token = sign_in(server)
-    active = form(anonymous(server), "/api/v1/oauth2/introspect", {"token": token}).json
+    admin = rest(server)
+    active = form(admin, "/api/v1/oauth2/introspect", {"token": token}).json
     assert active["active"] is True and "workflows:run" in active["scope"].split()
-    assert form(anonymous(server), "/api/v1/oauth2/introspect", {"token": "nope"}).json == {
-        "active": False
-    }
+    assert form(admin, "/api/v1/oauth2/introspect", {"token": "nope"}).json == {"active": False}
+    assert form(anonymous(server), "/api/v1/oauth2/introspect", {"token": token}).status == 401
+
+    org_id = uid("other")
+    admin.post(
+        "/api/v1/organizations",
+        {"id": org_id, "name": "Other", "admin_username": "boss", "admin_password": PASSWORD},
+    )
+    login = anonymous(server).post(
+        "/auth/login",
+        {"username": "boss", "password": PASSWORD},
+        headers={"X-Organization-ID": org_id},
+    )
+    other = as_token(server, envelope(login)["token"])
+    assert form(other, "/api/v1/oauth2/introspect", {"token": token}).json == {"active": False}
 
 
 def test_machine_users_as_seed_000_documents(server: Running) -> None:

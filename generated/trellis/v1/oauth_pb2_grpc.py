@@ -102,7 +102,9 @@ class OAuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Introspect(self, request, context):
-        """RFC 7662: whether a token is active, and what it carries.
+        """RFC 7662: whether a token is active, and what it carries. The caller
+        authenticates (any credential of the token's organization); a token of
+        another organization is not active to it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
