@@ -7,6 +7,7 @@ import contextlib
 import errno
 import logging
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -29,6 +30,8 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # How many ports after PORT are tried when it is taken.
 PORT_SEARCH = 20
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+# How often a replica that reaps also checks the age of the signing key.
+KEY_CHECK_SECS = 3600.0
 
 
 class TrellisServer:
@@ -66,6 +69,7 @@ class TrellisServer:
             )
         upgrade_schema(self.db)
         self._bootstrap_identity()
+        self._check_signing_key()
         self._background.enter_context(self.db.background_checkpoints())
         if self.db.is_postgres:
             url = self.db.engine.url.set(drivername="postgresql")
@@ -178,6 +182,7 @@ class TrellisServer:
         self._rest = rest
 
     def _reap_loop(self) -> None:
+        keys_checked = time.monotonic()
         while not self._stop.wait(self.config.reap_interval_secs):
             try:
                 n = self.service.reap()
@@ -185,6 +190,16 @@ class TrellisServer:
                     log.info("reaper: %d expired lease(s) turned into failures", n)
             except Exception:
                 log.exception("reaper pass failed; retrying next interval")
+            if time.monotonic() - keys_checked >= KEY_CHECK_SECS:
+                keys_checked = time.monotonic()
+                self._check_signing_key()
+
+    def _check_signing_key(self) -> None:
+        """Rotates the token-signing key once it is old (and retires spent ones)."""
+        try:
+            self.identity.ensure_signing_key(self.config.signing_key_max_age_days * 86_400)
+        except Exception:
+            log.exception("signing key check failed; retrying in an hour")
 
     def stop(self, grace: float = 5.0) -> None:
         """Stops taking calls, lets unary calls finish within ``grace`` and

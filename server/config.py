@@ -66,6 +66,9 @@ class Config:
     # The `iss` and `aud` of access tokens.
     token_issuer: str = "trellis"
     access_token_ttl_secs: int = 900
+    # Access tokens are signed with a new key once the active one is this old;
+    # the previous key keeps verifying until its tokens have expired.
+    signing_key_max_age_days: float = 30.0
     rate_limits: dict[str, Limit] = field(default_factory=dict)
     # Where clients reach the REST port, for the OAuth2 discovery document;
     # default http://localhost:<PORT>.
@@ -96,6 +99,7 @@ class Config:
             admin_password=env.get("TRELLIS_ADMIN_PASSWORD") or None,
             token_issuer=env.get("TRELLIS_TOKEN_ISSUER") or "trellis",
             access_token_ttl_secs=int(env.get("TRELLIS_ACCESS_TOKEN_TTL_SECS", "900")),
+            signing_key_max_age_days=float(env.get("TRELLIS_SIGNING_KEY_MAX_AGE_DAYS", "30")),
             rate_limits=_rate_limits(env),
             public_url_override=env.get("TRELLIS_PUBLIC_URL", ""),
         )

@@ -465,3 +465,27 @@ def test_machine_user_token_basic_auth_validation_and_backends(ident: Identity) 
     refused(lambda: ident.authenticate(bearer(created.token), None))
     assert not ident.validate("payments", created.token).valid
     assert [m.enabled for m in ident.list_machine_users(admin)] == [False]
+
+
+def test_an_old_signing_key_is_rotated_and_keeps_verifying_its_tokens(
+    ident: Identity, db: Database
+) -> None:
+    import jwt as pyjwt
+
+    before = ident.login("root", ADMIN_PW).access_token
+    ident.ensure_signing_key(max_key_age_secs=30 * 86_400)  # young: nothing happens
+    assert len(ident.jwks()["keys"]) == 1
+    ident.ensure_signing_key(max_key_age_secs=0)  # due: a new key signs from now on
+    after = ident.login("root", ADMIN_PW).access_token
+    old_kid = pyjwt.get_unverified_header(before)["kid"]
+    new_kid = pyjwt.get_unverified_header(after)["kid"]
+    assert old_kid != new_kid
+    assert {k["kid"] for k in ident.jwks()["keys"]} == {old_kid, new_kid}
+    # A token signed before the rotation still works until it expires.
+    assert ident.authenticate(bearer(before), None).subject
+    assert ident.authenticate(bearer(after), None).subject
+    # Another replica (a second Identity on the same database) agrees.
+    other = Identity(db)
+    assert other.authenticate(bearer(before), None).subject
+    page = ident.list_audit(admin_of(ident), action="keys.rotate")
+    assert page.total == 1

@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 from trellis.server.auth import store
 from trellis.server.auth.jwt_keys import KeyRing, KeyState, SigningKey, TokenIssuer
 from trellis.server.auth.policies import Policy
-from trellis.server.auth.principal import PermissionDenied, Principal
+from trellis.server.auth.principal import DEFAULT_ORG, PermissionDenied, Principal
 from trellis.server.auth.scopes import ROLE_SCOPES, Role
 from trellis.server.auth.store import AuditResult, Conflict
 from trellis.server.db import Database
@@ -210,14 +210,32 @@ class Base:
             self._keys_loaded_at = time.monotonic()
         return self._load_ring(conn)
 
-    def ensure_signing_key(self) -> None:
-        """Loads the key ring, creating an active key when there is none and retiring
-        keys whose every token has expired. Safe when replicas race (one wins)."""
+    def ensure_signing_key(self, max_key_age_secs: float | None = None) -> None:
+        """Loads the key ring, creating an active key when there is none (or when the
+        active one is older than ``max_key_age_secs``: the old one keeps verifying
+        until its tokens have expired) and retiring keys whose every token has
+        expired. Safe when replicas race (one wins)."""
         for _ in range(3):
             with self.db.write() as conn:
                 now = self.db.now_ms(conn) / 1000
                 keys = store.load_signing_keys(conn)
-                if not any(k.state is KeyState.ACTIVE for k in keys):
+                active = [k for k in keys if k.state is KeyState.ACTIVE]
+                if active and max_key_age_secs is not None:
+                    if all(now - k.created_at >= max_key_age_secs for k in active):
+                        ring = KeyRing(keys)
+                        new = ring.rotate(now=now)
+                        store.save_signing_keys(conn, ring.keys)
+                        self.audit(
+                            conn,
+                            None,
+                            "keys.rotate",
+                            "success",
+                            int(now * 1000),
+                            org_id=DEFAULT_ORG,
+                            resource=f"key:{new.kid}",
+                        )
+                        keys = list(ring.keys)
+                elif not active:
                     new = SigningKey.generate(now=now)
                     try:
                         store.save_signing_key(conn, new)
