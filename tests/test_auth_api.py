@@ -8,6 +8,7 @@ by hand.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -645,3 +646,26 @@ def test_policies_take_away_what_scopes_grant_and_never_add(server: Running) -> 
         )
     )
     assert reason_of(no_scope) == "insufficient_scope"
+
+
+def test_a_worker_the_server_refuses_stops_and_says_why(server: Running) -> None:
+    from trellis.worker_sdk import PermissionDenied, Unauthenticated, Worker
+
+    for token, expected in (
+        ("trl_mu_not-a-real-token", Unauthenticated),
+        (make_user(server, "viewer"), PermissionDenied),  # no jobs:work
+    ):
+        worker = Worker(server.grpc_target, token=token)
+        raised: list[BaseException] = []
+
+        def run(w: Worker = worker, out: list[BaseException] = raised) -> None:
+            try:
+                w.run()
+            except BaseException as exc:  # examined below
+                out.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(RPC_TIMEOUT)
+        assert not thread.is_alive(), "the worker kept retrying"
+        assert len(raised) == 1 and isinstance(raised[0], expected), raised

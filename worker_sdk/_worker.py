@@ -19,7 +19,7 @@ import grpc
 from ._backoff import Backoff
 from ._channel import Connection
 from ._context import JobContext, StopReason
-from ._errors import JobCancelled, rpc_code, rpc_details
+from ._errors import JobCancelled, TrellisError, rpc_code, rpc_details, wrap_rpc_error
 from ._heartbeat import Heartbeater
 from ._logs import LogShipper
 from ._pb import workers_pb2
@@ -76,6 +76,10 @@ class _Job:
         # A result was queued (or, for a lost lease, nothing will be): later
         # outcomes of the same attempt are ignored.
         self.decided = False
+
+
+# Answers after which reconnecting is pointless.
+_REFUSED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 
 
 class Worker:
@@ -158,6 +162,8 @@ class Worker:
         self._stopping = threading.Event()
         self._abort_drain = False
         self._closed = threading.Event()
+        # Set when the server refused the worker's credentials: run() raises it.
+        self._refused: TrellisError | None = None
         # Heartbeats go on while stop() drains and reports, so the ticker has
         # its own stop signal, given once the results are out.
         self._ticker_stop = threading.Event()
@@ -226,6 +232,10 @@ class Worker:
     def run(self, *, drain_timeout: float = 30.0) -> None:
         """Runs the worker until :meth:`stop` is called; blocks.
 
+        Raises :class:`Unauthenticated` or :class:`PermissionDenied` when the
+        server refuses the worker's credentials (it then stops at once rather
+        than retrying).
+
         From the main thread it also handles SIGTERM and SIGINT: the first one
         stops taking jobs and drains for up to ``drain_timeout`` seconds, a
         second one stops without waiting.
@@ -257,6 +267,8 @@ class Worker:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        if self._refused is not None:
+            raise self._refused
 
     def stop(self, *, drain: bool = True, timeout: float = 30.0) -> None:
         """Stops taking jobs, then finishes or hands back the ones it holds, and closes.
@@ -375,6 +387,17 @@ class Worker:
                 _log.info("assignment stream ended by the server; reconnecting")
             except grpc.RpcError as err:
                 if self._stopping.is_set():
+                    break
+                if rpc_code(err) in _REFUSED:
+                    # Retrying cannot mend a missing, revoked or too narrow
+                    # credential: stop, and let run() say why.
+                    self._refused = wrap_rpc_error(err)
+                    _log.error(
+                        "the server refused this worker (%s: %s); stopping",
+                        rpc_code(err).name,
+                        rpc_details(err),
+                    )
+                    threading.Thread(target=self.stop, name="trellis-stop", daemon=True).start()
                     break
                 failures += 1
                 # Say it once, then now and then: a worker waiting for its
