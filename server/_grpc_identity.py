@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,11 +17,11 @@ import grpc
 
 from trellis.server import _status
 from trellis.server._grpc import unary
-from trellis.server.auth import passwords, store
-from trellis.server.auth.identity import Identity, UserInfo
+from trellis.server.auth import store
+from trellis.server.auth.identity import FirstAdmin, Identity, UserInfo
 from trellis.server.auth.interceptor import client_address, current_principal
 from trellis.server.auth.principal import PermissionDenied, Principal, PrincipalKind
-from trellis.server.auth.scopes import ROLE_SCOPES, Scope, scope_catalogue
+from trellis.server.auth.scopes import ROLE_SCOPES, scope_catalogue
 from trellis.server.errors import InvalidArgument
 from trellis.v1 import (
     auth_pb2,
@@ -373,23 +372,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def CreateOrganization(
         self, request: identity_pb2.CreateOrganizationRequest, context: grpc.ServicerContext
     ) -> identity_pb2.Organization:
-        actor = current_principal()
-        if request.admin_username:
-            # Checked first, so that a refused administrator leaves no org behind.
-            problem = passwords.check_strength(request.admin_password)
-            if problem is not None:
-                raise InvalidArgument(f"admin_password: {problem}")
-        org = self.i.create_org(actor, request.name, request.id or None)
-        if request.admin_username:
-            # The creator acts within the new org for this one user.
-            founder = replace(actor, org_id=org.id, scopes=frozenset({Scope.ADMIN_USERS.value}))
-            self.i.create_user(
-                founder,
-                username=request.admin_username,
-                email=request.admin_email,
-                password=request.admin_password,
-                roles=["admin"],
-            )
+        first_admin = (
+            FirstAdmin(request.admin_username, request.admin_password, request.admin_email)
+            if request.admin_username
+            else None
+        )
+        org = self.i.create_org(
+            current_principal(), request.name, request.id or None, first_admin=first_admin
+        )
         return _org(org)
 
     @unary

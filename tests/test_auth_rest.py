@@ -391,6 +391,12 @@ def test_machine_users_as_seed_000_documents(server: Running) -> None:
 
 def test_organizations(server: Running) -> None:
     admin = rest(server)
+    refused = admin.post(
+        "/api/v1/organizations",
+        {"id": "half", "name": "Half", "admin_username": "root", "admin_password": "123"},
+    )
+    assert refused.status == 400 and "admin_password" in refused.json["message"]
+    assert admin.get("/api/v1/organizations/half").status == 404  # nothing stored
     org_id = uid("acme")
     created = admin.post(
         "/api/v1/organizations",

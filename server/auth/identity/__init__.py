@@ -50,8 +50,8 @@ Choices where the seeds are silent:
 * Organizations are deployment-wide objects: administrators (admin:orgs) of the
   system org (``DEFAULT_ORG``) create, list and change any of them; anyone else
   sees only their own, and another org is NotFound. One's own org cannot be
-  suspended. A new org starts without users (the gRPC edge creates its first
-  administrator with it when asked).
+  suspended. A new org starts without users unless ``create_org`` is given its
+  first administrator, stored in the same transaction.
 * OAuth2: client_credentials only for confidential clients, scopes = requested ∩
   allowed (all allowed when none requested), never a refresh token.
   authorization_code needs an exact registered redirect_uri, PKCE S256 for public
@@ -76,6 +76,7 @@ from trellis.server.auth.identity._accounts import (
     CreatedPat,
     MachineValidation,
 )
+from trellis.server.auth.identity._admin import FirstAdmin
 from trellis.server.auth.identity._base import MACHINE_SCOPES, UserInfo
 from trellis.server.auth.identity._oauth import (
     AuthorizationGrant,
@@ -92,6 +93,7 @@ __all__ = [
     "CreatedClient",
     "CreatedMachineUser",
     "CreatedPat",
+    "FirstAdmin",
     "Identity",
     "InvalidClient",
     "LoginResult",

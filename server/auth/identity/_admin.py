@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
-from trellis.server.auth import policies, store
+from trellis.server.auth import passwords, policies, store
 from trellis.server.auth.identity._base import Base
 from trellis.server.auth.principal import DEFAULT_ORG, PermissionDenied, Principal
 from trellis.server.auth.scopes import Scope
@@ -19,6 +20,15 @@ from trellis.server.errors import FailedPrecondition, InvalidArgument, NotFound
 _ORG_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Policies are read on every checked call; keep them this long (seconds) per org.
 _POLICY_CACHE_SECS: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class FirstAdmin:
+    """The administrator a new organization is created with."""
+
+    username: str
+    password: str
+    email: str = ""
 
 
 class Admin(Base):
@@ -33,8 +43,15 @@ class Admin(Base):
             raise NotFound(f"organization {org_id!r} not found")
 
     def create_org(
-        self, actor: Principal, name: str, org_id: str | None = None
+        self,
+        actor: Principal,
+        name: str,
+        org_id: str | None = None,
+        *,
+        first_admin: FirstAdmin | None = None,
     ) -> store.Organization:
+        """A new organization, with its first administrator when one is given:
+        both are stored in one transaction, or neither."""
         self.require(actor, Scope.ADMIN_ORGS, "org.create")
         if actor.org_id != DEFAULT_ORG:
             raise PermissionDenied(
@@ -47,10 +64,39 @@ class Admin(Base):
             raise InvalidArgument(
                 "id: 1 to 64 letters, digits, '.', '-' or '_', starting with a letter or digit"
             )
+        hashed = None
+        if first_admin is not None:
+            if not first_admin.username.strip():
+                raise InvalidArgument("admin_username must not be empty")
+            problem = passwords.check_strength(first_admin.password)
+            if problem is not None:
+                raise InvalidArgument(f"admin_password: {problem}")
+            # Hashing is slow: outside the transaction.
+            hashed = passwords.hash_password(first_admin.password)
         with self.db.write() as conn:
             now = self.db.now_ms(conn)
             org = store.create_org(conn, name=name, now_ms=now, org_id=org_id)
             self.audit(conn, actor, "org.create", "success", now, resource=f"org:{org.id}")
+            if first_admin is not None and hashed is not None:
+                user = store.create_user(
+                    conn,
+                    org.id,
+                    username=first_admin.username,
+                    email=first_admin.email,
+                    password_hash=hashed,
+                    now_ms=now,
+                    roles=("admin",),
+                )
+                self.audit(
+                    conn,
+                    actor,
+                    "user.create",
+                    "success",
+                    now,
+                    org_id=org.id,
+                    resource=f"user:{user.id}",
+                    detail={"username": user.username, "roles": ["admin"]},
+                )
         return org
 
     def list_orgs(
