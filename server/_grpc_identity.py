@@ -7,8 +7,6 @@ each RPC declares; ``Identity`` checks again what depends on the object
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +20,7 @@ from trellis.server.auth.identity import FirstAdmin, Identity, UserInfo
 from trellis.server.auth.interceptor import client_address, current_principal
 from trellis.server.auth.principal import PermissionDenied, Principal, PrincipalKind
 from trellis.server.auth.scopes import ROLE_SCOPES, scope_catalogue
+from trellis.server.auth.secrets_ import basic_credentials
 from trellis.server.errors import InvalidArgument
 from trellis.v1 import (
     auth_pb2,
@@ -533,21 +532,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         )
 
 
-def basic_credentials(context: grpc.ServicerContext) -> tuple[str, str] | None:
-    """``(user, secret)`` of an ``Authorization: Basic`` header (RFC 6749 2.3.1)."""
+def _basic_credentials(context: grpc.ServicerContext) -> tuple[str, str] | None:
+    """Client credentials sent as HTTP Basic authentication (RFC 6749 2.3.1)."""
     for key, value in context.invocation_metadata():
-        if key != "authorization" or not isinstance(value, str):
-            continue
-        scheme, _, encoded = value.partition(" ")
-        if scheme.lower() != "basic":
-            return None
-        try:
-            user, sep, secret = (
-                base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-            )
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return (user, secret) if sep else None
+        if key == "authorization" and isinstance(value, str):
+            return basic_credentials(value)
     return None
 
 
@@ -564,7 +553,7 @@ class OAuth(oauth_pb2_grpc.OAuthServiceServicer):
     def _client_credentials(
         self, request: Any, context: grpc.ServicerContext
     ) -> tuple[str | None, str | None]:
-        basic = basic_credentials(context)
+        basic = _basic_credentials(context)
         if basic is not None:
             return basic
         return request.client_id or None, request.client_secret or None

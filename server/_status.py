@@ -56,17 +56,3 @@ def abort(
         add_trailers(context, trailers)
     context.abort(code, message)
     raise AssertionError("unreachable")  # abort raises
-
-
-def reason_of(error: grpc.RpcError) -> str | None:
-    """The ErrorInfo reason of a failed call, for clients and tests."""
-    if not isinstance(error, grpc.Call):
-        return None
-    for key, value in error.trailing_metadata() or ():
-        if key == DETAILS_KEY and isinstance(value, bytes):
-            status = status_pb2.Status.FromString(value)
-            for item in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if item.Unpack(info):
-                    return str(info.reason)
-    return None

@@ -69,7 +69,6 @@ class TrellisServer:
             )
         upgrade_schema(self.db)
         self._bootstrap_identity()
-        self._check_signing_key()
         self._background.enter_context(self.db.background_checkpoints())
         if self.db.is_postgres:
             url = self.db.engine.url.set(drivername="postgresql")
@@ -95,8 +94,12 @@ class TrellisServer:
         )
 
     def _bootstrap_identity(self) -> None:
-        """The default organization, a signing key and the first administrator."""
-        generated = self.identity.bootstrap(self.config.admin_username, self.config.admin_password)
+        """The default organization, a current signing key and the first administrator."""
+        generated = self.identity.bootstrap(
+            self.config.admin_username,
+            self.config.admin_password,
+            max_key_age_secs=self.config.signing_key_max_age_days * 86_400,
+        )
         if generated is not None:
             # Shown once, on the console of the first start (never stored).
             print(

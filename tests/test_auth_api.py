@@ -17,7 +17,7 @@ import pytest
 from conftest import ADMIN_PASSWORD, ADMIN_USERNAME, Running, login
 from engine_helpers import RPC_TIMEOUT, create_workflow, job, must_claim, start_run, uid
 
-from trellis.server._status import reason_of
+from trellis.rest_bridge._status_details import rpc_failure
 from trellis.server.auth.ratelimit import Limit
 from trellis.v1 import (
     auth_pb2,
@@ -45,6 +45,11 @@ def refused(call: Callable[[], object]) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as err:
         call()
     return err.value
+
+
+def reason_of(error: grpc.RpcError) -> str:
+    """The reason the server gave (its ErrorInfo), read as the REST bridge reads it."""
+    return rpc_failure(error).reason
 
 
 def code_of(error: grpc.RpcError) -> grpc.StatusCode:

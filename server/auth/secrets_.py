@@ -26,6 +26,8 @@ Only ``digest`` (SHA-256 of the whole token) is stored; the token itself is show
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import hashlib
 import secrets
@@ -121,6 +123,20 @@ def digest_of(token: str) -> str:
     comparison can leak nothing useful about the token through timing.
     """
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def basic_credentials(authorization: str) -> tuple[str, str] | None:
+    """``(user, secret)`` of an ``Authorization: Basic base64(user:secret)``
+    value (RFC 7617); None for another scheme or a malformed value."""
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, secret = decoded.partition(":")
+    return (user, secret) if sep else None
 
 
 def _kind_of(token: str) -> TokenKind | None:

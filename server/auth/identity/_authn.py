@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -21,7 +19,7 @@ from trellis.server.auth.principal import (
     PrincipalKind,
     Unauthenticated,
 )
-from trellis.server.auth.secrets_ import TokenKind, digest_of, parse
+from trellis.server.auth.secrets_ import TokenKind, basic_credentials, digest_of, parse
 from trellis.server.auth.store import TOUCH_INTERVAL_MS
 
 _BAD_TOKEN: Final = "missing or invalid token"
@@ -58,13 +56,10 @@ def _parse_authorization(authorization: str | None) -> tuple[str, str | None]:
         return value, None
     if scheme.lower() == "basic":
         # Seed 000: machine users may send base64(username:token).
-        try:
-            decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise invalid() from None
-        username, sep, token = decoded.partition(":")
-        if not sep or not username or not token:
+        pair = basic_credentials(authorization)
+        if pair is None or not pair[0] or not pair[1]:
             raise invalid()
+        username, token = pair
         return token, username
     raise invalid()
 

@@ -43,14 +43,19 @@ class Sessions(Authn):
     # ------------------------------------------------------------------ bootstrap
 
     def bootstrap(
-        self, admin_username: str | None = None, admin_password: str | None = None
+        self,
+        admin_username: str | None = None,
+        admin_password: str | None = None,
+        *,
+        max_key_age_secs: float | None = None,
     ) -> str | None:
-        """Ensures the default org, a signing key, and a first admin user.
+        """Ensures the default org, a signing key (a new one when the active key
+        is older than ``max_key_age_secs``), and a first admin user.
 
         Returns the admin's generated password when one was made (print it once), else
         None. Idempotent; of replicas starting together one creates the admin.
         """
-        self.ensure_signing_key()
+        self.ensure_signing_key(max_key_age_secs)
         with self.db.write() as conn:
             now = self.db.now_ms(conn)
             if store.get_org(conn, DEFAULT_ORG) is None:
