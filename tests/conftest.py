@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -25,6 +25,7 @@ import pytest
 from trellis.server.app import TrellisServer
 from trellis.server.auth.ratelimit import Limit
 from trellis.server.config import Config
+from trellis.server.db import Database, connect, upgrade_schema
 from trellis.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -81,6 +82,42 @@ def login(channel: grpc.Channel, username: str, password: str, org: str = "") ->
         timeout=30,
     )
     return str(answer.token)
+
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """A migrated database of each kind, for tests below the gRPC edge."""
+    database = connect(database_url)
+    try:
+        upgrade_schema(database)
+        yield database
+    finally:
+        database.dispose()
+
+
+def race(n: int, fn: Callable[[int], T]) -> list[T]:
+    """Runs ``fn(0..n-1)`` on ``n`` threads released together; returns results in order."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[i] = fn(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    return results
 
 
 @dataclass

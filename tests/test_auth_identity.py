@@ -9,13 +9,13 @@ must be seen at once.
 from __future__ import annotations
 
 import base64
-import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from conftest import race
 
 from trellis.server.auth import store, totp
 from trellis.server.auth.identity import MACHINE_SCOPES, Identity
@@ -29,22 +29,12 @@ from trellis.server.auth.principal import (
 )
 from trellis.server.auth.scopes import ALL_SCOPES, ROLE_SCOPES
 from trellis.server.auth.secrets_ import TokenKind, new_token
-from trellis.server.db import Database, connect, upgrade_schema
+from trellis.server.db import Database
 from trellis.server.errors import FailedPrecondition, InvalidArgument, NotFound
 
 T = TypeVar("T")
 ADMIN_PW = "correct horse battery staple"
 USER_PW = "another long passphrase"
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = connect(database_url)
-    try:
-        upgrade_schema(database)
-        yield database
-    finally:
-        database.dispose()
 
 
 @pytest.fixture
@@ -67,27 +57,6 @@ def add_user(ident: Identity, admin: Principal, name: str, roles: list[str]) -> 
     return ident.create_user(
         admin, username=name, email=f"{name}@example.com", password=USER_PW, roles=roles
     ).id
-
-
-def race(n: int, fn: Callable[[int], T]) -> list[T]:
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[i] = fn(i)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
-    return results
 
 
 def audit(db: Database, action: str) -> list[store.AuditEvent]:

@@ -9,7 +9,7 @@ import secrets
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from test_auth_identity import ADMIN_PW, USER_PW, add_user, admin_of, bearer, db, ident, refused
+from test_auth_identity import ADMIN_PW, USER_PW, add_user, admin_of, bearer, ident, refused
 
 from trellis.server.auth import passwords, store
 from trellis.server.auth.identity import Identity, InvalidClient, OAuthError
@@ -17,7 +17,7 @@ from trellis.server.auth.principal import DEFAULT_ORG, PermissionDenied, Princip
 from trellis.server.auth.store import PolicyRule
 from trellis.server.errors import FailedPrecondition, InvalidArgument, NotFound
 
-__all__ = ["db", "ident"]  # fixtures, re-exported for pytest
+__all__ = ["ident"]  # a fixture, re-exported for pytest
 
 REDIRECT = "https://app.example.com/callback"
 

@@ -45,6 +45,22 @@ def sign_in(server: Running, username: str = ADMIN_USERNAME, password: str = ADM
     return token
 
 
+def other_org_admin(server: Running) -> Rest:
+    """A client signed in as the first administrator of a new organization."""
+    org_id = uid("other")
+    created = rest(server).post(
+        "/api/v1/organizations",
+        {"id": org_id, "name": "Other", "admin_username": "boss", "admin_password": PASSWORD},
+    )
+    assert created.status == 201, created.raw
+    login = anonymous(server).post(
+        "/auth/login",
+        {"username": "boss", "password": PASSWORD},
+        headers={"X-Organization-ID": org_id},
+    )
+    return as_token(server, envelope(login)["token"])
+
+
 def form(client: Rest, path: str, fields: dict[str, str], **kw: Any) -> Reply:
     headers = {**FORM, **kw.pop("headers", {})}
     return client.request("POST", path, raw=urlencode(fields).encode(), headers=headers, **kw)
@@ -335,17 +351,7 @@ def test_introspection_needs_a_caller_of_the_tokens_organization(server: Running
     assert form(admin, "/api/v1/oauth2/introspect", {"token": "nope"}).json == {"active": False}
     assert form(anonymous(server), "/api/v1/oauth2/introspect", {"token": token}).status == 401
 
-    org_id = uid("other")
-    admin.post(
-        "/api/v1/organizations",
-        {"id": org_id, "name": "Other", "admin_username": "boss", "admin_password": PASSWORD},
-    )
-    login = anonymous(server).post(
-        "/auth/login",
-        {"username": "boss", "password": PASSWORD},
-        headers={"X-Organization-ID": org_id},
-    )
-    other = as_token(server, envelope(login)["token"])
+    other = other_org_admin(server)
     assert form(other, "/api/v1/oauth2/introspect", {"token": token}).json == {"active": False}
 
 
@@ -512,17 +518,7 @@ def test_another_organization_sees_nothing_over_rest(server: Running) -> None:
         "/api/workflows", {"id": "ours", "name": "Ours", "jobs": [{"id": "a", "command": "x"}]}
     )
     run_id = admin.post("/api/workflows/ours/run").json["run_id"]
-    org_id = uid("other")
-    admin.post(
-        "/api/v1/organizations",
-        {"id": org_id, "name": "Other", "admin_username": "boss", "admin_password": PASSWORD},
-    )
-    login = anonymous(server).post(
-        "/auth/login",
-        {"username": "boss", "password": PASSWORD},
-        headers={"X-Organization-ID": org_id},
-    )
-    other = as_token(server, envelope(login)["token"])
+    other = other_org_admin(server)
     for method, path in (
         ("GET", "/api/workflows/ours/status"),
         ("POST", "/api/workflows/ours/run"),

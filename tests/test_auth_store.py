@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from conftest import wait_until
+from conftest import race, wait_until
 from sqlalchemy import Connection, inspect, text
 
 from trellis.server import db as db_module
@@ -24,7 +24,7 @@ from trellis.server.auth import store
 from trellis.server.auth.jwt_keys import KeyRing, KeyState, TokenIssuer
 from trellis.server.auth.secrets_ import TokenKind, new_token
 from trellis.server.auth.store import Conflict, PolicyRule
-from trellis.server.db import Database, connect, upgrade_schema
+from trellis.server.db import Database, upgrade_schema
 from trellis.server.errors import InvalidArgument
 
 T = TypeVar("T")
@@ -47,16 +47,6 @@ IDENTITY_TABLES = {
 }
 
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = connect(database_url)
-    try:
-        upgrade_schema(database)
-        yield database
-    finally:
-        database.dispose()
-
-
 def write(db: Database, fn: Callable[[Connection], T]) -> T:
     with db.write() as conn:
         return fn(conn)
@@ -75,28 +65,6 @@ def add_user(conn: Connection, org: str, username: str, **kwargs: Any) -> store.
     }
     fields.update(kwargs)
     return store.create_user(conn, org, username=username, **fields)
-
-
-def race(n: int, fn: Callable[[int], T]) -> list[T]:
-    """Runs ``fn(0..n-1)`` on ``n`` threads released together; returns results in order."""
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait(timeout=10)
-            results[i] = fn(i)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
-    return results
 
 
 def while_held(db: Database, first: Callable[[Connection], T], second: Callable[[], T]) -> T:
