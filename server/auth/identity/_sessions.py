@@ -260,19 +260,7 @@ class Sessions(Authn):
             if rotation.outcome == "rotated" and session is not None:
                 user = store.get_user(conn, session.org_id, session.user_id)
                 if user is not None and user.enabled:
-                    access = self._reissue(conn, user, session.id, now)
-                    self.audit(
-                        conn,
-                        None,
-                        "auth.refresh",
-                        "success",
-                        now,
-                        org_id=session.org_id,
-                        ip=ip,
-                        resource=f"user:{user.id}",
-                        actor_name=f"user:{user.id}",
-                        detail={"session_id": session.id},
-                    )
+                    access = self._reissue(conn, user, session.id, now, ip)
                     return LoginResult(
                         access[0], access[1], new.token, UserInfo.of(user), session.id
                     )
@@ -301,19 +289,7 @@ class Sessions(Authn):
             )
             user = store.get_user(conn, claims.org, user_id)
             if first and user is not None and user.enabled:
-                access = self._reissue(conn, user, session.id, now)
-                self.audit(
-                    conn,
-                    None,
-                    "auth.refresh",
-                    "success",
-                    now,
-                    org_id=claims.org,
-                    ip=ip,
-                    resource=f"user:{user.id}",
-                    actor_name=f"user:{user.id}",
-                    detail={"session_id": session.id},
-                )
+                access = self._reissue(conn, user, session.id, now, ip)
         self.forget(token)
         if first and user is not None and user.enabled:
             return LoginResult(access[0], access[1], None, UserInfo.of(user), session.id)
@@ -322,8 +298,9 @@ class Sessions(Authn):
         raise invalid()
 
     def _reissue(
-        self, conn: Connection, user: store.User, session_id: str, now: int
+        self, conn: Connection, user: store.User, session_id: str, now: int, ip: str
     ) -> tuple[str, int]:
+        """A new access token for a session being refreshed, and its audit event."""
         # The user's current roles, not the ones at login: a demotion sticks.
         access = self._issuer(conn).issue(
             subject=f"user:{user.id}",
@@ -331,6 +308,18 @@ class Sessions(Authn):
             scopes=sorted(role_scopes(user.roles)),
             session_id=session_id,
             now=now / 1000,
+        )
+        self.audit(
+            conn,
+            None,
+            "auth.refresh",
+            "success",
+            now,
+            org_id=user.org_id,
+            ip=ip,
+            resource=f"user:{user.id}",
+            actor_name=f"user:{user.id}",
+            detail={"session_id": session_id},
         )
         return access.token, access.expires_at * 1000
 
