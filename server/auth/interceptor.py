@@ -145,22 +145,11 @@ class AuthInterceptor(grpc.ServerInterceptor):
             )
         org_header = metadata.get("x-organization-id") or None
         if access.public:
-            principal = Principal(
-                org_id=org_header or DEFAULT_ORG,
-                subject="anonymous",
-                kind=PrincipalKind.ANONYMOUS,
-                scopes=frozenset(),
-            )
-            self._limit(context, access.bucket, f"ip:{self._client_address(context, metadata)}")
-            return principal
+            address = client_address(context, self._trusted, metadata)
+            self._limit(context, access.bucket, f"ip:{address}")
+            return _anonymous(org_header, frozenset())
         if self._authenticate is None:
-            principal = Principal(
-                org_id=org_header or DEFAULT_ORG,
-                subject="anonymous",
-                kind=PrincipalKind.ANONYMOUS,
-                scopes=ALL_SCOPES,
-                name="anonymous (auth disabled)",
-            )
+            principal = _anonymous(org_header, ALL_SCOPES, "anonymous (auth disabled)")
         else:
             try:
                 principal = self._authenticate(metadata.get("authorization"), org_header)
@@ -201,8 +190,16 @@ class AuthInterceptor(grpc.ServerInterceptor):
             # thousands of times a minute and never read them.
             _status.add_trailers(context, metadata)
 
-    def _client_address(self, context: grpc.ServicerContext, metadata: Mapping[str, str]) -> str:
-        return client_address(context, self._trusted, metadata)
+
+def _anonymous(org_header: str | None, scopes: frozenset[str], name: str = "") -> Principal:
+    """The caller of a public method, or anyone in development mode (every scope)."""
+    return Principal(
+        org_id=org_header or DEFAULT_ORG,
+        subject="anonymous",
+        kind=PrincipalKind.ANONYMOUS,
+        scopes=scopes,
+        name=name,
+    )
 
 
 def client_address(
