@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from trellis.server import _grpc
 from trellis.server._grpc_identity import add_identity_services
+from trellis.server._local_channel import HandlerRegistry, LocalChannel
 from trellis.server._notify import Notifier, PgBridge
 from trellis.server.auth.identity import Identity
 from trellis.server.auth.interceptor import AuthInterceptor, method_access
@@ -51,6 +52,8 @@ class TrellisServer:
         self.limiter = RateLimiter(config.rate_limits)
         self._bridge: PgBridge | None = None
         self._grpc: grpc.Server | None = None
+        self._handlers: HandlerRegistry | None = None
+        self._interceptors: list[grpc.ServerInterceptor] = []
         self._health = health.HealthServicer()
         self._rest: object | None = None
         self._channel: grpc.Channel | None = None
@@ -122,18 +125,22 @@ class TrellisServer:
             self.limiter,
             check_policy=self.identity.check_policy if enabled else None,
         )
-        server = grpc.server(
+        self._interceptors = [auth]
+        network = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=self.config.grpc_threads, thread_name_prefix="trellis-grpc"
             ),
             maximum_concurrent_rpcs=self.config.grpc_threads,
-            interceptors=[auth],
+            interceptors=self._interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
             ],
         )
+        # The handlers are recorded as they are added, for the REST bridge's
+        # in-process channel.
+        server = self._handlers = HandlerRegistry(network)
         names = _grpc.add_services(server, self.service)
         add_identity_services(server, self.identity, self.config.public_url)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -149,18 +156,22 @@ class TrellisServer:
         if not self.grpc_port:
             raise OSError(f"cannot bind gRPC port {self.config.grpc_port}")
         server.start()
-        self._grpc = server
+        self._grpc = network
 
     def _start_rest(self) -> None:
         from trellis.rest_bridge import RestServer, create_app
 
-        self._channel = grpc.insecure_channel(
+        network = grpc.insecure_channel(
             f"127.0.0.1:{self.grpc_port}",
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
+        assert self._handlers is not None, "gRPC starts first"
+        # Unary calls run in the REST thread, through the same interceptors
+        # and handlers as calls from the network (see _local_channel).
+        self._channel = LocalChannel(self._handlers, self._interceptors, network)
         app = create_app(
             self._channel,
             cors_origins=self.config.cors_origins,
