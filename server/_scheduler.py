@@ -82,6 +82,13 @@ class Effects:
     # The runs in which ``ready`` jobs are: ``dispatch`` looks there.
     ready_runs: set[str] = field(default_factory=set)
 
+    def merge(self, other: Effects) -> None:
+        """Adds the wake-ups of ``other`` (of a transaction run with this one)."""
+        self.topics |= other.topics
+        self.ready.update(other.ready)
+        self.timers.extend(other.timers)
+        self.ready_runs |= other.ready_runs
+
 
 def new_id() -> str:
     return uuid.uuid4().hex
@@ -405,45 +412,74 @@ def touch_worker(
     )
 
 
+@dataclass(frozen=True)
+class ClaimAsk:
+    """One claimer's request: up to ``max_jobs`` ready jobs matching
+    ``labels``, leased to ``worker_id`` for ``ttl_secs`` on behalf of the
+    principal ``owner``."""
+
+    org: str
+    worker_id: str
+    labels: tuple[str, ...]
+    ttl_secs: int
+    max_jobs: int
+    owner: str
+
+
 def claim(
-    conn: Connection,
-    *,
-    is_pg: bool,
-    org: str,
-    worker_id: str,
-    labels: Sequence[str],
-    ttl_secs: int,
-    max_jobs: int,
-    now: int,
-    owner: str,
-) -> tuple[list[Claimed], Effects]:
-    """Claims up to ``max_jobs`` ready jobs matching ``labels``, oldest first,
-    under leases bound to the principal ``owner``."""
+    conn: Connection, *, is_pg: bool, asks: Sequence[ClaimAsk], now: int
+) -> tuple[list[list[Claimed]], Effects]:
+    """Claims ready jobs for each of ``asks``, oldest first; returns each
+    ask's leases, in the order of ``asks``.
+
+    Asks of one org that match the same label sets draw from one statement
+    (the first ask takes the oldest jobs), and all leases of an org are
+    granted together, so a group of claimers costs a few statements, not a
+    few per claimer.
+    """
     effects = Effects()
+    orgs = sorted({a.org for a in asks})
     with _sql.pipelined(conn) as batch:
-        touch_worker(batch, org=org, worker_id=worker_id, labels=labels, now=now, fresh_ms=1000)
-        known = batch.query(_LABEL_KEYS, org=org)
-    keys = eligible_label_keys((k for (k,) in known.rows), labels)
-    if not keys or max_jobs <= 0:
-        return [], effects
-    if len(keys) == 1:
-        rows = _sql.query(conn, _CLAIM_ONE_SET, org=org, key=keys[0], now=now, n=max_jobs)
-    else:
-        rows = _sql.query(conn, _CLAIM_SETS, org=org, keys=keys, now=now, n=max_jobs)
-    if not rows:
-        return [], effects
-    rows.sort(key=lambda r: r.id)
-    claimed = _grant(
-        conn,
-        is_pg=is_pg,
-        org=org,
-        rows=rows,
-        to=[(worker_id, ttl_secs, owner)] * len(rows),
-        now=now,
-        effects=effects,
-        lock_runs=True,
-    )
-    return claimed, effects
+        for a in asks:
+            touch_worker(
+                batch, org=a.org, worker_id=a.worker_id, labels=a.labels, now=now, fresh_ms=1000
+            )
+        known = {org: batch.query(_LABEL_KEYS, org=org) for org in orgs}
+    draws: dict[tuple[str, tuple[str, ...]], list[int]] = defaultdict(list)
+    for i, a in enumerate(asks):
+        keys = tuple(eligible_label_keys((k for (k,) in known[a.org].rows), a.labels))
+        if keys and a.max_jobs > 0:
+            draws[(a.org, keys)].append(i)
+    granted: dict[str, list[tuple[Any, int]]] = defaultdict(list)
+    for (org, keys), takers in draws.items():
+        n = sum(asks[i].max_jobs for i in takers)
+        if len(keys) == 1:
+            rows = _sql.query(conn, _CLAIM_ONE_SET, org=org, key=keys[0], now=now, n=n)
+        else:
+            rows = _sql.query(conn, _CLAIM_SETS, org=org, keys=list(keys), now=now, n=n)
+        rows.sort(key=lambda r: r.id)
+        taken = 0
+        for i in takers:
+            share = rows[taken : taken + asks[i].max_jobs]
+            taken += len(share)
+            granted[org].extend((row, i) for row in share)
+    out: list[list[Claimed]] = [[] for _ in asks]
+    for org, pairs in granted.items():
+        if not pairs:
+            continue
+        claimed = _grant(
+            conn,
+            is_pg=is_pg,
+            org=org,
+            rows=[row for row, _ in pairs],
+            to=[(asks[i].worker_id, asks[i].ttl_secs, asks[i].owner) for _, i in pairs],
+            now=now,
+            effects=effects,
+            lock_runs=True,
+        )
+        for lease, (_, i) in zip(claimed, pairs, strict=True):
+            out[i].append(lease)
+    return out, effects
 
 
 def _grant(
@@ -723,26 +759,32 @@ _REPORTED_LEASES = Sql(
 
 
 def report_results(
-    conn: Connection, *, is_pg: bool, org: str, owner: str, results: Sequence[Result], now: int
+    conn: Connection,
+    *,
+    is_pg: bool,
+    org: str,
+    reports: Sequence[tuple[str, Result]],
+    now: int,
 ) -> tuple[list[Verdict], Effects]:
-    """Applies completions and failures; each report is judged on its own.
+    """Applies completions and failures, each ``(owner, result)``: the
+    result reported by the principal ``owner``. Each is judged on its own.
 
     A stale, expired, finished or unknown lease changes nothing; the second of
     two reports for one lease (in one batch or across concurrent batches)
     finds the lease no longer active. A lease of another org or of another
-    principal than ``owner`` is unknown.
+    principal than its reporter is unknown.
     """
-    ids = sorted({r.lease_id for r in results})
+    ids = sorted({res.lease_id for _, res in reports})
     with _sql.pipelined(conn) as batch:
         _lock_runs_of_leases(batch, is_pg, ids)
         reported = batch.query(_REPORTED_LEASES, ids=ids)
-    found = {row.id: row for row in reported.rows if row.org_id == org and row.owner == owner}
+    found = {row.id: row for row in reported.rows if row.org_id == org}
     verdicts: list[Verdict] = []
     done: list[tuple[Any, Result]] = []
     seen: set[str] = set()
-    for res in results:
+    for owner, res in reports:
         lease = found.get(res.lease_id)
-        if lease is None:
+        if lease is None or lease.owner != owner:
             verdicts.append(Verdict(res.lease_id, f"unknown lease {res.lease_id!r}"))
             continue
         if res.lease_id in seen:

@@ -11,7 +11,7 @@ import functools
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from trellis.server import _render as render
 from trellis.server import _scheduler as sched
 from trellis.server import _sql
+from trellis.server._group_commit import GroupCommit, Member
 from trellis.server._notify import Mailbox, Notifier, Subscription
 from trellis.server.db import Database
 from trellis.server.definitions import (
@@ -61,6 +62,15 @@ _SET_LATEST_RUN = _sql.Sql(
     "UPDATE workflows SET latest_run_id = :run_id WHERE org_id = :org AND id = :workflow_id"
 )
 _LEASE_STATES = _sql.Sql("SELECT id, state FROM leases WHERE id IN_LIST(:ids)")
+
+
+@dataclass(frozen=True)
+class _Reports:
+    """Results reported in one call, by the principal ``owner`` of ``org``."""
+
+    org: str
+    owner: str
+    results: Sequence[sched.Result]
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,9 @@ class Service:
         self._closing = threading.Event()
         self._defs: OrderedDict[tuple[str, str, int], WorkflowDef] = OrderedDict()
         self._defs_lock = threading.Lock()
+        # Concurrent claims, and concurrent reports, share transactions.
+        self._claims = GroupCommit(self._claim_group)
+        self._reports = GroupCommit(self._report_group)
 
     # ------------------------------------------------------------ plumbing
 
@@ -185,6 +198,55 @@ class Service:
         self._fire(effects, now)
         self._deliver(promised, handed)
         return result
+
+    def _claim_group(self, members: Sequence[Member[sched.ClaimAsk, list[sched.Claimed]]]) -> None:
+        """Runs a group of claims in one transaction (see ``_group_commit``)."""
+        asks = [m.work for m in members]
+        try:
+            granted = self._write(
+                lambda conn, now: sched.claim(conn, is_pg=self.db.is_postgres, asks=asks, now=now)
+            )
+        except Exception as exc:
+            for member in members:
+                member.fail(exc)
+            return
+        for member, claimed in zip(members, granted, strict=True):
+            member.succeed(claimed)
+
+    def _report_group(self, members: Sequence[Member[_Reports, list[sched.Verdict]]]) -> None:
+        """Runs a group of reports in one transaction, one judgement per org."""
+        per_org: dict[str, list[Member[_Reports, list[sched.Verdict]]]] = defaultdict(list)
+        for member in members:
+            per_org[member.work.org].append(member)
+
+        def tx(conn: Connection, now: int) -> tuple[list[list[sched.Verdict]], sched.Effects]:
+            effects = sched.Effects()
+            answers: list[list[sched.Verdict]] = []
+            for org in sorted(per_org):
+                group = per_org[org]
+                verdicts, more = sched.report_results(
+                    conn,
+                    is_pg=self.db.is_postgres,
+                    org=org,
+                    reports=[(m.work.owner, res) for m in group for res in m.work.results],
+                    now=now,
+                )
+                effects.merge(more)
+                start = 0
+                for m in group:
+                    answers.append(verdicts[start : start + len(m.work.results)])
+                    start += len(m.work.results)
+            return answers, effects
+
+        try:
+            answers = self._write(tx)
+        except Exception as exc:
+            for member in members:
+                member.fail(exc)
+            return
+        ordered = [m for org in sorted(per_org) for m in per_org[org]]
+        for member, verdicts in zip(ordered, answers, strict=True):
+            member.succeed(verdicts)
 
     def _audit_refusal(self, audit: _Audit, exc: TrellisError) -> None:
         """Records a refused change in a transaction of its own (the caller's
@@ -719,18 +781,8 @@ class Service:
         max_jobs: int,
         owner: str,
     ) -> list[workers_pb2.Assignment]:
-        claimed = self._write(
-            lambda conn, now: sched.claim(
-                conn,
-                is_pg=self.db.is_postgres,
-                org=org,
-                worker_id=worker_id,
-                labels=labels,
-                ttl_secs=ttl,
-                max_jobs=max_jobs,
-                now=now,
-                owner=owner,
-            )
+        claimed = self._claims.submit(
+            sched.ClaimAsk(org, worker_id, tuple(labels), ttl, max_jobs, owner)
         )
         return [render.assignment(c, worker_id) for c in claimed]
 
@@ -839,11 +891,7 @@ class Service:
             raise InvalidArgument(f"results: at most {MAX_BATCH} at once")
         if not results:
             return []
-        return self._write(
-            lambda conn, now: sched.report_results(
-                conn, is_pg=self.db.is_postgres, org=org, owner=owner, results=results, now=now
-            )
-        )
+        return self._reports.submit(_Reports(org, owner, results))
 
     def is_job_cancelled(self, org: str, workflow_id: str, job_id: str, run_id: str = "") -> bool:
         def tx(conn: Connection, _now: int) -> bool:
