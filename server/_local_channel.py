@@ -105,42 +105,8 @@ class _Aborted(Exception):
     """Raised by ``abort``: the handler ended the call with a status."""
 
 
-class LocalRpcError(grpc.RpcError, grpc.Call):
-    """A failed local call, read like a failed network call."""
-
-    def __init__(self, code: grpc.StatusCode, details: str, trailers: Metadata) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self._code = code
-        self._details = details
-        self._trailers = tuple(_Metadatum(k, v) for k, v in trailers)
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-    def initial_metadata(self) -> Any:
-        return ()
-
-    def trailing_metadata(self) -> Any:
-        return self._trailers
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> float:
-        return 0.0
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_callback(self, callback: Callable[[], None]) -> bool:
-        return False
-
-
-class _Done(grpc.Call):
-    """The finished call of a successful local call."""
+class _Finished(grpc.Call):
+    """A local call that has ended: OK, with its trailing metadata."""
 
     def __init__(self, trailers: Metadata) -> None:
         self._trailers = tuple(_Metadatum(k, v) for k, v in trailers)
@@ -168,6 +134,25 @@ class _Done(grpc.Call):
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
         return False
+
+
+class LocalRpcError(grpc.RpcError, _Finished):
+    """A failed local call, read like a failed network call."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailers: Metadata) -> None:
+        grpc.RpcError.__init__(self, f"{code.name}: {details}")
+        _Finished.__init__(self, trailers)
+        self._code = code
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> Any:  # as _Finished's (the two bases disagree on its type)
+        return self._trailers
 
 
 class _Context(grpc.ServicerContext):
@@ -301,7 +286,7 @@ class _LocalUnaryUnary(_UnaryUnary):
         if deadline is not None and time.monotonic() > deadline:
             raise LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", ())
         out = handler.response_serializer(response) if handler.response_serializer else response
-        return self._deserialize(out), _Done(context.trailing_metadata())
+        return self._deserialize(out), _Finished(context.trailing_metadata())
 
     def future(
         self,

@@ -50,14 +50,24 @@ def submit_in_thread(
     return thread
 
 
-def hold_first_group(
-    rec: Recorder, group: GroupCommit[int, int], out: dict[int, object]
-) -> threading.Thread:
-    """Starts a group of one (work 0) and keeps it running."""
+def queue_behind_a_running_group(
+    rec: Recorder, group: GroupCommit[int, int], works: Sequence[int]
+) -> dict[int, object]:
+    """Holds a group of one (work 0) running while ``works`` are submitted one
+    by one (each queued before the next), then lets everything finish; returns
+    each submission's outcome (a result or the exception raised)."""
+    out: dict[int, object] = {}
     rec.release.clear()
-    first = submit_in_thread(group, 0, out)
+    threads = [submit_in_thread(group, 0, out)]
     assert rec.inside.wait(10)
-    return first
+    for n, work in enumerate(works, start=1):
+        threads.append(submit_in_thread(group, work, out))
+        wait_until(lambda n=n: group.queued == n)
+    rec.release.set()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    return out
 
 
 def test_a_lone_submission_runs_at_once_in_a_group_of_its_own() -> None:
@@ -71,14 +81,7 @@ def test_a_lone_submission_runs_at_once_in_a_group_of_its_own() -> None:
 def test_submissions_made_while_a_group_runs_form_the_next_group_in_order() -> None:
     rec = Recorder()
     group: GroupCommit[int, int] = GroupCommit(rec)
-    out: dict[int, object] = {}
-    threads = [hold_first_group(rec, group, out)]
-    for work in (1, 2, 3):
-        threads.append(submit_in_thread(group, work, out))
-        wait_until(lambda work=work: group.queued == work)
-    rec.release.set()
-    for thread in threads:
-        thread.join(10)
+    out = queue_behind_a_running_group(rec, group, (1, 2, 3))
     assert rec.groups == [[0], [1, 2, 3]]
     assert out == {0: 0, 1: 2, 2: 4, 3: 6}
 
@@ -86,14 +89,7 @@ def test_submissions_made_while_a_group_runs_form_the_next_group_in_order() -> N
 def test_groups_are_at_most_max_group_long() -> None:
     rec = Recorder()
     group: GroupCommit[int, int] = GroupCommit(rec, max_group=2)
-    out: dict[int, object] = {}
-    threads = [hold_first_group(rec, group, out)]
-    for work in (1, 2, 3):
-        threads.append(submit_in_thread(group, work, out))
-        wait_until(lambda work=work: group.queued == work)
-    rec.release.set()
-    for thread in threads:
-        thread.join(10)
+    out = queue_behind_a_running_group(rec, group, (1, 2, 3))
     assert rec.groups == [[0], [1, 2], [3]]
     assert out == {0: 0, 1: 2, 2: 4, 3: 6}
 
@@ -102,14 +98,7 @@ def test_a_refused_member_raises_alone() -> None:
     rec = Recorder()
     rec.refuse = {2}
     group: GroupCommit[int, int] = GroupCommit(rec)
-    out: dict[int, object] = {}
-    threads = [hold_first_group(rec, group, out)]
-    for work in (1, 2, 3):
-        threads.append(submit_in_thread(group, work, out))
-        wait_until(lambda work=work: group.queued == work)
-    rec.release.set()
-    for thread in threads:
-        thread.join(10)
+    out = queue_behind_a_running_group(rec, group, (1, 2, 3))
     assert out[1] == 2 and out[3] == 6
     assert isinstance(out[2], ValueError) and str(out[2]) == "refused 2"
 
@@ -118,14 +107,7 @@ def test_a_broken_group_fails_its_members_and_the_next_group_still_runs() -> Non
     rec = Recorder()
     rec.crash_on = 1
     group: GroupCommit[int, int] = GroupCommit(rec)
-    out: dict[int, object] = {}
-    threads = [hold_first_group(rec, group, out)]
-    for work in (1, 2):
-        threads.append(submit_in_thread(group, work, out))
-        wait_until(lambda work=work: group.queued == work)
-    rec.release.set()
-    for thread in threads:
-        thread.join(10)
+    out = queue_behind_a_running_group(rec, group, (1, 2))
     assert out[0] == 0
     assert all(isinstance(out[w], RuntimeError) for w in (1, 2))
     assert group.submit(7) == 14  # not left busy
