@@ -464,7 +464,9 @@ def claim(
             taken += len(share)
             granted[org].extend((row, i) for row in share)
     out: list[list[Claimed]] = [[] for _ in asks]
-    for org, pairs in granted.items():
+    # Orgs in order, so that two groups lock the runs they share in one order.
+    for org in sorted(granted):
+        pairs = granted[org]
         if not pairs:
             continue
         claimed = _grant(
