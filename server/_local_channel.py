@@ -106,10 +106,11 @@ class _Aborted(Exception):
 
 
 class _Finished(grpc.Call):
-    """A local call that has ended: OK, with its trailing metadata."""
+    """A local call that has ended: OK, with its metadata."""
 
-    def __init__(self, trailers: Metadata) -> None:
+    def __init__(self, trailers: Metadata, initial: Metadata = ()) -> None:
         self._trailers = tuple(_Metadatum(k, v) for k, v in trailers)
+        self._initial = tuple(_Metadatum(k, v) for k, v in initial)
 
     def code(self) -> grpc.StatusCode:
         return grpc.StatusCode.OK
@@ -118,7 +119,7 @@ class _Finished(grpc.Call):
         return ""
 
     def initial_metadata(self) -> Any:
-        return ()
+        return self._initial
 
     def trailing_metadata(self) -> Any:
         return self._trailers
@@ -139,9 +140,11 @@ class _Finished(grpc.Call):
 class LocalRpcError(grpc.RpcError, _Finished):
     """A failed local call, read like a failed network call."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, trailers: Metadata) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, details: str, trailers: Metadata, initial: Metadata = ()
+    ) -> None:
         grpc.RpcError.__init__(self, f"{code.name}: {details}")
-        _Finished.__init__(self, trailers)
+        _Finished.__init__(self, trailers, initial)
         self._code = code
         self._details = details
 
@@ -162,6 +165,7 @@ class _Context(grpc.ServicerContext):
         self._metadata = tuple(_Metadatum(k, v) for k, v in metadata)
         self._deadline = deadline
         self._trailers: tuple[tuple[str, str | bytes], ...] = ()
+        self.initial: tuple[tuple[str, str | bytes], ...] = ()
         self.status: grpc.StatusCode | None = None
         self.status_details = ""
 
@@ -195,9 +199,7 @@ class _Context(grpc.ServicerContext):
         return {}
 
     def send_initial_metadata(self, initial_metadata: Any) -> None:
-        # The bridge renders headers from trailers only (the server sends
-        # everything it wants seen there).
-        pass
+        self.initial = tuple((k, v) for k, v in initial_metadata)
 
     def set_trailing_metadata(self, trailing_metadata: Any) -> None:
         self._trailers = tuple((k, v) for k, v in trailing_metadata)
@@ -223,7 +225,10 @@ class _Context(grpc.ServicerContext):
 
     def error(self) -> LocalRpcError:
         return LocalRpcError(
-            self.status or grpc.StatusCode.UNKNOWN, self.status_details, self._trailers
+            self.status or grpc.StatusCode.UNKNOWN,
+            self.status_details,
+            self._trailers,
+            self.initial,
         )
 
 
@@ -280,13 +285,14 @@ class _LocalUnaryUnary(_UnaryUnary):
                 grpc.StatusCode.UNKNOWN,
                 f"Exception calling application: {exc}",
                 context.trailing_metadata(),
+                context.initial,
             ) from exc
         if context.status not in (None, grpc.StatusCode.OK):
             raise context.error()
         if deadline is not None and time.monotonic() > deadline:
             raise LocalRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", ())
         out = handler.response_serializer(response) if handler.response_serializer else response
-        return self._deserialize(out), _Finished(context.trailing_metadata())
+        return self._deserialize(out), _Finished(context.trailing_metadata(), context.initial)
 
     def future(
         self,

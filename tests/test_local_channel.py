@@ -20,6 +20,7 @@ REGISTERED = "trellis.test.Registered"
 
 def _echo(request: bytes, context: grpc.ServicerContext) -> bytes:
     meta = dict(context.invocation_metadata())
+    context.send_initial_metadata([("x-initial", "i")])
     context.set_trailing_metadata([("x-trailer", "t"), ("x-bin", b"\x00\x01")])
     return request + b"|" + str(meta.get("x-echo", "")).encode()
 
@@ -111,15 +112,22 @@ def channels() -> Iterator[tuple[grpc.Channel, grpc.Channel]]:
 
 def outcome(channel: grpc.Channel, method: str, metadata: tuple[tuple[str, str], ...]) -> Any:
     call = channel.unary_unary(method)
-    ours = ("x-", _status.DETAILS_KEY)
     try:
         response, done = call.with_call(b"ping", timeout=10, metadata=metadata)
-        trailers = sorted((k, v) for k, v in done.trailing_metadata() if k.startswith(ours))
-        return "ok", response, trailers
+        return "ok", response, _ours(done.initial_metadata()), _ours(done.trailing_metadata())
     except grpc.RpcError as error:
         assert isinstance(error, grpc.Call)
-        trailers = sorted((k, v) for k, v in error.trailing_metadata() if k.startswith(ours))
-        return error.code(), error.details(), trailers
+        return (
+            error.code(),
+            error.details(),
+            _ours(error.initial_metadata()),
+            _ours(error.trailing_metadata()),
+        )
+
+
+def _ours(metadata: Any) -> list[tuple[str, Any]]:
+    """The metadata the handlers set (the network adds its own keys)."""
+    return sorted((k, v) for k, v in metadata or () if k.startswith(("x-", _status.DETAILS_KEY)))
 
 
 CASES = [
@@ -152,6 +160,7 @@ def test_the_cases_cover_success_statuses_and_the_interceptor(
     _, local = channels
     got = {m + str(md): outcome(local, m, md)[0] for m, md in CASES}
     assert got[f"/{SERVICE}/Echo" + str(CASES[0][1])] == "ok"
+    assert outcome(local, f"/{SERVICE}/Echo", ())[2] == [("x-initial", "i")]
     assert got[f"/{SERVICE}/Abort()"] == grpc.StatusCode.NOT_FOUND
     assert got[f"/{SERVICE}/Crash()"] == grpc.StatusCode.UNKNOWN
     assert got[f"/{SERVICE}/Echo" + str(CASES[7][1])] == grpc.StatusCode.PERMISSION_DENIED
