@@ -46,8 +46,9 @@ class Member(Generic[W, R]):
 
 
 class GroupCommit(Generic[W, R]):
-    """Runs submitted work in groups through ``run_group``, which must give
-    every member of the group it is handed an outcome (``succeed`` / ``fail``)."""
+    """Runs submitted work in groups through ``run_group``, which gives every
+    member of the group it is handed an outcome (``succeed`` / ``fail``), or
+    raises: every member of the group then raises that error."""
 
     def __init__(
         self, run_group: Callable[[Sequence[Member[W, R]]], None], *, max_group: int = 32
@@ -84,10 +85,9 @@ class GroupCommit(Generic[W, R]):
             del self._queue[: self._max_group]
         try:
             self._run_group(group)
-        except BaseException as exc:  # a bug in run_group: no member may hang
+        except BaseException as exc:
             for member in group:
                 member.fail(exc)
-            raise
         finally:
             with self._lock:
                 if self._queue:

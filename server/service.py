@@ -202,14 +202,9 @@ class Service:
     def _claim_group(self, members: Sequence[Member[sched.ClaimAsk, list[sched.Claimed]]]) -> None:
         """Runs a group of claims in one transaction (see ``_group_commit``)."""
         asks = [m.work for m in members]
-        try:
-            granted = self._write(
-                lambda conn, now: sched.claim(conn, is_pg=self.db.is_postgres, asks=asks, now=now)
-            )
-        except Exception as exc:
-            for member in members:
-                member.fail(exc)
-            return
+        granted = self._write(
+            lambda conn, now: sched.claim(conn, is_pg=self.db.is_postgres, asks=asks, now=now)
+        )
         for member, claimed in zip(members, granted, strict=True):
             member.succeed(claimed)
 
@@ -218,10 +213,10 @@ class Service:
         per_org: dict[str, list[Member[_Reports, list[sched.Verdict]]]] = defaultdict(list)
         for member in members:
             per_org[member.work.org].append(member)
+        answers: dict[str, list[sched.Verdict]] = {}  # per org, in the order of its members
 
-        def tx(conn: Connection, now: int) -> tuple[list[list[sched.Verdict]], sched.Effects]:
+        def tx(conn: Connection, now: int) -> tuple[None, sched.Effects]:
             effects = sched.Effects()
-            answers: list[list[sched.Verdict]] = []
             for org in sorted(per_org):
                 group = per_org[org]
                 verdicts, more = sched.report_results(
@@ -232,21 +227,15 @@ class Service:
                     now=now,
                 )
                 effects.merge(more)
-                start = 0
-                for m in group:
-                    answers.append(verdicts[start : start + len(m.work.results)])
-                    start += len(m.work.results)
-            return answers, effects
+                answers[org] = verdicts
+            return None, effects
 
-        try:
-            answers = self._write(tx)
-        except Exception as exc:
-            for member in members:
-                member.fail(exc)
-            return
-        ordered = [m for org in sorted(per_org) for m in per_org[org]]
-        for member, verdicts in zip(ordered, answers, strict=True):
-            member.succeed(verdicts)
+        self._write(tx)
+        for org, group in per_org.items():
+            start = 0
+            for m in group:
+                m.succeed(answers[org][start : start + len(m.work.results)])
+                start += len(m.work.results)
 
     def _audit_refusal(self, audit: _Audit, exc: TrellisError) -> None:
         """Records a refused change in a transaction of its own (the caller's
