@@ -12,15 +12,18 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
+
+from sqlalchemy import Connection
 
 from trellis.server.auth import store
 from trellis.server.auth.identity._accounts import known_scopes
 from trellis.server.auth.identity._authn import Authn, looks_like_jwt
 from trellis.server.auth.identity._base import role_scopes, user_id_of
+from trellis.server.auth.jwt_keys import IssuedJwt
 from trellis.server.auth.principal import (
     PermissionDenied,
     Principal,
@@ -207,24 +210,15 @@ class OAuth(Authn):
             raise OAuthError("invalid_scope", "none of the requested scopes is allowed")
         with self.db.write() as conn:
             now = self.db.now_ms(conn)
-            access = self._issuer(conn).issue(
+            access = self._issue_to_client(
+                conn,
+                now,
+                client,
                 subject=f"client:{client.id}",
                 org=client.org_id,
                 scopes=sorted(granted),
+                grant_type="client_credentials",
                 token_type="client",
-                extra={"azp": client.id},
-                now=now / 1000,
-            )
-            self.audit(
-                conn,
-                None,
-                "oauth.token",
-                "success",
-                now,
-                org_id=client.org_id,
-                actor_name=f"client:{client.id}",
-                resource=f"client:{client.id}",
-                detail={"grant_type": "client_credentials", "jti": access.jti},
             )
         # Never a refresh token here (RFC 6749 4.4.3): the client can simply ask again.
         return {
@@ -233,6 +227,41 @@ class OAuth(Authn):
             "expires_in": self.access_ttl_secs,
             "scope": " ".join(sorted(granted)),
         }
+
+    def _issue_to_client(
+        self,
+        conn: Connection,
+        now: int,
+        client: store.OAuthClient,
+        *,
+        subject: str,
+        org: str,
+        scopes: Sequence[str],
+        grant_type: str,
+        token_type: str = "access",
+    ) -> IssuedJwt:
+        """An access token for ``subject`` handed to ``client`` (``azp``), and
+        its audit event, in the caller's transaction."""
+        access = self._issuer(conn).issue(
+            subject=subject,
+            org=org,
+            scopes=scopes,
+            token_type=token_type,
+            extra={"azp": client.id},
+            now=now / 1000,
+        )
+        self.audit(
+            conn,
+            None,
+            "oauth.token",
+            "success",
+            now,
+            org_id=org,
+            actor_name=f"client:{client.id}",
+            resource=subject,
+            detail={"grant_type": grant_type, "jti": access.jti},
+        )
+        return access
 
     def _authorization_code(
         self,
@@ -255,23 +284,14 @@ class OAuth(Authn):
                 problem = "the authorizing user is no longer active"
             if problem is None and grant is not None and user is not None:
                 scopes = sorted(frozenset(grant.scopes) & role_scopes(user.roles))
-                access = self._issuer(conn).issue(
+                access = self._issue_to_client(
+                    conn,
+                    now,
+                    client,
                     subject=f"user:{user.id}",
                     org=grant.org_id,
                     scopes=scopes,
-                    extra={"azp": client.id},
-                    now=now / 1000,
-                )
-                self.audit(
-                    conn,
-                    None,
-                    "oauth.token",
-                    "success",
-                    now,
-                    org_id=grant.org_id,
-                    actor_name=f"client:{client.id}",
-                    resource=f"user:{user.id}",
-                    detail={"grant_type": "authorization_code", "jti": access.jti},
+                    grant_type="authorization_code",
                 )
         if problem is not None:
             self.audit_alone(
