@@ -4,13 +4,24 @@ against a real server with an SDK shell worker. Runs on SQLite and PostgreSQL.""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from conftest import Running
-from sdk_helpers import PROC_TIMEOUT, TRELLIS, client_for, free_port, started_worker, uid
+from sdk_helpers import (
+    PROC_TIMEOUT,
+    TRELLIS,
+    WAIT_FOR_GO,
+    client_for,
+    free_port,
+    job_by_id,
+    started_worker,
+    uid,
+)
 
-from trellis.v1 import runs_pb2
+from trellis.v1 import jobs_pb2, runs_pb2
 from trellis.worker_sdk import Client, Worker
 
 
@@ -163,8 +174,46 @@ def test_run_wait_timeout_is_one_error_line(server: Running, client: Client) -> 
         workflow_id=wf,
     )
     done = trellis("run", wf, "--wait", "--timeout", "1", "--target", server.grpc_target)
-    assert done.returncode != 0
+    assert done.returncode == 124
     run_id = done.stdout.splitlines()[0].strip()
     assert client.get_run(run_id).run.state == runs_pb2.RUN_STATE_RUNNING
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("trellis: error: "), done.stderr
+
+
+def test_run_follow_timeout_ends_the_follow_at_the_deadline(
+    server: Running, client: Client, worker: Worker, tmp_path: Path
+) -> None:
+    wf = uid()
+    go = tmp_path / "go"
+    # The job runs (and its log is followed) until the test lets it end.
+    client.create_workflow(
+        {
+            "name": "Slow",
+            "on": "push",
+            "env": {"GO": str(go)},
+            "jobs": {"g": {"run": "echo started\n" + WAIT_FOR_GO}},
+        },
+        workflow_id=wf,
+    )
+    timeout = 1.0
+    began = time.monotonic()
+    done = trellis("run", wf, "--follow", "--timeout", str(timeout), "--target", server.grpc_target)
+    elapsed = time.monotonic() - began
+    try:
+        assert done.returncode == 124, done.stderr
+        run_id = done.stdout.splitlines()[0].strip()
+        # The command ended while the job it followed still ran.
+        detail = client.get_run(run_id)
+        assert detail.run.state == runs_pb2.RUN_STATE_RUNNING
+        assert job_by_id(detail, "g").status in (
+            jobs_pb2.JOB_STATE_QUEUED,
+            jobs_pb2.JOB_STATE_RUNNING,
+        )
+        # One line: the timeout, no noise from the log streams it cut short.
+        assert done.stderr.splitlines() == [
+            f"trellis: error: run {run_id} did not finish within {timeout:g} s"
+        ], done.stderr
+        assert elapsed < timeout + 3.0  # a sanity bound, not a measurement
+    finally:
+        go.touch()

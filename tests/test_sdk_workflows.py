@@ -28,6 +28,7 @@ from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2
 from trellis.worker_sdk import (
     Client,
     ConnectionLost,
+    DeadlineExceeded,
     JobContext,
     NotFound,
     StopReason,
@@ -298,6 +299,16 @@ def test_client_against_unreachable_target_raises_connection_lost() -> None:
         client.list_workflows()
     assert not isinstance(caught.value, grpc.RpcError)
     assert target in str(caught.value)
+
+
+def test_follow_logs_with_a_timeout_raises_deadline_exceeded(
+    server: Running, client: Client
+) -> None:
+    run = client.run_workflow("hello")  # no worker: the job stays queued
+    with pytest.raises(DeadlineExceeded) as caught:
+        list(client.follow_logs("hello", "hello", run.run_id, timeout=0.3))
+    assert "hello/hello did not end within 0.3 s" in str(caught.value)
+    assert job_by_id(client.get_run(run.run_id), "hello").status == jobs_pb2.JOB_STATE_QUEUED
 
 
 def test_follow_logs_streams_a_running_job_live(

@@ -223,7 +223,8 @@ class Client:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         late = DeadlineExceeded(
-            f"run {run_id} did not finish within {timeout} s", grpc.StatusCode.DEADLINE_EXCEEDED
+            f"run {run_id} did not finish within {timeout or 0:g} s",
+            grpc.StatusCode.DEADLINE_EXCEEDED,
         )
         after_id = 0
         reconnects = 0
@@ -283,12 +284,23 @@ class Client:
         run_id: str | None = None,
         *,
         after_id: int = 0,
+        timeout: float | None = None,
     ) -> Iterator[logs_pb2.LogChunk]:
         """The job's log chunks (``LogChunk``): its history, then live ones until
         the job is terminal, resuming (without repeats) after a dropped
-        connection or a server restart."""
+        connection or a server restart. Raises :class:`DeadlineExceeded`
+        when the job is still running ``timeout`` seconds after the first
+        chunk was asked for (resumes included)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        late = DeadlineExceeded(
+            f"log of {workflow_id}/{job_id} did not end within {timeout or 0:g} s",
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        )
         resumes = 0
         while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise late
             call = self._conn.logs.FollowLogs(
                 logs_pb2.FollowLogsRequest(
                     workflow_id=workflow_id,
@@ -296,6 +308,7 @@ class Client:
                     run_id=run_id or "",
                     after_id=after_id,
                 ),
+                timeout=remaining,
                 metadata=self._conn.metadata,
             )
             try:
@@ -316,6 +329,8 @@ class Client:
                 error.__cause__ = err
             finally:
                 call.cancel()
+            if isinstance(error, DeadlineExceeded) and deadline is not None:
+                raise late from None
             if error is not None and not self._resumable(error):
                 raise error
             if resumes >= _MAX_RESUMES:
@@ -324,7 +339,7 @@ class Client:
                     grpc.StatusCode.UNAVAILABLE,
                 )
             resumes += 1
-            time.sleep(_resume_delay(resumes))
+            _pause(_resume_delay(resumes), deadline)
 
 
 # Codes after which a stream is reopened: the server went away or restarted.

@@ -9,11 +9,12 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
 from ._client import Client
-from ._errors import TrellisError
+from ._errors import DeadlineExceeded, TrellisError
 from ._pb import jobs_pb2, logs_pb2, runs_pb2
 from ._worker import Worker
 
@@ -22,6 +23,13 @@ __all__ = ["add_client_commands", "main"]
 DEFAULT_TARGET = "localhost:50051"
 
 Command = Callable[[argparse.Namespace], int]
+
+# Exit codes. 2 is also what argparse exits with on a usage error; 124 is
+# what timeout(1) exits with when the command it ran timed out.
+EXIT_OK = 0
+EXIT_FAILED = 1  # the run failed or was cancelled, or the command failed
+EXIT_USAGE = 2
+EXIT_TIMED_OUT = 124
 
 
 def add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -144,10 +152,10 @@ def _guard(command: Command) -> Command:
             return command(args)
         except TrellisError as err:
             _error(str(err))
-            return 1
+            return EXIT_FAILED
         except ValueError as err:  # bad option values caught by the SDK
             _error(str(err))
-            return 2
+            return EXIT_USAGE
         except KeyboardInterrupt:
             return 130
         except BrokenPipeError:
@@ -303,8 +311,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run = client.run_workflow(args.workflow_id)
         print(run.run_id, flush=True)
         if not (args.wait or args.follow):
-            return 0
-        printer = _LogPrinter(client, run.workflow_id or args.workflow_id, run.run_id)
+            return EXIT_OK
+        # The log streams end at the same deadline as the wait, so that the
+        # whole follow is over when the timeout is.
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        printer = _LogPrinter(client, run.workflow_id or args.workflow_id, run.run_id, deadline)
 
         def on_event(event: runs_pb2.RunEvent) -> None:
             # Following from the moment a job is queued (not only started)
@@ -314,23 +325,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         try:
             detail = client.wait_for_run(run.run_id, args.timeout, on_event=on_event)
+        except DeadlineExceeded as err:
+            printer.stop(_STREAM_GRACE_SECS)
+            _error(str(err))
+            return EXIT_TIMED_OUT
         finally:
-            printer.join(timeout=5.0)
+            printer.stop(_LOG_DRAIN_SECS)
         print(format_table(_JOB_HEADER, _job_rows(detail.jobs)))
         state = run_state_name(detail.run.state)
         print(f"run {detail.run.run_id}: {state}")
-        return 0 if detail.run.state == runs_pb2.RUN_STATE_SUCCEEDED else 1
+        return EXIT_OK if detail.run.state == runs_pb2.RUN_STATE_SUCCEEDED else EXIT_FAILED
+
+
+# How long the log streams of a finished run may take to deliver their last
+# lines, and how long streams that reached the timeout may take to end.
+_LOG_DRAIN_SECS = 5.0
+_STREAM_GRACE_SECS = 0.5
 
 
 class _LogPrinter:
-    """Follows the logs of each started job in a thread, prefixing lines with the job id."""
+    """Follows the logs of each started job in a thread, prefixing lines with
+    the job id, until the job ends or ``deadline`` (monotonic) passes."""
 
-    def __init__(self, client: Client, workflow_id: str, run_id: str) -> None:
+    def __init__(
+        self, client: Client, workflow_id: str, run_id: str, deadline: float | None = None
+    ) -> None:
         self._client = client
         self._workflow_id = workflow_id
         self._run_id = run_id
+        self._deadline = deadline
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
+        # Set by stop(): a stream cut short after it is not an error to report.
+        self._stopped = threading.Event()
 
     def follow(self, job_id: str) -> None:
         if job_id in self._threads:
@@ -340,20 +367,34 @@ class _LogPrinter:
         t.start()
 
     def _print(self, job_id: str) -> None:
+        timeout = None if self._deadline is None else self._deadline - time.monotonic()
         try:
-            for chunk in self._client.follow_logs(self._workflow_id, job_id, self._run_id):
+            for chunk in self._client.follow_logs(
+                self._workflow_id, job_id, self._run_id, timeout=timeout
+            ):
                 out = sys.stderr if chunk.stream == logs_pb2.LOG_STREAM_STDERR else sys.stdout
                 with self._lock:
                     for line in chunk.data.splitlines():
                         print(f"[{job_id}] {line}", file=out)
                     out.flush()
+        except DeadlineExceeded:
+            pass  # the run's wait reports the timeout, once
         except TrellisError as err:
             with self._lock:
-                _error(f"logs of {job_id}: {err}")
+                if not self._stopped.is_set():
+                    _error(f"logs of {job_id}: {err}")
 
-    def join(self, timeout: float) -> None:
+    def stop(self, timeout: float) -> None:
+        """Waits up to ``timeout`` seconds in all for the streams to end; any
+        still open are then abandoned quietly (closing the client ends them).
+        Only the first call waits."""
+        if self._stopped.is_set():
+            return
+        until = time.monotonic() + timeout
         for t in list(self._threads.values()):
-            t.join(timeout)
+            t.join(max(0.0, until - time.monotonic()))
+        with self._lock:
+            self._stopped.set()
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
