@@ -1,5 +1,6 @@
 """Client subcommands of the ``trellis`` command line: worker, run, status, logs,
-workflows, and the credentials ones: login, machine-user, token."""
+workflows, the operations ones (apply, cancel, runs, workers) and the credentials
+ones: login, machine-user, token."""
 
 from __future__ import annotations
 
@@ -10,43 +11,42 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TextIO
 
+from ._cli_base import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMED_OUT,
+    Command,
+    _client,
+    _error,
+    _guard,
+    _organization,
+    _target,
+    _token,
+    common_options,
+    format_table,
+    job_state_name,
+    run_state_name,
+)
+from ._cli_manage import add_manage_commands
 from ._client import Client
 from ._errors import DeadlineExceeded, TrellisError
 from ._pb import jobs_pb2, logs_pb2, runs_pb2
 from ._worker import Worker
 
-__all__ = ["add_client_commands", "main"]
-
-DEFAULT_TARGET = "localhost:50051"
-
-Command = Callable[[argparse.Namespace], int]
-
-# Exit codes. 2 is also what argparse exits with on a usage error; 124 is
-# what timeout(1) exits with when the command it ran timed out.
-EXIT_OK = 0
-EXIT_FAILED = 1  # the run failed or was cancelled, or the command failed
-EXIT_USAGE = 2
-EXIT_TIMED_OUT = 124
+__all__ = ["add_client_commands", "format_table", "main"]
 
 
 def add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds ``worker``, ``run``, ``status``, ``logs`` and ``workflows`` to a parser.
+    """Adds the client subcommands (``worker``, ``run``, ``status``, ``logs``,
+    ``workflows``, ``apply``, ``cancel``, ``runs``, ``workers`` and the credentials
+    ones) to a parser.
 
     Each subcommand sets ``args.func``, which returns the process exit code.
     """
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--target",
-        metavar="HOST:PORT",
-        help=f"Trellis gRPC server (env TRELLIS_TARGET, default {DEFAULT_TARGET})",
-    )
-    common.add_argument("--token", help="bearer token (env TRELLIS_TOKEN)")
-    common.add_argument(
-        "--organization-id", metavar="ID", help="organization (env TRELLIS_ORGANIZATION_ID)"
-    )
+    common = common_options()
 
     p = subparsers.add_parser(
         "worker",
@@ -97,6 +97,8 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     p = subparsers.add_parser("workflows", parents=[common], help="list workflows")
     p.set_defaults(func=_guard(_cmd_workflows))
 
+    add_manage_commands(subparsers, common)
+
     p = subparsers.add_parser(
         "login",
         parents=[common],
@@ -139,82 +141,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Command = args.func
     return func(args)
-
-
-# -- plumbing ------------------------------------------------------------------
-
-
-def _guard(command: Command) -> Command:
-    """Expected failures become one line on stderr and a non-zero exit code."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except TrellisError as err:
-            _error(str(err))
-            return EXIT_FAILED
-        except ValueError as err:  # bad option values caught by the SDK
-            _error(str(err))
-            return EXIT_USAGE
-        except KeyboardInterrupt:
-            return 130
-        except BrokenPipeError:
-            # `trellis logs ... | head`: the reader left; that is not an error.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return 0
-
-    run.__doc__ = command.__doc__
-    return run
-
-
-def _error(message: str) -> None:
-    print(f"trellis: error: {message}", file=sys.stderr)
-
-
-def _target(args: argparse.Namespace) -> str:
-    return str(args.target or os.environ.get("TRELLIS_TARGET") or DEFAULT_TARGET)
-
-
-def _token(args: argparse.Namespace) -> str | None:
-    token = args.token or os.environ.get("TRELLIS_TOKEN")
-    return str(token) if token else None
-
-
-def _organization(args: argparse.Namespace) -> str | None:
-    org = args.organization_id or os.environ.get("TRELLIS_ORGANIZATION_ID")
-    return str(org) if org else None
-
-
-def _client(args: argparse.Namespace) -> Client:
-    return Client(_target(args), token=_token(args), organization_id=_organization(args))
-
-
-def job_state_name(value: int) -> str:
-    """``JOB_STATE_SUCCEEDED`` -> ``succeeded``."""
-    try:
-        name = str(jobs_pb2.JobState.Name(value))
-    except ValueError:
-        return str(value)
-    return name.removeprefix("JOB_STATE_").lower()
-
-
-def run_state_name(value: int) -> str:
-    """``RUN_STATE_FAILED`` -> ``failed``."""
-    try:
-        name = str(runs_pb2.RunState.Name(value))
-    except ValueError:
-        return str(value)
-    return name.removeprefix("RUN_STATE_").lower()
-
-
-def format_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces; no trailing blanks."""
-    rows = [list(header), *(list(r) for r in rows)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
 
 
 def _one_line(text: str, limit: int = 80) -> str:
