@@ -24,10 +24,11 @@ from sdk_helpers import (
     uid,
 )
 
-from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2
+from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2, workers_pb2
 from trellis.worker_sdk import (
     Client,
     ConnectionLost,
+    DeadlineExceeded,
     JobContext,
     NotFound,
     StopReason,
@@ -298,6 +299,47 @@ def test_client_against_unreachable_target_raises_connection_lost() -> None:
         client.list_workflows()
     assert not isinstance(caught.value, grpc.RpcError)
     assert target in str(caught.value)
+
+
+def test_list_runs_newest_first_within_a_limit(server: Running, client: Client) -> None:
+    wf = uid()
+    client.create_workflow(
+        {"name": "Waits", "on": "push", "jobs": {"j": {"run": "true", "labels": ["nowhere"]}}},
+        workflow_id=wf,
+    )
+    made = {client.run_workflow(wf).run_id for _ in range(3)}
+    other = client.run_workflow("hello").run_id
+
+    runs = client.list_runs(wf)
+    assert {run.run_id for run in runs} == made
+    assert {run.workflow_id for run in runs} == {wf}
+    started = [run.created_at_ms for run in runs]
+    assert started == sorted(started, reverse=True)
+    assert [run.run_id for run in client.list_runs(wf, limit=2)] == [r.run_id for r in runs[:2]]
+    assert {run.run_id for run in client.list_runs()} == {*made, other}
+    assert client.list_runs("nope") == []
+    with pytest.raises(ValueError):
+        client.list_runs(limit=0)
+
+
+def test_list_workers_shows_a_connected_worker(server: Running, client: Client) -> None:
+    worker_id = uid("worker")
+    with started_worker(Worker(server.grpc_target, worker_id=worker_id, labels=["b", "a"])):
+        listed = wait_until(lambda: [w for w in client.list_workers() if w.worker_id == worker_id])
+    (worker,) = listed
+    assert list(worker.labels) == ["a", "b"]
+    assert worker.status == workers_pb2.WORKER_STATUS_IDLE
+    assert not worker.HasField("current_job")
+
+
+def test_follow_logs_with_a_timeout_raises_deadline_exceeded(
+    server: Running, client: Client
+) -> None:
+    run = client.run_workflow("hello")  # no worker: the job stays queued
+    with pytest.raises(DeadlineExceeded) as caught:
+        list(client.follow_logs("hello", "hello", run.run_id, timeout=0.3))
+    assert "hello/hello did not end within 0.3 s" in str(caught.value)
+    assert job_by_id(client.get_run(run.run_id), "hello").status == jobs_pb2.JOB_STATE_QUEUED
 
 
 def test_follow_logs_streams_a_running_job_live(

@@ -100,12 +100,13 @@ def _bidi_stream(
 
 
 class WorkerRpc:
-    """The ``trellis.v1.WorkerService`` calls a worker makes."""
+    """The ``trellis.v1.WorkerService`` calls: those a worker makes, and the listing."""
 
     def __init__(self, ch: grpc.Channel) -> None:
         s = "WorkerService"
         w = workers_pb2
         self.RegisterWorker = _unary(ch, s, "RegisterWorker", w.RegisterWorkerRequest, w.Worker)
+        self.ListWorkers = _unary(ch, s, "ListWorkers", w.ListWorkersRequest, w.ListWorkersResponse)
         self.StreamAssignments = _server_stream(
             ch, s, "StreamAssignments", w.StreamAssignmentsRequest, w.StreamAssignmentsResponse
         )
@@ -155,6 +156,7 @@ class RunRpc:
         s = "RunService"
         m = runs_pb2
         self.GetRun = _unary(ch, s, "GetRun", m.GetRunRequest, m.RunDetail)
+        self.ListRuns = _unary(ch, s, "ListRuns", m.ListRunsRequest, m.ListRunsResponse)
         self.CancelRun = _unary(ch, s, "CancelRun", m.CancelRunRequest, m.Run)
         self.StreamRunEvents = _server_stream(
             ch, s, "StreamRunEvents", m.StreamRunEventsRequest, m.RunEvent

@@ -12,7 +12,15 @@ import grpc
 
 from ._channel import Connection
 from ._errors import ConnectionLost, DeadlineExceeded, TrellisError, wrap_rpc_error
-from ._pb import auth_pb2, identity_pb2, logs_pb2, machine_pb2, runs_pb2, workflows_pb2
+from ._pb import (
+    auth_pb2,
+    identity_pb2,
+    logs_pb2,
+    machine_pb2,
+    runs_pb2,
+    workers_pb2,
+    workflows_pb2,
+)
 
 _T = TypeVar("_T")
 
@@ -156,7 +164,7 @@ class Client:
     def list_workflows(self) -> list[workflows_pb2.Workflow]:
         """All workflows, each with the job states of its latest run."""
         response = self._unary(
-            self._conn.workflows.ListWorkflows, workflows_pb2.ListWorkflowsRequest(limit=1000)
+            self._conn.workflows.ListWorkflows, workflows_pb2.ListWorkflowsRequest(limit=_MAX_PAGE)
         )
         return list(response.workflows)
 
@@ -186,6 +194,28 @@ class Client:
     def get_run(self, run_id: str) -> runs_pb2.RunDetail:
         """The run with the state of each of its jobs (a ``RunDetail``)."""
         return self._unary(self._conn.runs.GetRun, runs_pb2.GetRunRequest(run_id=run_id))
+
+    def list_runs(self, workflow_id: str | None = None, *, limit: int = 50) -> list[runs_pb2.Run]:
+        """Runs (``Run``), newest first: at most ``limit`` of them, of every
+        workflow or of ``workflow_id`` only (none for an unknown id)."""
+        if limit < 1:
+            raise ValueError(f"limit: must be at least 1, got {limit}")
+        found: list[runs_pb2.Run] = []
+        token = ""
+        while len(found) < limit:
+            page = self._unary(
+                self._conn.runs.ListRuns,
+                runs_pb2.ListRunsRequest(
+                    workflow_id=workflow_id or "",
+                    page_size=min(limit - len(found), _MAX_PAGE),
+                    page_token=token,
+                ),
+            )
+            found.extend(page.runs)
+            token = page.next_page_token
+            if not token:
+                break
+        return found[:limit]
 
     def cancel_run(self, run_id: str) -> runs_pb2.Run:
         """Cancels a run: queued jobs are cancelled, running ones told to stop."""
@@ -223,7 +253,8 @@ class Client:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         late = DeadlineExceeded(
-            f"run {run_id} did not finish within {timeout} s", grpc.StatusCode.DEADLINE_EXCEEDED
+            f"run {run_id} did not finish within {timeout or 0:g} s",
+            grpc.StatusCode.DEADLINE_EXCEEDED,
         )
         after_id = 0
         reconnects = 0
@@ -264,6 +295,15 @@ class Client:
         """Whether a stream that failed with ``err`` should be reopened."""
         return err.code in _RESUMABLE_CODES and not self._closed
 
+    # -- workers ----------------------------------------------------------
+
+    def list_workers(self) -> list[workers_pb2.Worker]:
+        """The organization's workers (``Worker``), each with its labels, its
+        ``status`` (idle, busy or offline), the job it holds, if any, and when
+        it was last heard from."""
+        response = self._unary(self._conn.workers.ListWorkers, workers_pb2.ListWorkersRequest())
+        return list(response.workers)
+
     # -- logs -------------------------------------------------------------
 
     def list_logs(
@@ -283,12 +323,23 @@ class Client:
         run_id: str | None = None,
         *,
         after_id: int = 0,
+        timeout: float | None = None,
     ) -> Iterator[logs_pb2.LogChunk]:
         """The job's log chunks (``LogChunk``): its history, then live ones until
         the job is terminal, resuming (without repeats) after a dropped
-        connection or a server restart."""
+        connection or a server restart. Raises :class:`DeadlineExceeded`
+        when the job is still running ``timeout`` seconds after the first
+        chunk was asked for (resumes included)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        late = DeadlineExceeded(
+            f"log of {workflow_id}/{job_id} did not end within {timeout or 0:g} s",
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        )
         resumes = 0
         while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise late
             call = self._conn.logs.FollowLogs(
                 logs_pb2.FollowLogsRequest(
                     workflow_id=workflow_id,
@@ -296,6 +347,7 @@ class Client:
                     run_id=run_id or "",
                     after_id=after_id,
                 ),
+                timeout=remaining,
                 metadata=self._conn.metadata,
             )
             try:
@@ -316,6 +368,8 @@ class Client:
                 error.__cause__ = err
             finally:
                 call.cancel()
+            if isinstance(error, DeadlineExceeded) and deadline is not None:
+                raise late from None
             if error is not None and not self._resumable(error):
                 raise error
             if resumes >= _MAX_RESUMES:
@@ -324,8 +378,11 @@ class Client:
                     grpc.StatusCode.UNAVAILABLE,
                 )
             resumes += 1
-            time.sleep(_resume_delay(resumes))
+            _pause(_resume_delay(resumes), deadline)
 
+
+# The largest page a listing RPC answers.
+_MAX_PAGE = 1000
 
 # Codes after which a stream is reopened: the server went away or restarted.
 # CANCELLED too: unless the client was closed, it never cancels a call it

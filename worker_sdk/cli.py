@@ -1,5 +1,6 @@
 """Client subcommands of the ``trellis`` command line: worker, run, status, logs,
-workflows, and the credentials ones: login, machine-user, token."""
+workflows, the operations ones (apply, cancel, runs, workers) and the credentials
+ones: login, machine-user, token."""
 
 from __future__ import annotations
 
@@ -9,36 +10,43 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Iterable, Sequence
 from typing import TextIO
 
+from ._cli_base import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMED_OUT,
+    Command,
+    _client,
+    _error,
+    _guard,
+    _organization,
+    _target,
+    _token,
+    common_options,
+    format_table,
+    job_state_name,
+    run_state_name,
+)
+from ._cli_manage import add_manage_commands
 from ._client import Client
-from ._errors import TrellisError
+from ._errors import DeadlineExceeded, TrellisError
 from ._pb import jobs_pb2, logs_pb2, runs_pb2
 from ._worker import Worker
 
-__all__ = ["add_client_commands", "main"]
-
-DEFAULT_TARGET = "localhost:50051"
-
-Command = Callable[[argparse.Namespace], int]
+__all__ = ["add_client_commands", "format_table", "main"]
 
 
 def add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds ``worker``, ``run``, ``status``, ``logs`` and ``workflows`` to a parser.
+    """Adds the client subcommands (``worker``, ``run``, ``status``, ``logs``,
+    ``workflows``, ``apply``, ``cancel``, ``runs``, ``workers`` and the credentials
+    ones) to a parser.
 
     Each subcommand sets ``args.func``, which returns the process exit code.
     """
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--target",
-        metavar="HOST:PORT",
-        help=f"Trellis gRPC server (env TRELLIS_TARGET, default {DEFAULT_TARGET})",
-    )
-    common.add_argument("--token", help="bearer token (env TRELLIS_TOKEN)")
-    common.add_argument(
-        "--organization-id", metavar="ID", help="organization (env TRELLIS_ORGANIZATION_ID)"
-    )
+    common = common_options()
 
     p = subparsers.add_parser(
         "worker",
@@ -89,6 +97,8 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     p = subparsers.add_parser("workflows", parents=[common], help="list workflows")
     p.set_defaults(func=_guard(_cmd_workflows))
 
+    add_manage_commands(subparsers, common)
+
     p = subparsers.add_parser(
         "login",
         parents=[common],
@@ -131,82 +141,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Command = args.func
     return func(args)
-
-
-# -- plumbing ------------------------------------------------------------------
-
-
-def _guard(command: Command) -> Command:
-    """Expected failures become one line on stderr and a non-zero exit code."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except TrellisError as err:
-            _error(str(err))
-            return 1
-        except ValueError as err:  # bad option values caught by the SDK
-            _error(str(err))
-            return 2
-        except KeyboardInterrupt:
-            return 130
-        except BrokenPipeError:
-            # `trellis logs ... | head`: the reader left; that is not an error.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return 0
-
-    run.__doc__ = command.__doc__
-    return run
-
-
-def _error(message: str) -> None:
-    print(f"trellis: error: {message}", file=sys.stderr)
-
-
-def _target(args: argparse.Namespace) -> str:
-    return str(args.target or os.environ.get("TRELLIS_TARGET") or DEFAULT_TARGET)
-
-
-def _token(args: argparse.Namespace) -> str | None:
-    token = args.token or os.environ.get("TRELLIS_TOKEN")
-    return str(token) if token else None
-
-
-def _organization(args: argparse.Namespace) -> str | None:
-    org = args.organization_id or os.environ.get("TRELLIS_ORGANIZATION_ID")
-    return str(org) if org else None
-
-
-def _client(args: argparse.Namespace) -> Client:
-    return Client(_target(args), token=_token(args), organization_id=_organization(args))
-
-
-def job_state_name(value: int) -> str:
-    """``JOB_STATE_SUCCEEDED`` -> ``succeeded``."""
-    try:
-        name = str(jobs_pb2.JobState.Name(value))
-    except ValueError:
-        return str(value)
-    return name.removeprefix("JOB_STATE_").lower()
-
-
-def run_state_name(value: int) -> str:
-    """``RUN_STATE_FAILED`` -> ``failed``."""
-    try:
-        name = str(runs_pb2.RunState.Name(value))
-    except ValueError:
-        return str(value)
-    return name.removeprefix("RUN_STATE_").lower()
-
-
-def format_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces; no trailing blanks."""
-    rows = [list(header), *(list(r) for r in rows)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
 
 
 def _one_line(text: str, limit: int = 80) -> str:
@@ -303,8 +237,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run = client.run_workflow(args.workflow_id)
         print(run.run_id, flush=True)
         if not (args.wait or args.follow):
-            return 0
-        printer = _LogPrinter(client, run.workflow_id or args.workflow_id, run.run_id)
+            return EXIT_OK
+        # The log streams end at the same deadline as the wait, so that the
+        # whole follow is over when the timeout is.
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        printer = _LogPrinter(client, run.workflow_id or args.workflow_id, run.run_id, deadline)
 
         def on_event(event: runs_pb2.RunEvent) -> None:
             # Following from the moment a job is queued (not only started)
@@ -314,23 +251,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         try:
             detail = client.wait_for_run(run.run_id, args.timeout, on_event=on_event)
+        except DeadlineExceeded as err:
+            printer.stop(_STREAM_GRACE_SECS)
+            _error(str(err))
+            return EXIT_TIMED_OUT
         finally:
-            printer.join(timeout=5.0)
+            printer.stop(_LOG_DRAIN_SECS)
         print(format_table(_JOB_HEADER, _job_rows(detail.jobs)))
         state = run_state_name(detail.run.state)
         print(f"run {detail.run.run_id}: {state}")
-        return 0 if detail.run.state == runs_pb2.RUN_STATE_SUCCEEDED else 1
+        return EXIT_OK if detail.run.state == runs_pb2.RUN_STATE_SUCCEEDED else EXIT_FAILED
+
+
+# How long the log streams of a finished run may take to deliver their last
+# lines, and how long streams that reached the timeout may take to end.
+_LOG_DRAIN_SECS = 5.0
+_STREAM_GRACE_SECS = 0.5
 
 
 class _LogPrinter:
-    """Follows the logs of each started job in a thread, prefixing lines with the job id."""
+    """Follows the logs of each started job in a thread, prefixing lines with
+    the job id, until the job ends or ``deadline`` (monotonic) passes."""
 
-    def __init__(self, client: Client, workflow_id: str, run_id: str) -> None:
+    def __init__(
+        self, client: Client, workflow_id: str, run_id: str, deadline: float | None = None
+    ) -> None:
         self._client = client
         self._workflow_id = workflow_id
         self._run_id = run_id
+        self._deadline = deadline
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
+        # Set by stop(): a stream cut short after it is not an error to report.
+        self._stopped = threading.Event()
 
     def follow(self, job_id: str) -> None:
         if job_id in self._threads:
@@ -340,20 +293,34 @@ class _LogPrinter:
         t.start()
 
     def _print(self, job_id: str) -> None:
+        timeout = None if self._deadline is None else self._deadline - time.monotonic()
         try:
-            for chunk in self._client.follow_logs(self._workflow_id, job_id, self._run_id):
+            for chunk in self._client.follow_logs(
+                self._workflow_id, job_id, self._run_id, timeout=timeout
+            ):
                 out = sys.stderr if chunk.stream == logs_pb2.LOG_STREAM_STDERR else sys.stdout
                 with self._lock:
                     for line in chunk.data.splitlines():
                         print(f"[{job_id}] {line}", file=out)
                     out.flush()
+        except DeadlineExceeded:
+            pass  # the run's wait reports the timeout, once
         except TrellisError as err:
             with self._lock:
-                _error(f"logs of {job_id}: {err}")
+                if not self._stopped.is_set():
+                    _error(f"logs of {job_id}: {err}")
 
-    def join(self, timeout: float) -> None:
+    def stop(self, timeout: float) -> None:
+        """Waits up to ``timeout`` seconds in all for the streams to end; any
+        still open are then abandoned quietly (closing the client ends them).
+        Only the first call waits."""
+        if self._stopped.is_set():
+            return
+        until = time.monotonic() + timeout
         for t in list(self._threads.values()):
-            t.join(timeout)
+            t.join(max(0.0, until - time.monotonic()))
+        with self._lock:
+            self._stopped.set()
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
