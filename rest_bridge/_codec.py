@@ -2,7 +2,8 @@
 
 Rendering follows the surface conventions declared in proto: proto field names (or an
 explicit ``json_name``; proto JSON names on ``FIELD_NAMES_JSON`` surfaces), every field
-present including defaults, 64-bit integers as numbers, unset optional and message
+present including defaults (those marked ``(additional)`` only on surfaces with
+``additional_fields``), 64-bit integers as numbers, unset optional and message
 fields as ``null``, enums by their ``(trellis.v1.json_value)`` or lower-cased short
 name, and the ``(trellis.v1.json_shape)`` of tagged unions and bare maps. Parsing
 accepts what rendering produces (and the canonical proto3 spellings) and rejects
@@ -89,9 +90,13 @@ def load_json(data: bytes) -> Json:
     return value
 
 
-def render_message(message: Message, *, json_names: bool = False) -> Json:
-    """Renders any message as JSON by its type's conventions (and JSON field names)."""
-    return message_renderer(descriptor_of(message), json_names=json_names)(message)
+def render_message(message: Message, *, json_names: bool = False, additional: bool = False) -> Json:
+    """Renders any message as JSON by its type's conventions (and JSON field names,
+    and the fields marked ``(additional)``)."""
+    renderer = message_renderer(
+        descriptor_of(message), json_names=json_names, additional=additional
+    )
+    return renderer(message)
 
 
 def parse_message(value: Json, message: Message, path: str = "") -> None:
@@ -100,19 +105,24 @@ def parse_message(value: Json, message: Message, path: str = "") -> None:
 
 
 def response_renderer(
-    descriptor: Descriptor, response_body: str = "", *, json_names: bool = False
+    descriptor: Descriptor,
+    response_body: str = "",
+    *,
+    json_names: bool = False,
+    additional: bool = False,
 ) -> MessageRenderer:
     """Renders a response, or only its ``response_body`` field when one is named.
 
-    ``json_names`` spells field names as proto JSON names (``FIELD_NAMES_JSON``);
+    ``json_names`` spells field names as proto JSON names (``FIELD_NAMES_JSON``),
+    ``additional`` renders the fields marked ``(additional)`` (``additional_fields``);
     ``response_body`` is always a proto field name, as in the HttpRule.
     """
     if not response_body:
-        return message_renderer(descriptor, json_names=json_names)
+        return message_renderer(descriptor, json_names=json_names, additional=additional)
     field = descriptor.fields_by_name.get(response_body)
     if field is None:
         raise ValueError(f"{descriptor.full_name} has no field {response_body!r} (response_body)")
-    return field_renderer(field, json_names=json_names)
+    return field_renderer(field, json_names=json_names, additional=additional)
 
 
 def body_binder(descriptor: Descriptor, body: str) -> BodyBinder:

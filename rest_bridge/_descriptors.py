@@ -138,6 +138,11 @@ def is_output_only(field: FieldDescriptor) -> bool:
     return field_behavior_pb2.OUTPUT_ONLY in behaviors
 
 
+def is_additional(field: FieldDescriptor) -> bool:
+    """Whether the field is marked ``(trellis.v1.additional)``: beyond the documented shapes."""
+    return bool(option(field.GetOptions(), options_pb2.additional))
+
+
 def json_shape(descriptor: Descriptor) -> int:
     """The message's ``(trellis.v1.json_shape)``, ``JSON_SHAPE_UNSPECIFIED`` when absent."""
     return int(option(descriptor.GetOptions(), options_pb2.json_shape))

@@ -6,8 +6,9 @@ response is a walk over precomputed (key, function) pairs with no descriptor loo
 defaults, which the documented JSON shapes do not.
 
 Field names are the proto names (or an explicit ``json_name``) by default, or the
-proto JSON names for surfaces with ``FIELD_NAMES_JSON``; each spelling has its own
-cache of renderers, and a renderer's nested messages use its spelling.
+proto JSON names for surfaces with ``FIELD_NAMES_JSON``. Fields marked
+``(additional)`` are rendered only for surfaces with ``additional_fields``. Each
+combination has its own cache of renderers, and a renderer's nested messages use it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from trellis.v1 import options_pb2
 from ._descriptors import (
     WELL_KNOWN_TYPES,
     WRAPPER_TYPES,
+    is_additional,
     is_empty_message,
     is_map,
     json_shape,
@@ -40,17 +42,22 @@ MessageRenderer = Callable[[Message], Json]
 ValueRenderer = Callable[[Any], Json]
 
 
-def message_renderer(descriptor: Descriptor, *, json_names: bool = False) -> MessageRenderer:
-    """The (cached) renderer of a message type; ``json_names`` keys fields by JSON name."""
-    return (_JSON_NAME_RENDERERS if json_names else _RENDERERS)(descriptor)
+def message_renderer(
+    descriptor: Descriptor, *, json_names: bool = False, additional: bool = False
+) -> MessageRenderer:
+    """The (cached) renderer of a message type; ``json_names`` keys fields by JSON name,
+    ``additional`` renders the fields marked ``(additional)`` too."""
+    return _RENDERERS[json_names, additional](descriptor)
 
 
-def field_renderer(field: FieldDescriptor, *, json_names: bool = False) -> MessageRenderer:
+def field_renderer(
+    field: FieldDescriptor, *, json_names: bool = False, additional: bool = False
+) -> MessageRenderer:
     """Renders one field of a message (all its values, or null when unset)."""
     name = field.name
     if is_map(field):
-        return _map_renderer(field, json_names)
-    value = _value_renderer(field, json_names)
+        return _map_renderer(field, json_names, additional)
+    value = _value_renderer(field, json_names, additional)
     if field.is_repeated:
         if value is None:
             return lambda message: list(getattr(message, name))
@@ -69,18 +76,20 @@ def field_renderer(field: FieldDescriptor, *, json_names: bool = False) -> Messa
     return lambda message: render_plain(getattr(message, name))
 
 
-def _value_renderer(field: FieldDescriptor, json_names: bool) -> ValueRenderer | None:
+def _value_renderer(
+    field: FieldDescriptor, json_names: bool, additional: bool
+) -> ValueRenderer | None:
     """Renders one value of a field; None when the Python value is already its JSON."""
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return message_renderer(message_type(field), json_names=json_names)
+        return message_renderer(message_type(field), json_names=json_names, additional=additional)
     return scalar_renderer(field)
 
 
-def _map_renderer(field: FieldDescriptor, json_names: bool) -> MessageRenderer:
+def _map_renderer(field: FieldDescriptor, json_names: bool, additional: bool) -> MessageRenderer:
     name = field.name
     entry = message_type(field)
     # Map keys are data, not field names: they keep their spelling in both styles.
-    render_value = _value_renderer(entry.fields_by_name["value"], json_names)
+    render_value = _value_renderer(entry.fields_by_name["value"], json_names, additional)
     bool_keys = entry.fields_by_name["key"].type == FieldDescriptor.TYPE_BOOL
 
     def key_text(key: object) -> str:
@@ -96,20 +105,21 @@ def _map_renderer(field: FieldDescriptor, json_names: bool) -> MessageRenderer:
     }
 
 
-def _build(descriptor: Descriptor, json_names: bool) -> MessageRenderer:
+def _build(descriptor: Descriptor, json_names: bool, additional: bool) -> MessageRenderer:
     if descriptor.full_name in WELL_KNOWN_TYPES:
         return _well_known_renderer(descriptor, json_names)
     shape = json_shape(descriptor)
     if shape == options_pb2.JSON_SHAPE_EXTERNALLY_TAGGED:
-        return _tagged_renderer(descriptor, json_names)
+        return _tagged_renderer(descriptor, json_names, additional)
     if shape == options_pb2.JSON_SHAPE_MAP:
-        return _map_renderer(map_shape_field(descriptor), json_names)
+        return _map_renderer(map_shape_field(descriptor), json_names, additional)
     fields = [
         (
             field.json_name if json_names else output_key(field),
-            field_renderer(field, json_names=json_names),
+            field_renderer(field, json_names=json_names, additional=additional),
         )
         for field in descriptor.fields
+        if additional or not is_additional(field)
     ]
     if shape == options_pb2.JSON_SHAPE_OMIT_UNSET:
         optional = frozenset(
@@ -137,13 +147,17 @@ def _build(descriptor: Descriptor, json_names: bool) -> MessageRenderer:
     return render
 
 
-def _tagged_renderer(descriptor: Descriptor, json_names: bool) -> MessageRenderer:
+def _tagged_renderer(descriptor: Descriptor, json_names: bool, additional: bool) -> MessageRenderer:
     oneof = tagged_oneof(descriptor)
     oneof_name = oneof.name
     members: dict[str, tuple[str, ValueRenderer | None, bool]] = {}
     for field in oneof.fields:
         bare = field.type == FieldDescriptor.TYPE_MESSAGE and is_empty_message(message_type(field))
-        members[field.name] = (field.json_name, _value_renderer(field, json_names), bare)
+        members[field.name] = (
+            field.json_name,
+            _value_renderer(field, json_names, additional),
+            bare,
+        )
 
     def render(message: Message) -> Json:
         chosen = message.WhichOneof(oneof_name)
@@ -176,11 +190,14 @@ def _well_known_renderer(descriptor: Descriptor, json_names: bool) -> MessageRen
     return render
 
 
-_RENDERERS: PerType[MessageRenderer] = PerType(
-    lambda descriptor: _build(descriptor, json_names=False),
-    lambda resolve: lambda message: resolve()(message),
-)
-_JSON_NAME_RENDERERS: PerType[MessageRenderer] = PerType(
-    lambda descriptor: _build(descriptor, json_names=True),
-    lambda resolve: lambda message: resolve()(message),
-)
+def _renderers(json_names: bool, additional: bool) -> PerType[MessageRenderer]:
+    return PerType(
+        lambda descriptor: _build(descriptor, json_names, additional),
+        lambda resolve: lambda message: resolve()(message),
+    )
+
+
+# By (json_names, additional).
+_RENDERERS: dict[tuple[bool, bool], PerType[MessageRenderer]] = {
+    (names, extra): _renderers(names, extra) for names in (False, True) for extra in (False, True)
+}

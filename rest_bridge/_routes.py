@@ -80,7 +80,10 @@ class TranscodedRoute:
             else None
         )
         self._render = response_renderer(
-            response_type, binding.response_body, json_names=binding.surface.json_names
+            response_type,
+            binding.response_body,
+            json_names=binding.surface.json_names,
+            additional=binding.surface.additional_fields,
         )
         wait = request_type.fields_by_name.get(WAIT_FIELD)
         self._wait_field = (

@@ -28,6 +28,8 @@ class Surface:
     error_style: int = options_pb2.ERROR_STYLE_GOOGLE
     envelope: int = options_pb2.ENVELOPE_UNSPECIFIED
     field_names: int = options_pb2.FIELD_NAMES_UNSPECIFIED
+    # Whether answers carry the fields marked ``(additional)``.
+    additional_fields: bool = False
 
     @classmethod
     def from_options(cls, conventions: options_pb2.SurfaceConventions) -> Surface:
@@ -37,6 +39,7 @@ class Surface:
             error_style=int(conventions.error_style) or options_pb2.ERROR_STYLE_GOOGLE,
             envelope=int(conventions.envelope),
             field_names=int(conventions.field_names),
+            additional_fields=conventions.additional_fields,
         )
 
     @property

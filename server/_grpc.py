@@ -11,6 +11,7 @@ import grpc
 
 from trellis.server import _scheduler as sched
 from trellis.server import _status
+from trellis.server._capabilities import Capabilities
 from trellis.server.auth.interceptor import client_address, current_principal
 from trellis.server.auth.principal import (
     AuthError,
@@ -142,6 +143,13 @@ def _ttl(request: Any) -> int | None:
     return int(request.lease_ttl_secs) if request.HasField("lease_ttl_secs") else None
 
 
+def _capabilities(request: Any) -> Capabilities | None:
+    """What a worker's request says it runs; None when it says nothing."""
+    if not request.HasField("capabilities"):
+        return None
+    return Capabilities(tuple(request.capabilities.handlers), request.capabilities.shell)
+
+
 class Workflows(workflows_pb2_grpc.WorkflowServiceServicer):
     def __init__(self, service: Service) -> None:
         self.s = service
@@ -235,7 +243,9 @@ class Workers(workers_pb2_grpc.WorkerServiceServicer):
     def RegisterWorker(
         self, request: workers_pb2.RegisterWorkerRequest, context: grpc.ServicerContext
     ) -> workers_pb2.Worker:
-        return self.s.register_worker(org_of(context), request.worker_id, list(request.labels))
+        return self.s.register_worker(
+            org_of(context), request.worker_id, list(request.labels), _capabilities(request)
+        )
 
     @unary
     def ListWorkers(
@@ -255,6 +265,7 @@ class Workers(workers_pb2_grpc.WorkerServiceServicer):
             wait_secs=request.wait_secs,
             is_active=context.is_active,
             owner=owner_of(context),
+            capabilities=_capabilities(request),
         )
         return workers_pb2.ClaimJobResponse(assignment=got[0] if got else None)
 
@@ -271,6 +282,7 @@ class Workers(workers_pb2_grpc.WorkerServiceServicer):
             wait_secs=request.wait_secs,
             is_active=context.is_active,
             owner=owner_of(context),
+            capabilities=_capabilities(request),
         )
         return workers_pb2.ClaimJobsResponse(assignments=got)
 
@@ -286,6 +298,7 @@ class Workers(workers_pb2_grpc.WorkerServiceServicer):
             ttl_secs=_ttl(request),
             is_active=context.is_active,
             owner=owner_of(context),
+            capabilities=_capabilities(request),
         )
 
     @unary

@@ -9,9 +9,11 @@ Two kinds of wake-up:
 - **Topics** (a run's events, a job's log, a worker's leases) wake every
   subscriber of the topic.
 - **Ready work** wakes one claimer per job that became claimable: a
-  subscriber whose labels cover the job's and that has a free slot, taken in
-  turn. Waking every idle stream for each job would make all but one of them
-  run an empty claim, each a write transaction, which is what an idle fleet
+  subscriber that can run the job (its labels cover the job's, and it runs
+  any command or has a handler for the job's) and that has a free slot, taken
+  in turn; one with a handler for the command before one that runs anything.
+  Waking every idle stream for each job would make all but one of them run
+  an empty claim, each a write transaction, which is what an idle fleet
   of workers would otherwise spend its server on. The work is recorded on the
   claimer it was given to; a claimer that fills up, or leaves, before it
   could take that work passes it on (``take_work``/``pass_on``), so a job is
@@ -35,17 +37,20 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import Any
+
+from trellis.server._capabilities import MAX_HANDLER_CHARS, Commands, required, runs
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "trellis_events"
-# (org, label key) -> how many jobs of that label set became claimable
-Ready = Mapping[tuple[str, str], int]
+# (org, label key, command) of jobs that became claimable
+WorkKey = tuple[str, str, str]
+# how many jobs of each key became claimable
+Ready = Mapping[WorkKey, int]
 
 
 class Mailbox:
@@ -74,17 +79,22 @@ class Mailbox:
 class Subscription:
     """A flag set by any fire of the subscribed topics (or by ready work)."""
 
-    __slots__ = ("_event", "accepting", "labels", "mailbox", "work")
+    __slots__ = ("_event", "accepting", "commands", "labels", "mailbox", "work")
 
     def __init__(
-        self, labels: frozenset[str] = frozenset(), mailbox: Mailbox | None = None
+        self,
+        labels: frozenset[str] = frozenset(),
+        mailbox: Mailbox | None = None,
+        commands: Commands = None,
     ) -> None:
         self._event = threading.Event()
         self.labels = labels
+        # The commands this claimer runs (None: any).
+        self.commands = commands
         self.mailbox = mailbox
         # Ready work given to this claimer and not yet taken (guarded by the
         # notifier's lock).
-        self.work: dict[tuple[str, str], int] = {}
+        self.work: dict[WorkKey, int] = {}
         # A claimer clears this while it has no free slot, so that ready work
         # goes to another one.
         self.accepting = True
@@ -99,11 +109,6 @@ class Subscription:
         return fired
 
 
-@lru_cache(maxsize=1024)
-def _required(label_key: str) -> frozenset[str]:
-    return frozenset(x for x in label_key.split(",") if x)
-
-
 class Notifier:
     """Wake-ups within a process, optionally bridged to PostgreSQL."""
 
@@ -112,7 +117,9 @@ class Notifier:
         self._subs: dict[str, set[Subscription]] = {}
         # Per org, claimers in the order they are next in line for work.
         self._claimers: dict[str, OrderedDict[Subscription, None]] = {}
-        self._timers: list[tuple[float, int, tuple[str, str]]] = []
+        # Per org, how many of its claimers have a handler for each command.
+        self._handled: dict[str, Counter[str]] = {}
+        self._timers: list[tuple[float, int, WorkKey]] = []
         self._timer_seq = 0
         self._timer_cv = threading.Condition(self._lock)
         self._closed = False
@@ -128,17 +135,21 @@ class Notifier:
         *topics: str,
         work: tuple[str, Iterable[str]] | None = None,
         mailbox: Mailbox | None = None,
+        commands: Commands = None,
     ) -> Iterator[Subscription]:
         """Subscribes to ``topics`` and, with ``work=(org, labels)``, to the
-        org's ready work that those labels can take, optionally through a
-        ``mailbox`` (the subscriber then calls ``close_mailbox`` before it
-        leaves, and hands back what it did not take)."""
-        sub = Subscription(frozenset(work[1]) if work else frozenset(), mailbox)
+        org's ready work that those labels and ``commands`` (None: any) can
+        take, optionally through a ``mailbox`` (the subscriber then calls
+        ``close_mailbox`` before it leaves, and hands back what it did not
+        take)."""
+        sub = Subscription(frozenset(work[1]) if work else frozenset(), mailbox, commands)
         with self._lock:
             for topic in topics:
                 self._subs.setdefault(topic, set()).add(sub)
             if work:
                 self._claimers.setdefault(work[0], OrderedDict())[sub] = None
+                if commands:
+                    self._handled.setdefault(work[0], Counter()).update(commands)
         try:
             yield sub
         finally:
@@ -158,39 +169,70 @@ class Notifier:
                         line.pop(sub, None)
                         if not line:
                             del self._claimers[work[0]]
+                    handled = self._handled.get(work[0])
+                    if handled is not None and commands:
+                        handled.subtract(commands)
+                        if not +handled:
+                            del self._handled[work[0]]
             # Work given to a claimer that leaves goes to another one.
             self.pass_on(sub)
 
     def fire_local(self, topics: Iterable[str], ready: Ready | None = None) -> None:
         with self._lock:
             targets = [sub for t in topics for sub in self._subs.get(t, ())]
-            for (org, label_key), n in (ready or {}).items():
-                targets.extend(self._next_claimers(org, label_key, n))
+            for key, n in (ready or {}).items():
+                targets.extend(self._next_claimers(key, n))
         for sub in targets:
             sub.set()
 
-    def _next_claimers(self, org: str, label_key: str, n: int) -> list[Subscription]:
-        """Up to ``n`` claimers able to take a job of ``label_key``, in turn
-        (the caller holds the lock)."""
+    def _able(
+        self, key: WorkKey, n: int, mailboxes: bool = False
+    ) -> tuple[list[Subscription], list[Subscription]]:
+        """Accepting claimers (with ``mailboxes``: only those with room) that
+        can run a job of ``key``, in line order, at most ``n`` of each kind:
+        those with a handler for its command, which go first, and those that
+        run any command, which can take other jobs too. The caller holds the
+        lock."""
+        org, label_key, command = key
         line = self._claimers.get(org)
+        first: list[Subscription] = []
+        then: list[Subscription] = []
         if not line or n <= 0:
-            return []
-        need = _required(label_key)
-        picked = []
+            return first, then
+        need = required(label_key)
+        handled = self._handled.get(org)
+        prefer = handled is not None and handled[command] > 0
         for sub in line:
-            if sub.accepting and need <= sub.labels:
-                picked.append(sub)
-                if len(picked) == n:
+            if not (sub.accepting and need <= sub.labels and runs(sub.commands, command)):
+                continue
+            if mailboxes and (sub.mailbox is None or sub.mailbox.room() <= 0):
+                continue
+            if prefer and sub.commands:
+                first.append(sub)
+                if len(first) == n:
                     break
+            elif len(then) < n:
+                then.append(sub)
+                if not prefer and len(then) == n:
+                    break
+        return first, then
+
+    def _next_claimers(self, key: WorkKey, n: int) -> list[Subscription]:
+        """Up to ``n`` claimers able to take a job of ``key``, in turn (the
+        caller holds the lock)."""
+        first, then = self._able(key, n)
+        picked = (first + then)[:n]
+        if not picked:
+            return []
+        line = self._claimers[key[0]]
         for i, sub in enumerate(picked):
             line.move_to_end(sub)  # to the back of the line
             # Each picked claimer holds its share of the n jobs.
             share = n // len(picked) + (1 if i < n % len(picked) else 0)
-            key = (org, label_key)
             sub.work[key] = sub.work.get(key, 0) + share
         return picked
 
-    def take_work(self, sub: Subscription) -> dict[tuple[str, str], int]:
+    def take_work(self, sub: Subscription) -> dict[WorkKey, int]:
         """The ready work given to ``sub`` since the last call (a claimer
         calls this before it claims)."""
         with self._lock:
@@ -208,33 +250,30 @@ class Notifier:
 
     # ------------------------------------------------------------ mailboxes
 
-    def reserve(self, org: str, label_key: str, n: int) -> list[Subscription]:
-        """Promises up to ``n`` jobs of ``label_key`` to claimers with room in
-        their mailboxes, one each in turn; a claimer appears once per job.
+    def reserve(self, key: WorkKey, n: int) -> list[Subscription]:
+        """Promises up to ``n`` jobs of ``key`` (org, label key, command) to
+        claimers that can run them with room in their mailboxes, one each in
+        turn; a claimer appears once per job.
 
         The caller leases the jobs within its transaction, then ``deliver``s
         them (or ``unreserve``s what it could not lease).
         """
         with self._lock:
-            line = self._claimers.get(org)
-            if not line or n <= 0:
-                return []
-            need = _required(label_key)
-            room = {
-                sub: sub.mailbox.room()
-                for sub in line
-                if sub.mailbox is not None and sub.accepting and need <= sub.labels
-            }
             picked: list[Subscription] = []
-            while len(picked) < n and room:
-                for sub in list(room):
-                    if room[sub] <= 0:
-                        del room[sub]
-                        continue
-                    room[sub] -= 1
-                    picked.append(sub)
-                    if len(picked) == n:
-                        break
+            for able in self._able(key, n, mailboxes=True):
+                room = {sub: sub.mailbox.room() for sub in able if sub.mailbox is not None}
+                while len(picked) < n and room:
+                    for sub in list(room):
+                        if room[sub] <= 0:
+                            del room[sub]
+                            continue
+                        room[sub] -= 1
+                        picked.append(sub)
+                        if len(picked) == n:
+                            break
+            if not picked:
+                return []
+            line = self._claimers[key[0]]
             for sub in dict.fromkeys(picked):
                 assert sub.mailbox is not None
                 sub.mailbox.reserved += picked.count(sub)
@@ -317,13 +356,13 @@ class Notifier:
             except Exception:  # the polling fallback covers a lost notification
                 log.warning("could not publish wake-ups", exc_info=True)
 
-    def fire_at(self, when: float, org: str, label_key: str) -> None:
-        """Announces one job of ``label_key`` as ready at monotonic time
-        ``when`` (a retry's backoff), on this replica only: claimers on other
-        replicas find it when they next poll."""
+    def fire_at(self, when: float, key: WorkKey) -> None:
+        """Announces one job of ``key`` as ready at monotonic time ``when`` (a
+        retry's backoff), on this replica only: claimers on other replicas
+        find it when they next poll."""
         with self._timer_cv:
             self._timer_seq += 1
-            heapq.heappush(self._timers, (when, self._timer_seq, (org, label_key)))
+            heapq.heappush(self._timers, (when, self._timer_seq, key))
             self._timer_cv.notify()
 
     def wake_all(self) -> None:
@@ -358,17 +397,26 @@ class Notifier:
 
 
 def encode(topics: list[str], ready: Ready) -> str:
-    """A NOTIFY payload; ``*`` when it would pass PostgreSQL's 8000-byte cap."""
-    payload = json.dumps({"t": topics, "r": [[o, k, n] for (o, k), n in ready.items()]})
+    """A NOTIFY payload; ``*`` when it would pass PostgreSQL's 8000-byte cap.
+
+    A command longer than any handler name (a shell script) is sent as the
+    empty command, which no handler has either: only claimers that run any
+    command can take it, wherever it is spelled out.
+    """
+    merged: dict[WorkKey, int] = {}
+    for (o, k, c), n in ready.items():
+        key = (o, k, c if len(c) <= MAX_HANDLER_CHARS else "")
+        merged[key] = merged.get(key, 0) + n
+    payload = json.dumps({"t": topics, "r": [[o, k, c, n] for (o, k, c), n in merged.items()]})
     return payload if len(payload) <= 7000 else "*"
 
 
-def decode(payload: str) -> tuple[list[str], dict[tuple[str, str], int]] | None:
+def decode(payload: str) -> tuple[list[str], dict[WorkKey, int]] | None:
     """The topics and ready work of a payload; None for ``*`` (wake everyone)."""
     if payload == "*":
         return None
     data = json.loads(payload)
-    return list(data["t"]), {(o, k): int(n) for o, k, n in data["r"]}
+    return list(data["t"]), {(o, k, c): int(n) for o, k, c, n in data["r"]}
 
 
 class PgBridge:
@@ -384,7 +432,7 @@ class PgBridge:
         self._conninfo = conninfo
         self._stop = threading.Event()
         self._pending: dict[str, None] = {}
-        self._pending_ready: dict[tuple[str, str], int] = {}
+        self._pending_ready: dict[WorkKey, int] = {}
         self._pending_cv = threading.Condition()
         self._own_pid = 0
         self._thread = threading.Thread(target=self._listen, name="trellis-listen", daemon=True)

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, literal_column, select, update
 from sqlalchemy.sql.elements import ColumnClause
 
 from trellis.server import _sql
+from trellis.server._capabilities import Capabilities, Commands, commands_of, required
 from trellis.server._sql import Sql, from_json, to_json
 from trellis.server.definitions import Backoff, WorkflowDef
 from trellis.server.errors import LeaseConflict
@@ -75,10 +76,10 @@ class Effects:
     """Wake-ups to fire after commit."""
 
     topics: set[str] = field(default_factory=set)
-    # (org, label key) -> jobs that became claimable
-    ready: Counter[tuple[str, str]] = field(default_factory=Counter)
-    # (epoch ms at which a delayed job becomes claimable, org, label key)
-    timers: list[tuple[int, str, str]] = field(default_factory=list)
+    # (org, label key, command) -> jobs that became claimable
+    ready: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    # (epoch ms at which a delayed job becomes claimable, org, label key, command)
+    timers: list[tuple[int, str, str, str]] = field(default_factory=list)
     # The runs in which ``ready`` jobs are: ``dispatch`` looks there.
     ready_runs: set[str] = field(default_factory=set)
 
@@ -262,7 +263,9 @@ def create_run(
         ]
         _sql.insert(conn, _INSERT_EDGE, edge_rows)
     effects.ready.update(
-        (org, label_key(job.required_labels)) for job in wdef.jobs if not job.depends_on
+        (org, label_key(job.required_labels), job.command)
+        for job in wdef.jobs
+        if not job.depends_on
     )
     effects.ready_runs.add(run_id)
     return run, effects
@@ -327,12 +330,16 @@ class Claimed:
 
 _LABEL_KEYS = Sql("SELECT label_key FROM label_sets WHERE org_id = :org")
 _UPSERT_WORKER = Sql(
-    """INSERT INTO workers (org_id, worker_id, labels, registered_at_ms, last_heartbeat_ms)
-    VALUES (:org, :worker, :labels, :now, :now)
+    """INSERT INTO workers (org_id, worker_id, labels, capabilities, registered_at_ms,
+        last_heartbeat_ms)
+    VALUES (:org, :worker, :labels, :capabilities, :now, :now)
     ON CONFLICT (org_id, worker_id) DO UPDATE
-    SET last_heartbeat_ms = excluded.last_heartbeat_ms, labels = excluded.labels
+    SET last_heartbeat_ms = excluded.last_heartbeat_ms, labels = excluded.labels,
+        capabilities = excluded.capabilities
     WHERE workers.last_heartbeat_ms < :stale_before
-        OR CAST(workers.labels AS TEXT) <> CAST(excluded.labels AS TEXT)"""
+        OR CAST(workers.labels AS TEXT) <> CAST(excluded.labels AS TEXT)
+        OR COALESCE(CAST(workers.capabilities AS TEXT), 'null')
+            <> CAST(excluded.capabilities AS TEXT)"""
 )
 # The claim picks the oldest claimable jobs and marks them running in one
 # statement; on PostgreSQL, rows another claimer holds are skipped, not waited on.
@@ -345,11 +352,20 @@ _CLAIM = """UPDATE jobs SET state = 'running', started_at_ms = :now
         max_retries, backoff, timeout_secs, env, parents, enqueued_at_ms, ready_at_ms"""
 # A worker that covers one label set (the usual case: most jobs need none) walks
 # the claimable index in id order and stops at the first rows; with several,
-# the candidates of all its sets are sorted.
-_CLAIM_ONE_SET = Sql(_CLAIM.format(keys="= :key"))
-_CLAIM_SETS = Sql(_CLAIM.format(keys="IN_LIST(:keys)"))
+# the candidates of all its sets are sorted. A worker that runs only its
+# handlers' commands skips the other jobs; one handler (the usual case) keeps
+# the statement free of lists, so that PostgreSQL prepares it.
+_CLAIMS = {
+    (many_sets, commands): Sql(_CLAIM.format(keys=keys + only))
+    for many_sets, keys in ((False, "= :key"), (True, "IN_LIST(:keys)"))
+    for commands, only in (
+        ("any", ""),
+        ("one", " AND command = :command"),
+        ("some", " AND command IN_LIST(:commands)"),
+    )
+}
 # A claim among the jobs of some runs (those a transaction just made ready).
-_DISPATCH = Sql(_CLAIM.format(keys="= :key AND run_id IN_LIST(:runs)"))
+_DISPATCH = Sql(_CLAIM.format(keys="= :key AND command = :command AND run_id IN_LIST(:runs)"))
 _INSERT_LEASE = _sql.Insert(
     "leases",
     {
@@ -383,7 +399,7 @@ _UPSTREAM = Sql(
 def eligible_label_keys(known: Iterable[str], labels: Sequence[str]) -> list[str]:
     """Which of the ``known`` label sets (as keys) a worker with ``labels`` satisfies."""
     have = set(labels)
-    return [k for k in known if not k or set(k.split(",")) <= have]
+    return [k for k in known if required(k) <= have]
 
 
 def touch_worker(
@@ -392,12 +408,13 @@ def touch_worker(
     org: str,
     worker_id: str,
     labels: Sequence[str],
+    capabilities: Capabilities | None,
     now: int,
     fresh_ms: int = 0,
 ) -> None:
-    """Records that the worker was seen, with its labels.
+    """Records that the worker was seen, with its labels and capabilities.
 
-    A worker seen within the last ``fresh_ms`` with the same labels is left
+    A worker seen within the last ``fresh_ms`` that says the same is left
     alone, so a busy claim loop does not rewrite its row on every claim.
     """
     # PostgreSQL's json type has no equality: the upsert compares the stored
@@ -407,6 +424,7 @@ def touch_worker(
         org=org,
         worker=worker_id,
         labels=to_json(sorted(set(labels))),
+        capabilities=to_json(capabilities.to_json() if capabilities else None),
         now=now,
         stale_before=now - fresh_ms if fresh_ms else now + 1,
     )
@@ -415,8 +433,8 @@ def touch_worker(
 @dataclass(frozen=True)
 class ClaimAsk:
     """One claimer's request: up to ``max_jobs`` ready jobs matching
-    ``labels``, leased to ``worker_id`` for ``ttl_secs`` on behalf of the
-    principal ``owner``."""
+    ``labels`` and ``capabilities`` (none: any command), leased to
+    ``worker_id`` for ``ttl_secs`` on behalf of the principal ``owner``."""
 
     org: str
     worker_id: str
@@ -424,6 +442,19 @@ class ClaimAsk:
     ttl_secs: int
     max_jobs: int
     owner: str
+    capabilities: Capabilities | None = None
+
+
+def _claim_statement(keys: Sequence[str], commands: Commands) -> tuple[Sql, dict[str, Any]]:
+    """The claim of jobs of the label sets ``keys`` running one of ``commands``."""
+    params: dict[str, Any] = {"key": keys[0]} if len(keys) == 1 else {"keys": list(keys)}
+    if commands is None:
+        kind = "any"
+    elif len(commands) == 1:
+        kind, params["command"] = "one", next(iter(commands))
+    else:
+        kind, params["commands"] = "some", sorted(commands)
+    return _CLAIMS[(len(keys) > 1, kind)], params
 
 
 def claim(
@@ -432,31 +463,36 @@ def claim(
     """Claims ready jobs for each of ``asks``, oldest first; returns each
     ask's leases, in the order of ``asks``.
 
-    Asks of one org that match the same label sets draw from one statement
-    (the first ask takes the oldest jobs), and all leases of an org are
-    granted together, so a group of claimers costs a few statements, not a
-    few per claimer.
+    Asks of one org that match the same label sets and run the same commands
+    draw from one statement (the first ask takes the oldest jobs), and all
+    leases of an org are granted together, so a group of claimers costs a few
+    statements, not a few per claimer.
     """
     effects = Effects()
     orgs = sorted({a.org for a in asks})
     with _sql.pipelined(conn) as batch:
         for a in asks:
             touch_worker(
-                batch, org=a.org, worker_id=a.worker_id, labels=a.labels, now=now, fresh_ms=1000
+                batch,
+                org=a.org,
+                worker_id=a.worker_id,
+                labels=a.labels,
+                capabilities=a.capabilities,
+                now=now,
+                fresh_ms=1000,
             )
         known = {org: batch.query(_LABEL_KEYS, org=org) for org in orgs}
-    draws: dict[tuple[str, tuple[str, ...]], list[int]] = defaultdict(list)
+    draws: dict[tuple[str, tuple[str, ...], Commands], list[int]] = defaultdict(list)
     for i, a in enumerate(asks):
         keys = tuple(eligible_label_keys((k for (k,) in known[a.org].rows), a.labels))
-        if keys and a.max_jobs > 0:
-            draws[(a.org, keys)].append(i)
+        commands = commands_of(a.capabilities)
+        if keys and a.max_jobs > 0 and commands != frozenset():
+            draws[(a.org, keys, commands)].append(i)
     granted: dict[str, list[tuple[Any, int]]] = defaultdict(list)
-    for (org, keys), takers in draws.items():
+    for (org, keys, commands), takers in draws.items():
         n = sum(asks[i].max_jobs for i in takers)
-        if len(keys) == 1:
-            rows = _sql.query(conn, _CLAIM_ONE_SET, org=org, key=keys[0], now=now, n=n)
-        else:
-            rows = _sql.query(conn, _CLAIM_SETS, org=org, keys=list(keys), now=now, n=n)
+        statement, params = _claim_statement(keys, commands)
+        rows = _sql.query(conn, statement, org=org, now=now, n=n, **params)
         rows.sort(key=lambda r: r.id)
         taken = 0
         for i in takers:
@@ -552,24 +588,34 @@ def dispatch(
     is_pg: bool,
     org: str,
     key: str,
+    command: str,
     runs: Iterable[str],
     to: Sequence[tuple[str, int, str]],
     now: int,
     effects: Effects,
 ) -> list[Claimed]:
-    """Leases ready jobs of label set ``key`` in ``runs`` to waiting workers,
-    within the transaction that made them ready: one job per entry of ``to``
-    (worker id, TTL, owner), as far as there are jobs; returns them in that
-    order.
+    """Leases ready jobs of label set ``key`` running ``command`` in ``runs``
+    to waiting workers (that can run them), within the transaction that made
+    them ready: one job per entry of ``to`` (worker id, TTL, owner), as far as
+    there are jobs; returns them in that order.
 
     The caller holds the locks of ``runs`` (or created them), so no run lock
     is taken here, and jobs other claimers hold are skipped, never waited on.
     """
-    rows = _sql.query(conn, _DISPATCH, org=org, key=key, runs=sorted(runs), now=now, n=len(to))
+    rows = _sql.query(
+        conn,
+        _DISPATCH,
+        org=org,
+        key=key,
+        command=command,
+        runs=sorted(runs),
+        now=now,
+        n=len(to),
+    )
     if not rows:
         return []
     rows.sort(key=lambda r: r.id)
-    effects.ready[(org, key)] -= len(rows)
+    effects.ready[(org, key, command)] -= len(rows)
     return _grant(
         conn,
         is_pg=is_pg,
@@ -590,7 +636,7 @@ _RELEASE_LEASES = Sql(
 _REQUEUE_JOBS = Sql(
     """UPDATE jobs SET state = 'queued', started_at_ms = 0
     WHERE id IN_LIST(:ids) AND state = 'running'
-    RETURNING run_id, "key", label_key"""
+    RETURNING run_id, "key", label_key, command"""
 )
 
 
@@ -608,9 +654,9 @@ def release(
     if not job_ids:
         return effects
     ev = _Events(org, now)
-    for run_id, key, lk in _sql.query(conn, _REQUEUE_JOBS, ids=job_ids):
+    for run_id, key, lk, command in _sql.query(conn, _REQUEUE_JOBS, ids=job_ids):
         ev.add(run_id, "JOB_QUEUED", key, msg="handed back undelivered")
-        effects.ready[(org, lk)] += 1
+        effects.ready[(org, lk, command)] += 1
     with _sql.pipelined(conn) as batch:
         ev.flush(batch, effects)
     return effects
@@ -742,6 +788,7 @@ _LEASE_COLS = (
     jobs.c.key,
     jobs.c.state.label("job_state"),
     jobs.c.label_key,
+    jobs.c.command,
     jobs.c.max_retries,
     jobs.c.backoff,
     jobs.c.timeout_secs,
@@ -753,8 +800,8 @@ _LEASE_COLS = (
 # looking the ids up.
 _REPORTED_LEASES = Sql(
     """SELECT l.id, l.org_id, l.owner, l.job_id, l.run_id, l.worker_id, l.state, l.expires_at_ms,
-        l.deadline_ms, l.attempt, j."key", j.state AS job_state, j.label_key, j.max_retries,
-        j.backoff, j.timeout_secs
+        l.deadline_ms, l.attempt, j."key", j.state AS job_state, j.label_key, j.command,
+        j.max_retries, j.backoff, j.timeout_secs
     FROM leases l JOIN jobs j ON j.id = l.job_id
     WHERE l.id IN_LIST(:ids) FOR_UPDATE_OF_LEASES"""
 )
@@ -903,9 +950,9 @@ def _apply(
             )
             ev.add(row.run_id, "JOB_RETRYING", row.key, row.attempt, res.error)
             if delay_ms > 0:
-                effects.timers.append((ready_at, org, row.label_key))
+                effects.timers.append((ready_at, org, row.label_key, row.command))
             else:
-                effects.ready[(org, row.label_key)] += 1
+                effects.ready[(org, row.label_key, row.command)] += 1
                 effects.ready_runs.add(row.run_id)
             verdicts[row.id] = Verdict(row.id, will_retry=True, delayed_until_ms=ready_at)
         else:
@@ -961,7 +1008,7 @@ _DECREMENT_PARENTS = Sql(
 _QUEUE_READY = Sql(
     """UPDATE jobs SET state = 'queued', enqueued_at_ms = :now
     WHERE id IN_LIST(:ids) AND pending_parents = 0 AND state = 'pending'
-    RETURNING run_id, "key", label_key
+    RETURNING run_id, "key", label_key, command
     """
 )
 
@@ -985,9 +1032,9 @@ def _release_children(
         for n, same in by_count.items():
             batch.execute(_DECREMENT_PARENTS, n=n, ids=same)
         ready = batch.query(_QUEUE_READY, now=now, ids=sorted(counts))
-    for run_id, key, lk in ready.rows:
+    for run_id, key, lk, command in ready.rows:
         ev.add(run_id, "JOB_QUEUED", key)
-        effects.ready[(org, lk)] += 1
+        effects.ready[(org, lk, command)] += 1
         effects.ready_runs.add(run_id)
 
 

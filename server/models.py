@@ -211,6 +211,9 @@ class WorkerRow(Base):
     labels: Mapped[list[str]]
     registered_at_ms: Mapped[int] = mapped_column(BigInteger)
     last_heartbeat_ms: Mapped[int] = mapped_column(BigInteger)
+    # ``{"handlers": [...], "shell": bool}`` as the worker last said; null
+    # (JSON or SQL) when it said nothing, which means it runs anything.
+    capabilities: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class LogChunkRow(Base):

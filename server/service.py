@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +23,13 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from trellis.server import _render as render
 from trellis.server import _scheduler as sched
 from trellis.server import _sql
+from trellis.server._capabilities import (
+    MAX_HANDLER_CHARS,
+    MAX_HANDLERS,
+    Capabilities,
+    Fleet,
+    commands_of,
+)
 from trellis.server._group_commit import GroupCommit, Member
 from trellis.server._notify import Mailbox, Notifier, Subscription
 from trellis.server.db import Database
@@ -260,8 +267,8 @@ class Service:
         handed: list[tuple[Subscription, sched.Claimed]] = []
         if not effects.ready_runs:
             return handed
-        for (org, key), n in list(effects.ready.items()):
-            subs = self.notifier.reserve(org, key, n)
+        for (org, key, command), n in list(effects.ready.items()):
+            subs = self.notifier.reserve((org, key, command), n)
             if not subs:
                 continue
             promised.extend(subs)
@@ -275,6 +282,7 @@ class Service:
                 is_pg=self.db.is_postgres,
                 org=org,
                 key=key,
+                command=command,
                 runs=effects.ready_runs,
                 to=to,
                 now=now,
@@ -336,8 +344,9 @@ class Service:
 
     def _fire(self, effects: sched.Effects, now: int) -> None:
         self.notifier.fire(effects.topics, effects.ready)
-        for ready_at, org, label_key in effects.timers:
-            self.notifier.fire_at(time.monotonic() + max(0, ready_at - now) / 1000, org, label_key)
+        for ready_at, org, label_key, command in effects.timers:
+            when = time.monotonic() + max(0, ready_at - now) / 1000
+            self.notifier.fire_at(when, (org, label_key, command))
 
     # ------------------------------------------------------------ workflows
 
@@ -467,7 +476,7 @@ class Service:
             rows = conn.execute(
                 q.order_by(workflows.c.id).limit(limit).offset(max(0, offset))
             ).all()
-            return self._render_workflows(conn, rows, now)
+            return self._render_workflows(conn, org, rows, now)
 
         return self._read(tx)
 
@@ -478,23 +487,24 @@ class Service:
             ).first()
             if row is None:
                 raise NotFound(f"workflow {workflow_id!r} not found")
-            return self._render_workflows(conn, [row], now)[0]
+            return self._render_workflows(conn, org, [row], now)[0]
 
         return self._read(tx)
 
     def _render_workflows(
-        self, conn: Connection, rows: Sequence[Any], now: int
+        self, conn: Connection, org: str, rows: Sequence[Any], now: int
     ) -> list[workflows_pb2.Workflow]:
         run_ids = [r.latest_run_id for r in rows if r.latest_run_id]
         jobs_by_run: dict[str, list[jobs_pb2.Job]] = {}
         run_states: dict[str, str] = {}
         if run_ids:
-            for job in conn.execute(
+            found = conn.execute(
                 select(jobs)
                 .where(jobs.c.run_id.in_(run_ids))
                 .order_by(jobs.c.run_id, jobs.c.position)
-            ).mappings():
-                jobs_by_run.setdefault(job["run_id"], []).append(render.job_from_row(job, now))
+            ).mappings()
+            for job, row in self._jobs_of(conn, now, org, found):
+                jobs_by_run.setdefault(row["run_id"], []).append(job)
             run_states = dict(
                 conn.execute(select(runs.c.id, runs.c.state).where(runs.c.id.in_(run_ids))).all()
             )
@@ -513,6 +523,25 @@ class Service:
             else:
                 msg.jobs.extend(render.job_from_def(j) for j in wdef.jobs)
             out.append(msg)
+        return out
+
+    def _jobs_of(
+        self, conn: Connection, now: int, org: str, rows: Iterable[Mapping[Any, Any]]
+    ) -> list[tuple[jobs_pb2.Job, Mapping[Any, Any]]]:
+        """The jobs of ``rows`` (of ``org``) as messages, each with its row;
+        a queued job that no live worker can run says why it waits."""
+        out = [(render.job_from_row(row, now), row) for row in rows]
+        queued = [(msg, row) for msg, row in out if row["state"] == "queued"]
+        if queued:
+            live = conn.execute(
+                select(workers.c.labels, workers.c.capabilities).where(
+                    workers.c.org_id == org,
+                    workers.c.last_heartbeat_ms >= now - self.offline_after_ms,
+                )
+            )
+            fleet = Fleet((labels, Capabilities.from_json(caps)) for labels, caps in live)
+            for msg, row in queued:
+                msg.waiting_reason = fleet.waiting_reason(row["label_key"], row["command"])
         return out
 
     def run_workflow(
@@ -591,10 +620,10 @@ class Service:
             if row is None:
                 raise NotFound(f"run {run_id!r} not found")
             detail = runs_pb2.RunDetail(run=render.run_from_row(row))
-            for job in conn.execute(
+            found = conn.execute(
                 select(jobs).where(jobs.c.run_id == run_id).order_by(jobs.c.position)
-            ).mappings():
-                detail.jobs.append(render.job_from_row(job, now))
+            ).mappings()
+            detail.jobs.extend(msg for msg, _ in self._jobs_of(conn, now, org, found))
             return detail
 
         return self._read(tx)
@@ -679,13 +708,24 @@ class Service:
     # ------------------------------------------------------------ workers
 
     def register_worker(
-        self, org: str, worker_id: str, labels: Sequence[str]
+        self,
+        org: str,
+        worker_id: str,
+        labels: Sequence[str],
+        capabilities: Capabilities | None = None,
     ) -> workers_pb2.Worker:
-        _check_worker(worker_id, labels)
+        _check_worker(worker_id, labels, capabilities)
 
         def tx(conn: Connection, now: int) -> tuple[None, sched.Effects]:
             with _sql.pipelined(conn) as batch:
-                sched.touch_worker(batch, org=org, worker_id=worker_id, labels=labels, now=now)
+                sched.touch_worker(
+                    batch,
+                    org=org,
+                    worker_id=worker_id,
+                    labels=labels,
+                    capabilities=capabilities,
+                    now=now,
+                )
             return None, sched.Effects()
 
         self._write(tx)
@@ -717,6 +757,10 @@ class Service:
                 registered_at_ms=row.registered_at_ms,
                 last_heartbeat_ms=row.last_heartbeat_ms,
             )
+            capabilities = Capabilities.from_json(row.capabilities)
+            if capabilities is not None:
+                msg.capabilities.handlers.extend(capabilities.handlers)
+                msg.capabilities.shell = capabilities.shell
             if row.worker_id in held:
                 msg.current_job = held[row.worker_id]
                 msg.status = workers_pb2.WORKER_STATUS_BUSY
@@ -738,20 +782,22 @@ class Service:
         wait_secs: float = 0,
         is_active: Callable[[], bool] = lambda: True,
         owner: str = "",
+        capabilities: Capabilities | None = None,
     ) -> list[workers_pb2.Assignment]:
-        """Claims up to ``max_jobs`` jobs, waiting up to ``wait_secs`` for one;
-        the leases are bound to the principal ``owner``."""
-        _check_worker(worker_id, labels)
+        """Claims up to ``max_jobs`` jobs that the worker can run, waiting up
+        to ``wait_secs`` for one; the leases are bound to the principal
+        ``owner``."""
+        _check_worker(worker_id, labels, capabilities)
         ttl = _ttl(ttl_secs)
         if not 1 <= max_jobs <= MAX_BATCH:
             raise InvalidArgument(f"max_jobs: must be between 1 and {MAX_BATCH}")
         if not 0 <= wait_secs <= MAX_WAIT_SECS:
             raise InvalidArgument(f"wait_secs: must be between 0 and {MAX_WAIT_SECS}")
         deadline = time.monotonic() + wait_secs
-        with self.notifier.subscribe(work=(org, labels)) as sub:
+        with self.notifier.subscribe(work=(org, labels), commands=commands_of(capabilities)) as sub:
             while True:
                 work = self.notifier.take_work(sub)
-                got = self._claim(org, worker_id, labels, ttl, max_jobs, owner)
+                got = self._claim(org, worker_id, labels, ttl, max_jobs, owner, capabilities)
                 remaining = deadline - time.monotonic()
                 if got or remaining <= 0 or self.closing or not is_active():
                     if len(got) == max_jobs:
@@ -769,9 +815,10 @@ class Service:
         ttl: int,
         max_jobs: int,
         owner: str,
+        capabilities: Capabilities | None,
     ) -> list[workers_pb2.Assignment]:
         claimed = self._claims.submit(
-            sched.ClaimAsk(org, worker_id, tuple(labels), ttl, max_jobs, owner)
+            sched.ClaimAsk(org, worker_id, tuple(labels), ttl, max_jobs, owner, capabilities)
         )
         return [render.assignment(c, worker_id) for c in claimed]
 
@@ -785,19 +832,24 @@ class Service:
         ttl_secs: int | None = None,
         is_active: Callable[[], bool] = lambda: True,
         owner: str = "",
+        capabilities: Capabilities | None = None,
     ) -> Iterator[workers_pb2.StreamAssignmentsResponse]:
-        """Pushes ready jobs to one connected worker, never more than ``slots``
-        unfinished at once, and tells it which of its leases were cancelled."""
-        _check_worker(worker_id, labels)
+        """Pushes ready jobs that one connected worker can run, never more
+        than ``slots`` unfinished at once, and tells it which of its leases
+        were cancelled."""
+        _check_worker(worker_id, labels, capabilities)
         ttl = _ttl(ttl_secs)
         slots = slots or 1
         if not 1 <= slots <= MAX_SLOTS:
             raise InvalidArgument(f"slots: must be between 1 and {MAX_SLOTS}")
-        self.register_worker(org, worker_id, labels)
+        self.register_worker(org, worker_id, labels, capabilities)
         held: set[str] = set()
         mailbox = Mailbox(org, worker_id, ttl, owner)
         with self.notifier.subscribe(
-            sched.topic_worker(org, worker_id), work=(org, labels), mailbox=mailbox
+            sched.topic_worker(org, worker_id),
+            work=(org, labels),
+            mailbox=mailbox,
+            commands=commands_of(capabilities),
         ) as sub:
             try:
                 while is_active() and not self.closing:
@@ -815,7 +867,11 @@ class Service:
                     # them at the same time.
                     free = self.notifier.claim_budget(sub, slots - len(held))
                     work = self.notifier.take_work(sub)
-                    got = self._claim(org, worker_id, labels, ttl, free, owner) if free > 0 else []
+                    got = (
+                        self._claim(org, worker_id, labels, ttl, free, owner, capabilities)
+                        if free > 0
+                        else []
+                    )
                     held.update(a.lease.lease_id for a in got)
                     sub.accepting = len(held) < slots
                     self.notifier.set_free(sub, slots - len(held))
@@ -1054,7 +1110,9 @@ def _check_text(value: str, field: str) -> None:
         raise InvalidArgument(f"{field}: contains a NUL character")
 
 
-def _check_worker(worker_id: str, labels: Sequence[str]) -> None:
+def _check_worker(
+    worker_id: str, labels: Sequence[str], capabilities: Capabilities | None = None
+) -> None:
     if not worker_id:
         raise InvalidArgument("worker_id: required")
     _check_text(worker_id, "worker_id")
@@ -1063,6 +1121,15 @@ def _check_worker(worker_id: str, labels: Sequence[str]) -> None:
     for i, label in enumerate(labels):
         if not label or "," in label or len(label) > 64 or "\x00" in label:
             raise InvalidArgument(f"labels[{i}]: must be 1-64 characters without commas")
+    if capabilities is None:
+        return
+    if len(capabilities.handlers) > MAX_HANDLERS:
+        raise InvalidArgument(f"capabilities.handlers: at most {MAX_HANDLERS}")
+    for i, name in enumerate(capabilities.handlers):
+        if not name or len(name) > MAX_HANDLER_CHARS or "\x00" in name:
+            raise InvalidArgument(
+                f"capabilities.handlers[{i}]: must be 1-{MAX_HANDLER_CHARS} characters without NUL"
+            )
 
 
 __all__ = ["Service"]

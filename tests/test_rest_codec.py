@@ -192,7 +192,27 @@ def test_defaults_are_rendered() -> None:
     assert rendered["depends_on"] == []
     assert rendered["outputs"] == {}
     assert rendered["status"] is None  # JOB_STATE_UNSPECIFIED
+    documented = [f.name for f in jobs_pb2.Job.DESCRIPTOR.fields if f.name != "waiting_reason"]
+    assert list(rendered) == documented
+
+
+def test_additional_fields_render_only_where_the_surface_asks_for_them() -> None:
+    job = jobs_pb2.Job(id="a", waiting_reason="no worker is connected")
+    assert "waiting_reason" not in render_message(job)  # type: ignore[operator]
+    rendered = render_message(job, additional=True)
+    assert isinstance(rendered, dict)
     assert list(rendered) == [f.name for f in jobs_pb2.Job.DESCRIPTOR.fields]
+    assert rendered["waiting_reason"] == "no worker is connected"
+    # Nested messages follow the surface: a run's jobs, a worker's capabilities.
+    detail = runs_pb2.RunDetail(jobs=[job])
+    assert render_message(detail, additional=True)["jobs"][0]["waiting_reason"]  # type: ignore[index]
+    assert "waiting_reason" not in render_message(detail)["jobs"][0]  # type: ignore[index]
+    worker = workers_pb2.Worker(capabilities=workers_pb2.WorkerCapabilities(handlers=["b"]))
+    assert "capabilities" not in render_message(worker)  # type: ignore[operator]
+    assert render_message(worker, additional=True)["capabilities"] == {  # type: ignore[index]
+        "handlers": ["b"],
+        "shell": False,
+    }
 
 
 @pytest.mark.parametrize(

@@ -86,8 +86,11 @@ class Worker:
     """Runs jobs the Trellis server assigns to it.
 
     Jobs whose ``command`` names a registered handler run that handler; with
-    ``shell=True`` any other command runs under ``/bin/sh -c``; otherwise the
-    job fails with "no handler for command ...".
+    ``shell=True`` any other command runs under ``/bin/sh -c``. The worker
+    tells the server which commands it has handlers for and whether it runs
+    shell commands, so that it is given only jobs it can run; handlers are
+    registered before :meth:`start` (one registered later counts from the
+    next reconnection).
 
     Args:
         target: ``host:port`` of the Trellis gRPC server.
@@ -355,22 +358,28 @@ class Worker:
 
     # -- the assignment stream --------------------------------------------
 
+    def _capabilities(self) -> workers_pb2.WorkerCapabilities:
+        """What this worker runs, as the server is told."""
+        return workers_pb2.WorkerCapabilities(handlers=sorted(self._handlers), shell=self.shell)
+
     def _assignment_loop(self) -> None:
         assert self._conn is not None
         conn = self._conn
         backoff = Backoff(base=0.1, cap=10.0)
-        request = workers_pb2.StreamAssignmentsRequest(
-            worker_id=self.worker_id,
-            labels=self.labels,
-            lease_ttl_secs=self.lease_ttl_secs,
-            slots=self.slots,
-        )
-        registration = workers_pb2.RegisterWorkerRequest(
-            worker_id=self.worker_id, labels=self.labels
-        )
         failures = 0
         while not self._stopping.is_set():
             opened = time.monotonic()
+            capabilities = self._capabilities()
+            request = workers_pb2.StreamAssignmentsRequest(
+                worker_id=self.worker_id,
+                labels=self.labels,
+                lease_ttl_secs=self.lease_ttl_secs,
+                slots=self.slots,
+                capabilities=capabilities,
+            )
+            registration = workers_pb2.RegisterWorkerRequest(
+                worker_id=self.worker_id, labels=self.labels, capabilities=capabilities
+            )
             try:
                 conn.workers.RegisterWorker(registration, timeout=10.0, metadata=conn.metadata)
                 call = conn.workers.StreamAssignments(request, metadata=conn.metadata)

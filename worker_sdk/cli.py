@@ -152,7 +152,7 @@ def _job_rows(jobs: Iterable[jobs_pb2.Job], prefix: Sequence[str] = ()) -> list[
     rows = []
     for job in jobs:
         duration = f"{job.duration_secs}s" if job.HasField("duration_secs") else ""
-        note = job.output if job.HasField("output") else ""
+        note = job.output if job.HasField("output") else job.waiting_reason
         rows.append(
             [
                 *prefix,
@@ -242,12 +242,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # whole follow is over when the timeout is.
         deadline = None if args.timeout is None else time.monotonic() + args.timeout
         printer = _LogPrinter(client, run.workflow_id or args.workflow_id, run.run_id, deadline)
+        said: set[str] = set()
 
         def on_event(event: runs_pb2.RunEvent) -> None:
             # Following from the moment a job is queued (not only started)
             # misses nothing: FollowLogs replays history before live lines.
             if args.follow and event.job_id and event.type in _FOLLOW_EVENTS:
                 printer.follow(event.job_id)
+            if args.follow and event.type in _QUEUED_EVENTS and event.job_id not in said:
+                _say_why_waiting(client, run.run_id, said)
 
         try:
             detail = client.wait_for_run(run.run_id, args.timeout, on_event=on_event)
@@ -267,6 +270,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
 # lines, and how long streams that reached the timeout may take to end.
 _LOG_DRAIN_SECS = 5.0
 _STREAM_GRACE_SECS = 0.5
+
+
+_QUEUED_EVENTS = frozenset(
+    {runs_pb2.RUN_EVENT_TYPE_JOB_QUEUED, runs_pb2.RUN_EVENT_TYPE_JOB_RETRYING}
+)
+
+
+def _say_why_waiting(client: Client, run_id: str, said: set[str]) -> None:
+    """Prints once, on stderr, why each job of the run that no connected
+    worker can run is waiting."""
+    try:
+        jobs = client.get_run(run_id).jobs
+    except TrellisError:
+        return  # only a note: following the run goes on
+    for job in jobs:
+        if job.status == jobs_pb2.JOB_STATE_QUEUED and job.waiting_reason and job.id not in said:
+            said.add(job.id)
+            print(f"trellis: job {job.id} is waiting: {job.waiting_reason}", file=sys.stderr)
 
 
 class _LogPrinter:

@@ -62,7 +62,7 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_retries: _Optional[int] = ..., backoff: _Optional[_Union[Backoff, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "name", "status", "command", "duration_secs", "started_at", "depends_on", "output", "required_labels", "max_retries", "attempt", "retry_policy", "timeout_secs", "outputs", "delayed_until_ms", "env")
+    __slots__ = ("id", "name", "status", "command", "duration_secs", "started_at", "depends_on", "output", "required_labels", "max_retries", "attempt", "retry_policy", "timeout_secs", "outputs", "delayed_until_ms", "env", "waiting_reason")
     class OutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class Job(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     DELAYED_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
+    WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     status: JobState
@@ -109,4 +110,5 @@ class Job(_message.Message):
     outputs: _containers.ScalarMap[str, str]
     delayed_until_ms: int
     env: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[JobState, str]] = ..., command: _Optional[str] = ..., duration_secs: _Optional[int] = ..., started_at: _Optional[float] = ..., depends_on: _Optional[_Iterable[str]] = ..., output: _Optional[str] = ..., required_labels: _Optional[_Iterable[str]] = ..., max_retries: _Optional[int] = ..., attempt: _Optional[int] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_secs: _Optional[int] = ..., outputs: _Optional[_Mapping[str, str]] = ..., delayed_until_ms: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    waiting_reason: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[JobState, str]] = ..., command: _Optional[str] = ..., duration_secs: _Optional[int] = ..., started_at: _Optional[float] = ..., depends_on: _Optional[_Iterable[str]] = ..., output: _Optional[str] = ..., required_labels: _Optional[_Iterable[str]] = ..., max_retries: _Optional[int] = ..., attempt: _Optional[int] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_secs: _Optional[int] = ..., outputs: _Optional[_Mapping[str, str]] = ..., delayed_until_ms: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., waiting_reason: _Optional[str] = ...) -> None: ...

@@ -55,20 +55,24 @@ PUBLIC_FIELD_NUMBER: _ClassVar[int]
 public: _descriptor.FieldDescriptor
 JSON_SHAPE_FIELD_NUMBER: _ClassVar[int]
 json_shape: _descriptor.FieldDescriptor
+ADDITIONAL_FIELD_NUMBER: _ClassVar[int]
+additional: _descriptor.FieldDescriptor
 JSON_VALUE_FIELD_NUMBER: _ClassVar[int]
 json_value: _descriptor.FieldDescriptor
 
 class SurfaceConventions(_message.Message):
-    __slots__ = ("name", "error_style", "envelope", "field_names")
+    __slots__ = ("name", "error_style", "envelope", "field_names", "additional_fields")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ERROR_STYLE_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     FIELD_NAMES_FIELD_NUMBER: _ClassVar[int]
+    ADDITIONAL_FIELDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     error_style: ErrorStyle
     envelope: Envelope
     field_names: FieldNames
-    def __init__(self, name: _Optional[str] = ..., error_style: _Optional[_Union[ErrorStyle, str]] = ..., envelope: _Optional[_Union[Envelope, str]] = ..., field_names: _Optional[_Union[FieldNames, str]] = ...) -> None: ...
+    additional_fields: bool
+    def __init__(self, name: _Optional[str] = ..., error_style: _Optional[_Union[ErrorStyle, str]] = ..., envelope: _Optional[_Union[Envelope, str]] = ..., field_names: _Optional[_Union[FieldNames, str]] = ..., additional_fields: _Optional[bool] = ...) -> None: ...
 
 class RestOptions(_message.Message):
     __slots__ = ("success_code",)

@@ -22,29 +22,41 @@ WORKER_STATUS_IDLE: WorkerStatus
 WORKER_STATUS_BUSY: WorkerStatus
 WORKER_STATUS_OFFLINE: WorkerStatus
 
+class WorkerCapabilities(_message.Message):
+    __slots__ = ("handlers", "shell")
+    HANDLERS_FIELD_NUMBER: _ClassVar[int]
+    SHELL_FIELD_NUMBER: _ClassVar[int]
+    handlers: _containers.RepeatedScalarFieldContainer[str]
+    shell: bool
+    def __init__(self, handlers: _Optional[_Iterable[str]] = ..., shell: _Optional[bool] = ...) -> None: ...
+
 class Worker(_message.Message):
-    __slots__ = ("worker_id", "labels", "registered_at_ms", "last_heartbeat_ms", "current_job", "status")
+    __slots__ = ("worker_id", "labels", "registered_at_ms", "last_heartbeat_ms", "current_job", "status", "capabilities")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
     CURRENT_JOB_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     registered_at_ms: int
     last_heartbeat_ms: int
     current_job: str
     status: WorkerStatus
-    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., registered_at_ms: _Optional[int] = ..., last_heartbeat_ms: _Optional[int] = ..., current_job: _Optional[str] = ..., status: _Optional[_Union[WorkerStatus, str]] = ...) -> None: ...
+    capabilities: WorkerCapabilities
+    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., registered_at_ms: _Optional[int] = ..., last_heartbeat_ms: _Optional[int] = ..., current_job: _Optional[str] = ..., status: _Optional[_Union[WorkerStatus, str]] = ..., capabilities: _Optional[_Union[WorkerCapabilities, _Mapping]] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("worker_id", "labels")
+    __slots__ = ("worker_id", "labels", "capabilities")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    capabilities: WorkerCapabilities
+    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Union[WorkerCapabilities, _Mapping]] = ...) -> None: ...
 
 class ListWorkersRequest(_message.Message):
     __slots__ = ()
@@ -142,16 +154,18 @@ class Assignment(_message.Message):
     def __init__(self, job: _Optional[_Union[QueuedJob, _Mapping]] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...
 
 class ClaimJobRequest(_message.Message):
-    __slots__ = ("worker_id", "labels", "lease_ttl_secs", "wait_secs")
+    __slots__ = ("worker_id", "labels", "lease_ttl_secs", "wait_secs", "capabilities")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     LEASE_TTL_SECS_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     lease_ttl_secs: int
     wait_secs: int
-    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., lease_ttl_secs: _Optional[int] = ..., wait_secs: _Optional[int] = ...) -> None: ...
+    capabilities: WorkerCapabilities
+    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., lease_ttl_secs: _Optional[int] = ..., wait_secs: _Optional[int] = ..., capabilities: _Optional[_Union[WorkerCapabilities, _Mapping]] = ...) -> None: ...
 
 class ClaimJobResponse(_message.Message):
     __slots__ = ("assignment",)
@@ -160,18 +174,20 @@ class ClaimJobResponse(_message.Message):
     def __init__(self, assignment: _Optional[_Union[Assignment, _Mapping]] = ...) -> None: ...
 
 class ClaimJobsRequest(_message.Message):
-    __slots__ = ("worker_id", "labels", "lease_ttl_secs", "wait_secs", "max_jobs")
+    __slots__ = ("worker_id", "labels", "lease_ttl_secs", "wait_secs", "max_jobs", "capabilities")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     LEASE_TTL_SECS_FIELD_NUMBER: _ClassVar[int]
     WAIT_SECS_FIELD_NUMBER: _ClassVar[int]
     MAX_JOBS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     lease_ttl_secs: int
     wait_secs: int
     max_jobs: int
-    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., lease_ttl_secs: _Optional[int] = ..., wait_secs: _Optional[int] = ..., max_jobs: _Optional[int] = ...) -> None: ...
+    capabilities: WorkerCapabilities
+    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., lease_ttl_secs: _Optional[int] = ..., wait_secs: _Optional[int] = ..., max_jobs: _Optional[int] = ..., capabilities: _Optional[_Union[WorkerCapabilities, _Mapping]] = ...) -> None: ...
 
 class ClaimJobsResponse(_message.Message):
     __slots__ = ("assignments",)
@@ -180,16 +196,18 @@ class ClaimJobsResponse(_message.Message):
     def __init__(self, assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ...) -> None: ...
 
 class StreamAssignmentsRequest(_message.Message):
-    __slots__ = ("worker_id", "labels", "lease_ttl_secs", "slots")
+    __slots__ = ("worker_id", "labels", "lease_ttl_secs", "slots", "capabilities")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     LEASE_TTL_SECS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     lease_ttl_secs: int
     slots: int
-    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., lease_ttl_secs: _Optional[int] = ..., slots: _Optional[int] = ...) -> None: ...
+    capabilities: WorkerCapabilities
+    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., lease_ttl_secs: _Optional[int] = ..., slots: _Optional[int] = ..., capabilities: _Optional[_Union[WorkerCapabilities, _Mapping]] = ...) -> None: ...
 
 class StreamAssignmentsResponse(_message.Message):
     __slots__ = ("assignments", "cancelled_lease_ids")

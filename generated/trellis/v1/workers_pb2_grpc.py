@@ -105,8 +105,8 @@ class WorkerServiceServicer:
     """
 
     def RegisterWorker(self, request, context):
-        """Registers (or re-registers) a worker and its labels. Optional: claiming
-        registers the worker too.
+        """Registers (or re-registers) a worker, its labels and capabilities.
+        Optional: claiming registers the worker too.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -119,8 +119,9 @@ class WorkerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ClaimJob(self, request, context):
-        """Claims the next job whose labels the worker has, waiting up to
-        `wait_secs` for one. The REST answer is `null` when there is none.
+        """Claims the next job the worker can run (see `WorkerCapabilities`),
+        waiting up to `wait_secs` for one. The REST answer is `null` when there
+        is none.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
