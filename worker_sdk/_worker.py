@@ -11,28 +11,24 @@ import socket
 import threading
 import time
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 
+from . import _output
 from ._backoff import Backoff
 from ._channel import Connection
 from ._context import JobContext, StopReason
-from ._errors import JobCancelled, TrellisError, rpc_code, rpc_details, wrap_rpc_error
+from ._errors import TrellisError, rpc_code, rpc_details, wrap_rpc_error
+from ._handlers import Handler, run_handler
 from ._heartbeat import Heartbeater
 from ._logs import LogShipper
 from ._pb import workers_pb2
-from ._reporter import Reporter
+from ._reporter import Reporter, complete_result, fail_result
 from ._shell import job_env, run_shell
 
 _log = logging.getLogger("trellis.worker_sdk")
-
-Handler = Callable[[JobContext], Mapping[str, object] | None]
-"""A job handler: gets the job's context, returns its outputs (or None).
-
-Output values are converted with ``str()``. Raising fails the job (retryably,
-unless the exception is :class:`JobCancelled`)."""
 
 # A stream that stayed up this long proves the server is healthy again.
 _HEALTHY_AFTER = 10.0
@@ -45,18 +41,6 @@ _RESULT_FLUSH_TIMEOUT = 10.0
 def default_worker_id() -> str:
     """``<hostname>-<pid>-<6 hex digits>``: unique even for several workers per process."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def _complete(lease_id: str, outputs: Mapping[str, str]) -> workers_pb2.JobResult:
-    return workers_pb2.JobResult(
-        complete=workers_pb2.CompleteJobRequest(lease_id=lease_id, outputs=outputs)
-    )
-
-
-def _fail(lease_id: str, error: str, retryable: bool) -> workers_pb2.JobResult:
-    return workers_pb2.JobResult(
-        fail=workers_pb2.FailJobRequest(lease_id=lease_id, error=error, retryable=retryable)
-    )
 
 
 class _Job:
@@ -184,7 +168,11 @@ class Worker:
         return decorate
 
     def register(self, name: str, fn: Handler) -> None:
-        """Makes ``fn`` the handler of jobs whose ``command`` is ``name``."""
+        """Makes ``fn`` the handler of jobs whose ``command`` is ``name``.
+
+        While it runs, what ``fn`` writes to ``sys.stdout`` and ``sys.stderr``
+        (``print()``) goes to the job's log.
+        """
         if not name:
             raise ValueError("a handler needs a non-empty command name")
         if name in self._handlers:
@@ -226,6 +214,7 @@ class Worker:
             threading.Thread(target=self._ticker_loop, name="trellis-ticker", daemon=True),
             threading.Thread(target=self._assignment_loop, name="trellis-stream", daemon=True),
         ]
+        _output.install()
         for t in (*self._slot_threads, *self._threads):
             t.start()
 
@@ -343,6 +332,7 @@ class Worker:
         for t in self._threads:
             t.join(5.0)
         self._conn.close()
+        _output.uninstall()
         self._closed.set()
         _log.info("worker %s stopped", self.worker_id)
 
@@ -455,7 +445,7 @@ class Worker:
                 outcome = None if stopped else self._execute(job)
             except BaseException as exc:  # a slot must survive whatever a job does
                 _log.exception("job %s crashed its slot", job.ctx.job_id)
-                outcome = _fail(job.ctx.lease_id, f"{type(exc).__name__}: {exc}", True)
+                outcome = fail_result(job.ctx.lease_id, f"{type(exc).__name__}: {exc}", True)
             self._finish(job, outcome)
 
     def _execute(self, job: _Job) -> workers_pb2.JobResult | None:
@@ -465,7 +455,7 @@ class Worker:
             return self._run_handler(job, handler)
         if self.shell:
             return self._run_shell(ctx)
-        return _fail(ctx.lease_id, f"no handler for command '{ctx.command}'", False)
+        return fail_result(ctx.lease_id, f"no handler for command '{ctx.command}'", False)
 
     def _run_handler(self, job: _Job, handler: Handler) -> workers_pb2.JobResult:
         ctx = job.ctx
@@ -473,23 +463,8 @@ class Worker:
             with self._ticker_cv:
                 job.deadline = time.monotonic() + ctx.timeout_secs
                 self._ticker_cv.notify()
-        try:
-            outputs = handler(ctx)
-        except JobCancelled:
-            return _fail(ctx.lease_id, "cancelled", False)
-        except Exception as exc:
-            text = str(exc)
-            name = type(exc).__name__
-            return _fail(ctx.lease_id, f"{name}: {text}" if text else name, True)
-        if outputs is None:
-            return _complete(ctx.lease_id, {})
-        if not isinstance(outputs, Mapping):
-            return _fail(
-                ctx.lease_id,
-                f"TypeError: handler returned {type(outputs).__name__}, not a mapping or None",
-                False,
-            )
-        return _complete(ctx.lease_id, {str(k): str(v) for k, v in outputs.items()})
+        assert self._logs is not None
+        return run_handler(handler, ctx, self._logs)
 
     def _run_shell(self, ctx: JobContext) -> workers_pb2.JobResult | None:
         sink = self._logs
@@ -512,10 +487,10 @@ class Worker:
         if result.stopped:
             return None  # _finish reports according to the stop reason
         if result.timed_out:
-            return _fail(ctx.lease_id, f"timed out after {ctx.timeout_secs} s", True)
+            return fail_result(ctx.lease_id, f"timed out after {ctx.timeout_secs} s", True)
         if result.exit_code == 0:
-            return _complete(ctx.lease_id, result.outputs)
-        return _fail(ctx.lease_id, result.error(), True)
+            return complete_result(ctx.lease_id, result.outputs)
+        return fail_result(ctx.lease_id, result.error(), True)
 
     def _finish(self, job: _Job, outcome: workers_pb2.JobResult | None) -> None:
         """Records how a job's attempt ended and queues its result."""
@@ -544,13 +519,13 @@ class Worker:
             self._jobs.pop(ctx.lease_id, None)
             return None
         if reason is StopReason.CANCELLED:
-            return _fail(ctx.lease_id, "cancelled", False)
+            return fail_result(ctx.lease_id, "cancelled", False)
         if reason is StopReason.SHUTDOWN:
-            return _fail(ctx.lease_id, StopReason.SHUTDOWN.value, True)
+            return fail_result(ctx.lease_id, StopReason.SHUTDOWN.value, True)
         if reason is StopReason.TIMEOUT:
-            return _fail(ctx.lease_id, f"timed out after {ctx.timeout_secs} s", True)
+            return fail_result(ctx.lease_id, f"timed out after {ctx.timeout_secs} s", True)
         if outcome is None:
-            return _fail(ctx.lease_id, "job stopped", True)
+            return fail_result(ctx.lease_id, "job stopped", True)
         return outcome
 
     def _abandon(self, job: _Job, reason: StopReason, *, unstarted_only: bool = False) -> None:

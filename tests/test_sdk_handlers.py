@@ -1,0 +1,77 @@
+"""Python handlers against a real server: what they print goes to their own
+job's log. Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+
+import pytest
+from conftest import Running
+from sdk_helpers import RUN_TIMEOUT, client_for, started_worker, uid
+
+from trellis.v1 import logs_pb2, runs_pb2
+from trellis.worker_sdk import Client, JobContext, Worker
+
+
+@pytest.fixture
+def client(server: Running) -> Iterator[Client]:
+    with client_for(server) as c:
+        yield c
+
+
+def streams(client: Client, wf: str, job_id: str, run_id: str) -> tuple[str, str]:
+    """(stdout, stderr) of a job's log."""
+    chunks = client.list_logs(wf, job_id, run_id)
+    out = "".join(c.data for c in chunks if c.stream == logs_pb2.LOG_STREAM_STDOUT)
+    err = "".join(c.data for c in chunks if c.stream == logs_pb2.LOG_STREAM_STDERR)
+    return out, err
+
+
+def run_one(
+    server: Running, client: Client, worker: Worker, jobs: Mapping[str, object]
+) -> tuple[str, runs_pb2.RunDetail]:
+    wf = uid()
+    client.create_workflow({"name": "Handlers", "on": "push", "jobs": jobs}, workflow_id=wf)
+    with started_worker(worker):
+        run = client.run_workflow(wf)
+        return wf, client.wait_for_run(run.run_id, RUN_TIMEOUT)
+
+
+def test_concurrent_handlers_print_to_their_own_logs(
+    server: Running, client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_stdout = sys.stdout
+    worker = Worker(server.grpc_target, slots=2)
+    # Both jobs reach each point before either goes on: their writes interleave.
+    together = threading.Barrier(2, timeout=RUN_TIMEOUT)
+
+    @worker.handler("talk")
+    def talk(ctx: JobContext) -> None:
+        together.wait()
+        print("first line of", ctx.job_id)
+        outside = threading.Thread(target=print, args=(f"not in a job, from {ctx.job_id}",))
+        outside.start()
+        outside.join()
+        together.wait()
+        sys.stdout.write(f"second line of {ctx.job_id}, ")
+        together.wait()
+        sys.stdout.write("written in two pieces\n")
+        print("to stderr of", ctx.job_id, file=sys.stderr)
+        together.wait()
+
+    wf, detail = run_one(server, client, worker, {"a": {"run": "talk"}, "b": {"run": "talk"}})
+
+    assert detail.run.state == runs_pb2.RUN_STATE_SUCCEEDED
+    for job_id in ("a", "b"):
+        out, err = streams(client, wf, job_id, detail.run.run_id)
+        assert out == (f"first line of {job_id}\nsecond line of {job_id}, written in two pieces\n")
+        assert err == f"to stderr of {job_id}\n"
+    # A thread that is not running a job writes to the real stdout.
+    captured = capsys.readouterr()
+    assert "not in a job, from a\n" in captured.out
+    assert "not in a job, from b\n" in captured.out
+    assert "first line of" not in captured.out + captured.err
+    # A stopped worker leaves the streams as it found them.
+    assert sys.stdout is real_stdout
