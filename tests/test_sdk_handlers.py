@@ -1,5 +1,6 @@
 """Python handlers against a real server: what they print goes to their own
-job's log. Runs on SQLite and PostgreSQL."""
+job's log, and a raised exception leaves its traceback there. Runs on SQLite
+and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 from conftest import Running
-from sdk_helpers import RUN_TIMEOUT, client_for, started_worker, uid
+from sdk_helpers import RUN_TIMEOUT, client_for, job_by_id, started_worker, uid
 
-from trellis.v1 import logs_pb2, runs_pb2
+from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2
 from trellis.worker_sdk import Client, JobContext, Worker
 
 
@@ -75,3 +76,28 @@ def test_concurrent_handlers_print_to_their_own_logs(
     assert "first line of" not in captured.out + captured.err
     # A stopped worker leaves the streams as it found them.
     assert sys.stdout is real_stdout
+
+
+def test_raising_handler_logs_its_traceback(server: Running, client: Client) -> None:
+    worker = Worker(server.grpc_target)
+
+    def parse(text: str) -> int:
+        raise ValueError(f"cannot parse {text!r}\nsecond line of the message")
+
+    @worker.handler("broken")
+    def broken(ctx: JobContext) -> None:
+        print("before the error")
+        parse("x1")
+
+    wf, detail = run_one(server, client, worker, {"broken": {"run": "broken"}})
+
+    job = job_by_id(detail, "broken")
+    assert job.status == jobs_pb2.JOB_STATE_FAILED
+    assert job.output == "ValueError: cannot parse 'x1'"
+    out, err = streams(client, wf, "broken", detail.run.run_id)
+    assert out == "before the error\n"
+    assert err.startswith("Traceback (most recent call last):\n"), err
+    assert 'parse("x1")' in err and "in broken" in err and "in parse" in err
+    assert err.endswith("ValueError: cannot parse 'x1'\nsecond line of the message\n"), err
+    # The traceback begins at the handler, not inside the SDK.
+    assert "worker_sdk" not in err

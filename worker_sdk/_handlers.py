@@ -1,8 +1,11 @@
-"""One call of a job's handler: what it prints goes to the job's log, and
-what it returns or raises becomes the job's result."""
+"""One call of a job's handler: what it prints goes to the job's log, a
+raised exception is logged with its traceback, and what it returns becomes
+the job's result."""
 
 from __future__ import annotations
 
+import os
+import traceback
 from collections.abc import Callable, Mapping
 
 from ._context import JobContext, LogSink
@@ -18,6 +21,11 @@ Handler = Callable[[JobContext], Outputs]
 Output values are converted with ``str()``. Raising fails the job (retryably,
 unless the exception is :class:`JobCancelled`)."""
 
+# Frames of this directory that precede the handler's own are left out of the
+# traceback a job's log shows.
+_CALLER_DIRS = (os.path.dirname(__file__) + os.sep,)
+_MAX_ERROR = 1000
+
 
 def run_handler(handler: Handler, ctx: JobContext, sink: LogSink) -> workers_pb2.JobResult:
     """Calls ``handler`` for ``ctx`` in the calling thread; the job's result."""
@@ -27,9 +35,8 @@ def run_handler(handler: Handler, ctx: JobContext, sink: LogSink) -> workers_pb2
     except JobCancelled:
         return fail_result(ctx.lease_id, "cancelled", False)
     except Exception as exc:
-        text = str(exc)
-        name = type(exc).__name__
-        return fail_result(ctx.lease_id, f"{name}: {text}" if text else name, True)
+        sink.append(ctx, "stderr", _traceback(exc))
+        return fail_result(ctx.lease_id, error_line(exc), True)
     if returned is None:
         return complete_result(ctx.lease_id, {})
     if not isinstance(returned, Mapping):
@@ -39,3 +46,21 @@ def run_handler(handler: Handler, ctx: JobContext, sink: LogSink) -> workers_pb2
             False,
         )
     return complete_result(ctx.lease_id, {str(k): str(v) for k, v in returned.items()})
+
+
+def error_line(exc: BaseException) -> str:
+    """``<ExceptionType>: <first line of its message>``, at most 1000 characters."""
+    name = type(exc).__name__
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return (f"{name}: {text}" if text else name)[:_MAX_ERROR]
+
+
+def _traceback(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while (
+        tb is not None
+        and tb.tb_next is not None
+        and tb.tb_frame.f_code.co_filename.startswith(_CALLER_DIRS)
+    ):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
