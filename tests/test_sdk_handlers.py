@@ -1,6 +1,6 @@
 """Python handlers against a real server: what they print goes to their own
-job's log, and a raised exception leaves its traceback there. Runs on SQLite
-and PostgreSQL."""
+job's log, a raised exception leaves its traceback there, and outputs are
+encoded as JSON. Runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -101,3 +101,48 @@ def test_raising_handler_logs_its_traceback(server: Running, client: Client) -> 
     assert err.endswith("ValueError: cannot parse 'x1'\nsecond line of the message\n"), err
     # The traceback begins at the handler, not inside the SDK.
     assert "worker_sdk" not in err
+
+
+def test_outputs_are_json_unless_strings(server: Running, client: Client) -> None:
+    worker = Worker(server.grpc_target)
+
+    @worker.handler("values")
+    def values(ctx: JobContext) -> dict[str, object]:
+        return {
+            "s": "plain text",
+            "quoted": '"already JSON"',
+            "n": 3,
+            "f": 1.5,
+            "yes": True,
+            "none": None,
+            "obj": {"a": [1, "x"], "é": False},
+        }
+
+    @worker.handler("unencodable")
+    def unencodable(ctx: JobContext) -> dict[str, object]:
+        return {"ok": 1, "tags": {"a", "b"}}
+
+    _, detail = run_one(
+        server,
+        client,
+        worker,
+        {"values": {"run": "values"}, "bad": {"run": "unencodable", "retries": 2}},
+    )
+
+    assert dict(job_by_id(detail, "values").outputs) == {
+        "s": "plain text",
+        "quoted": '"already JSON"',
+        "n": "3",
+        "f": "1.5",
+        "yes": "true",
+        "none": "null",
+        "obj": '{"a": [1, "x"], "é": false}',
+    }
+    bad = job_by_id(detail, "bad")
+    # The handler would return the same next time: no retry.
+    assert (bad.status, bad.attempt) == (jobs_pb2.JOB_STATE_FAILED, 0)
+    assert bad.output == (
+        "TypeError: output 'tags' cannot be encoded as JSON: "
+        "Object of type set is not JSON serializable"
+    )
+    assert not bad.outputs

@@ -1,9 +1,10 @@
 """One call of a job's handler: what it prints goes to the job's log, a
-raised exception is logged with its traceback, and what it returns becomes
-the job's result."""
+raised exception is logged with its traceback, and the outputs it returns
+are encoded."""
 
 from __future__ import annotations
 
+import json
 import os
 import traceback
 from collections.abc import Callable, Mapping
@@ -18,8 +19,9 @@ Outputs = Mapping[str, object] | None
 Handler = Callable[[JobContext], Outputs]
 """A job handler: gets the job's context, returns its outputs (or None).
 
-Output values are converted with ``str()``. Raising fails the job (retryably,
-unless the exception is :class:`JobCancelled`)."""
+String output values are kept as they are, others are encoded as JSON.
+Raising fails the job (retryably, unless the exception is
+:class:`JobCancelled`)."""
 
 # Frames of this directory that precede the handler's own are left out of the
 # traceback a job's log shows.
@@ -45,7 +47,28 @@ def run_handler(handler: Handler, ctx: JobContext, sink: LogSink) -> workers_pb2
             f"TypeError: handler returned {type(returned).__name__}, not a mapping or None",
             False,
         )
-    return complete_result(ctx.lease_id, {str(k): str(v) for k, v in returned.items()})
+    try:
+        outputs = encode_outputs(returned)
+    except TypeError as exc:
+        return fail_result(ctx.lease_id, f"TypeError: {exc}", False)
+    return complete_result(ctx.lease_id, outputs)
+
+
+def encode_outputs(outputs: Mapping[str, object]) -> dict[str, str]:
+    """Strings as they are, any other value as its JSON text.
+
+    Raises TypeError naming the first output JSON cannot encode.
+    """
+    encoded: dict[str, str] = {}
+    for key, value in outputs.items():
+        if isinstance(value, str):
+            encoded[str(key)] = value
+            continue
+        try:
+            encoded[str(key)] = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise TypeError(f"output {str(key)!r} cannot be encoded as JSON: {exc}") from None
+    return encoded
 
 
 def error_line(exc: BaseException) -> str:
