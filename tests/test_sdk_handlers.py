@@ -1,9 +1,10 @@
 """Python handlers against a real server: what they print goes to their own
-job's log, a raised exception leaves its traceback there, and outputs are
-encoded as JSON. Runs on SQLite and PostgreSQL."""
+job's log, a raised exception leaves its traceback there, ``async def``
+handlers run, and outputs are encoded as JSON. Runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 from collections.abc import Iterator, Mapping
@@ -103,6 +104,39 @@ def test_raising_handler_logs_its_traceback(server: Running, client: Client) -> 
     assert "worker_sdk" not in err
 
 
+def test_async_handlers_run_to_completion(server: Running, client: Client) -> None:
+    worker = Worker(server.grpc_target, slots=2)
+
+    @worker.handler("fetch")
+    async def fetch(ctx: JobContext) -> dict[str, object]:
+        parts = await asyncio.gather(asyncio.sleep(0, "a"), asyncio.sleep(0, "b"))
+        print("awaited", *parts)
+        ctx.log("logged from a coroutine")
+        return {"parts": parts}
+
+    @worker.handler("fail-async")
+    async def fail_async(ctx: JobContext) -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("async failure")
+
+    wf, detail = run_one(
+        server,
+        client,
+        worker,
+        {"fetch": {"run": "fetch"}, "fail": {"run": "fail-async"}},
+    )
+
+    fetched = job_by_id(detail, "fetch")
+    assert fetched.status == jobs_pb2.JOB_STATE_SUCCEEDED, fetched.output
+    assert dict(fetched.outputs) == {"parts": '["a", "b"]'}
+    out, _ = streams(client, wf, "fetch", detail.run.run_id)
+    assert out == "awaited a b\nlogged from a coroutine\n"
+    failed = job_by_id(detail, "fail")
+    assert failed.output == "RuntimeError: async failure"
+    _, err = streams(client, wf, "fail", detail.run.run_id)
+    assert "in fail_async" in err and err.endswith("RuntimeError: async failure\n"), err
+
+
 def test_outputs_are_json_unless_strings(server: Running, client: Client) -> None:
     worker = Worker(server.grpc_target)
 
@@ -146,3 +180,15 @@ def test_outputs_are_json_unless_strings(server: Running, client: Client) -> Non
         "Object of type set is not JSON serializable"
     )
     assert not bad.outputs
+
+
+def test_register_refuses_what_cannot_be_a_handler() -> None:
+    worker = Worker()
+
+    def generator(ctx: JobContext) -> Iterator[str]:
+        yield "x"
+
+    with pytest.raises(TypeError, match="'gen' is a generator function"):
+        worker.register("gen", generator)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="'nothing' is not callable"):
+        worker.register("nothing", None)  # type: ignore[arg-type]

@@ -1,13 +1,15 @@
 """One call of a job's handler: what it prints goes to the job's log, a
-raised exception is logged with its traceback, and the outputs it returns
-are encoded."""
+coroutine runs to its end, a raised exception is logged with its traceback,
+and the outputs it returns are encoded."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from ._context import JobContext, LogSink
 from ._errors import JobCancelled
@@ -16,17 +18,31 @@ from ._pb import workers_pb2
 from ._reporter import complete_result, fail_result
 
 Outputs = Mapping[str, object] | None
-Handler = Callable[[JobContext], Outputs]
-"""A job handler: gets the job's context, returns its outputs (or None).
+Handler = Callable[[JobContext], Outputs | Awaitable[Outputs]]
+"""A job handler: gets the job's context, returns its outputs (or None);
+``async def`` handlers are run to completion.
 
 String output values are kept as they are, others are encoded as JSON.
 Raising fails the job (retryably, unless the exception is
 :class:`JobCancelled`)."""
 
-# Frames of this directory that precede the handler's own are left out of the
-# traceback a job's log shows.
-_CALLER_DIRS = (os.path.dirname(__file__) + os.sep,)
+# Frames of these directories that precede the handler's own are left out of
+# the traceback a job's log shows.
+_CALLER_DIRS = tuple(
+    os.path.dirname(path) + os.sep for path in (__file__, asyncio.__file__) if path
+)
 _MAX_ERROR = 1000
+
+
+def check_handler(name: str, fn: object) -> None:
+    """Raises TypeError for what cannot be a handler."""
+    if not callable(fn):
+        raise TypeError(f"the handler for {name!r} is not callable")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(
+            f"the handler for {name!r} is a generator function; "
+            "a handler returns its outputs (a mapping) or None"
+        )
 
 
 def run_handler(handler: Handler, ctx: JobContext, sink: LogSink) -> workers_pb2.JobResult:
@@ -34,9 +50,11 @@ def run_handler(handler: Handler, ctx: JobContext, sink: LogSink) -> workers_pb2
     try:
         with JobOutput(ctx, sink):
             returned = handler(ctx)
+            if inspect.isawaitable(returned):
+                returned = _run_to_end(returned)
     except JobCancelled:
         return fail_result(ctx.lease_id, "cancelled", False)
-    except Exception as exc:
+    except (Exception, asyncio.CancelledError) as exc:
         sink.append(ctx, "stderr", _traceback(exc))
         return fail_result(ctx.lease_id, error_line(exc), True)
     if returned is None:
@@ -52,6 +70,16 @@ def run_handler(handler: Handler, ctx: JobContext, sink: LogSink) -> workers_pb2
     except TypeError as exc:
         return fail_result(ctx.lease_id, f"TypeError: {exc}", False)
     return complete_result(ctx.lease_id, outputs)
+
+
+def _run_to_end(awaitable: Awaitable[Outputs]) -> Outputs:
+    # A loop of its own per call, in the slot's thread: a coroutine that
+    # blocks holds up only its own slot, and time limits, cancellation and
+    # shutdown treat it exactly like a plain handler.
+    async def wait() -> Outputs:
+        return await awaitable
+
+    return asyncio.run(wait())
 
 
 def encode_outputs(outputs: Mapping[str, object]) -> dict[str, str]:

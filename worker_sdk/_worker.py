@@ -12,7 +12,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -21,7 +21,7 @@ from ._backoff import Backoff
 from ._channel import Connection
 from ._context import JobContext, StopReason
 from ._errors import TrellisError, rpc_code, rpc_details, wrap_rpc_error
-from ._handlers import Handler, run_handler
+from ._handlers import Handler, check_handler, run_handler
 from ._heartbeat import Heartbeater
 from ._logs import LogShipper
 from ._pb import workers_pb2
@@ -29,6 +29,8 @@ from ._reporter import Reporter, complete_result, fail_result
 from ._shell import job_env, run_shell
 
 _log = logging.getLogger("trellis.worker_sdk")
+
+H = TypeVar("H", bound=Handler)
 
 # A stream that stayed up this long proves the server is healthy again.
 _HEALTHY_AFTER = 10.0
@@ -158,10 +160,10 @@ class Worker:
 
     # -- handlers ---------------------------------------------------------
 
-    def handler(self, name: str) -> Callable[[Handler], Handler]:
+    def handler(self, name: str) -> Callable[[H], H]:
         """Decorator: jobs whose ``command`` is ``name`` run the decorated function."""
 
-        def decorate(fn: Handler) -> Handler:
+        def decorate(fn: H) -> H:
             self.register(name, fn)
             return fn
 
@@ -171,10 +173,12 @@ class Worker:
         """Makes ``fn`` the handler of jobs whose ``command`` is ``name``.
 
         While it runs, what ``fn`` writes to ``sys.stdout`` and ``sys.stderr``
-        (``print()``) goes to the job's log.
+        (``print()``) goes to the job's log; an ``async def`` handler runs
+        to completion on an event loop of its own in the slot's thread.
         """
         if not name:
             raise ValueError("a handler needs a non-empty command name")
+        check_handler(name, fn)
         if name in self._handlers:
             raise ValueError(f"a handler for {name!r} is already registered")
         self._handlers[name] = fn
