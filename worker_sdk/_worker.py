@@ -20,11 +20,13 @@ from . import _output
 from ._backoff import Backoff
 from ._channel import Connection
 from ._context import JobContext, StopReason
+from ._env import PASS_ENV_VAR, SECRET_ENV_VAR, job_env_policy, names_from_env
 from ._errors import TrellisError, rpc_code, rpc_details, wrap_rpc_error
 from ._handlers import Handler, check_handler, run_handler
 from ._heartbeat import Heartbeater
 from ._logs import LogShipper
 from ._pb import workers_pb2
+from ._redact import Redactor
 from ._reporter import Reporter, complete_result, fail_result
 from ._shell import job_env, run_shell
 
@@ -90,6 +92,19 @@ class Worker:
             default: ``TRELLIS_ORGANIZATION_ID``. Personal access tokens
             need it.
         shell: run commands without a handler as shell commands.
+        pass_env: the worker's environment variables shell jobs get besides
+            the base ones (``PATH``, ``HOME``, ``USER``, ``LOGNAME``,
+            ``SHELL``, ``LANG``, ``LANGUAGE``, ``LC_*``, ``TZ``, ``TMPDIR``):
+            names, or prefixes ending in ``*``; default:
+            ``TRELLIS_WORKER_PASS_ENV`` (comma-separated). Credentials
+            (``TRELLIS_TOKEN``, ``TRELLIS_PASSWORD``,
+            ``TRELLIS_ADMIN_PASSWORD``, the worker's token, any Trellis-issued
+            token) and ``secret_env`` variables are never passed.
+        secret_env: variables (names or ``PREFIX*``) jobs never get and whose
+            values are masked as ``***`` in job logs, outputs and errors,
+            like the credentials; default: ``TRELLIS_WORKER_SECRET_ENV``
+            (comma-separated). Both are applied to the environment as it is
+            when the worker is made.
         channel: use this gRPC channel (not closed by the worker) instead of
             opening one to ``target``.
 
@@ -116,6 +131,8 @@ class Worker:
         token: str | None = None,
         organization_id: str | None = None,
         shell: bool = False,
+        pass_env: Sequence[str] | None = None,
+        secret_env: Sequence[str] | None = None,
         channel: grpc.Channel | None = None,
     ) -> None:
         if isinstance(labels, str):
@@ -132,6 +149,15 @@ class Worker:
         self.shell = shell
         self._token = token or os.environ.get("TRELLIS_TOKEN") or None
         self._organization_id = organization_id or os.environ.get("TRELLIS_ORGANIZATION_ID") or None
+        self._env_policy = job_env_policy(
+            os.environ,
+            pass_env=names_from_env(os.environ, PASS_ENV_VAR) if pass_env is None else pass_env,
+            secret_env=(
+                names_from_env(os.environ, SECRET_ENV_VAR) if secret_env is None else secret_env
+            ),
+            token=self._token,
+        )
+        self._redactor = Redactor(self._env_policy.secrets)
         self._channel = channel
         self._handlers: dict[str, Handler] = {}
 
@@ -205,7 +231,7 @@ class Worker:
             organization_id=self._organization_id,
             channel=self._channel,
         )
-        self._logs = LogShipper(conn)
+        self._logs = LogShipper(conn, redactor=self._redactor)
         self._reporter = Reporter(conn, self._logs, self._on_reported)
         self._heartbeats = Heartbeater(conn, self._on_heartbeat)
         self._logs.start()
@@ -450,7 +476,7 @@ class Worker:
             except BaseException as exc:  # a slot must survive whatever a job does
                 _log.exception("job %s crashed its slot", job.ctx.job_id)
                 outcome = fail_result(job.ctx.lease_id, f"{type(exc).__name__}: {exc}", True)
-            self._finish(job, outcome)
+            self._finish(job, self._masked(outcome))
 
     def _execute(self, job: _Job) -> workers_pb2.JobResult | None:
         ctx = job.ctx
@@ -480,6 +506,7 @@ class Worker:
             attempt=ctx.attempt,
             env=ctx.env,
             upstream_outputs=ctx.upstream_outputs,
+            base=self._env_policy.inherited,
         )
         result = run_shell(
             ctx.command,
@@ -495,6 +522,19 @@ class Worker:
         if result.exit_code == 0:
             return complete_result(ctx.lease_id, result.outputs)
         return fail_result(ctx.lease_id, result.error(), True)
+
+    def _masked(self, result: workers_pb2.JobResult | None) -> workers_pb2.JobResult | None:
+        """``result`` with the secrets a job may have put in it masked: its
+        error and outputs are readable by more people than the worker."""
+        if result is None or not self._redactor:
+            return result
+        if result.HasField("fail"):
+            result.fail.error = self._redactor.redact(result.fail.error)
+        else:
+            outputs = result.complete.outputs
+            for key, value in list(outputs.items()):
+                outputs[key] = self._redactor.redact(value)
+        return result
 
     def _finish(self, job: _Job, outcome: workers_pb2.JobResult | None) -> None:
         """Records how a job's attempt ended and queues its result."""
