@@ -10,6 +10,7 @@ import argparse
 import os
 import queue
 import random
+import re
 import signal
 import socket
 import threading
@@ -37,7 +38,9 @@ from trellis.worker_sdk import (
     Worker,
 )
 from trellis.worker_sdk._backoff import Backoff
+from trellis.worker_sdk._env import job_env_policy
 from trellis.worker_sdk._errors import wrap_rpc_error
+from trellis.worker_sdk._redact import Redactor
 from trellis.worker_sdk._shell import (
     env_name,
     job_env,
@@ -129,9 +132,70 @@ def test_job_env_layers_base_job_env_and_trellis_vars() -> None:
     }
 
 
-def test_job_env_defaults_to_os_environ() -> None:
-    env = job_env(job_id="j", run_id="r", workflow_id="w", attempt=0, env={}, upstream_outputs={})
-    assert env["PATH"] == os.environ["PATH"]
+def test_job_env_policy_keeps_the_base_and_passed_names_only() -> None:
+    token = "trl_mu_" + "A" * 49
+    environ = {
+        "PATH": "/bin",
+        "HOME": "/home/w",
+        "LC_ALL": "C.UTF-8",
+        "TRELLIS_TOKEN": "jwt-of-someone",
+        "TRELLIS_PASSWORD": "pw-1234",
+        "OWN_TOKEN": "worker-token-1",
+        "OTHER_TRELLIS_TOKEN": token,
+        "AWS_REGION": "eu",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+        "CI": "1",
+        "UNNAMED": "x",
+    }
+    policy = job_env_policy(
+        environ,
+        pass_env=["CI", "AWS_*", "OWN_TOKEN", "OTHER_TRELLIS_TOKEN"],
+        secret_env=["AWS_SECRET_*"],
+        token="worker-token-1",
+    )
+    assert policy.inherited == {
+        "PATH": "/bin",
+        "HOME": "/home/w",
+        "LC_ALL": "C.UTF-8",
+        "AWS_REGION": "eu",
+        "CI": "1",
+    }
+    assert sorted(policy.secrets) == sorted(
+        ["worker-token-1", "jwt-of-someone", "pw-1234", "worker-token-1", token, "aws-secret"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("pass_env", "secret_env", "message"),
+    [
+        (["TRELLIS_PASSWORD"], [], "TRELLIS_PASSWORD is a Trellis credential"),
+        (["KEY"], ["KEY"], "KEY is also marked secret"),
+        (["A-B"], [], "'A-B' is not a variable name"),
+        ([], ["*X"], "secret_env: '*X' is not a variable name"),
+    ],
+)
+def test_job_env_policy_refuses_what_it_cannot_do(
+    pass_env: list[str], secret_env: list[str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        job_env_policy({}, pass_env=pass_env, secret_env=secret_env, token=None)
+    with pytest.raises(TypeError):
+        job_env_policy({}, pass_env="CI", secret_env=[], token=None)
+
+
+def test_redactor_masks_secrets_also_across_writes() -> None:
+    r = Redactor(["tok-12345", "abc", "two\nlines-x"])
+    assert r.redact("a tok-12345 b tok-12345") == "a *** b ***"
+    # Too short to mask without mangling ordinary text.
+    assert r.redact("abc") == "abc"
+    # Multi-line secrets are masked line by line.
+    assert r.redact("two\nlines-x\n") == "two\n***\n"
+    assert r.split("x tok-1") == ("x ", "tok-1")
+    assert r.split("tok-1" + "2345 y") == ("*** y", "")
+    assert r.split("line\n") == ("line\n", "")
+    assert r.split("tok-12345tok") == ("***", "tok")
+    assert Redactor().split("tok-1") == ("tok-1", "")
+    assert not Redactor(["", "abc"])
 
 
 # -- the shell runner -----------------------------------------------------------

@@ -37,7 +37,8 @@ from ._errors import (
     Unauthenticated,
     Unimplemented,
 )
-from ._worker import Handler, Worker
+from ._handlers import Handler
+from ._worker import Worker
 
 __all__ = [
     "Aborted",

@@ -15,6 +15,7 @@ from ._channel import TRANSIENT_CODES, Connection
 from ._context import JobContext, LogStreamName, StopReason
 from ._errors import rpc_code, rpc_details
 from ._pb import logs_pb2
+from ._redact import Redactor
 
 _log = logging.getLogger("trellis.worker_sdk")
 
@@ -31,7 +32,7 @@ _MAX_REQUEST_CHARS = 1 << 20
 class _LeaseLog:
     """Unsent chunks of one lease and its per-stream sequence counters."""
 
-    __slots__ = ("chunks", "ctx", "dropped", "pending", "push_lock", "sequences")
+    __slots__ = ("chunks", "ctx", "dropped", "held", "pending", "push_lock", "sequences")
 
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
@@ -40,6 +41,9 @@ class _LeaseLog:
         self.pending = 0
         self.sequences = {"stdout": 0, "stderr": 0}
         self.dropped = 0
+        # Per stream, an end of the last write that may be the start of a
+        # secret: kept until the next write (or the job's end) decides.
+        self.held: dict[LogStreamName, str] = {"stdout": "", "stderr": ""}
         # At most one push per lease in flight keeps put-backs in order.
         self.push_lock = threading.Lock()
 
@@ -67,7 +71,8 @@ class LogShipper:
 
     Sequences are assigned when a line is logged, so a push retried after a
     transport error carries the same (stream, sequence) pairs and the server
-    drops the duplicates.
+    drops the duplicates. The ``redactor``'s secrets are masked as lines are
+    logged, also when one is written in two pieces.
     """
 
     def __init__(
@@ -78,8 +83,10 @@ class LogShipper:
         flush_chars: int = 64 * 1024,
         max_buffer_chars: int = 8 << 20,
         rpc_timeout: float = 30.0,
+        redactor: Redactor | None = None,
     ) -> None:
         self._conn = conn
+        self._redactor = redactor or Redactor()
         self._interval = interval
         self._flush_chars = flush_chars
         self._max_buffer = max_buffer_chars
@@ -112,6 +119,10 @@ class LogShipper:
             buf = self._buffers.get(ctx.lease_id)
             if buf is None:
                 buf = self._buffers[ctx.lease_id] = _LeaseLog(ctx)
+            if self._redactor:
+                data, buf.held[stream] = self._redactor.split(buf.held[stream] + data)
+                if not data:
+                    return
             for start in range(0, max(len(data), 1), self._flush_chars):
                 piece = data[start : start + self._flush_chars]
                 if buf.pending + len(piece) > self._max_buffer:
@@ -152,12 +163,26 @@ class LogShipper:
         Returns False when a transient error left lines unsent (the caller retries).
         """
         ids = [lid for lid in lease_ids if lid in self._buffers]
+        self._release_held(ids)
         while ids:
             ok, leftover = self._push(ids, blocking=True)
             if not ok:
                 return False
             ids = leftover
         return True
+
+    def _release_held(self, lease_ids: list[str]) -> None:
+        # The job is over: nothing will complete what it held back.
+        now_ms = time.time_ns() // 1_000_000
+        with self._lock:
+            for lid in lease_ids:
+                buf = self._buffers.get(lid)
+                if buf is None:
+                    continue
+                for stream, text in buf.held.items():
+                    if text:
+                        self._add(buf, stream, text, now_ms)
+                        buf.held[stream] = ""
 
     def _push(self, lease_ids: list[str], *, blocking: bool) -> tuple[bool, list[str]]:
         """One round of pushes, concurrent across leases.

@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -22,6 +22,20 @@ _log = logging.getLogger("trellis.worker_sdk")
 _ABORTED = grpc.StatusCode.ABORTED.value[0]
 _OK = grpc.StatusCode.OK.value[0]
 _STOP = object()
+
+
+def complete_result(lease_id: str, outputs: Mapping[str, str]) -> workers_pb2.JobResult:
+    """A successful attempt's result."""
+    return workers_pb2.JobResult(
+        complete=workers_pb2.CompleteJobRequest(lease_id=lease_id, outputs=outputs)
+    )
+
+
+def fail_result(lease_id: str, error: str, retryable: bool) -> workers_pb2.JobResult:
+    """A failed attempt's result."""
+    return workers_pb2.JobResult(
+        fail=workers_pb2.FailJobRequest(lease_id=lease_id, error=error, retryable=retryable)
+    )
 
 
 class _LogsNotFlushed(Exception):

@@ -49,11 +49,12 @@ def job_env(
     attempt: int,
     env: Mapping[str, str],
     upstream_outputs: Mapping[str, Mapping[str, str]],
-    base: Mapping[str, str] | None = None,
+    base: Mapping[str, str],
 ) -> dict[str, str]:
-    """The environment of a shell job: ``base`` (default ``os.environ``), then the
-    job's own variables, then the ``TRELLIS_*`` ones, which win."""
-    result = dict(os.environ if base is None else base)
+    """The environment of a shell job: ``base`` (what it inherits from the
+    worker, see ``_env``), then the job's own variables, then the ``TRELLIS_*``
+    ones, which win."""
+    result = dict(base)
     result.update(env)
     result.update(
         {

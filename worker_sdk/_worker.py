@@ -11,28 +11,28 @@ import socket
 import threading
 import time
 import types
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 
+from . import _output
 from ._backoff import Backoff
 from ._channel import Connection
 from ._context import JobContext, StopReason
-from ._errors import JobCancelled, TrellisError, rpc_code, rpc_details, wrap_rpc_error
+from ._env import PASS_ENV_VAR, SECRET_ENV_VAR, job_env_policy, names_from_env
+from ._errors import TrellisError, rpc_code, rpc_details, wrap_rpc_error
+from ._handlers import Handler, check_handler, run_handler
 from ._heartbeat import Heartbeater
 from ._logs import LogShipper
 from ._pb import workers_pb2
-from ._reporter import Reporter
+from ._redact import Redactor
+from ._reporter import Reporter, complete_result, fail_result
 from ._shell import job_env, run_shell
 
 _log = logging.getLogger("trellis.worker_sdk")
 
-Handler = Callable[[JobContext], Mapping[str, object] | None]
-"""A job handler: gets the job's context, returns its outputs (or None).
-
-Output values are converted with ``str()``. Raising fails the job (retryably,
-unless the exception is :class:`JobCancelled`)."""
+H = TypeVar("H", bound=Handler)
 
 # A stream that stayed up this long proves the server is healthy again.
 _HEALTHY_AFTER = 10.0
@@ -45,18 +45,6 @@ _RESULT_FLUSH_TIMEOUT = 10.0
 def default_worker_id() -> str:
     """``<hostname>-<pid>-<6 hex digits>``: unique even for several workers per process."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def _complete(lease_id: str, outputs: Mapping[str, str]) -> workers_pb2.JobResult:
-    return workers_pb2.JobResult(
-        complete=workers_pb2.CompleteJobRequest(lease_id=lease_id, outputs=outputs)
-    )
-
-
-def _fail(lease_id: str, error: str, retryable: bool) -> workers_pb2.JobResult:
-    return workers_pb2.JobResult(
-        fail=workers_pb2.FailJobRequest(lease_id=lease_id, error=error, retryable=retryable)
-    )
 
 
 class _Job:
@@ -107,6 +95,19 @@ class Worker:
             default: ``TRELLIS_ORGANIZATION_ID``. Personal access tokens
             need it.
         shell: run commands without a handler as shell commands.
+        pass_env: the worker's environment variables shell jobs get besides
+            the base ones (``PATH``, ``HOME``, ``USER``, ``LOGNAME``,
+            ``SHELL``, ``LANG``, ``LANGUAGE``, ``LC_*``, ``TZ``, ``TMPDIR``):
+            names, or prefixes ending in ``*``; default:
+            ``TRELLIS_WORKER_PASS_ENV`` (comma-separated). Credentials
+            (``TRELLIS_TOKEN``, ``TRELLIS_PASSWORD``,
+            ``TRELLIS_ADMIN_PASSWORD``, the worker's token, any Trellis-issued
+            token) and ``secret_env`` variables are never passed.
+        secret_env: variables (names or ``PREFIX*``) jobs never get and whose
+            values are masked as ``***`` in job logs, outputs and errors,
+            like the credentials; default: ``TRELLIS_WORKER_SECRET_ENV``
+            (comma-separated). Both are applied to the environment as it is
+            when the worker is made.
         channel: use this gRPC channel (not closed by the worker) instead of
             opening one to ``target``.
 
@@ -133,6 +134,8 @@ class Worker:
         token: str | None = None,
         organization_id: str | None = None,
         shell: bool = False,
+        pass_env: Sequence[str] | None = None,
+        secret_env: Sequence[str] | None = None,
         channel: grpc.Channel | None = None,
     ) -> None:
         if isinstance(labels, str):
@@ -149,6 +152,15 @@ class Worker:
         self.shell = shell
         self._token = token or os.environ.get("TRELLIS_TOKEN") or None
         self._organization_id = organization_id or os.environ.get("TRELLIS_ORGANIZATION_ID") or None
+        self._env_policy = job_env_policy(
+            os.environ,
+            pass_env=names_from_env(os.environ, PASS_ENV_VAR) if pass_env is None else pass_env,
+            secret_env=(
+                names_from_env(os.environ, SECRET_ENV_VAR) if secret_env is None else secret_env
+            ),
+            token=self._token,
+        )
+        self._redactor = Redactor(self._env_policy.secrets)
         self._channel = channel
         self._handlers: dict[str, Handler] = {}
 
@@ -177,19 +189,25 @@ class Worker:
 
     # -- handlers ---------------------------------------------------------
 
-    def handler(self, name: str) -> Callable[[Handler], Handler]:
+    def handler(self, name: str) -> Callable[[H], H]:
         """Decorator: jobs whose ``command`` is ``name`` run the decorated function."""
 
-        def decorate(fn: Handler) -> Handler:
+        def decorate(fn: H) -> H:
             self.register(name, fn)
             return fn
 
         return decorate
 
     def register(self, name: str, fn: Handler) -> None:
-        """Makes ``fn`` the handler of jobs whose ``command`` is ``name``."""
+        """Makes ``fn`` the handler of jobs whose ``command`` is ``name``.
+
+        While it runs, what ``fn`` writes to ``sys.stdout`` and ``sys.stderr``
+        (``print()``) goes to the job's log; an ``async def`` handler runs
+        to completion on an event loop of its own in the slot's thread.
+        """
         if not name:
             raise ValueError("a handler needs a non-empty command name")
+        check_handler(name, fn)
         if name in self._handlers:
             raise ValueError(f"a handler for {name!r} is already registered")
         self._handlers[name] = fn
@@ -216,7 +234,7 @@ class Worker:
             organization_id=self._organization_id,
             channel=self._channel,
         )
-        self._logs = LogShipper(conn)
+        self._logs = LogShipper(conn, redactor=self._redactor)
         self._reporter = Reporter(conn, self._logs, self._on_reported)
         self._heartbeats = Heartbeater(conn, self._on_heartbeat)
         self._logs.start()
@@ -229,6 +247,7 @@ class Worker:
             threading.Thread(target=self._ticker_loop, name="trellis-ticker", daemon=True),
             threading.Thread(target=self._assignment_loop, name="trellis-stream", daemon=True),
         ]
+        _output.install()
         for t in (*self._slot_threads, *self._threads):
             t.start()
 
@@ -346,6 +365,7 @@ class Worker:
         for t in self._threads:
             t.join(5.0)
         self._conn.close()
+        _output.uninstall()
         self._closed.set()
         _log.info("worker %s stopped", self.worker_id)
 
@@ -464,8 +484,8 @@ class Worker:
                 outcome = None if stopped else self._execute(job)
             except BaseException as exc:  # a slot must survive whatever a job does
                 _log.exception("job %s crashed its slot", job.ctx.job_id)
-                outcome = _fail(job.ctx.lease_id, f"{type(exc).__name__}: {exc}", True)
-            self._finish(job, outcome)
+                outcome = fail_result(job.ctx.lease_id, f"{type(exc).__name__}: {exc}", True)
+            self._finish(job, self._masked(outcome))
 
     def _execute(self, job: _Job) -> workers_pb2.JobResult | None:
         ctx = job.ctx
@@ -474,7 +494,7 @@ class Worker:
             return self._run_handler(job, handler)
         if self.shell:
             return self._run_shell(ctx)
-        return _fail(ctx.lease_id, f"no handler for command '{ctx.command}'", False)
+        return fail_result(ctx.lease_id, f"no handler for command '{ctx.command}'", False)
 
     def _run_handler(self, job: _Job, handler: Handler) -> workers_pb2.JobResult:
         ctx = job.ctx
@@ -482,23 +502,8 @@ class Worker:
             with self._ticker_cv:
                 job.deadline = time.monotonic() + ctx.timeout_secs
                 self._ticker_cv.notify()
-        try:
-            outputs = handler(ctx)
-        except JobCancelled:
-            return _fail(ctx.lease_id, "cancelled", False)
-        except Exception as exc:
-            text = str(exc)
-            name = type(exc).__name__
-            return _fail(ctx.lease_id, f"{name}: {text}" if text else name, True)
-        if outputs is None:
-            return _complete(ctx.lease_id, {})
-        if not isinstance(outputs, Mapping):
-            return _fail(
-                ctx.lease_id,
-                f"TypeError: handler returned {type(outputs).__name__}, not a mapping or None",
-                False,
-            )
-        return _complete(ctx.lease_id, {str(k): str(v) for k, v in outputs.items()})
+        assert self._logs is not None
+        return run_handler(handler, ctx, self._logs)
 
     def _run_shell(self, ctx: JobContext) -> workers_pb2.JobResult | None:
         sink = self._logs
@@ -510,6 +515,7 @@ class Worker:
             attempt=ctx.attempt,
             env=ctx.env,
             upstream_outputs=ctx.upstream_outputs,
+            base=self._env_policy.inherited,
         )
         result = run_shell(
             ctx.command,
@@ -521,10 +527,23 @@ class Worker:
         if result.stopped:
             return None  # _finish reports according to the stop reason
         if result.timed_out:
-            return _fail(ctx.lease_id, f"timed out after {ctx.timeout_secs} s", True)
+            return fail_result(ctx.lease_id, f"timed out after {ctx.timeout_secs} s", True)
         if result.exit_code == 0:
-            return _complete(ctx.lease_id, result.outputs)
-        return _fail(ctx.lease_id, result.error(), True)
+            return complete_result(ctx.lease_id, result.outputs)
+        return fail_result(ctx.lease_id, result.error(), True)
+
+    def _masked(self, result: workers_pb2.JobResult | None) -> workers_pb2.JobResult | None:
+        """``result`` with the secrets a job may have put in it masked: its
+        error and outputs are readable by more people than the worker."""
+        if result is None or not self._redactor:
+            return result
+        if result.HasField("fail"):
+            result.fail.error = self._redactor.redact(result.fail.error)
+        else:
+            outputs = result.complete.outputs
+            for key, value in list(outputs.items()):
+                outputs[key] = self._redactor.redact(value)
+        return result
 
     def _finish(self, job: _Job, outcome: workers_pb2.JobResult | None) -> None:
         """Records how a job's attempt ended and queues its result."""
@@ -553,13 +572,13 @@ class Worker:
             self._jobs.pop(ctx.lease_id, None)
             return None
         if reason is StopReason.CANCELLED:
-            return _fail(ctx.lease_id, "cancelled", False)
+            return fail_result(ctx.lease_id, "cancelled", False)
         if reason is StopReason.SHUTDOWN:
-            return _fail(ctx.lease_id, StopReason.SHUTDOWN.value, True)
+            return fail_result(ctx.lease_id, StopReason.SHUTDOWN.value, True)
         if reason is StopReason.TIMEOUT:
-            return _fail(ctx.lease_id, f"timed out after {ctx.timeout_secs} s", True)
+            return fail_result(ctx.lease_id, f"timed out after {ctx.timeout_secs} s", True)
         if outcome is None:
-            return _fail(ctx.lease_id, "job stopped", True)
+            return fail_result(ctx.lease_id, "job stopped", True)
         return outcome
 
     def _abandon(self, job: _Job, reason: StopReason, *, unstarted_only: bool = False) -> None:

@@ -69,6 +69,20 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         metavar="SECS",
         help="how long running jobs may finish after a signal (default 30)",
     )
+    p.add_argument(
+        "--pass-env",
+        action="append",
+        metavar="NAME",
+        help="a worker variable jobs get too (repeatable; NAME or PREFIX*; "
+        "env TRELLIS_WORKER_PASS_ENV, comma-separated)",
+    )
+    p.add_argument(
+        "--secret-env",
+        action="append",
+        metavar="NAME",
+        help="a variable jobs never get, masked in their logs (repeatable; NAME or PREFIX*; "
+        "env TRELLIS_WORKER_SECRET_ENV, comma-separated)",
+    )
     p.set_defaults(func=_guard(_cmd_worker))
 
     p = subparsers.add_parser("run", parents=[common], help="start a run of a workflow")
@@ -220,6 +234,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         token=_token(args),
         organization_id=_organization(args),
         shell=True,
+        pass_env=args.pass_env,
+        secret_env=args.secret_env,
     )
     logging.getLogger("trellis.worker_sdk").info(
         "worker %s: %d slot(s), labels [%s], server %s",
