@@ -41,9 +41,11 @@ from typing import Final
 __all__ = [
     "AUTH",
     "BATCH",
+    "BY_ADDRESS",
     "DEFAULT_LIMITS",
     "DEFAULT_MAX_KEYS",
     "GENERAL",
+    "PUBLIC",
     "WORKER",
     "Limit",
     "RateLimiter",
@@ -55,9 +57,12 @@ __all__ = [
 ]
 
 AUTH: Final = "auth"  # keyed by client IP: sign-in and token exchange
+PUBLIC: Final = "public"  # keyed by client IP: other calls without credentials (discovery)
 GENERAL: Final = "general"  # keyed by principal: ordinary API calls
 BATCH: Final = "batch"  # keyed by principal: calls that act on many items at once
 WORKER: Final = "worker"  # keyed by principal: the worker protocol (claim, heartbeat, ...)
+# Counted per client address, before any credential is looked at; the others per principal.
+BY_ADDRESS: Final = frozenset({AUTH, PUBLIC})
 
 DEFAULT_MAX_KEYS: Final = 50_000
 
@@ -91,6 +96,8 @@ class Limit:
 DEFAULT_LIMITS: Final[Mapping[str, Limit]] = MappingProxyType(
     {
         AUTH: Limit(5, 60.0),
+        # Resource servers fetch JWKS and discovery routinely, often many behind one address.
+        PUBLIC: Limit(1000, 60.0),
         GENERAL: Limit(100, 60.0),
         BATCH: Limit(10, 60.0),
         # Far above what any worker sends (a busy one heartbeats and claims a few times a

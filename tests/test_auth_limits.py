@@ -1,0 +1,143 @@
+"""Rate-limit buckets as the contract declares them, against real servers on
+SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from conftest import Running
+from google.protobuf import descriptor_pb2, descriptor_pool, empty_pb2
+from rest_helpers import Rest
+from test_auth_api import code_of, reason_of, refused
+
+from trellis.server import _grpc
+from trellis.server.auth import ratelimit
+from trellis.server.auth.interceptor import method_access
+from trellis.server.auth.ratelimit import Limit
+from trellis.v1 import auth_pb2, auth_pb2_grpc, oauth_pb2, oauth_pb2_grpc, options_pb2
+
+# Sign-in and token exchange: the only calls that spend the 5/min budget.
+AUTH_METHODS = {
+    "/trellis.v1.AuthService/Login",
+    "/trellis.v1.AuthService/Refresh",
+    "/trellis.v1.OAuthService/Token",
+}
+PUBLIC_METHODS = {
+    "/trellis.v1.OAuthService/GetServerMetadata",
+    "/trellis.v1.OAuthService/GetJwks",
+    "/trellis.v1.OAuthService/Revoke",
+    "/trellis.v1.IdentityService/ListScopes",
+    "/trellis.v1.MachineUserService/ValidateMachineUser",
+}
+DISCOVERY = (
+    "/.well-known/jwks.json",
+    "/.well-known/openid-configuration",
+    "/.well-known/oauth-authorization-server",
+)
+# Long enough that nothing drains while a test runs.
+HOUR = 3600.0
+
+
+def _rate_limit(method: Any) -> int:
+    opts: Any = method.GetOptions()
+    return int(opts.Extensions[options_pb2.rate_limit])
+
+
+def test_every_rpc_declares_its_bucket_in_proto() -> None:
+    for file in _grpc.PROTO_FILES:
+        for service in file.services_by_name.values():
+            for method in service.methods:
+                assert _rate_limit(method), f"{method.full_name} declares no rate_limit"
+    access = method_access(_grpc.PROTO_FILES)
+    assert {path for path, a in access.items() if a.bucket == ratelimit.AUTH} == AUTH_METHODS
+    assert {path for path, a in access.items() if a.bucket == ratelimit.PUBLIC} == PUBLIC_METHODS
+    # Every public method counts per client address.
+    assert {path for path, a in access.items() if a.public} == AUTH_METHODS | PUBLIC_METHODS
+    assert access["/trellis.v1.WorkerService/Heartbeat"].bucket == ratelimit.WORKER
+    assert access["/trellis.v1.LogService/PushLogs"].bucket == ratelimit.WORKER
+    assert access["/trellis.v1.OAuthService/Authorize"].bucket == ratelimit.GENERAL
+    assert access["/trellis.v1.WorkflowService/RunWorkflow"].bucket == ratelimit.GENERAL
+
+
+def test_every_bucket_of_the_contract_has_a_limit() -> None:
+    declared = {
+        name.removeprefix("RATE_LIMIT_BUCKET_").lower()
+        for name, number in options_pb2.RateLimitBucket.items()
+        if number != options_pb2.RATE_LIMIT_BUCKET_UNSPECIFIED
+    }
+    assert declared == set(ratelimit.DEFAULT_LIMITS)
+
+
+def _service_file(name: str, *, public: bool, bucket: int | None) -> Any:
+    """A file of one service with one method, added to the default pool."""
+    proto = descriptor_pb2.FileDescriptorProto(
+        name=f"limits_test/{name}.proto",
+        package=f"limits_test.{name}",
+        syntax="proto3",
+        dependency=[empty_pb2.DESCRIPTOR.name, options_pb2.DESCRIPTOR.name],
+    )
+    method = proto.service.add(name="Probe").method.add(
+        name="Call", input_type=".google.protobuf.Empty", output_type=".google.protobuf.Empty"
+    )
+    options: Any = method.options
+    if public:
+        options.Extensions[options_pb2.public] = True
+    else:
+        options.Extensions[options_pb2.required_scope] = "workflows:read"
+    if bucket is not None:
+        options.Extensions[options_pb2.rate_limit] = bucket
+    pool = descriptor_pool.Default()
+    pool.Add(proto)
+    return pool.FindFileByName(proto.name)
+
+
+def test_a_method_without_a_bucket_stops_the_server_from_starting() -> None:
+    unlabelled = _service_file("unlabelled", public=False, bucket=None)
+    with pytest.raises(ValueError, match=r"limits_test\.unlabelled\.Probe\.Call declares no"):
+        method_access([unlabelled])
+    shared = _service_file("shared", public=True, bucket=options_pb2.RATE_LIMIT_BUCKET_GENERAL)
+    with pytest.raises(ValueError, match="is public, so it counts per client address"):
+        method_access([shared])
+    fine = _service_file("fine", public=True, bucket=options_pb2.RATE_LIMIT_BUCKET_PUBLIC)
+    assert method_access([fine])["/limits_test.fine.Probe/Call"].bucket == "public"
+
+
+def _sign_in_until_refused(rest: Rest) -> None:
+    for _ in range(10):
+        if rest.post("/auth/login", {"username": "x", "password": "y"}).status == 429:
+            return
+    raise AssertionError("sign-in was never limited")
+
+
+def test_discovery_and_jwks_do_not_spend_the_sign_in_budget(
+    start_server: Callable[..., Running],
+) -> None:
+    server = start_server(
+        rate_limits={"auth": Limit(2, HOUR), "public": Limit(len(DISCOVERY) + 2, HOUR)}
+    )
+    anonymous = Rest(server.rest_url)
+    _sign_in_until_refused(anonymous)
+    for path in DISCOVERY:
+        reply = anonymous.get(path)
+        assert reply.status == 200, (path, reply.raw[:200])
+        assert reply.headers["X-RateLimit-Limit"] == str(len(DISCOVERY) + 2)
+    keys = oauth_pb2_grpc.OAuthServiceStub(server.anonymous_channel).GetJwks(
+        oauth_pb2.GetJwksRequest(), timeout=30
+    )
+    assert keys.keys
+    # The public bucket has a budget of its own, per client address, too.
+    assert anonymous.get(DISCOVERY[0]).status == 200
+    over = anonymous.get(DISCOVERY[0])
+    assert over.status == 429 and over.json["error"] == "rate_limited"
+    assert int(over.headers["Retry-After"]) >= 1
+    # Sign-in is still refused: the budgets are apart both ways.
+    error = refused(
+        lambda: auth_pb2_grpc.AuthServiceStub(server.anonymous_channel).Login(
+            auth_pb2.LoginRequest(username="x", password="y"), timeout=30
+        )
+    )
+    assert code_of(error) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert reason_of(error) == "rate_limited"
