@@ -1,22 +1,28 @@
-"""Rate-limit buckets as the contract declares them, against real servers on
-SQLite and PostgreSQL."""
+"""Rate-limit buckets as the contract declares them, and limits that hold
+across replicas, against real servers on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from conftest import Running
+from conftest import ADMIN_PASSWORD, ADMIN_USERNAME, NO_LIMITS, Running, wait_until
 from google.protobuf import descriptor_pb2, descriptor_pool, empty_pb2
 from rest_helpers import Rest
+from sqlalchemy import select, text
 from test_auth_api import code_of, reason_of, refused
 
 from trellis.server import _grpc
 from trellis.server.auth import ratelimit
 from trellis.server.auth.interceptor import method_access
 from trellis.server.auth.ratelimit import Limit
+from trellis.server.auth.shared_limits import BLOCK_FRACTION, SharedRateLimiter, block_size
+from trellis.server.db import Database, connect
+from trellis.server.errors import Unavailable
+from trellis.server.models import RateLimitBucketRow
 from trellis.v1 import auth_pb2, auth_pb2_grpc, oauth_pb2, oauth_pb2_grpc, options_pb2
 
 # Sign-in and token exchange: the only calls that spend the 5/min budget.
@@ -141,3 +147,109 @@ def test_discovery_and_jwks_do_not_spend_the_sign_in_budget(
     )
     assert code_of(error) == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert reason_of(error) == "rate_limited"
+
+
+# ------------------------------------------------------------ across replicas
+
+YEAR = 365 * 24 * HOUR
+on_postgres = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+
+
+def _login(server: Running) -> grpc.StatusCode:
+    try:
+        auth_pb2_grpc.AuthServiceStub(server.anonymous_channel).Login(
+            auth_pb2.LoginRequest(username=ADMIN_USERNAME, password=ADMIN_PASSWORD), timeout=30
+        )
+    except grpc.RpcError as exc:
+        return code_of(exc)
+    return grpc.StatusCode.OK
+
+
+@on_postgres
+def test_the_sign_in_limit_holds_across_replicas(start_server: Callable[..., Running]) -> None:
+    limits = {**NO_LIMITS, "auth": Limit(5, HOUR)}
+    first = start_server(rate_limits=limits)  # each start signs in once
+    second = start_server(rate_limits=limits)
+    assert first.server.grpc_port != second.server.grpc_port
+    assert _login(first) == grpc.StatusCode.OK
+    signed_in = Rest(second.rest_url).post(
+        "/auth/login", {"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}
+    )
+    assert signed_in.status == 200 and signed_in.headers["X-RateLimit-Remaining"] == "1"
+    assert _login(first) == grpc.StatusCode.OK  # the fifth
+    assert _login(second) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    over = Rest(second.rest_url).post(
+        "/auth/login", {"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}
+    )
+    assert over.status == 429 and over.headers["X-RateLimit-Remaining"] == "0"
+    assert _login(first) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@on_postgres
+def test_shared_meters_admit_exactly_the_limit_and_say_when_to_retry(
+    db: Database, tmp_path: Path
+) -> None:
+    one, two = SharedRateLimiter(db, {"t": Limit(5, 60.0)}), SharedRateLimiter(db)
+    with pytest.raises(ValueError, match="unknown rate-limit bucket 't'"):
+        two.check("t", "k")
+    two = SharedRateLimiter(db, {"t": Limit(5, 60.0)})
+    verdicts = [(one if i % 2 else two).check("t", "k") for i in range(6)]
+    assert [v.allowed for v in verdicts] == [True] * 5 + [False]
+    assert [v.remaining for v in verdicts] == [4, 3, 2, 1, 0, 0]
+    assert 1 <= verdicts[-1].retry_after_secs <= 12  # one unit drains in 60/5 s
+    assert all(v.limit == 5 for v in verdicts)
+    assert one.check("t", "other").allowed  # keys are apart
+    with db.read() as conn:
+        persistence = conn.execute(
+            text("SELECT relpersistence FROM pg_class WHERE relname = 'rate_limit_buckets'")
+        ).scalar_one()
+    assert persistence == "u"  # unlogged: meters are not worth a WAL flush per call
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        SharedRateLimiter(connect(f"sqlite:///{tmp_path / 'one.db'}"))
+
+
+def _level(db: Database, bucket: str, key: str) -> float | None:
+    with db.read() as conn:
+        row = conn.execute(
+            select(RateLimitBucketRow.level).where(
+                RateLimitBucketRow.bucket == bucket, RateLimitBucketRow.key == key
+            )
+        ).first()
+    return None if row is None else float(row[0])
+
+
+@on_postgres
+def test_high_limits_are_taken_in_blocks_and_still_hold_across_replicas(db: Database) -> None:
+    limit = Limit(3 * BLOCK_FRACTION, YEAR)
+    assert block_size(limit) == 3
+    one, two = SharedRateLimiter(db, {"t": limit}), SharedRateLimiter(db, {"t": limit})
+    assert one.check("t", "k").allowed
+    assert _level(db, "t", "k") == pytest.approx(3)  # a block, for this call and two more
+    assert one.check("t", "k").allowed and one.check("t", "k").allowed
+    assert _level(db, "t", "k") == pytest.approx(3)  # handed out without a round trip
+    admitted = 3
+    while True:
+        answers = [one.check("t", "k").allowed, two.check("t", "k").allowed]
+        admitted += sum(answers)
+        if not any(answers):
+            break
+    assert admitted == limit.requests
+
+
+@on_postgres
+def test_drained_meters_are_swept_from_the_table(db: Database) -> None:
+    limiter = SharedRateLimiter(
+        db, {"quick": Limit(1, 0.05), "slow": Limit(1, YEAR)}, sweep_every=1
+    )
+    assert limiter.check("quick", "a").allowed and limiter.check("slow", "a").allowed
+    assert _level(db, "quick", "a") == pytest.approx(1)
+    wait_until(lambda: limiter.check("quick", "b") and _level(db, "quick", "a") is None)
+    assert not limiter.check("slow", "a").allowed  # a live meter stays
+    assert _level(db, "slow", "a") == pytest.approx(1)
+
+
+def test_unreachable_shared_meters_are_unavailable_not_an_error() -> None:
+    # Nothing listens on port 1.
+    limiter = SharedRateLimiter(connect("postgresql://postgres@127.0.0.1:1/none"))
+    with pytest.raises(Unavailable, match="rate-limit counters are unreachable"):
+        limiter.check("auth", "ip:127.0.0.1")

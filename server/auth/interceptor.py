@@ -47,6 +47,7 @@ from trellis.server.auth.principal import (
     Unauthenticated,
 )
 from trellis.server.auth.scopes import ALL_SCOPES
+from trellis.server.errors import Unavailable
 from trellis.v1 import options_pb2
 
 # Resolves (authorization, x-organization-id) to a principal or raises AuthError.
@@ -123,7 +124,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self,
         access: Mapping[str, MethodAccess],
         authenticate: Authenticate | None,
-        limiter: ratelimit.RateLimiter | None = None,
+        limiter: ratelimit.Limiter | None = None,
         trusted_proxies: frozenset[str] = LOOPBACK,
         check_policy: CheckPolicy | None = None,
     ) -> None:
@@ -191,7 +192,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def _limit(self, context: grpc.ServicerContext, bucket: str, key: str) -> None:
         if self._limiter is None:
             return
-        verdict = self._limiter.check(bucket, key)
+        try:
+            verdict = self._limiter.check(bucket, key)
+        except Unavailable as exc:
+            _status.abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
         metadata = ratelimit.grpc_metadata(verdict)
         if not verdict.allowed:
             _status.abort(

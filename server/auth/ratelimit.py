@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Protocol
 
 __all__ = [
     "AUTH",
@@ -48,12 +48,14 @@ __all__ = [
     "PUBLIC",
     "WORKER",
     "Limit",
+    "Limiter",
     "RateLimiter",
     "Verdict",
     "grpc_metadata",
     "headers",
     "parse_limit",
     "resolve_limits",
+    "verdict",
 ]
 
 AUTH: Final = "auth"  # keyed by client IP: sign-in and token exchange
@@ -116,6 +118,15 @@ class Verdict:
     remaining: int
     reset_at: int  # epoch seconds at which the full budget is back
     retry_after_secs: int  # >= 1 when refused, 0 when allowed
+
+
+class Limiter(Protocol):
+    """What the auth interceptor counts calls with: this module's in-process
+    :class:`RateLimiter`, or the counters replicas share (``shared_limits``)."""
+
+    def limit(self, bucket: str) -> Limit: ...
+
+    def check(self, bucket: str, key: str) -> Verdict: ...
 
 
 def resolve_limits(overrides: Mapping[str, Limit] | None = None) -> dict[str, Limit]:
@@ -235,7 +246,7 @@ class RateLimiter:
             meter.level = level
             meter.updated = max(meter.updated, at)
             state.maybe_sweep(at)
-        return _verdict(limit, level, at, allowed)
+        return verdict(limit, level, at, allowed)
 
     def _bucket(self, name: str) -> _Bucket:
         state = self._buckets.get(name)
@@ -244,7 +255,8 @@ class RateLimiter:
         return state
 
 
-def _verdict(limit: Limit, level: float, now: float, allowed: bool) -> Verdict:
+def verdict(limit: Limit, level: float, now: float, allowed: bool) -> Verdict:
+    """The verdict of a meter at ``level`` (after the request, if admitted) at ``now``."""
     interval = limit.drain_interval
     remaining = max(0, math.floor(limit.requests - level + _EPSILON))
     # Round waits up: a client told to come back at a whole second must find room then.
