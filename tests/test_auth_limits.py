@@ -237,6 +237,15 @@ def test_high_limits_are_taken_in_blocks_and_still_hold_across_replicas(db: Data
 
 
 @on_postgres
+def test_a_replica_tracking_too_many_blocks_forgets_one_and_admits_less(db: Database) -> None:
+    limiter = SharedRateLimiter(db, {"t": Limit(2 * BLOCK_FRACTION, YEAR)}, max_keys=1)
+    assert limiter.check("t", "a").allowed  # a block of 2: one token left for "a"
+    assert limiter.check("t", "b").allowed  # "a"'s block is forgotten, its token spent
+    assert limiter.check("t", "a").allowed
+    assert _level(db, "t", "a") == pytest.approx(4)
+
+
+@on_postgres
 def test_drained_meters_are_swept_from_the_table(db: Database) -> None:
     limiter = SharedRateLimiter(
         db, {"quick": Limit(1, 0.05), "slow": Limit(1, YEAR)}, sweep_every=1
