@@ -694,7 +694,11 @@ class Machines(machine_pb2_grpc.MachineUserServiceServicer):
     ) -> machine_pb2.Backend:
         principal = _machine_principal()
         backend, _created = self.i.register_backend(
-            principal, request.name, request.callback_url, request.description
+            principal,
+            request.name,
+            request.callback_url,
+            request.description,
+            replace=request.replace,
         )
         return machine_pb2.Backend(
             id=backend.id,

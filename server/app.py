@@ -20,7 +20,8 @@ from trellis.server._local_channel import HandlerRegistry, LocalChannel
 from trellis.server._notify import Notifier, PgBridge
 from trellis.server.auth.identity import Identity
 from trellis.server.auth.interceptor import AuthInterceptor, method_access
-from trellis.server.auth.ratelimit import RateLimiter
+from trellis.server.auth.ratelimit import Limiter, RateLimiter
+from trellis.server.auth.shared_limits import SharedRateLimiter
 from trellis.server.config import Config
 from trellis.server.db import Database, connect, upgrade_schema
 from trellis.server.service import Service
@@ -49,7 +50,12 @@ class TrellisServer:
             audience=config.token_issuer,
             access_ttl_secs=config.access_token_ttl_secs,
         )
-        self.limiter = RateLimiter(config.rate_limits)
+        # Replicas on one PostgreSQL share their meters; a SQLite file has one process.
+        self.limiter: Limiter = (
+            SharedRateLimiter(self.db, config.rate_limits)
+            if self.db.is_postgres
+            else RateLimiter(config.rate_limits)
+        )
         self._bridge: PgBridge | None = None
         self._grpc: grpc.Server | None = None
         self._handlers: HandlerRegistry | None = None

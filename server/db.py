@@ -24,8 +24,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from trellis.server import _sql
 
-_PG_NOW_MS = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
-_NOW_PG = _sql.Sql("SELECT " + _PG_NOW_MS)
+# The database clock in epoch milliseconds, as SQL: the one clock of every replica.
+PG_NOW_MS = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+_NOW_PG = _sql.Sql("SELECT " + PG_NOW_MS)
 # How often the server copies SQLite's WAL into the database file.
 CHECKPOINT_INTERVAL = 0.5
 # How often PostgreSQL's clock is measured again (see _PgClock).

@@ -17,6 +17,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -531,3 +532,18 @@ class AuditEventRow(Base):
     result: Mapped[str] = mapped_column(String(16))  # 'success' | 'failure' | 'denied'
     ip: Mapped[str] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]]
+
+
+class RateLimitBucketRow(Base):
+    """One key's meter of a rate-limit bucket, which the replicas on one
+    PostgreSQL share (``auth.shared_limits``; SQLite keeps meters in memory).
+    Keys are client addresses or ``org/subject``: an address belongs to no
+    organization, so the table has no ``org_id``. UNLOGGED on PostgreSQL (see
+    migration 0005): a crash empties it."""
+
+    __tablename__ = "rate_limit_buckets"
+
+    bucket: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    level: Mapped[float] = mapped_column(Double)
+    updated_at_ms: Mapped[int] = mapped_column(BigInteger)

@@ -23,7 +23,7 @@ import grpc
 import pytest
 
 from trellis.server.app import TrellisServer
-from trellis.server.auth.ratelimit import Limit
+from trellis.server.auth.ratelimit import DEFAULT_LIMITS, Limit
 from trellis.server.config import Config
 from trellis.server.db import Database, connect, upgrade_schema
 from trellis.v1 import (
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN_USERNAME = "admin"
 ADMIN_PASSWORD = "Trellis-test-admin-1"
 # Rate limits so high that only the tests about rate limits meet them.
-NO_LIMITS = {bucket: Limit(10_000_000, 60.0) for bucket in ("auth", "general", "batch", "worker")}
+NO_LIMITS = {bucket: Limit(10_000_000, 60.0) for bucket in DEFAULT_LIMITS}
 PG_ADMIN_URL = os.environ.get("TRELLIS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite"] if os.environ.get("TRELLIS_SKIP_PG") == "1" else ["sqlite", "postgres"]
 

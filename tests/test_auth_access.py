@@ -382,7 +382,8 @@ def test_defaults() -> None:
     assert limiter.limit("general") == Limit(100, 60.0)
     assert limiter.limit("batch") == Limit(10, 60.0)
     assert limiter.limit("worker").requests >= 100 * limiter.limit("general").requests
-    assert set(DEFAULT_LIMITS) == {"auth", "general", "batch", "worker"}
+    assert limiter.limit("public").requests >= 100 * limiter.limit("auth").requests
+    assert set(DEFAULT_LIMITS) == {"auth", "public", "general", "batch", "worker"}
 
 
 def test_overrides_replace_and_add_buckets() -> None:

@@ -423,8 +423,12 @@ def test_machine_user_token_basic_auth_validation_and_backends(ident: Identity) 
 
     backend, was_new = ident.register_backend(machine, "pay", "https://pay.example.com/cb")
     assert was_new and backend.machine_user_id == created.machine_user.id
-    again, was_new = ident.register_backend(machine, "pay", "https://pay.example.com/v2")
-    assert not was_new and again.id == backend.id
+    with pytest.raises(store.Conflict):
+        ident.register_backend(machine, "pay", "https://pay.example.com/v2")
+    again, was_new = ident.register_backend(
+        machine, "pay", "https://pay.example.com/v2", replace=True
+    )
+    assert not was_new and again.id == backend.id and again.callback_url.endswith("/v2")
     with pytest.raises(InvalidArgument):
         ident.register_backend(machine, "pay", "ftp://x")
     with pytest.raises(PermissionDenied):

@@ -689,7 +689,7 @@ def test_machine_users_lookup_by_digest_and_username(db: Database) -> None:
         assert disabled is not None and not disabled.enabled
 
 
-def test_backend_registration_is_idempotent_by_name_and_org_scoped(db: Database) -> None:
+def test_backend_names_are_taken_unless_replaced_and_org_scoped(db: Database) -> None:
     with db.write() as conn:
         first, created = store.register_backend(
             conn,
@@ -701,14 +701,21 @@ def test_backend_registration_is_idempotent_by_name_and_org_scoped(db: Database)
             now_ms=T0,
         )
         assert created
-        again, created_again = store.register_backend(
-            conn,
-            "org-a",
-            "mu-1",
-            name="Payment Service",
-            callback_url="https://pay.example/v2/cb",
-            now_ms=T0 + 5,
-        )
+
+        def register_v2(replace: bool) -> tuple[store.MachineBackend, bool]:
+            return store.register_backend(
+                conn,
+                "org-a",
+                "mu-1",
+                name="Payment Service",
+                callback_url="https://pay.example/v2/cb",
+                now_ms=T0 + 5,
+                replace=replace,
+            )
+
+        with pytest.raises(Conflict, match="registered already; set replace"):
+            register_v2(replace=False)
+        again, created_again = register_v2(replace=True)
         assert not created_again
         assert again.id == first.id and again.created_at_ms == T0
         assert (again.callback_url, again.description, again.updated_at_ms) == (
@@ -735,12 +742,33 @@ def test_concurrent_first_registrations_of_a_backend_make_one_row(db: Database) 
         return write(
             db,
             lambda c: store.register_backend(
-                c, "org-a", "mu-1", name="svc", callback_url=f"https://h/{i}", now_ms=T0
+                c,
+                "org-a",
+                "mu-1",
+                name="svc",
+                callback_url=f"https://h/{i}",
+                now_ms=T0,
+                replace=True,
             ),
         )[1]
 
     assert sorted(race(2, register)) == [False, True]
     assert len(read(db, lambda c: store.list_backends(c, "org-a"))) == 1
+
+    def first(i: int) -> str:
+        try:
+            write(
+                db,
+                lambda c: store.register_backend(
+                    c, "org-a", "mu-2", name="svc", callback_url=f"https://h/{i}", now_ms=T0
+                ),
+            )
+        except Conflict:
+            return "conflict"
+        return "created"
+
+    assert sorted(race(2, first)) == ["conflict", "created"]
+    assert len(read(db, lambda c: store.list_backends(c, "org-a", machine_user_id="mu-2"))) == 1
 
 
 # ----------------------------------------------------------------- OAuth clients and codes

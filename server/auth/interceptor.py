@@ -14,9 +14,10 @@ servicer runs:
    resource and action, both taken from its scope: ``workflows:run`` on a
    request naming workflow ``etl`` is action ``run`` on resource
    ``workflows:etl`` (``workflows:*`` when the request names none);
-4. counts the call against its rate-limit bucket: ``auth`` per client
-   address for public methods, ``worker`` per principal for the worker
-   protocol, ``general`` per principal for the rest;
+4. counts the call against the rate-limit bucket the method declares in
+   proto (``rate_limit``): ``auth`` and ``public`` per client address, and
+   before any credential is looked at; the others per principal. A method
+   of ``trellis.v1`` without a bucket stops the server at start-up;
 
 then runs the servicer with the principal available from
 ``current_principal()``. Methods of other packages (health, reflection)
@@ -46,6 +47,7 @@ from trellis.server.auth.principal import (
     Unauthenticated,
 )
 from trellis.server.auth.scopes import ALL_SCOPES
+from trellis.server.errors import Unavailable
 from trellis.v1 import options_pb2
 
 # Resolves (authorization, x-organization-id) to a principal or raises AuthError.
@@ -77,11 +79,16 @@ class MethodAccess:
 
     scope: str | None  # None: declared nothing, so refused
     public: bool
-    bucket: str
+    bucket: str  # a bucket of ``ratelimit``
 
 
 def method_access(files: Iterable[FileDescriptor]) -> dict[str, MethodAccess]:
-    """The access rules of every method of ``files``, by gRPC method path."""
+    """The access rules of every method of ``files``, by gRPC method path.
+
+    Raises ``ValueError`` for a method without a rate-limit bucket, or a
+    public one whose bucket counts per principal (all its callers would share
+    the anonymous principal's budget).
+    """
     out: dict[str, MethodAccess] = {}
     for file in files:
         for service in file.services_by_name.values():
@@ -89,16 +96,24 @@ def method_access(files: Iterable[FileDescriptor]) -> dict[str, MethodAccess]:
                 opts: Any = method.GetOptions()  # extensions are untyped in the stubs
                 public = bool(opts.Extensions[options_pb2.public])
                 scope = str(opts.Extensions[options_pb2.required_scope]) or None
-                if public:
-                    bucket = ratelimit.AUTH
-                elif scope == "jobs:work":
-                    bucket = ratelimit.WORKER
-                else:
-                    bucket = ratelimit.GENERAL
+                bucket = declared_bucket(method.full_name, opts.Extensions[options_pb2.rate_limit])
+                if public and bucket not in ratelimit.BY_ADDRESS:
+                    raise ValueError(
+                        f"{method.full_name} is public, so it counts per client address: its "
+                        f"rate_limit must be one of {sorted(ratelimit.BY_ADDRESS)}, not {bucket!r}"
+                    )
                 out[f"/{service.full_name}/{method.name}"] = MethodAccess(
                     scope="" if public else scope, public=public, bucket=bucket
                 )
     return out
+
+
+def declared_bucket(method: str, value: int) -> str:
+    """The ``ratelimit`` bucket of a ``RateLimitBucket`` value: RATE_LIMIT_BUCKET_AUTH is "auth"."""
+    if value == options_pb2.RATE_LIMIT_BUCKET_UNSPECIFIED:
+        raise ValueError(f"{method} declares no rate-limit bucket: set option (rate_limit)")
+    name = options_pb2.RateLimitBucket.Name(value)
+    return name.removeprefix("RATE_LIMIT_BUCKET_").lower()
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
@@ -109,7 +124,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self,
         access: Mapping[str, MethodAccess],
         authenticate: Authenticate | None,
-        limiter: ratelimit.RateLimiter | None = None,
+        limiter: ratelimit.Limiter | None = None,
         trusted_proxies: frozenset[str] = LOOPBACK,
         check_policy: CheckPolicy | None = None,
     ) -> None:
@@ -144,9 +159,11 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 reason="forbidden",
             )
         org_header = metadata.get("x-organization-id") or None
-        if access.public:
+        by_address = access.bucket in ratelimit.BY_ADDRESS
+        if by_address:
             address = client_address(context, self._trusted, metadata)
             self._limit(context, access.bucket, f"ip:{address}")
+        if access.public:
             return _anonymous(org_header, frozenset())
         if self._authenticate is None:
             principal = _anonymous(org_header, ALL_SCOPES, "anonymous (auth disabled)")
@@ -168,13 +185,17 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 self._check_policy(principal, resource, action)
             except AuthError as exc:
                 _abort_auth(context, exc)
-        self._limit(context, access.bucket, f"{principal.org_id}/{principal.subject}")
+        if not by_address:
+            self._limit(context, access.bucket, f"{principal.org_id}/{principal.subject}")
         return principal
 
     def _limit(self, context: grpc.ServicerContext, bucket: str, key: str) -> None:
         if self._limiter is None:
             return
-        verdict = self._limiter.check(bucket, key)
+        try:
+            verdict = self._limiter.check(bucket, key)
+        except Unavailable as exc:
+            _status.abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
         metadata = ratelimit.grpc_metadata(verdict)
         if not verdict.allowed:
             _status.abort(

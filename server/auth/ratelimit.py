@@ -36,28 +36,35 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Protocol
 
 __all__ = [
     "AUTH",
     "BATCH",
+    "BY_ADDRESS",
     "DEFAULT_LIMITS",
     "DEFAULT_MAX_KEYS",
     "GENERAL",
+    "PUBLIC",
     "WORKER",
     "Limit",
+    "Limiter",
     "RateLimiter",
     "Verdict",
     "grpc_metadata",
     "headers",
     "parse_limit",
     "resolve_limits",
+    "verdict",
 ]
 
 AUTH: Final = "auth"  # keyed by client IP: sign-in and token exchange
+PUBLIC: Final = "public"  # keyed by client IP: other calls without credentials (discovery)
 GENERAL: Final = "general"  # keyed by principal: ordinary API calls
 BATCH: Final = "batch"  # keyed by principal: calls that act on many items at once
 WORKER: Final = "worker"  # keyed by principal: the worker protocol (claim, heartbeat, ...)
+# Counted per client address, before any credential is looked at; the others per principal.
+BY_ADDRESS: Final = frozenset({AUTH, PUBLIC})
 
 DEFAULT_MAX_KEYS: Final = 50_000
 
@@ -91,6 +98,8 @@ class Limit:
 DEFAULT_LIMITS: Final[Mapping[str, Limit]] = MappingProxyType(
     {
         AUTH: Limit(5, 60.0),
+        # Resource servers fetch JWKS and discovery routinely, often many behind one address.
+        PUBLIC: Limit(1000, 60.0),
         GENERAL: Limit(100, 60.0),
         BATCH: Limit(10, 60.0),
         # Far above what any worker sends (a busy one heartbeats and claims a few times a
@@ -109,6 +118,15 @@ class Verdict:
     remaining: int
     reset_at: int  # epoch seconds at which the full budget is back
     retry_after_secs: int  # >= 1 when refused, 0 when allowed
+
+
+class Limiter(Protocol):
+    """What the auth interceptor counts calls with: this module's in-process
+    :class:`RateLimiter`, or the counters replicas share (``shared_limits``)."""
+
+    def limit(self, bucket: str) -> Limit: ...
+
+    def check(self, bucket: str, key: str) -> Verdict: ...
 
 
 def resolve_limits(overrides: Mapping[str, Limit] | None = None) -> dict[str, Limit]:
@@ -228,7 +246,7 @@ class RateLimiter:
             meter.level = level
             meter.updated = max(meter.updated, at)
             state.maybe_sweep(at)
-        return _verdict(limit, level, at, allowed)
+        return verdict(limit, level, at, allowed)
 
     def _bucket(self, name: str) -> _Bucket:
         state = self._buckets.get(name)
@@ -237,7 +255,8 @@ class RateLimiter:
         return state
 
 
-def _verdict(limit: Limit, level: float, now: float, allowed: bool) -> Verdict:
+def verdict(limit: Limit, level: float, now: float, allowed: bool) -> Verdict:
+    """The verdict of a meter at ``level`` (after the request, if admitted) at ``now``."""
     interval = limit.drain_interval
     remaining = max(0, math.floor(limit.requests - level + _EPSILON))
     # Round waits up: a client told to come back at a whole second must find room then.

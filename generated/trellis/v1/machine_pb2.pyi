@@ -44,14 +44,16 @@ class CheckMachineUserResponse(_message.Message):
     def __init__(self, authenticated: _Optional[bool] = ..., machine_user_id: _Optional[str] = ..., tenant_id: _Optional[str] = ...) -> None: ...
 
 class RegisterBackendRequest(_message.Message):
-    __slots__ = ("name", "callback_url", "description")
+    __slots__ = ("name", "callback_url", "description", "replace")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CALLBACK_URL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
     name: str
     callback_url: str
     description: str
-    def __init__(self, name: _Optional[str] = ..., callback_url: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    replace: bool
+    def __init__(self, name: _Optional[str] = ..., callback_url: _Optional[str] = ..., description: _Optional[str] = ..., replace: _Optional[bool] = ...) -> None: ...
 
 class Backend(_message.Message):
     __slots__ = ("id", "name", "callback_url", "machine_user_id", "description", "created_at")

@@ -91,8 +91,11 @@ class MachineUserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterBackend(self, request, context):
-        """Registers (or updates, by name) a backend of the calling machine user
-        that is to receive trigger callbacks.
+        """Registers a backend of the calling machine user that is to receive
+        trigger callbacks. A name the machine user has registered already is
+        ALREADY_EXISTS (409) unless the request sets `replace`. The URL must be
+        an absolute http(s) URL with a host, without credentials or a fragment;
+        where it points is checked when callbacks are delivered.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

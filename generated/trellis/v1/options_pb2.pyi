@@ -31,6 +31,15 @@ class JsonShape(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JSON_SHAPE_EXTERNALLY_TAGGED: _ClassVar[JsonShape]
     JSON_SHAPE_MAP: _ClassVar[JsonShape]
     JSON_SHAPE_OMIT_UNSET: _ClassVar[JsonShape]
+
+class RateLimitBucket(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RATE_LIMIT_BUCKET_UNSPECIFIED: _ClassVar[RateLimitBucket]
+    RATE_LIMIT_BUCKET_AUTH: _ClassVar[RateLimitBucket]
+    RATE_LIMIT_BUCKET_PUBLIC: _ClassVar[RateLimitBucket]
+    RATE_LIMIT_BUCKET_GENERAL: _ClassVar[RateLimitBucket]
+    RATE_LIMIT_BUCKET_BATCH: _ClassVar[RateLimitBucket]
+    RATE_LIMIT_BUCKET_WORKER: _ClassVar[RateLimitBucket]
 ERROR_STYLE_UNSPECIFIED: ErrorStyle
 ERROR_STYLE_GOOGLE: ErrorStyle
 ERROR_STYLE_SUCCESS_FLAG: ErrorStyle
@@ -45,6 +54,12 @@ JSON_SHAPE_UNSPECIFIED: JsonShape
 JSON_SHAPE_EXTERNALLY_TAGGED: JsonShape
 JSON_SHAPE_MAP: JsonShape
 JSON_SHAPE_OMIT_UNSET: JsonShape
+RATE_LIMIT_BUCKET_UNSPECIFIED: RateLimitBucket
+RATE_LIMIT_BUCKET_AUTH: RateLimitBucket
+RATE_LIMIT_BUCKET_PUBLIC: RateLimitBucket
+RATE_LIMIT_BUCKET_GENERAL: RateLimitBucket
+RATE_LIMIT_BUCKET_BATCH: RateLimitBucket
+RATE_LIMIT_BUCKET_WORKER: RateLimitBucket
 SURFACE_FIELD_NUMBER: _ClassVar[int]
 surface: _descriptor.FieldDescriptor
 REST_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +68,8 @@ REQUIRED_SCOPE_FIELD_NUMBER: _ClassVar[int]
 required_scope: _descriptor.FieldDescriptor
 PUBLIC_FIELD_NUMBER: _ClassVar[int]
 public: _descriptor.FieldDescriptor
+RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+rate_limit: _descriptor.FieldDescriptor
 JSON_SHAPE_FIELD_NUMBER: _ClassVar[int]
 json_shape: _descriptor.FieldDescriptor
 ADDITIONAL_FIELD_NUMBER: _ClassVar[int]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urlsplit
 
 from trellis.server.auth import passwords, store, totp
 from trellis.server.auth.identity._base import Base, UserInfo, check_roles, role_scopes, user_id_of
+from trellis.server.auth.identity._callbacks import check_callback_url
 from trellis.server.auth.principal import PermissionDenied, Principal, PrincipalKind
 from trellis.server.auth.scopes import Scope, parse_scope_string
 from trellis.server.auth.secrets_ import TokenKind, new_token, parse
@@ -398,16 +398,21 @@ class Accounts(Base):
     validate = validate_machine_user
 
     def register_backend(
-        self, principal: Principal, name: str, callback_url: str, description: str = ""
+        self,
+        principal: Principal,
+        name: str,
+        callback_url: str,
+        description: str = "",
+        *,
+        replace: bool = False,
     ) -> tuple[store.MachineBackend, bool]:
-        """A machine user registers (or updates, by name) its callback; (backend, created)."""
+        """A machine user registers a callback; (backend, created). A name it has
+        registered already is a ``Conflict`` unless ``replace``."""
         if principal.kind is not PrincipalKind.MACHINE:
             raise PermissionDenied("only machine users register backends")
         if not name.strip():
             raise InvalidArgument("name must not be empty")
-        url = urlsplit(callback_url)
-        if url.scheme not in ("http", "https") or not url.netloc:
-            raise InvalidArgument("callbackUrl must be an absolute http(s) URL")
+        check_callback_url(callback_url)
         with self.db.write() as conn:
             now = self.db.now_ms(conn)
             backend, created = store.register_backend(
@@ -418,6 +423,7 @@ class Accounts(Base):
                 callback_url=callback_url,
                 now_ms=now,
                 description=description,
+                replace=replace,
             )
             self.audit(
                 conn,

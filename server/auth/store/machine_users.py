@@ -166,11 +166,13 @@ def register_backend(
     callback_url: str,
     now_ms: int,
     description: str = "",
+    replace: bool = False,
 ) -> tuple[MachineBackend, bool]:
-    """Registers (or re-registers) a machine user's callback backend by name.
+    """Registers a machine user's callback backend by name.
 
-    Returns the backend and whether it was created (False: an existing one of
-    that name got the new URL and description, keeping its id).
+    Returns the backend and whether it was created. A name the machine user
+    has registered already is a :class:`Conflict`, unless ``replace``: then that
+    backend gets the new URL and description and keeps its id.
     """
     key = and_(
         machine_backends.c.org_id == org_id,
@@ -187,6 +189,10 @@ def register_backend(
         **changes,
     }
     _check_lengths(machine_backends, values)
+    taken = f"backend {name!r} is registered already; set replace to change it"
+    if not replace:
+        _insert(conn, machine_backends, values, taken)
+        return _backend(values), True
     # Update first, insert otherwise; a concurrent first registration makes the
     # insert conflict, and the update then finds the row the other one made.
     for _ in range(2):
