@@ -143,6 +143,15 @@ def json_shape(descriptor: Descriptor) -> int:
     return int(option(descriptor.GetOptions(), options_pb2.json_shape))
 
 
+def omits_empty(field: FieldDescriptor) -> bool:
+    """Whether the field is declared ``(trellis.v1.omit_empty)``: left out of JSON while empty."""
+    if not option(field.GetOptions(), options_pb2.omit_empty):
+        return False
+    if not field.is_repeated:
+        raise TypeError(f"{field.full_name}: omit_empty needs a repeated or map field")
+    return True
+
+
 def is_synthetic_oneof(oneof: OneofDescriptor) -> bool:
     """Whether the oneof only exists to give a proto3 ``optional`` field presence."""
     fields = oneof.fields

@@ -29,6 +29,7 @@ from ._descriptors import (
     json_shape,
     map_shape_field,
     message_type,
+    omits_empty,
     output_key,
     tagged_oneof,
 )
@@ -111,22 +112,26 @@ def _build(descriptor: Descriptor, json_names: bool) -> MessageRenderer:
         )
         for field in descriptor.fields
     ]
-    if shape == options_pb2.JSON_SHAPE_OMIT_UNSET:
-        optional = frozenset(
-            (field.json_name if json_names else output_key(field))
-            for field in descriptor.fields
-            if field.has_presence and field.message_type is None
-        )
-        names = {
-            (field.json_name if json_names else output_key(field)): field.name
-            for field in descriptor.fields
-        }
+    # The fields rendered only when present: unset optional scalars of an
+    # OMIT_UNSET message, and empty fields declared omit_empty.
+    present: dict[str, Callable[[Message], bool]] = {}
+    for field in descriptor.fields:
+        key = field.json_name if json_names else output_key(field)
+        if omits_empty(field):
+            present[key] = _non_empty(field.name)
+        elif (
+            shape == options_pb2.JSON_SHAPE_OMIT_UNSET
+            and field.has_presence
+            and field.message_type is None
+        ):
+            present[key] = _is_set(field.name)
+    if present:
 
         def render_present(message: Message) -> Json:
             return {
                 key: render_field(message)
                 for key, render_field in fields
-                if key not in optional or message.HasField(names[key])
+                if key not in present or present[key](message)
             }
 
         return render_present
@@ -135,6 +140,14 @@ def _build(descriptor: Descriptor, json_names: bool) -> MessageRenderer:
         return {key: render_field(message) for key, render_field in fields}
 
     return render
+
+
+def _non_empty(name: str) -> Callable[[Message], bool]:
+    return lambda message: len(getattr(message, name)) > 0
+
+
+def _is_set(name: str) -> Callable[[Message], bool]:
+    return lambda message: message.HasField(name)
 
 
 def _tagged_renderer(descriptor: Descriptor, json_names: bool) -> MessageRenderer:

@@ -192,7 +192,51 @@ def test_defaults_are_rendered() -> None:
     assert rendered["depends_on"] == []
     assert rendered["outputs"] == {}
     assert rendered["status"] is None  # JOB_STATE_UNSPECIFIED
-    assert list(rendered) == [f.name for f in jobs_pb2.Job.DESCRIPTOR.fields]
+    # Every field but those declared omit_empty (`attempts`), which only
+    # appear once they hold something.
+    fields = [f.name for f in jobs_pb2.Job.DESCRIPTOR.fields]
+    assert list(rendered) == [name for name in fields if name != "attempts"]
+
+
+def test_omit_empty_fields_appear_only_when_filled() -> None:
+    attempt = jobs_pb2.JobAttempt(
+        lease_id="l1",
+        worker_id="w1",
+        started_at_ms=1_700_000_000_000,
+        outcome=jobs_pb2.ATTEMPT_OUTCOME_LEASE_LOST,
+        error="lease expired",
+    )
+    rendered = render_message(jobs_pb2.Job(id="a", attempts=[attempt]))
+    assert isinstance(rendered, dict)
+    assert list(rendered)[-1] == "attempts"
+    assert rendered["attempts"] == [
+        {
+            "attempt": 0,
+            "lease_id": "l1",
+            "worker_id": "w1",
+            "started_at_ms": 1_700_000_000_000,
+            "ended_at_ms": 0,
+            "outcome": "lease_lost",
+            "error": "lease expired",
+        }
+    ]
+    # JSON names too, and the outcomes spell their short names.
+    camel = render_message(jobs_pb2.Job(attempts=[attempt]), json_names=True)
+    assert isinstance(camel, dict)
+    assert camel["attempts"][0]["startedAtMs"] == 1_700_000_000_000
+    outcomes = [
+        render_message(jobs_pb2.JobAttempt(outcome=value))["outcome"]  # type: ignore[index]
+        for value in jobs_pb2.AttemptOutcome.values()
+    ]
+    assert outcomes == [
+        None,
+        "running",
+        "succeeded",
+        "failed",
+        "lease_lost",
+        "timed_out",
+        "cancelled",
+    ]
 
 
 @pytest.mark.parametrize(

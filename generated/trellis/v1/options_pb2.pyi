@@ -55,6 +55,8 @@ PUBLIC_FIELD_NUMBER: _ClassVar[int]
 public: _descriptor.FieldDescriptor
 JSON_SHAPE_FIELD_NUMBER: _ClassVar[int]
 json_shape: _descriptor.FieldDescriptor
+OMIT_EMPTY_FIELD_NUMBER: _ClassVar[int]
+omit_empty: _descriptor.FieldDescriptor
 JSON_VALUE_FIELD_NUMBER: _ClassVar[int]
 json_value: _descriptor.FieldDescriptor
 
