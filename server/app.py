@@ -42,7 +42,12 @@ class TrellisServer:
         self.config = config
         self.db: Database = connect(config.database_url, background_checkpoints=True)
         self.notifier = Notifier()
-        self.service = Service(self.db, self.notifier, poll_interval=config.poll_interval_secs)
+        self.service = Service(
+            self.db,
+            self.notifier,
+            poll_interval=config.poll_interval_secs,
+            max_lost_leases=config.max_lost_leases,
+        )
         self.identity = Identity(
             self.db,
             issuer=config.token_issuer,
@@ -201,7 +206,7 @@ class TrellisServer:
             try:
                 n = self.service.reap()
                 if n:
-                    log.info("reaper: %d expired lease(s) turned into failures", n)
+                    log.info("reaper: %d expired lease(s) ended", n)
             except Exception:
                 log.exception("reaper pass failed; retrying next interval")
             if time.monotonic() - keys_checked >= KEY_CHECK_SECS:

@@ -62,6 +62,14 @@ _SET_LATEST_RUN = _sql.Sql(
     "UPDATE workflows SET latest_run_id = :run_id WHERE org_id = :org AND id = :workflow_id"
 )
 _LEASE_STATES = _sql.Sql("SELECT id, state FROM leases WHERE id IN_LIST(:ids)")
+# The tries at a run's jobs: their leases, but for those handed back
+# undelivered (which never reached a worker).
+_ATTEMPTS_OF_RUN = _sql.Sql(
+    """SELECT job_id, id, attempt, worker_id, granted_at_ms, finished_at_ms, state, error
+    FROM leases WHERE job_id IN (SELECT id FROM jobs WHERE run_id = :run_id)
+        AND state <> 'released'
+    ORDER BY job_id, attempt"""
+)
 
 
 @dataclass(frozen=True)
@@ -129,11 +137,13 @@ class Service:
         *,
         poll_interval: float = 2.0,
         offline_after_ms: int = 60_000,
+        max_lost_leases: int = 3,
     ) -> None:
         self.db = db
         self.notifier = notifier
         self.poll_interval = poll_interval
         self.offline_after_ms = offline_after_ms
+        self.max_lost_leases = max_lost_leases
         self._closing = threading.Event()
         self._defs: OrderedDict[tuple[str, str, int], WorkflowDef] = OrderedDict()
         self._defs_lock = threading.Lock()
@@ -591,10 +601,15 @@ class Service:
             if row is None:
                 raise NotFound(f"run {run_id!r} not found")
             detail = runs_pb2.RunDetail(run=render.run_from_row(row))
+            attempts: dict[int, list[jobs_pb2.JobAttempt]] = defaultdict(list)
+            for lease in _sql.query(conn, _ATTEMPTS_OF_RUN, run_id=run_id):
+                attempts[lease.job_id].append(render.attempt(lease))
             for job in conn.execute(
                 select(jobs).where(jobs.c.run_id == run_id).order_by(jobs.c.position)
             ).mappings():
-                detail.jobs.append(render.job_from_row(job, now))
+                msg = render.job_from_row(job, now)
+                msg.attempts.extend(attempts.get(job["id"], ()))
+                detail.jobs.append(msg)
             return detail
 
         return self._read(tx)
@@ -908,7 +923,11 @@ class Service:
         """One pass of the lease reaper; returns how many leases expired."""
         total = 0
         while True:
-            n = self._write(lambda conn, now: sched.reap(conn, is_pg=self.db.is_postgres, now=now))
+            n = self._write(
+                lambda conn, now: sched.reap(
+                    conn, is_pg=self.db.is_postgres, now=now, max_lost_leases=self.max_lost_leases
+                )
+            )
             total += n
             if n < 500:
                 return total
