@@ -82,6 +82,8 @@ class Effects:
     timers: list[tuple[int, str, str]] = field(default_factory=list)
     # The runs in which ``ready`` jobs are: ``dispatch`` looks there.
     ready_runs: set[str] = field(default_factory=set)
+    # The earliest expiry of the leases granted (for the reaper's alarm).
+    lease_expiry_ms: int = NO_DEADLINE
 
     def merge(self, other: Effects) -> None:
         """Adds the wake-ups of ``other`` (of a transaction run with this one)."""
@@ -89,6 +91,7 @@ class Effects:
         self.ready.update(other.ready)
         self.timers.extend(other.timers)
         self.ready_runs |= other.ready_runs
+        self.lease_expiry_ms = min(self.lease_expiry_ms, other.lease_expiry_ms)
 
 
 def new_id() -> str:
@@ -544,6 +547,7 @@ def _grant(
             _lock_runs(batch, is_pg, {r.run_id for r in rows})
         batch.insert(_INSERT_LEASE, lease_rows)
         ev.flush(batch, effects)
+    effects.lease_expiry_ms = min([effects.lease_expiry_ms, *(c.expires_at_ms for c in claimed)])
     return claimed
 
 
@@ -822,6 +826,16 @@ def report_results(
 
 
 _LEASE_LOST = "lease expired: the worker stopped heartbeating"
+_NEXT_EXPIRY = Sql("SELECT min(expires_at_ms) FROM leases WHERE state = 'active'")
+
+
+def next_expiry(conn: Connection) -> int | None:
+    """When the earliest active lease expires (epoch ms); None without one.
+
+    One look-up in the index of active leases by expiry.
+    """
+    (earliest,) = _sql.scalars(conn, _NEXT_EXPIRY)
+    return None if earliest is None else int(earliest)
 
 
 def _lost(row: Any, max_lost_leases: int) -> Result:

@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from trellis.server import _render as render
 from trellis.server import _scheduler as sched
 from trellis.server import _sql
+from trellis.server._expiry import ExpiryAlarm
 from trellis.server._group_commit import GroupCommit, Member
 from trellis.server._notify import Mailbox, Notifier, Subscription
 from trellis.server.db import Database
@@ -144,6 +145,7 @@ class Service:
         self.poll_interval = poll_interval
         self.offline_after_ms = offline_after_ms
         self.max_lost_leases = max_lost_leases
+        self._expiry = ExpiryAlarm()
         self._closing = threading.Event()
         self._defs: OrderedDict[tuple[str, str, int], WorkflowDef] = OrderedDict()
         self._defs_lock = threading.Lock()
@@ -157,6 +159,7 @@ class Service:
         """Ends every stream and long poll this service is serving."""
         self._closing.set()
         self.notifier.wake_all()
+        self._expiry.close()
 
     @property
     def closing(self) -> bool:
@@ -346,6 +349,7 @@ class Service:
 
     def _fire(self, effects: sched.Effects, now: int) -> None:
         self.notifier.fire(effects.topics, effects.ready)
+        self._expiry.announce(effects.lease_expiry_ms)
         for ready_at, org, label_key in effects.timers:
             self.notifier.fire_at(time.monotonic() + max(0, ready_at - now) / 1000, org, label_key)
 
@@ -871,6 +875,8 @@ class Service:
                 sched.Effects(),
             )
         )
+        # A shorter TTL may bring the lease's expiry before the reaper's wake.
+        self._expiry.announce(expires)
         return workers_pb2.HeartbeatResponse(
             lease_id=lease_id, expires_at_ms=expires, cancelled=cancelled
         )
@@ -931,6 +937,18 @@ class Service:
             total += n
             if n < 500:
                 return total
+
+    def wait_for_expiry(self, max_secs: float) -> None:
+        """Sleeps until the earliest active lease expires, at most ``max_secs``.
+
+        A lease granted or extended on this replica meanwhile that expires
+        sooner shortens the sleep; ``close`` ends it. Leases of other
+        replicas are seen when this one next reads the database.
+        """
+        self._expiry.reading()
+        now, earliest = self._read(lambda conn, now: (now, sched.next_expiry(conn)))
+        until = now + int(max_secs * 1000)
+        self._expiry.sleep(now, until if earliest is None else min(until, earliest))
 
     # ------------------------------------------------------------ logs
 
