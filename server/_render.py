@@ -34,6 +34,15 @@ STATUS_FILTER = {
     "skipped": ("skipped",),
     "cancelled": ("cancelled",),
 }
+# How a try ended, by the state its lease ended in.
+ATTEMPT_OUTCOMES = {
+    "active": jobs_pb2.ATTEMPT_OUTCOME_RUNNING,
+    "completed": jobs_pb2.ATTEMPT_OUTCOME_SUCCEEDED,
+    "failed": jobs_pb2.ATTEMPT_OUTCOME_FAILED,
+    "expired": jobs_pb2.ATTEMPT_OUTCOME_LEASE_LOST,
+    "timed_out": jobs_pb2.ATTEMPT_OUTCOME_TIMED_OUT,
+    "cancelled": jobs_pb2.ATTEMPT_OUTCOME_CANCELLED,
+}
 LOG_STREAMS = {"stdout": logs_pb2.LOG_STREAM_STDOUT, "stderr": logs_pb2.LOG_STREAM_STDERR}
 
 
@@ -104,6 +113,19 @@ def job_from_row(row: Mapping[Any, Any], now: int) -> jobs_pb2.Job:
     if state == "queued" and row["ready_at_ms"] > now:
         msg.delayed_until_ms = row["ready_at_ms"]
     return msg
+
+
+def attempt(lease: Any) -> jobs_pb2.JobAttempt:
+    """One try at a job, from its lease's row."""
+    return jobs_pb2.JobAttempt(
+        attempt=lease.attempt,
+        lease_id=lease.id,
+        worker_id=lease.worker_id,
+        started_at_ms=lease.granted_at_ms,
+        ended_at_ms=lease.finished_at_ms,
+        outcome=ATTEMPT_OUTCOMES[lease.state],
+        error=lease.error or "",
+    )
 
 
 def run_from_row(row: Mapping[Any, Any]) -> runs_pb2.Run:

@@ -6,9 +6,10 @@ committed. Nothing here sleeps, waits or talks to the network.
 
 Job states: pending -> queued -> running -> succeeded | failed, with
 running -> queued again for a retry, and skipped / cancelled as the other
-terminal states. A lease is active until it is completed, failed, expired,
-cancelled or released (handed back before it reached its worker); only an
-active, unexpired lease may change its job.
+terminal states. A lease is active until it is completed, failed, expired
+(lost: its worker stopped heartbeating), timed out, cancelled or released
+(handed back before it reached its worker); only an active, unexpired lease
+may change its job.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class Effects:
     timers: list[tuple[int, str, str, str]] = field(default_factory=list)
     # The runs in which ``ready`` jobs are: ``dispatch`` looks there.
     ready_runs: set[str] = field(default_factory=set)
+    # The earliest expiry of the leases granted (for the reaper's alarm).
+    lease_expiry_ms: int = NO_DEADLINE
 
     def merge(self, other: Effects) -> None:
         """Adds the wake-ups of ``other`` (of a transaction run with this one)."""
@@ -89,6 +92,7 @@ class Effects:
         self.ready.update(other.ready)
         self.timers.extend(other.timers)
         self.ready_runs |= other.ready_runs
+        self.lease_expiry_ms = min(self.lease_expiry_ms, other.lease_expiry_ms)
 
 
 def new_id() -> str:
@@ -579,6 +583,7 @@ def _grant(
             _lock_runs(batch, is_pg, {r.run_id for r in rows})
         batch.insert(_INSERT_LEASE, lease_rows)
         ev.flush(batch, effects)
+    effects.lease_expiry_ms = min([effects.lease_expiry_ms, *(c.expires_at_ms for c in claimed)])
     return claimed
 
 
@@ -750,6 +755,7 @@ def _check_active(state: str, expires_at_ms: int, now: int) -> None:
         "failed": "a failure was already reported under this lease",
         "cancelled": "the job was cancelled",
         "expired": "the lease expired",
+        "timed_out": "the job's timeout has passed",
         "released": "the lease was handed back",
     }.get(state, "the lease expired")
     raise LeaseConflict(reason)
@@ -757,13 +763,24 @@ def _check_active(state: str, expires_at_ms: int, now: int) -> None:
 
 @dataclass(frozen=True)
 class Result:
-    """A worker's report on one lease."""
+    """A worker's report on one lease, or the reaper's judgement of one that
+    expired: ``lost`` (its worker stopped heartbeating; ``retryable`` says
+    whether the job is queued again) or ``timed_out`` (its job's timeout)."""
 
     lease_id: str
     ok: bool
     outputs: Mapping[str, str] = field(default_factory=dict)
     error: str = ""
     retryable: bool = False
+    lost: bool = False
+    timed_out: bool = False
+
+    @property
+    def lease_state(self) -> str:
+        """The state the lease ends in."""
+        if self.ok:
+            return "completed"
+        return "expired" if self.lost else "timed_out" if self.timed_out else "failed"
 
 
 @dataclass(frozen=True)
@@ -790,6 +807,7 @@ _LEASE_COLS = (
     jobs.c.label_key,
     jobs.c.command,
     jobs.c.max_retries,
+    jobs.c.lost_leases,
     jobs.c.backoff,
     jobs.c.timeout_secs,
 )
@@ -801,7 +819,7 @@ _LEASE_COLS = (
 _REPORTED_LEASES = Sql(
     """SELECT l.id, l.org_id, l.owner, l.job_id, l.run_id, l.worker_id, l.state, l.expires_at_ms,
         l.deadline_ms, l.attempt, j."key", j.state AS job_state, j.label_key, j.command,
-        j.max_retries, j.backoff, j.timeout_secs
+        j.max_retries, j.lost_leases, j.backoff, j.timeout_secs
     FROM leases l JOIN jobs j ON j.id = l.job_id
     WHERE l.id IN_LIST(:ids) FOR_UPDATE_OF_LEASES"""
 )
@@ -850,15 +868,48 @@ def report_results(
     effects = Effects()
     if not done:
         return verdicts, effects
-    outcomes = _apply(
-        conn, is_pg=is_pg, org=org, items=done, now=now, effects=effects, lease_state=None
-    )
+    outcomes = _apply(conn, is_pg=is_pg, org=org, items=done, now=now, effects=effects)
     return [outcomes.get(v.lease_id, v) if v.error is None else v for v in verdicts], effects
 
 
-def reap(conn: Connection, *, is_pg: bool, now: int, limit: int = 500) -> tuple[int, Effects]:
-    """Turns expired leases into retryable failures (or final ones when the
-    job's retries are spent, or its timeout has passed)."""
+_LEASE_LOST = "lease expired: the worker stopped heartbeating"
+_NEXT_EXPIRY = Sql("SELECT min(expires_at_ms) FROM leases WHERE state = 'active'")
+
+
+def next_expiry(conn: Connection) -> int | None:
+    """When the earliest active lease expires (epoch ms); None without one.
+
+    One look-up in the index of active leases by expiry.
+    """
+    (earliest,) = _sql.scalars(conn, _NEXT_EXPIRY)
+    return None if earliest is None else int(earliest)
+
+
+def _lost(row: Any, max_lost_leases: int) -> Result:
+    """The judgement of a lease whose worker stopped heartbeating: the job
+    is queued again, without spending a retry, until it has lost more than
+    ``max_lost_leases`` leases."""
+    if row.lost_leases < max_lost_leases:
+        return Result(row.id, ok=False, error=_LEASE_LOST, retryable=True, lost=True)
+    n = row.lost_leases + 1
+    bound = (
+        f"a job is queued again after at most {max_lost_leases}"
+        if max_lost_leases
+        else "lost leases are not queued again"
+    )
+    error = f"{_LEASE_LOST}; the job's lease was lost {n} time{'s' * (n != 1)}, and {bound}"
+    return Result(row.id, ok=False, error=error, lost=True)
+
+
+def reap(
+    conn: Connection, *, is_pg: bool, now: int, max_lost_leases: int, limit: int = 500
+) -> tuple[int, Effects]:
+    """Ends the leases that have expired.
+
+    A lease that ran into its job's timeout is a failed attempt, retried
+    while the job has retries left. Any other expired lease is lost (see
+    ``_lost``). A lease already ended by another replica is left alone.
+    """
     expired = select(leases.c.id).where(leases.c.state == ACTIVE, leases.c.expires_at_ms <= now)
     ids = sorted(conn.execute(expired.order_by(leases.c.expires_at_ms).limit(limit)).scalars())
     if not ids:
@@ -876,24 +927,29 @@ def reap(conn: Connection, *, is_pg: bool, now: int, limit: int = 500) -> tuple[
     effects = Effects()
     by_org: dict[str, list[tuple[Any, Result]]] = defaultdict(list)
     for row in rows:
-        if row.deadline_ms <= now:
+        # A lease never outlives its deadline, so one that reached it ran
+        # out of time (whether or not its worker was still alive).
+        if row.expires_at_ms >= row.deadline_ms:
             err = f"timed out after {row.timeout_secs} s"
+            res = Result(row.id, ok=False, error=err, retryable=True, timed_out=True)
         else:
-            err = "lease expired: the worker stopped heartbeating"
-        by_org[row.org_id].append((row, Result(row.id, ok=False, error=err, retryable=True)))
+            res = _lost(row, max_lost_leases)
+        by_org[row.org_id].append((row, res))
     for org, items in by_org.items():
-        _apply(
-            conn, is_pg=is_pg, org=org, items=items, now=now, effects=effects, lease_state="expired"
-        )
+        _apply(conn, is_pg=is_pg, org=org, items=items, now=now, effects=effects)
     return len(rows), effects
 
 
-_FINISH_LEASES = Sql(
-    "UPDATE leases SET state = :state, finished_at_ms = :now WHERE id IN_LIST(:ids)"
+_COMPLETE_LEASES = Sql(
+    "UPDATE leases SET state = 'completed', finished_at_ms = :now WHERE id IN_LIST(:ids)"
+)
+_END_LEASE = Sql(
+    "UPDATE leases SET state = :state, finished_at_ms = :now, error = :err WHERE id = :lid"
 )
 _RETRY_JOB = Sql(
     """UPDATE jobs SET state = 'queued', attempt = :attempt, ready_at_ms = :ready,
-        enqueued_at_ms = :now, started_at_ms = 0, error = :err
+        enqueued_at_ms = :now, started_at_ms = 0, error = :err,
+        lost_leases = lost_leases + :lost
     WHERE id = :jid AND state = 'running'"""
 )
 _SUCCEED_JOBS = Sql(
@@ -918,7 +974,6 @@ def _apply(
     items: Sequence[tuple[Any, Result]],
     now: int,
     effects: Effects,
-    lease_state: str | None,
 ) -> dict[str, Verdict]:
     """Moves validated leases and their jobs to their next states (the caller
     holds the runs' locks)."""
@@ -926,27 +981,33 @@ def _apply(
     verdicts: dict[str, Verdict] = {}
     succeeded: list[tuple[Any, Result]] = []
     failed_final: list[tuple[Any, Result]] = []
-    lease_updates: list[tuple[str, str]] = []
+    completed: list[str] = []
+    ended: list[dict[str, Any]] = []
     retry_updates: list[dict[str, Any]] = []
     for row, res in items:
         effects.topics.add(topic_worker(org, row.worker_id))
         effects.topics.add(topic_logs(row.job_id))
         if res.ok:
             succeeded.append((row, res))
-            lease_updates.append((row.id, "completed"))
+            completed.append(row.id)
             ev.add(row.run_id, "JOB_SUCCEEDED", row.key, row.attempt)
             continue
-        lease_updates.append((row.id, lease_state or "failed"))
-        if res.retryable and row.attempt < row.max_retries:
-            backoff = Backoff.from_json(from_json(row.backoff))
-            delay_ms = int(backoff.delay_for(row.attempt) * 1000)
+        ended.append({"lid": row.id, "state": res.lease_state, "err": res.error, "now": now})
+        delay_ms = _retry_delay_ms(row, res)
+        if delay_ms is not None:
             # 0 when there is no delay, as for a job that never failed: the
             # claim's `delayed_until_ms` then agrees with the failure's answer.
             ready_at = now + delay_ms if delay_ms else 0
             # ``row`` is a lease joined with its job: ``row.id`` is the lease's
             # id, ``row.job_id`` the job's (the row to re-queue).
             retry_updates.append(
-                {"jid": row.job_id, "ready": ready_at, "err": res.error, "attempt": row.attempt + 1}
+                {
+                    "jid": row.job_id,
+                    "ready": ready_at,
+                    "err": res.error,
+                    "attempt": row.attempt + 1,
+                    "lost": int(res.lost),
+                }
             )
             ev.add(row.run_id, "JOB_RETRYING", row.key, row.attempt, res.error)
             if delay_ms > 0:
@@ -958,17 +1019,15 @@ def _apply(
         else:
             failed_final.append((row, res))
             ev.add(row.run_id, "JOB_FAILED", row.key, row.attempt, res.error)
-    by_state: dict[str, list[str]] = defaultdict(list)
-    for lid, st in lease_updates:
-        by_state[st].append(lid)
     finished_per_run: Counter[str] = Counter(row.run_id for row, _ in succeeded)
     finished_per_run.update(row.run_id for row, _ in failed_final)
     failed_per_run: Counter[str] = Counter(row.run_id for row, _ in failed_final)
     # Jobs without outputs (most of them) are finished in one statement.
     bare = [row.job_id for row, res in succeeded if not res.outputs]
     with _sql.pipelined(conn) as batch:
-        for st, lids in by_state.items():
-            batch.execute(_FINISH_LEASES, state=st, now=now, ids=lids)
+        if completed:
+            batch.execute(_COMPLETE_LEASES, now=now, ids=completed)
+        batch.execute_many(_END_LEASE, ended)
         batch.execute_many(_RETRY_JOB, [{**u, "now": now} for u in retry_updates])
         if bare:
             batch.execute(_SUCCEED_JOBS, now=now, outputs=to_json({}), ids=bare)
@@ -999,6 +1058,22 @@ def _apply(
                 _count_finished(batch, skipped, Counter())
     _finish_runs(conn, list(finished_per_run), now=now, ev=ev, effects=effects)
     return verdicts
+
+
+def _retry_delay_ms(row: Any, res: Result) -> int | None:
+    """How long a failed attempt's job waits before it is claimable again;
+    None when it fails for good.
+
+    A lost lease is queued again at once as ``_lost`` decided; any other
+    retryable failure spends one of the job's retries, waiting out its
+    backoff. Lost leases are tries that spent no retry.
+    """
+    if res.lost:
+        return 0 if res.retryable else None
+    spent = row.attempt - row.lost_leases
+    if not res.retryable or spent >= row.max_retries:
+        return None
+    return int(Backoff.from_json(from_json(row.backoff)).delay_for(spent) * 1000)
 
 
 _CHILDREN = Sql("SELECT child_id FROM job_edges WHERE parent_id IN_LIST(:ids)")

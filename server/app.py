@@ -43,7 +43,12 @@ class TrellisServer:
         self.config = config
         self.db: Database = connect(config.database_url, background_checkpoints=True)
         self.notifier = Notifier()
-        self.service = Service(self.db, self.notifier, poll_interval=config.poll_interval_secs)
+        self.service = Service(
+            self.db,
+            self.notifier,
+            poll_interval=config.poll_interval_secs,
+            max_lost_leases=config.max_lost_leases,
+        )
         self.identity = Identity(
             self.db,
             issuer=config.token_issuer,
@@ -202,14 +207,21 @@ class TrellisServer:
         self._rest = rest
 
     def _reap_loop(self) -> None:
+        """Reaps expired leases as they expire: between passes it sleeps until
+        the earliest lease expiry, never longer than REAP_INTERVAL_SECS."""
         keys_checked = time.monotonic()
-        while not self._stop.wait(self.config.reap_interval_secs):
+        interval = self.config.reap_interval_secs
+        while not self._stop.is_set():
             try:
+                self.service.wait_for_expiry(interval)
+                if self._stop.is_set():
+                    return
                 n = self.service.reap()
                 if n:
-                    log.info("reaper: %d expired lease(s) turned into failures", n)
+                    log.info("reaper: %d expired lease(s) ended", n)
             except Exception:
                 log.exception("reaper pass failed; retrying next interval")
+                self._stop.wait(interval)
             if time.monotonic() - keys_checked >= KEY_CHECK_SECS:
                 keys_checked = time.monotonic()
                 self._check_signing_key()

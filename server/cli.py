@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from trellis.server.config import Config
+from trellis.server.config import Config, whole_number
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -33,6 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["cors_origins"] = tuple(o for o in args.cors_origins.split(",") if o)
     if args.reap_interval_secs is not None:
         overrides["reap_interval_secs"] = args.reap_interval_secs
+    if args.max_lost_leases is not None:
+        overrides["max_lost_leases"] = args.max_lost_leases
     config = dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
 
     from trellis.server.app import TrellisServer
@@ -53,6 +55,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    try:
+        return whole_number(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trellis", description="Workflow and job orchestration.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cors-origins", help="env CORS_ORIGINS, comma-separated")
     serve.add_argument(
         "--reap-interval-secs", type=float, help="env REAP_INTERVAL_SECS (default 5)"
+    )
+    serve.add_argument(
+        "--max-lost-leases",
+        type=_count,
+        help="env TRELLIS_MAX_LOST_LEASES (default 3): lost leases a job is queued again after",
     )
     serve.set_defaults(func=_serve)
     try:

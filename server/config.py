@@ -25,6 +25,21 @@ def _auth_enabled(value: str | None) -> bool:
     raise ValueError(f"TRELLIS_AUTH={value!r}: use on or off")
 
 
+def whole_number(text: str) -> int:
+    """A count given as text (an environment variable or a flag)."""
+    if not text.isdigit():
+        raise ValueError(f"{text!r}: use a whole number, 0 or more")
+    return int(text)
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "").strip()
+    try:
+        return whole_number(text) if text else default
+    except ValueError as exc:
+        raise ValueError(f"{name}={exc}") from None
+
+
 def _rate_limits(env: Mapping[str, str]) -> dict[str, Limit]:
     """``TRELLIS_RATE_LIMIT_<BUCKET>=<requests>/<window>`` overrides, e.g.
     ``TRELLIS_RATE_LIMIT_GENERAL=1000/min``."""
@@ -48,6 +63,9 @@ class Config:
     api_only: bool = False
     cors_origins: tuple[str, ...] | None = None
     reap_interval_secs: float = 5.0
+    # Lost leases (workers that stopped heartbeating) a job is queued again
+    # after, without spending its retries; one more fails it.
+    max_lost_leases: int = 3
     rest_enabled: bool = True
     rest_threads: int = 64
     # Idle time after which an SSE log stream sends a keep-alive comment.
@@ -92,6 +110,7 @@ class Config:
             api_only=_flag(env.get("API_ONLY")),
             cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()) if cors else None,
             reap_interval_secs=float(env.get("REAP_INTERVAL_SECS", "5")),
+            max_lost_leases=_count(env, "TRELLIS_MAX_LOST_LEASES", 3),
             rest_threads=int(env.get("REST_THREADS", "64")),
             grpc_threads=int(env.get("GRPC_THREADS", "512")),
             auth_enabled=_auth_enabled(env.get("TRELLIS_AUTH")),

@@ -241,8 +241,8 @@ def _checkpoint_loop(path: str, interval: float, stop: threading.Event) -> None:
         conn.close()
 
 
-def upgrade_schema(db: Database) -> None:
-    """Brings the schema to the newest Alembic revision."""
+def upgrade_schema(db: Database, revision: str = "head") -> None:
+    """Brings the schema to the newest Alembic revision (or to ``revision``)."""
     from alembic import command
     from alembic.config import Config
 
@@ -250,4 +250,4 @@ def upgrade_schema(db: Database) -> None:
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with db.engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)

@@ -563,6 +563,7 @@ _API_JOB_OUTPUT_ONLY = (
     "attempt",
     "outputs",
     "delayed_until_ms",
+    "attempts",
 )
 _RETRY_POLICY_KEYS = ("max_retries", "backoff")
 _API_BACKOFF_HINT = (

@@ -101,6 +101,8 @@ class JobRow(Base):
 
     ``pending_parents`` counts unfinished parents: a job becomes ``queued`` when
     it reaches zero. ``ready_at_ms`` holds retry backoff (``delayed_until``).
+    ``attempt`` numbers the job's tries, a lost lease included; ``lost_leases``
+    counts the tries whose lease expired unreported, which spend no retry.
     ``label_key`` is the sorted, comma-joined required labels, so matching a
     worker is an equality test against the label sets it covers.
     """
@@ -130,6 +132,7 @@ class JobRow(Base):
     label_key: Mapped[str] = mapped_column(String(1000))
     state: Mapped[str] = mapped_column(String(16))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    lost_leases: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     max_retries: Mapped[int] = mapped_column(Integer)
     backoff: Mapped[dict[str, Any]]
     timeout_secs: Mapped[int] = mapped_column(Integer)
@@ -169,6 +172,10 @@ class LeaseRow(Base):
     """A worker's hold on one attempt of one job; its id is the fencing token.
 
     ``deadline_ms`` is the job's timeout: heartbeats never extend past it.
+    ``state`` is how the attempt ended: ``completed``, ``failed``, ``expired``
+    (lost: the worker stopped heartbeating), ``timed_out``, ``cancelled`` or
+    ``released`` (handed back before it reached its worker); ``error`` says why
+    it failed.
     """
 
     __tablename__ = "leases"
@@ -200,6 +207,7 @@ class LeaseRow(Base):
     # The principal (Principal.subject) the lease was granted to: only it
     # may heartbeat, report or log under it.
     owner: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class WorkerRow(Base):

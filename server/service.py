@@ -30,6 +30,7 @@ from trellis.server._capabilities import (
     Fleet,
     commands_of,
 )
+from trellis.server._expiry import ExpiryAlarm
 from trellis.server._group_commit import GroupCommit, Member
 from trellis.server._notify import Mailbox, Notifier, Subscription
 from trellis.server.db import Database
@@ -69,6 +70,14 @@ _SET_LATEST_RUN = _sql.Sql(
     "UPDATE workflows SET latest_run_id = :run_id WHERE org_id = :org AND id = :workflow_id"
 )
 _LEASE_STATES = _sql.Sql("SELECT id, state FROM leases WHERE id IN_LIST(:ids)")
+# The tries at a run's jobs: their leases, but for those handed back
+# undelivered (which never reached a worker).
+_ATTEMPTS_OF_RUN = _sql.Sql(
+    """SELECT job_id, id, attempt, worker_id, granted_at_ms, finished_at_ms, state, error
+    FROM leases WHERE job_id IN (SELECT id FROM jobs WHERE run_id = :run_id)
+        AND state <> 'released'
+    ORDER BY job_id, attempt"""
+)
 
 
 @dataclass(frozen=True)
@@ -136,11 +145,14 @@ class Service:
         *,
         poll_interval: float = 2.0,
         offline_after_ms: int = 60_000,
+        max_lost_leases: int = 3,
     ) -> None:
         self.db = db
         self.notifier = notifier
         self.poll_interval = poll_interval
         self.offline_after_ms = offline_after_ms
+        self.max_lost_leases = max_lost_leases
+        self._expiry = ExpiryAlarm()
         self._closing = threading.Event()
         self._defs: OrderedDict[tuple[str, str, int], WorkflowDef] = OrderedDict()
         self._defs_lock = threading.Lock()
@@ -154,6 +166,7 @@ class Service:
         """Ends every stream and long poll this service is serving."""
         self._closing.set()
         self.notifier.wake_all()
+        self._expiry.close()
 
     @property
     def closing(self) -> bool:
@@ -344,6 +357,7 @@ class Service:
 
     def _fire(self, effects: sched.Effects, now: int) -> None:
         self.notifier.fire(effects.topics, effects.ready)
+        self._expiry.announce(effects.lease_expiry_ms)
         for ready_at, org, label_key, command in effects.timers:
             when = time.monotonic() + max(0, ready_at - now) / 1000
             self.notifier.fire_at(when, (org, label_key, command))
@@ -620,10 +634,15 @@ class Service:
             if row is None:
                 raise NotFound(f"run {run_id!r} not found")
             detail = runs_pb2.RunDetail(run=render.run_from_row(row))
+            attempts: dict[int, list[jobs_pb2.JobAttempt]] = defaultdict(list)
+            for lease in _sql.query(conn, _ATTEMPTS_OF_RUN, run_id=run_id):
+                attempts[lease.job_id].append(render.attempt(lease))
             found = conn.execute(
                 select(jobs).where(jobs.c.run_id == run_id).order_by(jobs.c.position)
             ).mappings()
-            detail.jobs.extend(msg for msg, _ in self._jobs_of(conn, now, org, found))
+            for msg, job in self._jobs_of(conn, now, org, found):
+                msg.attempts.extend(attempts.get(job["id"], ()))
+                detail.jobs.append(msg)
             return detail
 
         return self._read(tx)
@@ -912,6 +931,8 @@ class Service:
                 sched.Effects(),
             )
         )
+        # A shorter TTL may bring the lease's expiry before the reaper's wake.
+        self._expiry.announce(expires)
         return workers_pb2.HeartbeatResponse(
             lease_id=lease_id, expires_at_ms=expires, cancelled=cancelled
         )
@@ -964,10 +985,26 @@ class Service:
         """One pass of the lease reaper; returns how many leases expired."""
         total = 0
         while True:
-            n = self._write(lambda conn, now: sched.reap(conn, is_pg=self.db.is_postgres, now=now))
+            n = self._write(
+                lambda conn, now: sched.reap(
+                    conn, is_pg=self.db.is_postgres, now=now, max_lost_leases=self.max_lost_leases
+                )
+            )
             total += n
             if n < 500:
                 return total
+
+    def wait_for_expiry(self, max_secs: float) -> None:
+        """Sleeps until the earliest active lease expires, at most ``max_secs``.
+
+        A lease granted or extended on this replica meanwhile that expires
+        sooner shortens the sleep; ``close`` ends it. Leases of other
+        replicas are seen when this one next reads the database.
+        """
+        self._expiry.reading()
+        now, earliest = self._read(lambda conn, now: (now, sched.next_expiry(conn)))
+        until = now + int(max_secs * 1000)
+        self._expiry.sleep(now, until if earliest is None else min(until, earliest))
 
     # ------------------------------------------------------------ logs
 

@@ -802,6 +802,7 @@ def test_api_output_only_fields_are_ignored() -> None:
         "attempt": 2,
         "outputs": {"k": "v"},
         "delayed_until_ms": "0",
+        "attempts": [{"attempt": 0, "lease_id": "l1", "outcome": "ATTEMPT_OUTCOME_SUCCEEDED"}],
         "depends_on": [],
         "required_labels": [],
         "max_retries": 0,

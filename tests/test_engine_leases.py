@@ -31,6 +31,7 @@ from engine_helpers import (
     server_now_ms,
     start_run,
     uid,
+    wait_job_state,
     wait_run_state,
 )
 
@@ -164,12 +165,21 @@ def test_lease_past_expiry_is_stale_before_the_reaper_runs(
     assert job_state(replica, run_id, "a") == jobs_pb2.JOB_STATE_RUNNING
     assert claim(replica, "other") is None
 
-    # A replica with a reaper on the same database finishes the job: no retries
-    # are left, so it fails, and the run ends instead of hanging.
+    # A replica with a reaper on the same database ends the lost lease: the
+    # job is queued again (a lost lease spends none of its retries, of which
+    # it has none), and a worker of the first replica finishes the run.
     reaper = start_server(rest_enabled=False)
-    detail = wait_run_state(reaper, run_id, runs_pb2.RUN_STATE_FAILED)
-    assert detail.jobs[0].status == jobs_pb2.JOB_STATE_FAILED
-    assert "lease expired" in detail.jobs[0].output
+    requeued = wait_job_state(reaper, run_id, "a", jobs_pb2.JOB_STATE_QUEUED)
+    assert requeued.attempt == 1 and "lease expired" in requeued.output
+    again = must_claim(replica, "other")
+    assert again.job.attempt == 1
+    complete(replica, again.lease.lease_id)
+    detail = wait_run_state(reaper, run_id, runs_pb2.RUN_STATE_SUCCEEDED)
+    outcomes = [(a.lease_id, a.outcome) for a in detail.jobs[0].attempts]
+    assert outcomes == [
+        (lease_id, jobs_pb2.ATTEMPT_OUTCOME_LEASE_LOST),
+        (again.lease.lease_id, jobs_pb2.ATTEMPT_OUTCOME_SUCCEEDED),
+    ]
     assert event_name(run_events(reaper, run_id)[-1]) == "RUN_FINISHED"
 
 

@@ -192,7 +192,8 @@ def test_defaults_are_rendered() -> None:
     assert rendered["depends_on"] == []
     assert rendered["outputs"] == {}
     assert rendered["status"] is None  # JOB_STATE_UNSPECIFIED
-    documented = [f.name for f in jobs_pb2.Job.DESCRIPTOR.fields if f.name != "waiting_reason"]
+    additional = {"waiting_reason", "attempts"}
+    documented = [f.name for f in jobs_pb2.Job.DESCRIPTOR.fields if f.name not in additional]
     assert list(rendered) == documented
 
 
@@ -213,6 +214,48 @@ def test_additional_fields_render_only_where_the_surface_asks_for_them() -> None
         "handlers": ["b"],
         "shell": False,
     }
+
+
+def test_attempts_render_on_surfaces_with_additional_fields() -> None:
+    attempt = jobs_pb2.JobAttempt(
+        lease_id="l1",
+        worker_id="w1",
+        started_at_ms=1_700_000_000_000,
+        outcome=jobs_pb2.ATTEMPT_OUTCOME_LEASE_LOST,
+        error="lease expired",
+    )
+    assert "attempts" not in render_message(jobs_pb2.Job(id="a", attempts=[attempt]))  # type: ignore[operator]
+    rendered = render_message(jobs_pb2.Job(id="a", attempts=[attempt]), additional=True)
+    assert isinstance(rendered, dict)
+    assert list(rendered)[-1] == "attempts"
+    assert rendered["attempts"] == [
+        {
+            "attempt": 0,
+            "lease_id": "l1",
+            "worker_id": "w1",
+            "started_at_ms": 1_700_000_000_000,
+            "ended_at_ms": 0,
+            "outcome": "lease_lost",
+            "error": "lease expired",
+        }
+    ]
+    # JSON names too, and the outcomes spell their short names.
+    camel = render_message(jobs_pb2.Job(attempts=[attempt]), json_names=True, additional=True)
+    assert isinstance(camel, dict)
+    assert camel["attempts"][0]["startedAtMs"] == 1_700_000_000_000
+    outcomes = [
+        render_message(jobs_pb2.JobAttempt(outcome=value))["outcome"]  # type: ignore[index]
+        for value in jobs_pb2.AttemptOutcome.values()
+    ]
+    assert outcomes == [
+        None,
+        "running",
+        "succeeded",
+        "failed",
+        "lease_lost",
+        "timed_out",
+        "cancelled",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from conftest import Running
-from rest_helpers import Rest, assert_error, rest, uid
+from rest_helpers import JOB_KEYS, Rest, assert_error, assert_workflow_shape, rest, uid
 
 # --- 404: unknown workflow and job ids ---------------------------------------------------
 
@@ -109,8 +109,9 @@ def test_completed_cancelled_and_unknown_leases_are_409s(server: Running) -> Non
 
 def test_an_expired_and_reaped_lease_is_spent(start_server: Callable[..., Running]) -> None:
     client = rest(start_server(reap_interval_secs=0.2))
-    workflow_id = client.create_workflow([{"id": "a", "command": "true", "max_retries": 1}])["id"]
-    client.run(workflow_id)
+    # No retries: a lost lease spends none.
+    workflow_id = client.create_workflow([{"id": "a", "command": "true"}])["id"]
+    run_id = client.run(workflow_id)["run_id"]
     old = client.must_claim("w1", ttl=1)
     old_lease = old["lease"]["lease_id"]
     assert old["lease"]["ttl_secs"] == 1
@@ -142,20 +143,48 @@ def test_an_expired_and_reaped_lease_is_spent(start_server: Callable[..., Runnin
     status = client.status(workflow_id)
     assert status["run_state"] == "success"
     assert status["jobs"][0]["outputs"] == {"by": "w2"}
+    assert_workflow_shape(status)
+
+    # The run shows both tries of the job.
+    (job,) = client.ok(client.get(f"/api/runs/{run_id}"))["jobs"]
+    assert set(job) == JOB_KEYS | {"attempts", "waiting_reason"}
+    first, second = job["attempts"]
+    assert first == {
+        "attempt": 0,
+        "lease_id": old_lease,
+        "worker_id": "w1",
+        "started_at_ms": old["lease"]["granted_at_ms"],
+        "ended_at_ms": first["ended_at_ms"],
+        "outcome": "lease_lost",
+        "error": "lease expired: the worker stopped heartbeating",
+    }
+    assert first["ended_at_ms"] >= old["lease"]["expires_at_ms"]
+    assert (second["attempt"], second["lease_id"], second["worker_id"]) == (
+        1,
+        new["lease"]["lease_id"],
+        "w2",
+    )
+    assert (second["outcome"], second["error"]) == ("succeeded", "")
+    assert second["started_at_ms"] == new["lease"]["granted_at_ms"] <= second["ended_at_ms"]
 
 
-def test_an_expired_lease_without_retries_fails_the_run(
-    start_server: Callable[..., Running],
-) -> None:
+def test_a_lease_lost_too_often_fails_the_run(start_server: Callable[..., Running]) -> None:
     # The original leaves such a workflow hanging forever.
-    client = rest(start_server(reap_interval_secs=0.2))
+    client = rest(start_server(reap_interval_secs=0.2, max_lost_leases=0))
     workflow_id = client.create_workflow(
         [{"id": "a", "command": "true"}, {"id": "b", "command": "true", "depends_on": ["a"]}]
     )["id"]
-    client.run(workflow_id)
+    run_id = client.run(workflow_id)["run_id"]
     lease_id = client.must_claim(ttl=1)["lease"]["lease_id"]
     job = client.wait_job_status(workflow_id, "a", "failure")
-    assert job["output"] == "lease expired: the worker stopped heartbeating"
+    assert job["output"] == (
+        "lease expired: the worker stopped heartbeating; the job's lease was lost 1 time, "
+        "and lost leases are not queued again"
+    )
+    # A job that never ran has no attempts.
+    a, b = client.ok(client.get(f"/api/runs/{run_id}"))["jobs"]
+    assert [x["outcome"] for x in a["attempts"]] == ["lease_lost"]
+    assert b["attempts"] == [] and set(b) == JOB_KEYS | {"attempts", "waiting_reason"}
     status = client.status(workflow_id)
     assert status["run_state"] == "failure"
     assert status["jobs"][1]["status"] == "skipped"

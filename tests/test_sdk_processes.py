@@ -1,6 +1,7 @@
-"""Worker processes against a real server: a SIGKILLed worker's job is
-reclaimed and completed once, SIGTERM drains (or hands jobs back), and a
-worker reconnects to a restarted server. Runs on SQLite and PostgreSQL."""
+"""Worker processes against a real server: a SIGKILLed worker's job runs once
+more, on the idle worker, without spending a retry; SIGTERM drains (or hands
+jobs back), and a worker reconnects to a restarted server. Runs on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from sdk_helpers import (
 )
 
 from trellis.v1 import jobs_pb2, runs_pb2, workers_pb2
-from trellis.worker_sdk import Client, JobContext, Worker
+from trellis.worker_sdk import Client, Worker
 
 
 def _events(client: Client, run_id: str, job_id: str) -> list[runs_pb2.RunEvent]:
@@ -42,53 +43,53 @@ def _names(events: list[runs_pb2.RunEvent]) -> list[tuple[str, int, str]]:
     return [(runs_pb2.RunEventType.Name(e.type), e.attempt, e.message) for e in events]
 
 
-def test_killed_workers_job_is_reclaimed_and_completed_once(
+def test_killed_workers_job_runs_once_on_the_idle_worker_without_retries(
     start_server: Callable[..., Running],
 ) -> None:
     server = start_server(reap_interval_secs=0.2, rest_enabled=False)
     client = client_for(server)
     wf = uid()
-    # One retry: the reaper turns the dead worker's expired lease into a
-    # retryable failure, and the retry is the second attempt.
     client.create_workflow(
-        {"name": "Reclaim", "on": "push", "jobs": {"job": {"run": "block", "retries": 1}}},
+        {"name": "Failover", "on": "push", "jobs": {"job": {"run": "block", "retries": 0}}},
         workflow_id=wf,
     )
-    proc = Proc([PYTHON, WORKER_PROC, server.grpc_target, "2"])
+    # Two worker processes with one slot each and 2 s leases.
+    procs = [Proc([PYTHON, WORKER_PROC, server.grpc_target, "2"]) for _ in range(2)]
     try:
+        by_worker = {p.expect_stdout("worker ").split()[1]: p for p in procs}
         run = client.run_workflow(wf)
-        line = proc.expect_stdout("started ")
-        _, job_id, dead_lease, attempt = line.split()
-        assert attempt == "0"
-        assert job_id == "job"
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait() == -signal.SIGKILL
-    finally:
-        proc.kill()
 
-    attempts: list[int] = []
-    worker = Worker(server.grpc_target, lease_ttl_secs=10)
+        def holder() -> str:
+            attempts = job_by_id(client.get_run(run.run_id), "job").attempts
+            return str(attempts[0].worker_id) if attempts else ""
 
-    @worker.handler("block")
-    def block(ctx: JobContext) -> dict[str, str]:
-        attempts.append(ctx.attempt)
-        return {"by": "second-worker"}
-
-    with started_worker(worker):
+        dead = wait_until(holder)
+        victim = by_worker[dead]
+        _, job_id, dead_lease, attempt = victim.expect_stdout("started ").split()
+        assert (job_id, attempt) == ("job", "0")
+        os.kill(victim.pid, signal.SIGKILL)
+        assert victim.wait() == -signal.SIGKILL
         detail = client.wait_for_run(run.run_id, RUN_TIMEOUT)
+    finally:
+        for p in procs:
+            p.kill()
 
+    (alive,) = set(by_worker) - {dead}
     assert detail.run.state == runs_pb2.RUN_STATE_SUCCEEDED
     job = job_by_id(detail, "job")
-    assert job.attempt == 1
-    assert dict(job.outputs) == {"by": "second-worker"}
-    assert attempts == [1]
-
+    assert (job.max_retries, job.attempt) == (0, 1)
+    assert dict(job.outputs) == {"by": "worker-process"}
+    assert [(a.attempt, a.worker_id, a.outcome) for a in job.attempts] == [
+        (0, dead, jobs_pb2.ATTEMPT_OUTCOME_LEASE_LOST),
+        (1, alive, jobs_pb2.ATTEMPT_OUTCOME_SUCCEEDED),
+    ]
+    assert by_worker[alive].expect_stdout("started ").split()[3] == "1"
     events = _events(client, run.run_id, "job")
-    succeeded = [e for e in events if e.type == runs_pb2.RUN_EVENT_TYPE_JOB_SUCCEEDED]
-    assert [e.attempt for e in succeeded] == [1], _names(events)
+    assert not any(e.type == runs_pb2.RUN_EVENT_TYPE_JOB_FAILED for e in events), _names(events)
     retrying = [e for e in events if e.type == runs_pb2.RUN_EVENT_TYPE_JOB_RETRYING]
-    assert [e.attempt for e in retrying] == [0], _names(events)
-    assert retrying[0].message.startswith("lease expired"), _names(events)
+    assert [(e.attempt, e.message) for e in retrying] == [
+        (0, "lease expired: the worker stopped heartbeating")
+    ], _names(events)
 
     # The dead worker's lease is spent: a late completion changes nothing.
     with pytest.raises(grpc.RpcError) as caught:
@@ -98,10 +99,10 @@ def test_killed_workers_job_is_reclaimed_and_completed_once(
         )
     assert caught.value.code() is grpc.StatusCode.ABORTED
     after = client.get_run(run.run_id)
-    assert dict(job_by_id(after, "job").outputs) == {"by": "second-worker"}
+    assert dict(job_by_id(after, "job").outputs) == {"by": "worker-process"}
     events = _events(client, run.run_id, "job")
     succeeded = [e for e in events if e.type == runs_pb2.RUN_EVENT_TYPE_JOB_SUCCEEDED]
-    assert len(succeeded) == 1, _names(events)
+    assert [e.attempt for e in succeeded] == [1], _names(events)
     client.close()
 
 
@@ -320,10 +321,11 @@ def test_paused_worker_loses_its_lease_and_reports_nothing(
     server = start_server(reap_interval_secs=0.2, rest_enabled=False)
     client = client_for(server)
     wf = uid()
-    # Retries to spare: while frozen, the worker's server-side assignment
-    # stream may claim the retry too, and that lease may expire before the thaw.
+    # No retries: lost leases spend none. While frozen, the worker's
+    # server-side assignment stream may claim the job again too, and that
+    # lease may expire before the thaw: up to 3 lost leases are queued again.
     client.create_workflow(
-        {"name": "Pause", "on": "push", "jobs": {"job": {"run": "block", "retries": 3}}},
+        {"name": "Pause", "on": "push", "jobs": {"job": {"run": "block"}}},
         workflow_id=wf,
     )
     proc = Proc([PYTHON, WORKER_PROC, server.grpc_target, "2"])
@@ -356,6 +358,8 @@ def test_paused_worker_loses_its_lease_and_reports_nothing(
     retrying = [e for e in events if e.type == runs_pb2.RUN_EVENT_TYPE_JOB_RETRYING]
     assert len(retrying) == job.attempt, _names(events)
     assert all(e.message.startswith("lease expired") for e in retrying), _names(events)
+    lost = [a for a in job.attempts if a.outcome == jobs_pb2.ATTEMPT_OUTCOME_LEASE_LOST]
+    assert len(lost) == job.attempt and lost[0].lease_id == paused_lease
     with pytest.raises(grpc.RpcError) as caught:
         server.workers.CompleteJob(
             workers_pb2.CompleteJobRequest(lease_id=paused_lease), timeout=RUN_TIMEOUT

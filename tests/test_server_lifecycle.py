@@ -10,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import pytest
 from conftest import Running, wait_until
 
+from trellis.server.cli import build_parser
 from trellis.server.config import Config
 from trellis.v1 import jobs_pb2, workers_pb2, workflows_pb2
 
@@ -31,6 +33,7 @@ def test_config_reads_the_documented_environment() -> None:
             "API_ONLY": "1",
             "CORS_ORIGINS": "https://a.example, https://b.example",
             "REAP_INTERVAL_SECS": "2.5",
+            "TRELLIS_MAX_LOST_LEASES": "0",
         }
     )
     assert config.port == 8080
@@ -40,10 +43,26 @@ def test_config_reads_the_documented_environment() -> None:
     assert config.api_only is True
     assert config.cors_origins == ("https://a.example", "https://b.example")
     assert config.reap_interval_secs == 2.5
+    assert config.max_lost_leases == 0
     defaults = Config.from_env({})
     assert (defaults.port, defaults.grpc_port, defaults.api_only) == (3000, 50051, False)
     assert defaults.cors_origins is None
     assert defaults.workflows_dir == Path("workflows")
+    assert (defaults.reap_interval_secs, defaults.max_lost_leases) == (5.0, 3)
+
+
+@pytest.mark.parametrize("value", ["-1", "three", "2.5"])
+def test_a_bad_lost_lease_bound_is_refused_naming_it(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError, match=f"TRELLIS_MAX_LOST_LEASES={value!r}: use a whole"):
+        Config.from_env({"TRELLIS_MAX_LOST_LEASES": value})
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", "--max-lost-leases", value])
+    assert exited.value.code == 2
+    assert f"--max-lost-leases: {value!r}: use a whole number" in capsys.readouterr().err
+    args = build_parser().parse_args(["serve", "--max-lost-leases", "7"])
+    assert args.max_lost_leases == 7
 
 
 def test_a_taken_rest_port_moves_on_to_the_next(start_server: Callable[..., Running]) -> None:

@@ -19,6 +19,16 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_SKIPPED: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
+
+class AttemptOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ATTEMPT_OUTCOME_UNSPECIFIED: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_RUNNING: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_SUCCEEDED: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_FAILED: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_LEASE_LOST: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_TIMED_OUT: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_CANCELLED: _ClassVar[AttemptOutcome]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_QUEUED: JobState
@@ -27,6 +37,13 @@ JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_SKIPPED: JobState
 JOB_STATE_CANCELLED: JobState
+ATTEMPT_OUTCOME_UNSPECIFIED: AttemptOutcome
+ATTEMPT_OUTCOME_RUNNING: AttemptOutcome
+ATTEMPT_OUTCOME_SUCCEEDED: AttemptOutcome
+ATTEMPT_OUTCOME_FAILED: AttemptOutcome
+ATTEMPT_OUTCOME_LEASE_LOST: AttemptOutcome
+ATTEMPT_OUTCOME_TIMED_OUT: AttemptOutcome
+ATTEMPT_OUTCOME_CANCELLED: AttemptOutcome
 
 class Backoff(_message.Message):
     __slots__ = ("none", "fixed", "exponential")
@@ -62,7 +79,7 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_retries: _Optional[int] = ..., backoff: _Optional[_Union[Backoff, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "name", "status", "command", "duration_secs", "started_at", "depends_on", "output", "required_labels", "max_retries", "attempt", "retry_policy", "timeout_secs", "outputs", "delayed_until_ms", "env", "waiting_reason")
+    __slots__ = ("id", "name", "status", "command", "duration_secs", "started_at", "depends_on", "output", "required_labels", "max_retries", "attempt", "retry_policy", "timeout_secs", "outputs", "delayed_until_ms", "env", "waiting_reason", "attempts")
     class OutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +111,7 @@ class Job(_message.Message):
     DELAYED_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     status: JobState
@@ -111,4 +129,23 @@ class Job(_message.Message):
     delayed_until_ms: int
     env: _containers.ScalarMap[str, str]
     waiting_reason: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[JobState, str]] = ..., command: _Optional[str] = ..., duration_secs: _Optional[int] = ..., started_at: _Optional[float] = ..., depends_on: _Optional[_Iterable[str]] = ..., output: _Optional[str] = ..., required_labels: _Optional[_Iterable[str]] = ..., max_retries: _Optional[int] = ..., attempt: _Optional[int] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_secs: _Optional[int] = ..., outputs: _Optional[_Mapping[str, str]] = ..., delayed_until_ms: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., waiting_reason: _Optional[str] = ...) -> None: ...
+    attempts: _containers.RepeatedCompositeFieldContainer[JobAttempt]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[JobState, str]] = ..., command: _Optional[str] = ..., duration_secs: _Optional[int] = ..., started_at: _Optional[float] = ..., depends_on: _Optional[_Iterable[str]] = ..., output: _Optional[str] = ..., required_labels: _Optional[_Iterable[str]] = ..., max_retries: _Optional[int] = ..., attempt: _Optional[int] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_secs: _Optional[int] = ..., outputs: _Optional[_Mapping[str, str]] = ..., delayed_until_ms: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., waiting_reason: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[JobAttempt, _Mapping]]] = ...) -> None: ...
+
+class JobAttempt(_message.Message):
+    __slots__ = ("attempt", "lease_id", "worker_id", "started_at_ms", "ended_at_ms", "outcome", "error")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    lease_id: str
+    worker_id: str
+    started_at_ms: int
+    ended_at_ms: int
+    outcome: AttemptOutcome
+    error: str
+    def __init__(self, attempt: _Optional[int] = ..., lease_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., ended_at_ms: _Optional[int] = ..., outcome: _Optional[_Union[AttemptOutcome, str]] = ..., error: _Optional[str] = ...) -> None: ...
