@@ -1,0 +1,167 @@
+"""SQLite's write-ahead log in a server: checkpoints on a thread of their own,
+and a bound on the log's size.
+
+A PASSIVE checkpoint never waits for, nor blocks, readers and writers, but it
+cannot restart the log: SQLite restarts it only once a checkpoint has copied
+every frame while no reader is still on the log, which never happens while
+writes arrive faster than a checkpoint copies them. The file then grows by
+everything written (gigabytes an hour under load) and keeps that size.
+
+So ``WalKeeper`` empties the log (a TRUNCATE checkpoint) once the file passes
+half its limit, right after a PASSIVE checkpoint has copied what it could:
+the TRUNCATE one holds off writers (queued on the database's write lock, not
+in SQLite's busy handler), waits up to ``RESET_WAIT_MS`` for the readers
+still on the log, copies the rest and empties the file. The other half of the
+limit absorbs what arrives before the checkpoint thread notices; a write that
+still finds the log past the limit empties it first, so the file exceeds the
+limit by one transaction at most. A reader that outstays the wait postpones
+the next attempt, with a doubling back-off, so that a long read does not
+stall the writers again at every turn. Once writes stop (a PASSIVE checkpoint
+finds every frame copied and none added since the one before), the log is
+emptied too: SQLite would only restart it at the next write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+
+# How often the checkpoint thread copies the WAL into the database file.
+CHECKPOINT_INTERVAL = 0.5
+# The size a server keeps SQLite's WAL under.
+LIMIT_BYTES = 32 * 1024 * 1024
+# How often the checkpoint thread looks at the WAL's size (a stat).
+POLL_SECS = 0.02
+# How long emptying the WAL waits for readers still on it; writers wait
+# meanwhile, so this stays short and an unlucky attempt is retried later.
+RESET_WAIT_MS = 100
+# The longest wait before emptying is tried again after a reader outstayed
+# RESET_WAIT_MS (the wait doubles from CHECKPOINT_INTERVAL).
+RESET_MAX_BACKOFF_SECS = 8.0
+log = logging.getLogger(__name__)
+
+
+def trigger(limit: int) -> int:
+    """The WAL size past which the checkpoint thread empties it."""
+    return max(1, limit // 2)
+
+
+class WalKeeper:
+    """Checkpoints and bounds the WAL of the SQLite file ``path``.
+
+    ``write_lock`` is the lock every writer of the process holds for the
+    length of its transaction; ``open`` before use, ``close`` after.
+    """
+
+    def __init__(self, path: str, limit: int, write_lock: threading.Lock) -> None:
+        if limit <= 0:
+            raise ValueError(f"WAL limit {limit}: must be positive")
+        self.limit = limit
+        self.trigger = trigger(limit)
+        self._path = path
+        self._wal_path = f"{path}-wal"
+        self._write_lock = write_lock
+        # Guards the connection, shared by the checkpoint thread and a writer
+        # that finds the log past the limit, and the retry state below.
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._failed = 0
+        # Frames in the log at the last PASSIVE checkpoint.
+        self._frames = -1
+
+    def open(self) -> None:
+        """Connects and empties what an unclean stop left in the log."""
+        # The sqlite3 module lets other threads run while SQLite works.
+        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout={RESET_WAIT_MS}")
+        conn.execute(f"PRAGMA journal_size_limit={self.trigger}")
+        with self._lock:
+            self._conn = conn
+        self.empty()
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def size(self) -> int:
+        try:
+            return os.stat(self._wal_path).st_size
+        except FileNotFoundError:
+            return 0
+
+    def before_write(self) -> None:
+        """Called by a writer holding the write lock: empties a log past the limit."""
+        if self._conn is not None and self.size() > self.limit and self._may_retry():
+            self._truncate()
+
+    def run(self, interval: float, stop: threading.Event) -> None:
+        """The checkpoint thread: until ``stop``, then empties the log and closes."""
+        passive_due = time.monotonic() + interval
+        try:
+            while not stop.wait(min(POLL_SECS, interval)):
+                now = time.monotonic()
+                over = self.size() > self.trigger
+                if now >= passive_due or (over and self._may_retry()):
+                    passive_due = now + interval
+                    try:
+                        self.checkpoint()
+                    except sqlite3.Error:
+                        log.warning("WAL checkpoint failed; retrying", exc_info=True)
+            self.empty()
+        except sqlite3.Error:
+            log.warning("WAL not emptied at shutdown", exc_info=True)
+        finally:
+            self.close()
+
+    def checkpoint(self) -> None:
+        """A PASSIVE checkpoint, then emptying the log when it is past the
+        trigger, or copied whole with no write since the last checkpoint."""
+        with self._lock:
+            if self._conn is None:
+                return
+            (_busy, frames, copied) = self._conn.execute(
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            ).fetchone()
+            idle = frames > 0 and frames == copied == self._frames
+            self._frames = frames
+        if (idle or self.size() > self.trigger) and self._may_retry():
+            self.empty()
+
+    def empty(self) -> bool:
+        """A TRUNCATE checkpoint; False when a reader outstayed the wait."""
+        with self._write_lock:
+            return self._truncate()
+
+    def _may_retry(self) -> bool:
+        return time.monotonic() >= self._retry_at
+
+    def _truncate(self) -> bool:
+        with self._lock:
+            if self._conn is None:
+                return False
+            (busy, frames, _copied) = self._conn.execute(
+                "PRAGMA wal_checkpoint(TRUNCATE)"
+            ).fetchone()
+            if not busy:
+                self._frames = 0
+                if self._failed:
+                    log.info("WAL emptied after %d attempts", self._failed + 1)
+                self._failed, self._backoff, self._retry_at = 0, 0.0, 0.0
+                return True
+            self._failed += 1
+            self._backoff = min(RESET_MAX_BACKOFF_SECS, max(CHECKPOINT_INTERVAL, self._backoff * 2))
+            self._retry_at = time.monotonic() + self._backoff
+            if self._failed == 1:
+                log.warning(
+                    "WAL of %d frames not emptied: a read stayed on it over %d ms; retrying",
+                    frames,
+                    RESET_WAIT_MS,
+                )
+            return False
