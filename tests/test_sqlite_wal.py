@@ -67,7 +67,7 @@ def test_the_wal_stays_under_its_limit_while_readers_are_on_it(database_url: str
         db.dispose()
 
     assert rows == 20 * LIMIT // len(ROW)
-    # One commit may take the log past the limit; the next one finds it emptied.
+    # One commit may take the file past the limit; the next one finds the log restarted.
     one_commit = max(b - a for a, b in itertools.pairwise(sizes))
     assert max(sizes) <= LIMIT + one_commit, f"WAL peaked at {max(sizes) / MIB:.1f} MiB"
     assert after_stop == 0, "the WAL is emptied when the checkpoints stop"
