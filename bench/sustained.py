@@ -30,20 +30,19 @@ from pathlib import Path
 from typing import Any
 
 import _sdk_worker
-import grpc
 from _common import (
     Children,
     Figure,
     create_workflow,
     database,
     exit_on_sigterm,
+    iter_runs,
     log,
     ms_now,
     print_figures,
     run_workflow,
     server,
     short_id,
-    stub,
     wait_for,
     workdir,
 )
@@ -135,23 +134,6 @@ class WalSampler:
         return max((s for t, s in self.samples if start_ms <= t < end_ms), default=0)
 
 
-def list_all_runs(channel: grpc.Channel, workflow_id: str) -> list[Any]:
-    from trellis.v1 import runs_pb2, runs_pb2_grpc
-
-    runs = stub(runs_pb2_grpc.RunServiceStub, channel)
-    out: list[Any] = []
-    token = ""
-    while True:
-        resp = runs.ListRuns(
-            runs_pb2.ListRunsRequest(workflow_id=workflow_id, page_size=1000, page_token=token),
-            timeout=60.0,
-        )
-        out.extend(resp.runs)
-        token = resp.next_page_token
-        if not token:
-            return out
-
-
 @dataclass
 class Load:
     """What the load phase measured."""
@@ -236,7 +218,7 @@ def _drive(
     for _ in worker_ids:
         handled.extend(pool.results.get(timeout=120)[1])
     kids.join(30)
-    runs = list_all_runs(srv.channel, wf_id)
+    runs = list(iter_runs(srv.channel, wf_id))
     # The warm-up runs are not part of the load.
     skip = {r.run_id for r in sorted(runs, key=lambda r: r.created_at_ms)[:WARMUP_RUNS]}
     handled = [h for h in handled if h[0] not in skip]
