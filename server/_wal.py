@@ -40,17 +40,17 @@ CHECKPOINT_INTERVAL = 0.5
 LIMIT_BYTES = 32 * 1024 * 1024
 # How often the checkpoint thread looks at the WAL's size (a stat).
 POLL_SECS = 0.02
-# How long emptying the WAL waits for readers still on it; writers wait
-# meanwhile, so this stays short and an unlucky attempt is retried later.
+# How long restarting or emptying the WAL waits for readers still on it;
+# writers wait meanwhile, so this stays short and a failed attempt is retried.
 RESET_WAIT_MS = 100
-# The longest wait before emptying is tried again after a reader outstayed
+# The longest wait before a restart is tried again after a reader outstayed
 # RESET_WAIT_MS (the wait doubles from CHECKPOINT_INTERVAL).
 RESET_MAX_BACKOFF_SECS = 8.0
 log = logging.getLogger(__name__)
 
 
 def trigger(limit: int) -> int:
-    """The WAL size past which the checkpoint thread empties it."""
+    """The WAL size past which the checkpoint thread restarts the log."""
     return max(1, limit // 2)
 
 
