@@ -534,23 +534,29 @@ def run_workflow(channel: grpc.Channel, workflow_id: str) -> Any:
     )
 
 
-def run_state(channel: grpc.Channel, workflow_id: str, run_id: str) -> Any:
-    """The run (without its jobs): ListRuns is far cheaper than GetRun here."""
+def iter_runs(channel: grpc.Channel, workflow_id: str) -> Iterator[Any]:
+    """The runs of a workflow (without their jobs), a thousand per ListRuns
+    page: far cheaper than GetRun here."""
     from trellis.v1 import runs_pb2, runs_pb2_grpc
 
     runs = stub(runs_pb2_grpc.RunServiceStub, channel)
     token = ""
-    for _ in range(100):
+    while True:
         resp = runs.ListRuns(
             runs_pb2.ListRunsRequest(workflow_id=workflow_id, page_size=1000, page_token=token),
             timeout=30.0,
         )
-        for run in resp.runs:
-            if run.run_id == run_id:
-                return run
+        yield from resp.runs
         token = resp.next_page_token
         if not token:
-            break
+            return
+
+
+def run_state(channel: grpc.Channel, workflow_id: str, run_id: str) -> Any:
+    """The run (without its jobs)."""
+    for run in iter_runs(channel, workflow_id):
+        if run.run_id == run_id:
+            return run
     raise LookupError(f"run {run_id} not listed")
 
 

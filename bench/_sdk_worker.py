@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
-# The longest a worker process lives, whatever happens to its orchestrator.
+# The longest a worker process lives, whatever happens to its orchestrator
+# (unless its config says otherwise).
 MAX_LIFETIME_SECS = 600.0
 
 
@@ -29,6 +30,7 @@ class WorkerConfig:
     # Send each handler start time (epoch ms) and the job's enqueued_at_ms on
     # the ``starts`` queue.
     report_starts: bool = False
+    lifetime_secs: float = MAX_LIFETIME_SECS
 
 
 class _Connected(logging.Handler):
@@ -88,7 +90,7 @@ def main(
 
     worker.start()
     try:
-        stop.wait(MAX_LIFETIME_SECS)
+        stop.wait(cfg.lifetime_secs)
     finally:
         worker.stop(drain=True, timeout=10.0)
         with lock:

@@ -1,7 +1,11 @@
 """Runs every benchmark and prints one table, the machine at the top.
 
     python bench/run_all.py [--jobs 5000] [--backend sqlite|postgres|both]
-                            [--only throughput|latency|rest|scheduler] [--json]
+                            [--only throughput|latency|rest|scheduler|sustained]
+                            [--sustained [SECONDS]] [--json]
+
+The sustained load (SQLite only, 10 minutes by default) runs only when asked
+for, with ``--sustained`` or ``--only sustained``.
 
 Everything runs side by side in this one process tree (the server and the
 workers are its children), on loopback, so ratios between figures are
@@ -20,6 +24,7 @@ from collections.abc import Callable
 import latency
 import rest_claim
 import scheduler_cost
+import sustained
 import throughput
 from _common import (
     Backend,
@@ -39,6 +44,8 @@ BENCHES: dict[str, Callable[[list[Backend], int], list[Figure]]] = {
     "rest": lambda backends, jobs: rest_claim.run(backends, jobs=jobs),
     "scheduler": lambda backends, _jobs: scheduler_cost.run(backends),
 }
+# Long: only on request (see main).
+SUSTAINED = "sustained"
 
 
 def _load() -> str:
@@ -50,12 +57,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=5000, help="jobs per throughput/REST run")
     parser.add_argument("--backend", default="both", choices=["sqlite", "postgres", "both"])
-    parser.add_argument("--only", choices=list(BENCHES), action="append", help="repeatable")
+    parser.add_argument("--only", choices=[*BENCHES, SUSTAINED], action="append", help="repeatable")
+    parser.add_argument(
+        "--sustained",
+        type=float,
+        nargs="?",
+        const=sustained.DEFAULT_SECONDS,
+        metavar="SECONDS",
+        help=f"also the sustained SQLite load (default {sustained.DEFAULT_SECONDS:.0f} s)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
     exit_on_sigterm()
     backends = backends_of(args.backend)
     chosen = args.only or list(BENCHES)
+    if args.sustained is not None and SUSTAINED not in chosen:
+        chosen.append(SUSTAINED)
+    seconds = sustained.DEFAULT_SECONDS if args.sustained is None else args.sustained
+    benches = BENCHES | {
+        SUSTAINED: lambda backends, _jobs: (
+            sustained.run(seconds=seconds) if "sqlite" in backends else []
+        )
+    }
 
     machine = machine_info()
     machine["load average (start)"] = _load()
@@ -68,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         load = OtherLoad()
         log(f"== {name}")
         try:
-            figures.extend(BENCHES[name](backends, args.jobs))
+            figures.extend(benches[name](backends, args.jobs))
         except Exception as exc:  # report the others all the same
             log(f"{name} failed: {type(exc).__name__}: {exc}")
             failures.append(f"{name}: {type(exc).__name__}: {exc}")

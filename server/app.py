@@ -41,7 +41,11 @@ class TrellisServer:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.db: Database = connect(config.database_url, background_checkpoints=True)
+        self.db: Database = connect(
+            config.database_url,
+            background_checkpoints=True,
+            wal_limit_bytes=config.sqlite_wal_limit_bytes,
+        )
         self.notifier = Notifier()
         self.service = Service(
             self.db,

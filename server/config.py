@@ -40,6 +40,19 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name}={exc}") from None
 
 
+def _mib(name: str, value: str | None) -> int | None:
+    """A size given in MiB (fractions allowed), as bytes; None when unset."""
+    if value is None or not value.strip():
+        return None
+    try:
+        mib = float(value)
+    except ValueError:
+        mib = 0.0
+    if not mib > 0 or mib == float("inf"):
+        raise ValueError(f"{name}={value!r}: a size in MiB greater than 0, e.g. 16")
+    return max(1, int(mib * 1024 * 1024))
+
+
 def _rate_limits(env: Mapping[str, str]) -> dict[str, Limit]:
     """``TRELLIS_RATE_LIMIT_<BUCKET>=<requests>/<window>`` overrides, e.g.
     ``TRELLIS_RATE_LIMIT_GENERAL=1000/min``."""
@@ -91,6 +104,9 @@ class Config:
     # Where clients reach the REST port, for the OAuth2 discovery document;
     # default http://localhost:<PORT>.
     public_url_override: str = ""
+    # On SQLite, the size the write-ahead log is kept under; None: the
+    # default of trellis.server.db (kept out of here: it imports SQLAlchemy).
+    sqlite_wal_limit_bytes: int | None = None
 
     @property
     def public_url(self) -> str:
@@ -121,4 +137,7 @@ class Config:
             signing_key_max_age_days=float(env.get("TRELLIS_SIGNING_KEY_MAX_AGE_DAYS", "30")),
             rate_limits=_rate_limits(env),
             public_url_override=env.get("TRELLIS_PUBLIC_URL", ""),
+            sqlite_wal_limit_bytes=_mib(
+                "TRELLIS_SQLITE_WAL_LIMIT_MIB", env.get("TRELLIS_SQLITE_WAL_LIMIT_MIB")
+            ),
         )

@@ -2,15 +2,15 @@
 
 SQLite (the embedded default) runs in WAL mode with a busy timeout; writes
 start with ``BEGIN IMMEDIATE`` so two writers never deadlock on a lock
-upgrade. PostgreSQL is reached through psycopg 3; claims use
-``FOR UPDATE SKIP LOCKED`` there (see ``_scheduler``).
+upgrade. A server checkpoints the WAL on a thread of its own and keeps it
+under a size limit (see ``_wal``). PostgreSQL is reached through psycopg 3;
+claims use ``FOR UPDATE SKIP LOCKED`` there (see ``_scheduler``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -22,13 +22,12 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from trellis.server import _sql
+from trellis.server import _sql, _wal
+from trellis.server._wal import CHECKPOINT_INTERVAL, WalKeeper
 
 # The database clock in epoch milliseconds, as SQL: the one clock of every replica.
 PG_NOW_MS = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
 _NOW_PG = _sql.Sql("SELECT " + PG_NOW_MS)
-# How often the server copies SQLite's WAL into the database file.
-CHECKPOINT_INTERVAL = 0.5
 # How often PostgreSQL's clock is measured again (see _PgClock).
 CLOCK_RECHECK_SECS = 10.0
 log = logging.getLogger(__name__)
@@ -98,12 +97,12 @@ class Database:
 
     engine: Engine
     is_postgres: bool
-    # The SQLite file, when checkpoints run in the background (see connect).
-    checkpoint_path: str | None = None
     # SQLite has one writer at a time. Queuing writers on a lock here rather
     # than in SQLite's busy handler (which sleeps in growing steps of up to
     # 100 ms) keeps write latency at the cost of the transaction itself.
     _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # SQLite's WAL, when checkpoints run in the background (see connect).
+    _wal_keeper: WalKeeper | None = field(default=None, repr=False)
 
     _pg_clock: _PgClock = field(default_factory=lambda: _PgClock(), repr=False)
 
@@ -114,8 +113,11 @@ class Database:
             with self.engine.begin() as conn:
                 yield conn
             return
-        with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        with self._write_lock:
+            if self._wal_keeper is not None:
+                self._wal_keeper.before_write()
+            with self.engine.begin() as conn:
+                yield conn
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -141,34 +143,45 @@ class Database:
     @contextlib.contextmanager
     def background_checkpoints(self, interval: float = CHECKPOINT_INTERVAL) -> Iterator[None]:
         """Runs SQLite's WAL checkpoints on a thread of their own while the
-        block runs (nothing to do on PostgreSQL), and a last one at its end."""
-        if self.checkpoint_path is None:
+        block runs (nothing to do on PostgreSQL). The WAL is emptied first
+        (an unclean stop leaves it full) and again at the block's end."""
+        wal = self._wal_keeper
+        if wal is None:
             yield
             return
         stop = threading.Event()
         worker = threading.Thread(
-            target=_checkpoint_loop,
-            args=(self.checkpoint_path, interval, stop),
-            name="trellis-checkpoint",
-            daemon=True,
+            target=wal.run, args=(interval, stop), name="trellis-checkpoint", daemon=True
         )
-        worker.start()
         try:
+            wal.open()
+            worker.start()
             yield
         finally:
             stop.set()
-            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.join(timeout=30)
+            else:
+                wal.close()
 
 
-def connect(url: str, *, pool_size: int = 8, background_checkpoints: bool = False) -> Database:
+def connect(
+    url: str,
+    *,
+    pool_size: int = 8,
+    background_checkpoints: bool = False,
+    wal_limit_bytes: int | None = None,
+) -> Database:
     """Creates the engine for ``url`` (a SQLite file path URL or PostgreSQL).
 
     With ``background_checkpoints`` (a long-running server), SQLite's
     connections do not checkpoint the WAL themselves: the commit that crosses
     SQLite's threshold would otherwise copy a thousand pages and fsync inside
     somebody's request (a 10 ms stall every few dozen transactions). The
-    caller then runs ``Database.background_checkpoints``.
+    caller then runs ``Database.background_checkpoints``, which keeps the WAL
+    under ``wal_limit_bytes`` (default ``_wal.LIMIT_BYTES``).
     """
+    wal_limit = _wal.LIMIT_BYTES if wal_limit_bytes is None else wal_limit_bytes
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -180,14 +193,12 @@ def connect(url: str, *, pool_size: int = 8, background_checkpoints: bool = Fals
             max_overflow=pool_size * 2,
             connect_args={"check_same_thread": False, "timeout": 30},
         )
-        in_background = background_checkpoints and bool(parsed.database)
-        in_background = in_background and parsed.database != ":memory:"
-        _configure_sqlite(engine, autocheckpoint=not in_background)
-        return Database(
-            engine,
-            is_postgres=False,
-            checkpoint_path=parsed.database if in_background else None,
-        )
+        write_lock = threading.Lock()
+        keeper = None
+        if background_checkpoints and parsed.database and parsed.database != ":memory:":
+            keeper = WalKeeper(parsed.database, wal_limit, write_lock)
+        _configure_sqlite(engine, autocheckpoint=keeper is None, wal_limit=wal_limit)
+        return Database(engine, is_postgres=False, _write_lock=write_lock, _wal_keeper=keeper)
     engine = create_engine(
         url,
         pool_size=pool_size,
@@ -199,7 +210,7 @@ def connect(url: str, *, pool_size: int = 8, background_checkpoints: bool = Fals
     return Database(engine, is_postgres=True)
 
 
-def _configure_sqlite(engine: Engine, *, autocheckpoint: bool) -> None:
+def _configure_sqlite(engine: Engine, *, autocheckpoint: bool, wal_limit: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
         # Take transaction control away from the sqlite3 module so that the
@@ -210,6 +221,9 @@ def _configure_sqlite(engine: Engine, *, autocheckpoint: bool) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=ON")
+        # When SQLite restarts the WAL itself (a checkpoint caught up while
+        # no reader was on the log), the file is cut back as well.
+        cur.execute(f"PRAGMA journal_size_limit={_wal.trigger(wal_limit)}")
         if not autocheckpoint:
             cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
@@ -220,25 +234,6 @@ def _configure_sqlite(engine: Engine, *, autocheckpoint: bool) -> None:
             conn.exec_driver_sql("BEGIN")
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _checkpoint_loop(path: str, interval: float, stop: threading.Event) -> None:
-    """Copies committed WAL pages into the database file every ``interval``.
-
-    PASSIVE checkpoints never wait for, nor block, readers and writers; the
-    WAL restarts from its beginning once a checkpoint has caught up, so it
-    stays small. The sqlite3 module lets other threads run while SQLite works.
-    """
-    conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-    try:
-        while not stop.wait(interval):
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error:
-                log.warning("WAL checkpoint failed; retrying", exc_info=True)
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    finally:
-        conn.close()
 
 
 def upgrade_schema(db: Database, revision: str = "head") -> None:
