@@ -7,15 +7,17 @@ import dataclasses
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
 from trellis.server.config import Config, whole_number
 
 
-def _serve(args: argparse.Namespace) -> int:
-    config = Config.from_env()
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
+    """The environment's configuration (``env``, default ``os.environ``), with
+    the flags of ``trellis serve`` over it."""
+    config = Config.from_env(env)
     overrides: dict[str, object] = {}
     if args.database_url is not None:
         overrides["database_url"] = args.database_url
@@ -26,7 +28,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.host is not None:
         overrides["host"] = args.host
     if args.workflows_dir is not None:
-        overrides["workflows_dir"] = Path(args.workflows_dir)
+        # Empty means none, as for WORKFLOWS_DIR (Path("") is the current directory).
+        overrides["workflows_dir"] = Path(args.workflows_dir) if args.workflows_dir else None
     if args.api_only:
         overrides["api_only"] = True
     if args.cors_origins is not None:
@@ -35,7 +38,16 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["reap_interval_secs"] = args.reap_interval_secs
     if args.max_lost_leases is not None:
         overrides["max_lost_leases"] = args.max_lost_leases
-    config = dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
+    return dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        # A bad environment variable: its name and the fix, not a traceback.
+        print(f"trellis: error: {exc}", file=sys.stderr)
+        return 2
 
     from trellis.server.app import TrellisServer
 

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from conftest import Running, wait_until
 
-from trellis.server.cli import build_parser
+from trellis.server.cli import build_parser, config_from_args, main
 from trellis.server.config import Config
 from trellis.v1 import jobs_pb2, workers_pb2, workflows_pb2
 
@@ -49,6 +49,28 @@ def test_config_reads_the_documented_environment() -> None:
     assert defaults.cors_origins is None
     assert defaults.workflows_dir == Path("workflows")
     assert (defaults.reap_interval_secs, defaults.max_lost_leases) == (5.0, 3)
+
+
+def test_serve_flags_override_the_environment_and_an_empty_dir_loads_none() -> None:
+    args = build_parser().parse_args(["serve", "--workflows-dir", "", "--port", "0"])
+    config = config_from_args(args, {"WORKFLOWS_DIR": "/srv/workflows", "PORT": "8080"})
+    assert (config.workflows_dir, config.port) == (None, 0)
+    args = build_parser().parse_args(["serve", "--workflows-dir", "flows"])
+    assert config_from_args(args, {}).workflows_dir == Path("flows")
+    assert (
+        config_from_args(build_parser().parse_args(["serve"]), {"WORKFLOWS_DIR": ""}).workflows_dir
+        is None
+    )
+
+
+def test_serve_refuses_a_bad_environment_variable_with_its_name(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TRELLIS_MAX_LOST_LEASES", "three")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trellis: error: TRELLIS_MAX_LOST_LEASES='three'"), err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("value", ["-1", "three", "2.5"])
