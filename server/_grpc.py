@@ -13,7 +13,6 @@ from trellis.server import _scheduler as sched
 from trellis.server import _status
 from trellis.server.auth.interceptor import client_address, current_principal
 from trellis.server.auth.principal import (
-    AuthError,
     MissingOrganization,
     PermissionDenied,
     RateLimited,
@@ -70,30 +69,19 @@ def _code_of(exc: TrellisError) -> grpc.StatusCode:
 
 
 def _abort(context: grpc.ServicerContext, exc: TrellisError) -> NoReturn:
-    code = _code_of(exc)
-    reason = getattr(exc, "reason", None)  # AuthError, and OAuth errors of InvalidArgument
-    if isinstance(exc, AuthError) or isinstance(reason, str):
-        _status.abort(
-            context,
-            code,
-            str(exc),
-            reason=reason,
-            http_status=422 if isinstance(exc, MissingOrganization) else None,
-            metadata=exc.headers.items() if isinstance(exc, RateLimited) else (),
-        )
-    context.abort(code, str(exc))
-    raise AssertionError("unreachable")  # abort raises
-
-
-def _internal(context: grpc.ServicerContext, name: str) -> NoReturn:
-    # gRPC would otherwise send the exception text (SQL and all) to the caller.
-    log.exception("%s failed", name)
-    context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
-    raise AssertionError("unreachable")
+    _status.abort(
+        context,
+        _code_of(exc),
+        str(exc),
+        reason=exc.reason or None,
+        http_status=422 if isinstance(exc, MissingOrganization) else None,
+        metadata=exc.headers.items() if isinstance(exc, RateLimited) else (),
+    )
 
 
 def unary(fn: F) -> F:
-    """Maps domain errors of a unary handler to gRPC statuses."""
+    """Maps domain errors of a unary handler to gRPC statuses (the call
+    interceptor, ``_wire``, answers anything else)."""
 
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
@@ -101,8 +89,6 @@ def unary(fn: F) -> F:
             return fn(self, request, context)
         except TrellisError as exc:
             _abort(context, exc)
-        except Exception:
-            _internal(context, fn.__name__)
 
     return wrapper  # type: ignore[return-value]
 
@@ -116,8 +102,6 @@ def streaming(fn: F) -> F:
             yield from fn(self, request, context)
         except TrellisError as exc:
             _abort(context, exc)
-        except Exception:
-            _internal(context, fn.__name__)
 
     return wrapper  # type: ignore[return-value]
 
