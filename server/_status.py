@@ -23,6 +23,17 @@ from google.rpc import error_details_pb2, status_pb2
 
 DETAILS_KEY = "grpc-status-details-bin"
 DOMAIN = "trellis"
+# A message travels twice (grpc-message, percent-encoded, and inside the details),
+# and clients refuse trailers over 8 KiB by default: a message that echoes a huge
+# input would arrive as RESOURCE_EXHAUSTED with nothing of it.
+MAX_MESSAGE_BYTES = 1024
+
+
+def _bounded(message: str) -> str:
+    data = message.encode("utf-8", "replace")
+    if len(data) <= MAX_MESSAGE_BYTES:
+        return message
+    return data[: MAX_MESSAGE_BYTES - 3].decode("utf-8", "ignore") + "..."
 
 
 def default_reason(code: grpc.StatusCode) -> str:
@@ -58,7 +69,9 @@ def abort(
     http_status: int | None = None,
     metadata: Iterable[tuple[str, str]] = (),
 ) -> NoReturn:
-    """Ends the call with ``code``; its details and ``metadata`` go in the trailers."""
+    """Ends the call with ``code``; its details and ``metadata`` go in the trailers.
+    A message over MAX_MESSAGE_BYTES is cut."""
+    message = _bounded(message)
     add_trailers(context, [*metadata, (DETAILS_KEY, details(code, message, reason, http_status))])
     context.abort(code, message)
     raise AssertionError("unreachable")  # abort raises
@@ -83,4 +96,7 @@ def ensure_details(context: grpc.ServicerContext) -> None:
         return
     text = cast(Any, context).details()
     message = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text or "")
+    if _bounded(message) != message:
+        message = _bounded(message)
+        context.set_details(message)
     context.set_trailing_metadata((*trailers, (DETAILS_KEY, details(code, message))))

@@ -1,8 +1,12 @@
-"""Reading the ``google.rpc.Status`` a failed gRPC call carries in its trailers."""
+"""What error answers carry: the ``google.rpc.Status`` of a failed gRPC call, and no
+error in the server's log."""
 
 from __future__ import annotations
 
+import logging
+
 import grpc
+import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 DETAILS_KEY = "grpc-status-details-bin"
@@ -22,3 +26,9 @@ def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
     infos[0].Unpack(info)
     assert info.domain == "trellis" and info.reason, info
     return info
+
+
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing was logged at ERROR or above (a traceback is logged so)."""
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors[:5]]

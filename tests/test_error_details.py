@@ -17,7 +17,7 @@ from conftest import NO_LIMITS, Running, login
 from engine_helpers import RPC_TIMEOUT, uid
 from rest_helpers import Rest, rest
 from sqlalchemy import text
-from status_helpers import error_info
+from status_helpers import error_info, no_errors_logged
 
 from trellis.server.auth.ratelimit import Limit
 from trellis.v1 import (
@@ -46,11 +46,6 @@ def check(error: grpc.RpcError, code: grpc.StatusCode, reason: str, *fragments: 
     assert error_info(error).reason == reason
     for fragment in fragments:
         assert fragment in error.details(), (fragment, error.details())
-
-
-def no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not errors, [r.getMessage() for r in errors]
 
 
 def test_every_code_carries_error_info(server: Running, caplog: pytest.LogCaptureFixture) -> None:
@@ -264,3 +259,36 @@ def test_rest_renders_generic_reasons_in_its_own_words(server: Running) -> None:
     assert (reply.status, reply.json["error"]) == (404, "not_found")
     reply = client.post("/api/v1/organizations", {"name": ""})
     assert (reply.status, reply.json["error"]) == (400, "bad_request")
+
+
+def test_messages_that_echo_huge_input_are_cut_to_fit_the_trailers(server: Running) -> None:
+    # A client refuses trailers over 8 KiB: uncut, this NOT_FOUND arrived as
+    # RESOURCE_EXHAUSTED with no message and no details.
+    huge = "w" * 100_000
+    error = refused(
+        lambda: server.workflows.GetWorkflow(
+            workflows_pb2.GetWorkflowRequest(workflow_id=huge), timeout=RPC_TIMEOUT
+        )
+    )
+    check(error, CODE.NOT_FOUND, "not_found", "workflow 'www")
+    assert isinstance(error, grpc.Call)
+    assert len(error.details().encode()) <= 1024 and error.details().endswith("...")
+
+
+def test_sign_in_to_an_organization_id_no_org_can_have_is_422(server: Running) -> None:
+    # It reached the audit log of failed sign-ins, whose column it overflowed
+    # on PostgreSQL (INTERNAL).
+    login_request = auth_pb2.LoginRequest(username="admin", password="wrong-password-1")
+    for org in ("o" * 65, "-x", "a b"):
+        error = refused(
+            lambda org=org: auth_pb2_grpc.AuthServiceStub(server.anonymous_channel).Login(
+                login_request, metadata=(("x-organization-id", org),), timeout=RPC_TIMEOUT
+            )
+        )
+        check(error, CODE.INVALID_ARGUMENT, "missing_organization", "malformed")
+    reply = Rest(server.rest_url).post(
+        "/auth/login",
+        {"username": "admin", "password": "x"},
+        headers={"X-Organization-ID": "o" * 300},
+    )
+    assert (reply.status, reply.json["success"]) == (422, False)

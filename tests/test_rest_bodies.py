@@ -8,22 +8,17 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import socket
 from urllib.parse import quote, urlencode
 
 import pytest
 from conftest import Running
 from rest_helpers import Reply, Rest, assert_error, rest, uid
+from status_helpers import no_errors_logged
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}  # what `curl -d` sends
 PLAIN = {"Content-Type": "text/plain"}
 LIMIT = 8 * 1024 * 1024  # the README's body limit
-
-
-def no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not errors, [r.getMessage() for r in errors]
 
 
 def one_job(client: Rest) -> tuple[str, str]:
@@ -213,3 +208,18 @@ def test_bodies_over_the_limit_are_json_413s_before_they_are_read(server: Runnin
     client = rest(server)
     reply = client.post("/api/jobs/claim", raw=body + b" " * (LIMIT - len(body)))
     assert reply.status == 200 and reply.json is None
+
+
+def test_page_tokens_from_no_response_are_400(server: Running) -> None:
+    client = rest(server)
+    for token in ("-1", "9223372036854775808", "1e3", "²", " 1"):
+        reply = client.get(f"/api/runs?page_token={quote(token)}")
+        assert_error(reply, 400, "INVALID_ARGUMENT", "page_token: not a token")
+    # The tokens of real answers still page.
+    client.run("ci")
+    client.run("ci")
+    first = client.ok(client.get("/api/runs?page_size=1"))
+    assert first["next_page_token"] == "1"
+    second = client.ok(client.get("/api/runs?page_size=1&page_token=1"))
+    assert [len(first["runs"]), len(second["runs"])] == [1, 1]
+    assert first["runs"][0]["run_id"] != second["runs"][0]["run_id"]
