@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
@@ -44,7 +43,6 @@ from trellis.v1 import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-log = logging.getLogger(__name__)
 
 _CODES: dict[type[TrellisError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
