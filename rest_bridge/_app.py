@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import flask
 import grpc
 from flask.typing import RouteCallable
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge, abort
 from werkzeug.routing import RequestRedirect
 
 from ._attribution import SurfaceLocator
@@ -27,6 +27,10 @@ _log = logging.getLogger(__name__)
 EXTENSION = "trellis.rest_bridge"
 
 _VARIABLE_RULE = re.compile(r"<[^>]*>")
+
+#: Where the WSGI server puts ``(status, message)`` of a request it refused
+#: itself (RestServer), for the app to answer in JSON like its own errors.
+REFUSED_KEY = "trellis.refused"
 
 LOG_STREAM_PATH = "/api/workflows/<wf_id>/jobs/<job_id>/logs/stream"
 
@@ -146,5 +150,12 @@ def _install_error_handlers(app: flask.Flask, max_body_bytes: int, locator: Surf
         style = locator.for_request(request, error).error_style
         return error_response(500, "internal error", style=style)
 
+    def refused_by_server() -> None:
+        refused = flask.request.environ.get(REFUSED_KEY)
+        if refused is not None:
+            status, message = refused
+            abort(status, description=message)
+
+    app.before_request(refused_by_server)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)

@@ -14,6 +14,7 @@ whatever the surface. Form-encoded bodies bind like query parameters.
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 
@@ -22,7 +23,7 @@ from google.protobuf.message import Message
 
 from ._descriptors import descriptor_of
 from ._enums import EnumCodec, enum_codec
-from ._json_values import CodecError, Json
+from ._json_values import CodecError, Json, child_path, describe, index_path
 from ._parse import TextSetter, field_setter, message_parser, query_setters, text_setter
 from ._render import MessageRenderer, field_renderer, message_renderer
 
@@ -36,9 +37,11 @@ __all__ = [
     "Json",
     "MessageRenderer",
     "TextSetter",
+    "UnsupportedBodyError",
     "body_binder",
     "enum_codec",
     "form_binder",
+    "is_json_type",
     "load_form",
     "load_json",
     "parse_message",
@@ -56,6 +59,15 @@ FormBinder = Callable[[Message, Mapping[str, Sequence[str]]], None]
 """Binds the fields of a form-encoded body onto a request message."""
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+JSON_CONTENT_TYPE = "application/json"
+
+#: Deepest nesting of objects and arrays a JSON body may have: far beyond any
+#: request of the contract, and short of Python's recursion limit.
+MAX_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_UNICODE = "text holds a lone surrogate, which is no Unicode character"
+# How RFC 6749 (section 8.2) spells parameter names.
+_PARAM_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 # Far above any real form (an OAuth2 token request has a handful of fields); only
 # keeps a hostile body from becoming a huge dict before the first lookup.
@@ -70,6 +82,15 @@ class InvalidFormError(ValueError):
     """The request body is not a readable ``application/x-www-form-urlencoded`` form."""
 
 
+class UnsupportedBodyError(ValueError):
+    """A body that is not JSON, sent as another type than JSON (415)."""
+
+
+def is_json_type(mimetype: str) -> bool:
+    """``application/json`` and its ``+json`` kin."""
+    return mimetype == JSON_CONTENT_TYPE or mimetype.endswith("+json")
+
+
 def _reject_constant(name: str) -> Json:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -77,7 +98,9 @@ def _reject_constant(name: str) -> Json:
 def load_json(data: bytes) -> Json:
     """Parses a request body; an empty (or blank) body reads as ``{}``.
 
-    Raises InvalidJsonError with a short explanation of what is wrong.
+    Raises InvalidJsonError when the body is not JSON at all, and CodecError for
+    JSON no request can hold: nested deeper than MAX_DEPTH, or text with a lone
+    surrogate (``"\\ud800"``, which is no Unicode character).
     """
     if not data.strip():
         return {}
@@ -85,9 +108,36 @@ def load_json(data: bytes) -> Json:
         value: Json = json.loads(data, parse_constant=_reject_constant)
     except UnicodeDecodeError as error:
         raise InvalidJsonError(f"invalid JSON body: not UTF-8 text ({error.reason})") from None
+    except RecursionError:
+        raise CodecError("", f"nested more than {MAX_DEPTH} levels deep") from None
     except ValueError as error:
         raise InvalidJsonError(f"invalid JSON body: {error}") from None
+    # The walk is only needed when the bytes allow what it looks for: a lone
+    # surrogate arrives as a \u escape or as raw 0xED bytes (which json.loads
+    # lets through), depth needs brackets.
+    deep = data.count(b"[") + data.count(b"{") > MAX_DEPTH
+    if deep or b"\\u" in data or b"\xed" in data:
+        _check_tree(value)
     return value
+
+
+def _check_tree(value: Json) -> None:
+    pending: list[tuple[Json, str, int]] = [(value, "", 0)]
+    while pending:
+        item, path, depth = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise CodecError(path, _NOT_UNICODE)
+        elif isinstance(item, dict | list):
+            if depth == MAX_DEPTH:
+                raise CodecError(path, f"nested more than {MAX_DEPTH} levels deep")
+            if isinstance(item, list):
+                pending.extend((v, index_path(path, i), depth + 1) for i, v in enumerate(item))
+                continue
+            for key, child in item.items():
+                if _SURROGATE.search(key):
+                    raise CodecError(child_path(path, json.dumps(key)), _NOT_UNICODE)
+                pending.append((child, child_path(path, key), depth + 1))
 
 
 def render_message(message: Message, *, json_names: bool = False, additional: bool = False) -> Json:
@@ -156,12 +206,14 @@ def load_form(data: bytes) -> dict[str, list[str]]:
     """Parses a form-encoded body into its fields, each with its values in order.
 
     Fields without a value are left out, as RFC 6749 (section 3.1) asks of OAuth2
-    endpoints, the users of form bodies. Raises InvalidFormError.
+    endpoints, the users of form bodies. Raises InvalidFormError, also for a key that
+    is no parameter name (RFC 6749 section 8.2): such a form is a body of another
+    kind (JSON sent as a form), and reading what parses of it would bind half of it.
     """
     try:
         pairs = urllib.parse.parse_qsl(
             data.decode("utf-8"),
-            keep_blank_values=False,
+            keep_blank_values=True,
             encoding="utf-8",
             errors="strict",
             max_num_fields=_MAX_FORM_FIELDS,
@@ -172,7 +224,10 @@ def load_form(data: bytes) -> dict[str, list[str]]:
         raise InvalidFormError(f"invalid form body: {error}") from None
     fields: dict[str, list[str]] = {}
     for key, value in pairs:
-        fields.setdefault(key, []).append(value)
+        if not _PARAM_NAME.fullmatch(key):
+            raise InvalidFormError(f"invalid form body: {describe(key)} is no parameter name")
+        if value:
+            fields.setdefault(key, []).append(value)
     return fields
 
 
@@ -182,9 +237,9 @@ def form_binder(
     """Binds form fields onto a request as query parameters are bound.
 
     Keys are proto or JSON names (dotted for nested fields), values are coerced like
-    URL text, a repeated field takes every value of its key. Unknown keys are ignored,
-    as RFC 6749 (section 3.2) requires of token endpoints. ``skip`` removes fields
-    bound elsewhere (the path).
+    URL text, a repeated field takes every value of its key. Unknown parameters are
+    ignored, as RFC 6749 (sections 3.1 and 3.2) requires of its endpoints. ``skip``
+    removes fields bound elsewhere (the path).
     """
     setters = query_setters(descriptor, skip)
 

@@ -52,6 +52,7 @@ _STATUS_OF_HTTP: Mapping[int, grpc.StatusCode] = {
     405: grpc.StatusCode.UNIMPLEMENTED,
     409: grpc.StatusCode.ABORTED,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     499: grpc.StatusCode.CANCELLED,
     501: grpc.StatusCode.UNIMPLEMENTED,
@@ -72,6 +73,7 @@ _REASON_OF_HTTP: Mapping[int, str] = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    415: "unsupported_media_type",
     429: "rate_limited",
     500: "internal_error",
     501: "not_implemented",
@@ -83,6 +85,7 @@ _REASON_OF_HTTP: Mapping[int, str] = {
 # clients switch on those names, so the generic reasons take them in that style.
 _OAUTH2_REASONS: Mapping[str, str] = {
     "bad_request": "invalid_request",
+    "unsupported_media_type": "invalid_request",
     "internal_error": "server_error",
     "unavailable": "temporarily_unavailable",
 }

@@ -75,6 +75,8 @@ class HttpBinding:
     response_body: str
     success_code: int
     surface: Surface
+    form_body: bool
+    """The body may be a form (``(trellis.v1.rest).form_body``); else JSON only."""
     """The conventions of the service, from its ``(trellis.v1.surface)`` option."""
 
     @property
@@ -126,17 +128,17 @@ def _service_bindings(service: ServiceDescriptor) -> Iterator[HttpBinding]:
             # Streams need a hand-written route (SSE, WebSocket); transcoding cannot.
             _log.warning("%s has an HTTP rule but streams; no REST route", method.full_name)
             continue
-        success_code = int(option(options, options_pb2.rest).success_code) or 200
+        rest = option(options, options_pb2.rest)
         rule = option(options, annotations_pb2.http)
         for one in (rule, *rule.additional_bindings):
-            yield _binding(service, method, one, success_code, surface)
+            yield _binding(service, method, one, rest, surface)
 
 
 def _binding(
     service: ServiceDescriptor,
     method: MethodDescriptor,
     rule: http_pb2.HttpRule,
-    success_code: int,
+    rest: options_pb2.RestOptions,
     surface: Surface,
 ) -> HttpBinding:
     where = method.full_name
@@ -164,8 +166,9 @@ def _binding(
         path=compile_template(template, request, where=where),
         body=rule.body,
         response_body=rule.response_body,
-        success_code=success_code,
+        success_code=int(rest.success_code) or 200,
         surface=surface,
+        form_body=bool(rest.form_body) and rule.body == "*",
     )
 
 

@@ -11,11 +11,14 @@ from google.protobuf.message import Message
 
 from ._codec import (
     FORM_CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
     CodecError,
     InvalidFormError,
     InvalidJsonError,
+    UnsupportedBodyError,
     body_binder,
     form_binder,
+    is_json_type,
     load_form,
     load_json,
     query_setters,
@@ -73,11 +76,17 @@ class TranscodedRoute:
             return body == "*" or chain[0].name == body or _names(chain) in path_chains
 
         self._query_setters = query_setters(request_type, bound_elsewhere)
-        # Only a whole-message body has a form spelling (the OAuth2 token endpoint).
+        # Only the RFC 6749 endpoints declare a form spelling of their (whole) body.
         self._bind_form = (
             form_binder(request_type, lambda chain: _names(chain) in path_chains)
-            if body == "*"
+            if binding.form_body
             else None
+        )
+        self._unsupported = (
+            "request body is neither JSON nor a form (Content-Type: {}); send "
+            f"{JSON_CONTENT_TYPE} or {FORM_CONTENT_TYPE}"
+            if binding.form_body
+            else f"request body is not JSON (Content-Type: {{}}); send {JSON_CONTENT_TYPE}"
         )
         self._render = response_renderer(
             response_type,
@@ -100,6 +109,8 @@ class TranscodedRoute:
             self._bind(request, message, path_args)
         except (CodecError, InvalidJsonError, InvalidFormError, InvalidHeaderError) as error:
             return error_response(400, str(error), style=self._style)
+        except UnsupportedBodyError as error:
+            return error_response(415, str(error), style=self._style)
         timeout = self._call_timeout
         if self._wait_field is not None:
             timeout += min(max(0, getattr(message, self._wait_field)), _MAX_WAIT_SECS)
@@ -113,10 +124,8 @@ class TranscodedRoute:
 
     def _bind(self, request: flask.Request, message: Message, path_args: dict[str, str]) -> None:
         # Later sources win: body, then query, then path (the URL names the resource).
-        if self._bind_form is not None and request.mimetype == FORM_CONTENT_TYPE:
-            self._bind_form(message, load_form(request.get_data(cache=False)))
-        elif self._bind_body is not None:
-            self._bind_body(message, load_json(request.get_data(cache=False)))
+        if self._bind_body is not None:
+            self._bind_request_body(request, message)
         if self._query_setters and request.args:
             for key, values in request.args.lists():
                 setter = self._query_setters.get(key)
@@ -126,6 +135,27 @@ class TranscodedRoute:
                     setter(message, values)
         for name, setter in self._path_setters:
             setter(message, (path_args[name],))
+
+    def _bind_request_body(self, request: flask.Request, message: Message) -> None:
+        """A body is read whole, as JSON or as a form, or refused; never half-read.
+
+        Whatever the declared type, a body that parses as JSON is JSON: clients (curl
+        ``-d``) often send JSON labelled as a form. Otherwise only a route that takes
+        forms reads a form, and a body declared as neither is 415.
+        """
+        assert self._bind_body is not None
+        data = request.get_data(cache=False)
+        try:
+            value = load_json(data)
+        except InvalidJsonError:
+            mimetype = request.mimetype
+            if self._bind_form is not None and mimetype == FORM_CONTENT_TYPE:
+                self._bind_form(message, load_form(data))
+                return
+            if not mimetype or is_json_type(mimetype):
+                raise
+            raise UnsupportedBodyError(self._unsupported.format(mimetype)) from None
+        self._bind_body(message, value)
 
 
 def _names(chain: Sequence[FieldDescriptor]) -> tuple[str, ...]:

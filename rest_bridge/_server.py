@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import threading
 from typing import Any, Protocol, cast
@@ -10,9 +11,11 @@ from typing import Any, Protocol, cast
 import flask
 from waitress import trigger as waitress_trigger
 from waitress import wasyncore
+from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
+from waitress.task import ErrorTask, Task, WSGITask
 
-from ._app import EXTENSION, BridgeState
+from ._app import EXTENSION, REFUSED_KEY, BridgeState
 
 _STOP_SECS = 5
 _log = logging.getLogger(__name__)
@@ -83,9 +86,10 @@ class RestServer:
                 state.log_streams.max_streams,
             )
         body_limit = self._app.config.get("MAX_CONTENT_LENGTH")
-        # waitress buffers a whole body before the app sees it; the app answers
-        # moderate excess with a JSON 413, waitress cuts off absurd sizes.
-        max_body = max(2 * body_limit, 1 << 20) if isinstance(body_limit, int) else 1 << 30
+        # waitress buffers a whole body before the app sees it, so it applies the
+        # app's limit itself (refusing at `>=`, the app at `>`), by Content-Length
+        # before reading any of it; the app renders that refusal (_Channel).
+        max_body = body_limit + 1 if isinstance(body_limit, int) else 1 << 30
         self._server = create_server(
             self._app,
             map=cast(Any, self._map),
@@ -99,6 +103,9 @@ class RestServer:
             ident="trellis",
             max_request_body_size=max_body,
         )
+        for dispatcher in [self._server, *self._map.values()]:
+            if isinstance(dispatcher, BaseWSGIServer):
+                dispatcher.channel_class = _Channel
         self._thread = threading.Thread(
             target=self._server.run, name="trellis-rest-server", daemon=True
         )
@@ -170,3 +177,35 @@ def _close_sockets(socket_map: dict[int, Any], triggers: list[waitress_trigger.t
             else:
                 dispatcher.close()
     socket_map.clear()
+
+
+class _RefusalTask(WSGITask):
+    """A request waitress refused (a body over the limit, a malformed one), answered
+    by the app as it answers every error: in JSON, in the style of its path. The
+    app reads the refusal from the environ and no body."""
+
+    def execute(self) -> None:
+        # The rest of a refused body may still be on its way.
+        self.set_close_on_finish()
+        super().execute()
+
+    def get_environment(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environment()
+        error = cast(Any, self.request).error  # the parser (see _refusal_task)
+        environ[REFUSED_KEY] = (int(error.code), str(error.body))
+        environ["wsgi.input"] = io.BytesIO()
+        return environ
+
+
+def _refusal_task(channel: HTTPChannel, request: Any) -> Task:
+    # `request` is the HTTPRequestParser (the stubs type tasks' requests as errors).
+    # A request whose request line did not parse has no path to answer for.
+    error = request.error
+    if request.command and request.path and error is not None and 400 <= error.code < 500:
+        return _RefusalTask(channel, request)
+    return ErrorTask(channel, request)
+
+
+class _Channel(HTTPChannel):
+    # waitress makes its refusals with this; the stubs type it as the class.
+    error_task_class = staticmethod(_refusal_task)  # type: ignore[assignment]

@@ -3,9 +3,9 @@
 The server attaches a ``google.rpc.Status`` under ``grpc-status-details-bin`` whose
 details hold an ErrorInfo: a snake_case ``reason`` (``insufficient_scope``) that REST
 surfaces render, and optionally ``metadata["http_status"]``, an HTTP status the gRPC
-code does not map to (a 422). Without one, the reason is derived from the code
-(:data:`REASON_OF_CODE`). The trailer comes from the network: anything malformed in
-it is ignored, never raised.
+code does not map to (a 422). Without one, or when its reason is only the code's
+name, the reason is derived from the code (:data:`REASON_OF_CODE`). The trailer comes
+from the network: anything malformed in it is ignored, never raised.
 """
 
 from __future__ import annotations
@@ -132,7 +132,12 @@ def rpc_failure(error: grpc.RpcError) -> RpcFailure:
     details = details_from_metadata(error.trailing_metadata())
     if details is None:
         return RpcFailure(code, message, reason_for_code(code), None)
-    return RpcFailure(code, message, details.reason, details.http_status)
+    reason = details.reason
+    if reason == code.name.lower():
+        # A reason that only names the code (``invalid_argument``) says no more than
+        # the code, and REST clients know the code's reason in HTTP words.
+        reason = reason_for_code(code)
+    return RpcFailure(code, message, reason, details.http_status)
 
 
 def _default_message(code: grpc.StatusCode) -> str:

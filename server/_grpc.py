@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
@@ -14,7 +13,6 @@ from trellis.server import _status
 from trellis.server._capabilities import Capabilities
 from trellis.server.auth.interceptor import client_address, current_principal
 from trellis.server.auth.principal import (
-    AuthError,
     MissingOrganization,
     PermissionDenied,
     RateLimited,
@@ -46,7 +44,6 @@ from trellis.v1 import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-log = logging.getLogger(__name__)
 
 _CODES: dict[type[TrellisError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -71,30 +68,19 @@ def _code_of(exc: TrellisError) -> grpc.StatusCode:
 
 
 def _abort(context: grpc.ServicerContext, exc: TrellisError) -> NoReturn:
-    code = _code_of(exc)
-    reason = getattr(exc, "reason", None)  # AuthError, and OAuth errors of InvalidArgument
-    if isinstance(exc, AuthError) or isinstance(reason, str):
-        _status.abort(
-            context,
-            code,
-            str(exc),
-            reason=reason,
-            http_status=422 if isinstance(exc, MissingOrganization) else None,
-            metadata=exc.headers.items() if isinstance(exc, RateLimited) else (),
-        )
-    context.abort(code, str(exc))
-    raise AssertionError("unreachable")  # abort raises
-
-
-def _internal(context: grpc.ServicerContext, name: str) -> NoReturn:
-    # gRPC would otherwise send the exception text (SQL and all) to the caller.
-    log.exception("%s failed", name)
-    context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
-    raise AssertionError("unreachable")
+    _status.abort(
+        context,
+        _code_of(exc),
+        str(exc),
+        reason=exc.reason or None,
+        http_status=422 if isinstance(exc, MissingOrganization) else None,
+        metadata=exc.headers.items() if isinstance(exc, RateLimited) else (),
+    )
 
 
 def unary(fn: F) -> F:
-    """Maps domain errors of a unary handler to gRPC statuses."""
+    """Maps domain errors of a unary handler to gRPC statuses (the call
+    interceptor, ``_wire``, answers anything else)."""
 
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
@@ -102,8 +88,6 @@ def unary(fn: F) -> F:
             return fn(self, request, context)
         except TrellisError as exc:
             _abort(context, exc)
-        except Exception:
-            _internal(context, fn.__name__)
 
     return wrapper  # type: ignore[return-value]
 
@@ -117,8 +101,6 @@ def streaming(fn: F) -> F:
             yield from fn(self, request, context)
         except TrellisError as exc:
             _abort(context, exc)
-        except Exception:
-            _internal(context, fn.__name__)
 
     return wrapper  # type: ignore[return-value]
 

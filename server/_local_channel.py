@@ -210,6 +210,12 @@ class _Context(grpc.ServicerContext):
     def set_code(self, code: grpc.StatusCode) -> None:
         self.status = code
 
+    def code(self) -> grpc.StatusCode | None:
+        return self.status
+
+    def details(self) -> str:
+        return self.status_details
+
     def set_details(self, details: str) -> None:
         self.status_details = details
 

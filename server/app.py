@@ -18,6 +18,7 @@ from trellis.server import _grpc
 from trellis.server._grpc_identity import add_identity_services
 from trellis.server._local_channel import HandlerRegistry, LocalChannel
 from trellis.server._notify import Notifier, PgBridge
+from trellis.server._wire import WireInterceptor
 from trellis.server.auth.identity import Identity
 from trellis.server.auth.interceptor import AuthInterceptor, method_access
 from trellis.server.auth.ratelimit import Limiter, RateLimiter
@@ -140,7 +141,8 @@ class TrellisServer:
             self.limiter,
             check_policy=self.identity.check_policy if enabled else None,
         )
-        self._interceptors = [auth]
+        # The call interceptor first: requests that do not decode never reach auth.
+        self._interceptors = [WireInterceptor(), auth]
         network = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=self.config.grpc_threads, thread_name_prefix="trellis-grpc"

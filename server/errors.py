@@ -4,7 +4,13 @@ from __future__ import annotations
 
 
 class TrellisError(Exception):
-    """Base of all domain errors; the message is safe to show to callers."""
+    """Base of all domain errors; the message is safe to show to callers.
+
+    ``reason`` is the ErrorInfo reason of the status; empty leaves it to the
+    status code (``not_found``, ``invalid_argument``...).
+    """
+
+    reason: str = ""
 
 
 class NotFound(TrellisError):
@@ -17,6 +23,8 @@ class InvalidArgument(TrellisError):
 
 class LeaseConflict(TrellisError):
     """A stale, expired, finished or unknown lease (ABORTED / 409)."""
+
+    reason = "lease_lost"
 
 
 class FailedPrecondition(TrellisError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -62,6 +63,7 @@ MAX_CHUNK_BYTES = 1 << 20
 DEFINITION_CACHE_SIZE = 256
 STREAM_NAMES = {logs_pb2.LOG_STREAM_STDOUT: "stdout", logs_pb2.LOG_STREAM_STDERR: "stderr"}
 _RETRYABLE_PG_CODES = {"40001", "40P01"}  # serialization failure, deadlock
+_OFFSET_TOKEN = re.compile(r"[0-9]{1,19}")
 
 _WORKFLOW_VERSION = _sql.Sql(
     "SELECT version FROM workflows WHERE org_id = :org AND id = :workflow_id"
@@ -651,10 +653,13 @@ class Service:
         self, org: str, *, workflow_id: str = "", page_size: int = 50, page_token: str = ""
     ) -> runs_pb2.ListRunsResponse:
         page_size = max(1, min(page_size or 50, 1000))
-        try:
-            offset = int(page_token) if page_token else 0
-        except ValueError:
-            raise InvalidArgument("page_token: not a token from a previous response") from None
+        # Tokens are offsets; anything else, a negative one or one past the
+        # databases' integers included, came from no previous response.
+        offset = 0
+        if page_token:
+            offset = int(page_token) if _OFFSET_TOKEN.fullmatch(page_token) else -1
+        if not 0 <= offset < 2**63:
+            raise InvalidArgument("page_token: not a token from a previous response")
 
         def tx(conn: Connection, _now: int) -> runs_pb2.ListRunsResponse:
             q = select(runs).where(runs.c.org_id == org)

@@ -281,21 +281,28 @@ def test_form_fields_bind_like_query_parameters() -> None:
         bind(workers_pb2.ClaimJobRequest(), {"lease_ttl_secs": ["x"]})
 
 
-def test_form_body_on_a_whole_body_route() -> None:
+def test_form_bodies_only_where_declared() -> None:
     app = create_app(grpc.insecure_channel("127.0.0.1:1"), call_timeout_secs=2.0)
     client = app.test_client()
     form = "application/x-www-form-urlencoded"
-    reply = client.post("/api/jobs/claim", data="worker_id=w&wait_secs=x", content_type=form)
+    # The OAuth2 endpoints declare (rest).form_body; a form there is read as one.
+    reply = client.post("/api/v1/oauth2/token", data=b"grant_type=%FF", content_type=form)
     assert reply.status_code == 400
-    assert reply.get_json()["error"]["message"] == 'wait_secs: expected an integer, got "x"'
-    reply = client.post("/api/jobs/claim", data=b"worker_id=%FF", content_type=form)
-    assert reply.status_code == 400
-    assert "invalid form body" in reply.get_json()["error"]["message"]
-    # JSON keeps working, and a form is not JSON on a route whose body is one field.
+    assert "invalid form body" in reply.get_json()["error_description"]
+    # Elsewhere a form is no JSON body: 415, whether the body is "*" or one field.
+    for path in ("/api/jobs/claim", "/api/workflows"):
+        reply = client.post(path, data="worker_id=w&wait_secs=x", content_type=form)
+        assert reply.status_code == 415
+        assert reply.get_json()["error"]["message"] == (
+            f"request body is not JSON (Content-Type: {form}); send application/json"
+        )
     reply = client.post("/api/jobs/claim", json={"worker_id": 5})
     assert reply.get_json()["error"]["message"] == "worker_id: expected a string, got 5"
-    reply = client.post("/api/workflows", data="workflow=x", content_type=form)
-    assert "invalid JSON body" in reply.get_json()["error"]["message"]
+    declared = {b.rpc_path for b in discover_bindings() if b.form_body}
+    assert declared == {
+        f"/trellis.v1.OAuthService/{name}"
+        for name in ("Token", "Authorize", "Revoke", "Introspect")
+    }
 
 
 # --- status details ----------------------------------------------------------------------

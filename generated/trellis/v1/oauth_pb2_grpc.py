@@ -27,8 +27,9 @@ if _version_not_supported:
 
 class OAuthServiceStub:
     """The OAuth2 authorization server (RFC 6749, 7636, 7009, 7662, 8414).
-    Token, revocation and introspection take form-encoded bodies; errors are
-    {"error": "<code>", "error_description": "..."} and no answer is cached.
+    Token, authorization, revocation and introspection take form-encoded bodies
+    (or JSON); errors are {"error": "<code>", "error_description": "..."} and
+    no answer is cached.
     """
 
     def __init__(self, channel):
@@ -71,8 +72,9 @@ class OAuthServiceStub:
 
 class OAuthServiceServicer:
     """The OAuth2 authorization server (RFC 6749, 7636, 7009, 7662, 8414).
-    Token, revocation and introspection take form-encoded bodies; errors are
-    {"error": "<code>", "error_description": "..."} and no answer is cached.
+    Token, authorization, revocation and introspection take form-encoded bodies
+    (or JSON); errors are {"error": "<code>", "error_description": "..."} and
+    no answer is cached.
     """
 
     def Token(self, request, context):
@@ -167,8 +169,9 @@ def add_OAuthServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class OAuthService:
     """The OAuth2 authorization server (RFC 6749, 7636, 7009, 7662, 8414).
-    Token, revocation and introspection take form-encoded bodies; errors are
-    {"error": "<code>", "error_description": "..."} and no answer is cached.
+    Token, authorization, revocation and introspection take form-encoded bodies
+    (or JSON); errors are {"error": "<code>", "error_description": "..."} and
+    no answer is cached.
     """
 
     @staticmethod

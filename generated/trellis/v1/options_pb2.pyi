@@ -92,7 +92,9 @@ class SurfaceConventions(_message.Message):
     def __init__(self, name: _Optional[str] = ..., error_style: _Optional[_Union[ErrorStyle, str]] = ..., envelope: _Optional[_Union[Envelope, str]] = ..., field_names: _Optional[_Union[FieldNames, str]] = ..., additional_fields: _Optional[bool] = ...) -> None: ...
 
 class RestOptions(_message.Message):
-    __slots__ = ("success_code",)
+    __slots__ = ("success_code", "form_body")
     SUCCESS_CODE_FIELD_NUMBER: _ClassVar[int]
+    FORM_BODY_FIELD_NUMBER: _ClassVar[int]
     success_code: int
-    def __init__(self, success_code: _Optional[int] = ...) -> None: ...
+    form_body: bool
+    def __init__(self, success_code: _Optional[int] = ..., form_body: _Optional[bool] = ...) -> None: ...

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from trellis.server.auth import passwords, policies, store
-from trellis.server.auth.identity._base import Base
+from trellis.server.auth.identity._base import Base, well_formed_org
 from trellis.server.auth.principal import DEFAULT_ORG, PermissionDenied, Principal
 from trellis.server.auth.scopes import Scope
 from trellis.server.auth.store import OrgStatus, Page, PolicyRule
 from trellis.server.errors import FailedPrecondition, InvalidArgument, NotFound
 
-# What X-Organization-ID accepts (see _authn): an org it could not name would be
-# unreachable for credentials that need the header.
-_ORG_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Policies are read on every checked call; keep them this long (seconds) per org.
 _POLICY_CACHE_SECS: Final = 5.0
 
@@ -60,7 +56,7 @@ class Admin(Base):
             )
         if not name.strip():
             raise InvalidArgument("name must not be empty")
-        if org_id is not None and not _ORG_ID.fullmatch(org_id):
+        if org_id is not None and not well_formed_org(org_id):
             raise InvalidArgument(
                 "id: 1 to 64 letters, digits, '.', '-' or '_', starting with a letter or digit"
             )

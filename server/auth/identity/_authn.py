@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
@@ -10,7 +9,7 @@ from typing import Final
 from sqlalchemy import Connection
 
 from trellis.server.auth import store
-from trellis.server.auth.identity._base import MACHINE_SCOPES, Base, role_scopes
+from trellis.server.auth.identity._base import MACHINE_SCOPES, Base, role_scopes, well_formed_org
 from trellis.server.auth.jwt_keys import Claims, InvalidToken
 from trellis.server.auth.principal import (
     MissingOrganization,
@@ -23,8 +22,6 @@ from trellis.server.auth.secrets_ import TokenKind, basic_credentials, digest_of
 from trellis.server.auth.store import TOUCH_INTERVAL_MS
 
 _BAD_TOKEN: Final = "missing or invalid token"
-# Org ids are uuid hex or names like "default"; anything else is a malformed header.
-_ORG_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _MAX_HEADER: Final = 8192
 
 
@@ -246,7 +243,7 @@ class Authn(Base):
 def _select_org(principal: Principal, org_header: str | None) -> Principal:
     """Applies ``X-Organization-ID``: it selects the credential's org, never grants one."""
     header = (org_header or "").strip()
-    well_formed = bool(_ORG_ID.fullmatch(header))
+    well_formed = well_formed_org(header)
     if principal.kind is PrincipalKind.PAT and not well_formed:
         raise MissingOrganization(
             "Personal Access Token requests require the X-Organization-ID header"

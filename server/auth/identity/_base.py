@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +36,14 @@ THIRTY_DAYS_SECS: Final = 30 * 24 * 3600
 # Machine users' store records carry no scopes; they get the operator set (see the
 # package docstring).
 MACHINE_SCOPES: Final = ROLE_SCOPES[Role.OPERATOR.value]
+# Org ids are uuid hex or names like "default": what X-Organization-ID can name. An
+# org of another shape could not be reached by credentials that need the header.
+_ORG_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def well_formed_org(org_id: str) -> bool:
+    """Whether ``org_id`` has the shape of an organization id."""
+    return bool(_ORG_ID.fullmatch(org_id))
 
 
 def role_scopes(roles: Iterable[str]) -> frozenset[str]:

@@ -9,11 +9,12 @@ from sqlalchemy import Connection
 
 from trellis.server.auth import passwords, store, totp
 from trellis.server.auth.identity._authn import Authn, invalid, looks_like_jwt
-from trellis.server.auth.identity._base import UserInfo, role_scopes
+from trellis.server.auth.identity._base import UserInfo, role_scopes, well_formed_org
 from trellis.server.auth.jwt_keys import InvalidToken
 from trellis.server.auth.principal import (
     DEFAULT_ORG,
     AuthError,
+    MissingOrganization,
     PermissionDenied,
     Principal,
     PrincipalKind,
@@ -123,6 +124,9 @@ class Sessions(Authn):
         ip: str = "",
     ) -> LoginResult:
         """Password (and TOTP, when enrolled) login; opens a refreshable session."""
+        if not well_formed_org(org_id):
+            # No such org can exist, and its id would not fit the audit log either.
+            raise MissingOrganization("the X-Organization-ID header is malformed")
         with self.db.read() as conn:
             user = store.get_user_by_username(conn, org_id, username)
             org = store.get_org(conn, org_id)
