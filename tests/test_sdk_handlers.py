@@ -182,6 +182,59 @@ def test_outputs_are_json_unless_strings(server: Running, client: Client) -> Non
     assert not bad.outputs
 
 
+def test_nul_in_what_a_job_says_is_shown_or_refused_not_lost(
+    server: Running, client: Client
+) -> None:
+    # The server stores no NUL in text, and one NUL refuses the whole request
+    # it travels in: logs and errors show it as U+FFFD, an output holding one
+    # fails its job, and the results reported beside it still count.
+    worker = Worker(server.grpc_target, slots=4, shell=True)
+    together = threading.Barrier(3, timeout=RUN_TIMEOUT)
+
+    @worker.handler("noisy")
+    def noisy(ctx: JobContext) -> dict[str, str]:
+        print("a\x00b")
+        together.wait()
+        return {"ok": "yes"}
+
+    @worker.handler("nul-output")
+    def nul_output(ctx: JobContext) -> dict[str, str]:
+        together.wait()
+        return {"x": "a\x00b"}
+
+    @worker.handler("plain")
+    def plain(ctx: JobContext) -> dict[str, str]:
+        together.wait()
+        return {"fine": "1"}
+
+    wf, detail = run_one(
+        server,
+        client,
+        worker,
+        {
+            "noisy": {"run": "noisy"},
+            "bad": {"run": "nul-output", "retries": 2},
+            "plain": {"run": "plain"},
+            "shell": {"run": "printf 'c\\000d\\n'; printf 'e\\000f\\n' >&2; exit 3"},
+        },
+    )
+
+    noisy_job = job_by_id(detail, "noisy")
+    assert (noisy_job.status, dict(noisy_job.outputs)) == (
+        jobs_pb2.JOB_STATE_SUCCEEDED,
+        {"ok": "yes"},
+    )
+    assert streams(client, wf, "noisy", detail.run.run_id)[0] == "a\ufffdb\n"
+    assert dict(job_by_id(detail, "plain").outputs) == {"fine": "1"}
+    bad = job_by_id(detail, "bad")
+    assert (bad.status, bad.attempt) == (jobs_pb2.JOB_STATE_FAILED, 0)
+    assert bad.output == "output 'x' holds a NUL character"
+    shell = job_by_id(detail, "shell")
+    assert shell.status == jobs_pb2.JOB_STATE_FAILED
+    assert shell.output == "exit code 3: e\ufffdf"
+    assert streams(client, wf, "shell", detail.run.run_id) == ("c\ufffdd\n", "e\ufffdf\n")
+
+
 def test_register_refuses_what_cannot_be_a_handler() -> None:
     worker = Worker()
 

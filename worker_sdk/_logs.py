@@ -17,6 +17,11 @@ from ._errors import rpc_code, rpc_details
 from ._pb import logs_pb2
 from ._redact import Redactor
 
+# The server refuses text holding NUL (no database stores it in text), and one
+# such string refuses the whole request it is in.
+NUL = "\x00"
+NUL_STANDIN = "\ufffd"
+
 _log = logging.getLogger("trellis.worker_sdk")
 
 _STREAMS: dict[str, logs_pb2.LogStream] = {
@@ -115,6 +120,8 @@ class LogShipper:
         if ctx.stop_reason is StopReason.LEASE_LOST:
             return  # the server would refuse it; keep no buffer for a dead lease
         now_ms = time.time_ns() // 1_000_000
+        # Programs print NUL (binary output); the server stores no NUL in text.
+        data = data.replace(NUL, NUL_STANDIN)
         with self._cv:
             buf = self._buffers.get(ctx.lease_id)
             if buf is None:

@@ -14,7 +14,7 @@ import grpc
 from ._backoff import Backoff
 from ._channel import Connection
 from ._errors import rpc_code, rpc_details
-from ._logs import LogShipper
+from ._logs import NUL, NUL_STANDIN, LogShipper
 from ._pb import workers_pb2
 
 _log = logging.getLogger("trellis.worker_sdk")
@@ -25,16 +25,24 @@ _STOP = object()
 
 
 def complete_result(lease_id: str, outputs: Mapping[str, str]) -> workers_pb2.JobResult:
-    """A successful attempt's result."""
+    """A successful attempt's result, or a failure when an output holds NUL,
+    which the server cannot store (a value is never changed behind the job's back)."""
+    for name, value in outputs.items():
+        if NUL in value or NUL in name:
+            error = f"output {name.replace(NUL, NUL_STANDIN)!r} holds a NUL character"
+            return fail_result(lease_id, error, False)
     return workers_pb2.JobResult(
         complete=workers_pb2.CompleteJobRequest(lease_id=lease_id, outputs=outputs)
     )
 
 
 def fail_result(lease_id: str, error: str, retryable: bool) -> workers_pb2.JobResult:
-    """A failed attempt's result."""
+    """A failed attempt's result; NUL in the error (a last line of stderr,
+    say) is shown as U+FFFD."""
     return workers_pb2.JobResult(
-        fail=workers_pb2.FailJobRequest(lease_id=lease_id, error=error, retryable=retryable)
+        fail=workers_pb2.FailJobRequest(
+            lease_id=lease_id, error=error.replace(NUL, NUL_STANDIN), retryable=retryable
+        )
     )
 
 
@@ -112,11 +120,12 @@ class Reporter:
     def _send(self, batch: list[tuple[str, workers_pb2.JobResult]]) -> None:
         lease_ids = [lease_id for lease_id, _ in batch]
         backoff = Backoff(base=0.05, cap=5.0)
+        one_by_one = False
         while True:
             try:
                 if not self._logs.flush(lease_ids):
                     raise _LogsNotFlushed
-                if self._unary:
+                if self._unary or one_by_one:
                     self._send_unary(batch)
                 else:
                     self._send_batch(batch)
@@ -129,6 +138,12 @@ class Reporter:
                     self._unary = True
                     continue
                 if code is grpc.StatusCode.INVALID_ARGUMENT:
+                    if not self._unary and len(batch) > 1:
+                        # One bad result refuses the whole request: the
+                        # others still count, so send them one at a time.
+                        _log.warning("server refused a batch of results: %s", rpc_details(err))
+                        one_by_one = True
+                        continue
                     _log.error("server rejected %d job results: %s", len(batch), rpc_details(err))
                     self._on_done(lease_ids)
                     return
@@ -180,7 +195,11 @@ class Reporter:
                 code = rpc_code(err)
                 if code is grpc.StatusCode.ABORTED:
                     continue
-                if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                if code in (
+                    grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ):
                     _log.warning("result for lease %s refused: %s", lease_id, rpc_details(err))
                     continue
                 raise
