@@ -29,6 +29,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from trellis.server import _status
+from trellis.server._handlers import rewrap
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +128,11 @@ def _guarded_responses(
 def _guarded(
     handler: grpc.RpcMethodHandler[Any, Any], method: str
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    def call(behavior: Callable[..., Any], arg: Any, context: grpc.ServicerContext) -> Any:
+    def around(behavior: Callable[..., Any], arg: Any, context: grpc.ServicerContext) -> Any:
         if isinstance(arg, _Refused):
             _refuse(context, arg)
+        if handler.request_streaming:
+            arg = _checked_requests(arg, context)
         try:
             answer = behavior(arg, context)
         except Exception as exc:
@@ -140,32 +143,7 @@ def _guarded(
         _status.ensure_details(context)
         return answer
 
-    codec = {
-        "request_deserializer": _strict(handler.request_deserializer),
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        uu = handler.unary_unary
-        return grpc.unary_unary_rpc_method_handler(
-            lambda request, context: call(uu, request, context), **codec
-        )
-    if handler.unary_stream is not None:
-        us = handler.unary_stream
-        return grpc.unary_stream_rpc_method_handler(
-            lambda request, context: call(us, request, context), **codec
-        )
-    if handler.stream_unary is not None:
-        su = handler.stream_unary
-        return grpc.stream_unary_rpc_method_handler(
-            lambda requests, context: call(su, _checked_requests(requests, context), context),
-            **codec,
-        )
-    ss = handler.stream_stream
-    assert ss is not None
-    return grpc.stream_stream_rpc_method_handler(
-        lambda requests, context: call(ss, _checked_requests(requests, context), context),
-        **codec,
-    )
+    return rewrap(handler, around, request_deserializer=_strict(handler.request_deserializer))
 
 
 class WireInterceptor(grpc.ServerInterceptor):

@@ -36,6 +36,7 @@ import grpc
 from google.protobuf.descriptor import FileDescriptor
 
 from trellis.server import _status
+from trellis.server._handlers import rewrap
 from trellis.server.auth import ratelimit
 from trellis.server.auth.principal import (
     DEFAULT_ORG,
@@ -315,27 +316,9 @@ def _wrapped(
 
         return responses()
 
-    codec = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
-        return grpc.unary_unary_rpc_method_handler(
-            lambda request, context: run(inner_uu, request, context), **codec
-        )
-    if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
-        return grpc.unary_stream_rpc_method_handler(
-            lambda request, context: stream(inner_us, request, context), **codec
-        )
-    if handler.stream_unary is not None:
-        inner_su = handler.stream_unary
-        return grpc.stream_unary_rpc_method_handler(
-            lambda requests, context: run(inner_su, requests, context), **codec
-        )
-    inner_ss = handler.stream_stream
-    assert inner_ss is not None
-    return grpc.stream_stream_rpc_method_handler(
-        lambda requests, context: stream(inner_ss, requests, context), **codec
-    )
+    def around(behavior: Callable[..., Any], arg: Any, context: grpc.ServicerContext) -> Any:
+        if handler.response_streaming:
+            return stream(behavior, arg, context)
+        return run(behavior, arg, context)
+
+    return rewrap(handler, around)
