@@ -97,11 +97,13 @@ def _map_renderer(field: FieldDescriptor, json_names: bool, additional: bool) ->
             return "true" if key else "false"
         return str(key)
 
+    # A map iterates in its hash table's order, which differs from one process to
+    # the next: sorted keys make every replica and every restart answer the same bytes.
     if render_value is None and not bool_keys:
-        return lambda message: {str(k): v for k, v in getattr(message, name).items()}
+        return lambda message: {str(k): v for k, v in sorted(getattr(message, name).items())}
     render_entry: ValueRenderer = render_value or (lambda value: value)
     return lambda message: {
-        key_text(key): render_entry(value) for key, value in getattr(message, name).items()
+        key_text(key): render_entry(value) for key, value in sorted(getattr(message, name).items())
     }
 
 

@@ -171,9 +171,16 @@ class Rest:
         try:
             connection.request(method, path, body=data, headers=sent)
             response = connection.getresponse()
-            return Reply(response.status, response.headers, response.read())
+            reply = Reply(response.status, response.headers, response.read())
         finally:
             connection.close()
+        self.exchanged(method, path, headers or {}, data, reply)
+        return reply
+
+    def exchanged(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes | None, reply: Reply
+    ) -> None:
+        """Called after each exchange with the caller's own headers (a hook for recorders)."""
 
     def get(self, path: str, **kwargs: Any) -> Reply:
         return self.request("GET", path, **kwargs)

@@ -172,6 +172,23 @@ def test_map_shape_renders_and_parses_bare_maps() -> None:
     assert render_message(workers_pb2.Outputs(values={"a": "b"})) == {"a": "b"}
 
 
+def test_maps_render_in_key_order_whatever_order_they_were_filled_in() -> None:
+    # A map iterates in its hash table's order, which differs between processes:
+    # without an order of its own the same answer would differ from run to run.
+    keys = [f"K{i:02d}" for i in range(40)]
+    job = workers_pb2.QueuedJob()
+    for key in reversed(keys):
+        job.env[key] = key.lower()
+        job.upstream_outputs[key].values[key] = "x"
+    rendered = render_message(job)
+    assert isinstance(rendered, dict)
+    assert list(rendered["env"]) == keys
+    assert list(rendered["upstream_outputs"]) == keys
+    assert list(render_message(workers_pb2.Outputs(values=dict.fromkeys(reversed(keys), "")))) == (
+        keys
+    )
+
+
 def test_unset_optionals_render_null_and_set_ones_their_value() -> None:
     rendered = render_message(jobs_pb2.Job(id="a"))
     assert isinstance(rendered, dict)
