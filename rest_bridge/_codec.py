@@ -116,9 +116,25 @@ def load_json(data: bytes) -> Json:
     # surrogate arrives as a \u escape or as raw 0xED bytes (which json.loads
     # lets through), depth needs brackets.
     deep = data.count(b"[") + data.count(b"{") > MAX_DEPTH
-    if deep or b"\\u" in data or b"\xed" in data:
-        _check_tree(value)
+    odd = b"\\u" in data or b"\xed" in data
+    if (deep or odd) and not _fits(value, 0, odd):
+        _check_tree(value)  # raises, naming where
     return value
+
+
+def _fits(value: Json, depth: int, odd: bool) -> bool:
+    """Whether ``value`` is within MAX_DEPTH with no lone surrogate (looked for
+    only when ``odd``): the quick walk, which builds no paths."""
+    if isinstance(value, str):
+        return not (odd and _SURROGATE.search(value))
+    if isinstance(value, dict):
+        return depth < MAX_DEPTH and all(
+            not (odd and _SURROGATE.search(key)) and _fits(child, depth + 1, odd)
+            for key, child in value.items()
+        )
+    if isinstance(value, list):
+        return depth < MAX_DEPTH and all(_fits(child, depth + 1, odd) for child in value)
+    return True
 
 
 def _check_tree(value: Json) -> None:
