@@ -121,9 +121,16 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read-only transaction; on SQLite it does not take the write lock."""
+        """A read-only transaction with one snapshot; on SQLite it does not take
+        the write lock."""
         with self.engine.connect() as raw:
             conn = raw.execution_options(trellis_readonly=True)
+            if self.is_postgres:
+                # One snapshot for the whole read: under READ COMMITTED each
+                # statement sees the commits made since the one before, so a
+                # run's jobs and their leases could be read from two moments.
+                # A read-only transaction never fails to serialize.
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
                 yield conn
 

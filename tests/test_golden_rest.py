@@ -672,7 +672,7 @@ def test_machine_users_surface(
             "/api/validate-machine-user", {"username": "payment-service", "token": token}
         )
         anonymous.post(
-            "/api/validate-machine-user", {"username": "payment-service", "token": token[:-1] + "x"}
+            "/api/validate-machine-user", {"username": "payment-service", "token": _altered(token)}
         )
         anonymous.post("/api/validate-machine-user", {"username": "reporting", "token": token})
         anonymous.post(
@@ -768,3 +768,8 @@ def _form(client: RecordingRest, path: str, fields: dict[str, str], **headers: s
         raw=urlencode(fields).encode(),
         headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
     )
+
+
+def _altered(token: str) -> str:
+    """``token`` with its last character changed (never to itself)."""
+    return token[:-1] + ("y" if token.endswith("x") else "x")
