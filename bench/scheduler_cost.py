@@ -107,8 +107,8 @@ class Drive:
 def drive(service: Any, body: dict[str, Any], n: int, *, max_secs: float = MAX_DRIVE_SECS) -> Drive:
     """Runs one workflow through claim/report until it is finished, or until
     ``max_secs`` have passed (then the run is cancelled)."""
-    from trellis.server._scheduler import Result
-    from trellis.server.definitions import parse_api_mapping
+    from trellis.server.engine._scheduler import Result
+    from trellis.server.engine.definitions import parse_api_mapping
     from trellis.v1 import runs_pb2
 
     wf_id = f"sched-{short_id()}"
@@ -152,9 +152,9 @@ def measure(
     shapes: tuple[Shape, ...] = SHAPES,
     max_secs: float = MAX_DRIVE_SECS,
 ) -> list[Figure]:
-    from trellis.server._notify import Notifier
-    from trellis.server.db import connect, upgrade_schema
-    from trellis.server.service import Service
+    from trellis.server.core.db import connect, upgrade_schema
+    from trellis.server.engine._notify import Notifier
+    from trellis.server.engine.service import Service
 
     figures: list[Figure] = []
     with workdir() as wd, database(backend, wd) as url:

@@ -14,18 +14,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from trellis.server import _grpc
-from trellis.server._grpc_identity import add_identity_services
-from trellis.server._local_channel import HandlerRegistry, LocalChannel
-from trellis.server._notify import Notifier, PgBridge
-from trellis.server._wire import WireInterceptor
-from trellis.server.auth.identity import Identity
-from trellis.server.auth.interceptor import AuthInterceptor, method_access
-from trellis.server.auth.ratelimit import Limiter, RateLimiter
-from trellis.server.auth.shared_limits import SharedRateLimiter
+from trellis.server.api import _engine
+from trellis.server.api._auth import AuthInterceptor, method_access
+from trellis.server.api._identity import add_identity_services
+from trellis.server.api._local_channel import HandlerRegistry, LocalChannel
+from trellis.server.api._wire import WireInterceptor
 from trellis.server.config import Config
-from trellis.server.db import Database, connect, upgrade_schema
-from trellis.server.service import Service
+from trellis.server.core.db import Database, connect, upgrade_schema
+from trellis.server.engine._notify import Notifier, PgBridge
+from trellis.server.engine.service import Service
+from trellis.server.identity import Identity
+from trellis.server.identity.ratelimit import Limiter, RateLimiter
+from trellis.server.identity.shared_limits import SharedRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class TrellisServer:
     def _start_grpc(self) -> None:
         enabled = self.config.auth_enabled
         auth = AuthInterceptor(
-            method_access(_grpc.PROTO_FILES),
+            method_access(_engine.PROTO_FILES),
             self.identity.authenticate if enabled else None,
             self.limiter,
             check_policy=self.identity.check_policy if enabled else None,
@@ -158,7 +158,7 @@ class TrellisServer:
         # The handlers are recorded as they are added, for the REST bridge's
         # in-process channel.
         server = self._handlers = HandlerRegistry(network)
-        names = _grpc.add_services(server, self.service)
+        names = _engine.add_services(server, self.service)
         add_identity_services(server, self.identity, self.config.public_url)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         # SERVING only once REST is up too (see start), so a probe that sees

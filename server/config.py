@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trellis.server.auth.ratelimit import Limit, parse_limit
+from trellis.server.identity.ratelimit import Limit, parse_limit
 
 DEFAULT_DATABASE_URL = "sqlite:///data/trellis.db"
 
@@ -105,7 +105,7 @@ class Config:
     # default http://localhost:<PORT>.
     public_url_override: str = ""
     # On SQLite, the size the write-ahead log is kept under; None: the
-    # default of trellis.server.db (kept out of here: it imports SQLAlchemy).
+    # default of trellis.server.core.db (kept out of here: it imports SQLAlchemy).
     sqlite_wal_limit_bytes: int | None = None
 
     @property

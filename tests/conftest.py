@@ -23,9 +23,9 @@ import grpc
 import pytest
 
 from trellis.server.app import TrellisServer
-from trellis.server.auth.ratelimit import DEFAULT_LIMITS, Limit
 from trellis.server.config import Config
-from trellis.server.db import Database, connect, upgrade_schema
+from trellis.server.core.db import Database, connect, upgrade_schema
+from trellis.server.identity.ratelimit import DEFAULT_LIMITS, Limit
 from trellis.v1 import (
     auth_pb2,
     auth_pb2_grpc,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from trellis.server.models import Base
+from trellis.server.core.models import Base
 
 target_metadata = Base.metadata
 
@@ -14,7 +14,7 @@ def _run() -> None:
     connection = context.config.attributes.get("connection")
     if connection is None:
         # `alembic` on the command line: DATABASE_URL-style URL in the config.
-        from trellis.server.db import normalize_url
+        from trellis.server.core.db import normalize_url
 
         url = normalize_url(context.config.get_main_option("sqlalchemy.url") or "")
         with create_engine(url).begin() as conn:

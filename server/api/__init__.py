@@ -1,0 +1,2 @@
+"""The gRPC edge: one servicer module per proto service, and the interceptors
+(wire checks, authentication, limits) every call passes."""

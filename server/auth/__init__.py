@@ -1,1 +1,0 @@
-"""Identity and access control: credentials, tokens, scopes, policies, limits."""

@@ -1,0 +1,437 @@
+"""Administration of users, personal access tokens and machine users."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from trellis.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from trellis.server.identity import passwords, store, totp
+from trellis.server.identity._base import Base, UserInfo, check_roles, role_scopes, user_id_of
+from trellis.server.identity._callbacks import check_callback_url
+from trellis.server.identity.principal import PermissionDenied, Principal, PrincipalKind
+from trellis.server.identity.scopes import Scope, parse_scope_string
+from trellis.server.identity.secrets_ import TokenKind, new_token, parse
+from trellis.server.identity.store import Page
+
+_MAX_PAT_SECS: Final = 10 * 365 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedPat:
+    """A new PAT; ``token`` is shown to its owner this once and never again."""
+
+    token: str
+    pat: store.Pat
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedMachineUser:
+    """A new machine user; ``token`` is shown this once and never again."""
+
+    token: str
+    machine_user: store.MachineUser
+
+
+@dataclass(frozen=True, slots=True)
+class MachineValidation:
+    """Seed 000 validate-machine-user's answer."""
+
+    valid: bool
+    org_id: str = ""
+    machine_user_id: str = ""
+
+
+def known_scopes(scopes: Iterable[str] | str) -> tuple[str, ...]:
+    """Scopes from a list or a space-separated string; unknown ones are InvalidArgument."""
+    text = scopes if isinstance(scopes, str) else " ".join(scopes)
+    try:
+        return parse_scope_string(text)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+
+
+class Accounts(Base):
+    # ------------------------------------------------------------------ users
+
+    def create_user(
+        self,
+        actor: Principal,
+        *,
+        username: str,
+        email: str,
+        password: str,
+        roles: Iterable[str] = ("viewer",),
+        enabled: bool = True,
+    ) -> UserInfo:
+        self.require(actor, Scope.ADMIN_USERS, "user.create")
+        if not username.strip():
+            raise InvalidArgument("username must not be empty")
+        checked = check_roles(roles)
+        problem = passwords.check_strength(password)
+        if problem is not None:
+            raise InvalidArgument(problem)
+        hashed = passwords.hash_password(password)
+        with self.db.write() as conn:
+            now = self.db.now_ms(conn)
+            user = store.create_user(
+                conn,
+                actor.org_id,
+                username=username,
+                email=email,
+                password_hash=hashed,
+                now_ms=now,
+                roles=checked,
+                enabled=enabled,
+            )
+            self.audit(
+                conn,
+                actor,
+                "user.create",
+                "success",
+                now,
+                resource=f"user:{user.id}",
+                detail={"username": username, "roles": list(checked)},
+            )
+        return UserInfo.of(user)
+
+    def list_users(
+        self,
+        actor: Principal,
+        *,
+        role: str | None = None,
+        enabled: bool | None = None,
+        include_deleted: bool = False,
+        limit: int = store.DEFAULT_LIMIT,
+        offset: int = 0,
+    ) -> Page[UserInfo]:
+        self.require(actor, Scope.ADMIN_USERS, "user.list")
+        with self.db.read() as conn:
+            page = store.list_users(
+                conn,
+                actor.org_id,
+                role=role,
+                enabled=enabled,
+                include_deleted=include_deleted,
+                limit=limit,
+                offset=offset,
+            )
+        return Page(tuple(UserInfo.of(u) for u in page.items), page.total)
+
+    def get_user(self, actor: Principal, user_id: str) -> UserInfo:
+        # Anyone may read their own record; others' need admin:users.
+        if user_id != user_id_of(actor):
+            self.require(actor, Scope.ADMIN_USERS, "user.get")
+        with self.db.read() as conn:
+            user = store.get_user(conn, actor.org_id, user_id, include_deleted=True)
+        if user is None:
+            raise NotFound(f"user {user_id!r} not found")
+        return UserInfo.of(user)
+
+    def update_user(
+        self,
+        actor: Principal,
+        user_id: str,
+        *,
+        email: str | None = None,
+        roles: Iterable[str] | None = None,
+        enabled: bool | None = None,
+        password: str | None = None,
+    ) -> UserInfo:
+        """Changes the given fields. Disabling or a new password ends the user's sessions."""
+        self.require(actor, Scope.ADMIN_USERS, "user.update")
+        checked = None if roles is None else check_roles(roles)
+        hashed = None
+        if password is not None:
+            problem = passwords.check_strength(password)
+            if problem is not None:
+                raise InvalidArgument(problem)
+            hashed = passwords.hash_password(password)
+        with self.db.write() as conn:
+            now = self.db.now_ms(conn)
+            user = store.update_user(
+                conn, actor.org_id, user_id, now_ms=now, email=email, roles=checked, enabled=enabled
+            )
+            if user is None:
+                raise NotFound(f"user {user_id!r} not found")
+            if hashed is not None:
+                store.set_password(conn, actor.org_id, user_id, hashed, now_ms=now)
+                # A reset usually answers a compromise: nobody keeps a session through it.
+                store.revoke_user_sessions(conn, actor.org_id, user_id, now_ms=now)
+            changed = [
+                k
+                for k, v in (
+                    ("email", email),
+                    ("roles", checked),
+                    ("enabled", enabled),
+                    ("password", password),
+                )
+                if v is not None
+            ]
+            self.audit(
+                conn,
+                actor,
+                "user.update",
+                "success",
+                now,
+                resource=f"user:{user_id}",
+                detail={"changed": changed},
+            )
+        self._forget_user(actor.org_id, user_id)
+        return UserInfo.of(user)
+
+    def delete_user(self, actor: Principal, user_id: str) -> None:
+        """Soft delete: sessions end, PATs stop working, :meth:`restore_user` undoes it."""
+        self.require(actor, Scope.ADMIN_USERS, "user.delete")
+        if user_id == user_id_of(actor):
+            raise FailedPrecondition("you cannot delete your own account")
+        with self.db.write() as conn:
+            now = self.db.now_ms(conn)
+            if not store.delete_user(conn, actor.org_id, user_id, now_ms=now):
+                raise NotFound(f"user {user_id!r} not found")
+            self.audit(conn, actor, "user.delete", "success", now, resource=f"user:{user_id}")
+        self._forget_user(actor.org_id, user_id)
+
+    def restore_user(self, actor: Principal, user_id: str) -> UserInfo:
+        self.require(actor, Scope.ADMIN_USERS, "user.restore")
+        with self.db.write() as conn:
+            now = self.db.now_ms(conn)
+            user = store.restore_user(conn, actor.org_id, user_id, now_ms=now)
+            if user is None:
+                raise NotFound(f"no deleted user {user_id!r}")
+            self.audit(conn, actor, "user.restore", "success", now, resource=f"user:{user_id}")
+        return UserInfo.of(user)
+
+    def set_totp(self, actor: Principal, user_id: str) -> str:
+        """Enrols a new TOTP secret; returns the otpauth:// URI, shown this once."""
+        if user_id != user_id_of(actor):
+            self.require(actor, Scope.ADMIN_USERS, "user.totp.set")
+        secret = totp.new_secret()
+        with self.db.write() as conn:
+            now = self.db.now_ms(conn)
+            user = store.get_user(conn, actor.org_id, user_id)
+            if user is None or not store.set_totp_secret(
+                conn, actor.org_id, user_id, secret, now_ms=now
+            ):
+                raise NotFound(f"user {user_id!r} not found")
+            self.audit(conn, actor, "user.totp.set", "success", now, resource=f"user:{user_id}")
+        account = user.username.replace(":", "_")
+        return totp.provisioning_uri(secret, account, self.totp_issuer.replace(":", "_"))
+
+    def clear_totp(self, actor: Principal, user_id: str) -> None:
+        self.require(actor, Scope.ADMIN_USERS, "user.totp.clear")
+        with self.db.write() as conn:
+            now = self.db.now_ms(conn)
+            if not store.set_totp_secret(conn, actor.org_id, user_id, None, now_ms=now):
+                raise NotFound(f"user {user_id!r} not found")
+            self.audit(conn, actor, "user.totp.clear", "success", now, resource=f"user:{user_id}")
+
+    def _forget_user(self, org_id: str, user_id: str) -> None:
+        subject = f"user:{user_id}"
+        self.cache.evict(lambda p: p.org_id == org_id and p.subject == subject)
+
+    # ------------------------------------------------------------------ PATs
+
+    def create_pat(
+        self,
+        actor: Principal,
+        *,
+        name: str,
+        scopes: Iterable[str] | str,
+        expires_in_secs: int | None = None,
+        expires_at_ms: int | None = None,
+        user_id: str | None = None,
+    ) -> CreatedPat:
+        """A PAT for the caller (or, with admin:tokens, for ``user_id``).
+
+        Scopes beyond what the owner's roles (and, for one's own token, the calling
+        credential) grant are refused, not silently dropped. No expiry = never expires.
+        """
+        own = user_id_of(actor)
+        owner_id = user_id or own
+        if owner_id is None:
+            raise PermissionDenied("only users have personal access tokens")
+        if owner_id != own:
+            self.require(actor, Scope.ADMIN_TOKENS, "pat.create")
+        if not name.strip():
+            raise InvalidArgument("name must not be empty")
+        wanted = known_scopes(scopes)
+        if not wanted:
+            raise InvalidArgument("a token needs at least one scope")
+        if expires_in_secs is not None and expires_at_ms is not None:
+            raise InvalidArgument("give expires_in or expires_at, not both")
+        if expires_in_secs is not None and not 0 < expires_in_secs <= _MAX_PAT_SECS:
+            raise InvalidArgument("expires_in must be positive and at most ten years")
+        token = new_token(TokenKind.PAT)
+        with self.db.write() as conn:
+            now = self.db.now_ms(conn)
+            owner = store.get_user(conn, actor.org_id, owner_id)
+            if owner is None:
+                raise NotFound(f"user {owner_id!r} not found")
+            allowed = role_scopes(owner.roles)
+            if owner_id == own:
+                allowed &= actor.scopes  # a narrow credential cannot mint a wider one
+            excess = sorted(set(wanted) - allowed)
+            if excess:
+                raise InvalidArgument(f"scopes not available to this user: {' '.join(excess)}")
+            until = expires_at_ms
+            if expires_in_secs is not None:
+                until = now + expires_in_secs * 1000
+            if until is not None and until <= now:
+                raise InvalidArgument("expires_at must be in the future")
+            pat = store.create_pat(
+                conn,
+                actor.org_id,
+                owner_id,
+                name=name,
+                digest=token.digest,
+                hint=token.hint,
+                scopes=wanted,
+                now_ms=now,
+                expires_at_ms=until,
+            )
+            self.audit(
+                conn,
+                actor,
+                "pat.create",
+                "success",
+                now,
+                resource=f"pat:{pat.id}",
+                detail={"owner": f"user:{owner_id}", "scopes": list(wanted)},
+            )
+        return CreatedPat(token.token, pat)
+
+    def list_pats(
+        self, actor: Principal, *, user_id: str | None = None, all_users: bool = False
+    ) -> list[store.Pat]:
+        """The caller's PATs; another user's or everyone's need admin:tokens."""
+        owner_id = None if all_users else (user_id or user_id_of(actor))
+        if owner_id is None and not all_users:
+            raise PermissionDenied("only users have personal access tokens")
+        if all_users or owner_id != user_id_of(actor):
+            self.require(actor, Scope.ADMIN_TOKENS, "pat.list")
+        with self.db.read() as conn:
+            return store.list_pats(conn, actor.org_id, user_id=owner_id)
+
+    def revoke_pat(self, actor: Principal, pat_id: str) -> None:
+        """Revokes one of the caller's PATs (anyone's with admin:tokens)."""
+        only_of = None if actor.allows(Scope.ADMIN_TOKENS) else user_id_of(actor)
+        if only_of is None and not actor.allows(Scope.ADMIN_TOKENS):
+            raise NotFound(f"token {pat_id!r} not found")
+        with self.db.write() as conn:
+            now = self.db.now_ms(conn)
+            if not store.revoke_pat(conn, actor.org_id, pat_id, now_ms=now, user_id=only_of):
+                raise NotFound(f"token {pat_id!r} not found")
+            self.audit(conn, actor, "pat.revoke", "success", now, resource=f"pat:{pat_id}")
+        self.cache.evict(lambda p: p.kind is PrincipalKind.PAT and p.credential_id == pat_id)
+
+    # ------------------------------------------------------------------ machine users
+
+    def create_machine_user(
+        self, actor: Principal, *, username: str, name: str = "", enabled: bool = True
+    ) -> CreatedMachineUser:
+        self.require(actor, Scope.ADMIN_USERS, "machine_user.create")
+        if not username.strip():
+            raise InvalidArgument("username must not be empty")
+        token = new_token(TokenKind.MACHINE_USER)
+        with self.db.write() as conn:
+            now = self.db.now_ms(conn)
+            machine = store.create_machine_user(
+                conn,
+                actor.org_id,
+                username=username,
+                name=name or username,
+                digest=token.digest,
+                hint=token.hint,
+                now_ms=now,
+                enabled=enabled,
+            )
+            self.audit(
+                conn,
+                actor,
+                "machine_user.create",
+                "success",
+                now,
+                resource=f"machine:{machine.id}",
+                detail={"username": username},
+            )
+        return CreatedMachineUser(token.token, machine)
+
+    def list_machine_users(self, actor: Principal) -> list[store.MachineUser]:
+        self.require(actor, Scope.ADMIN_USERS, "machine_user.list")
+        with self.db.read() as conn:
+            return store.list_machine_users(conn, actor.org_id)
+
+    def set_machine_user_enabled(
+        self, actor: Principal, machine_user_id: str, enabled: bool
+    ) -> store.MachineUser:
+        self.require(actor, Scope.ADMIN_USERS, "machine_user.update")
+        action = "machine_user.enable" if enabled else "machine_user.disable"
+        with self.db.write() as conn:
+            now = self.db.now_ms(conn)
+            if not store.set_machine_user_enabled(
+                conn, actor.org_id, machine_user_id, enabled, now_ms=now
+            ):
+                raise NotFound(f"machine user {machine_user_id!r} not found")
+            machine = store.get_machine_user(conn, actor.org_id, machine_user_id)
+            assert machine is not None
+            self.audit(conn, actor, action, "success", now, resource=f"machine:{machine.id}")
+        self.cache.evict(lambda p: p.subject == f"machine:{machine_user_id}")
+        return machine
+
+    def validate_machine_user(self, username: str, token: str) -> MachineValidation:
+        """Seed 000 validate-machine-user: does ``token`` belong to enabled ``username``?"""
+        parsed = parse(token)
+        if parsed is None or parsed.kind is not TokenKind.MACHINE_USER:
+            return MachineValidation(False)
+        with self.db.read() as conn:
+            machine = store.get_machine_user_by_digest(conn, parsed.digest)
+            org = None if machine is None else store.get_org(conn, machine.org_id)
+        if machine is None or machine.username != username:
+            return MachineValidation(False)
+        if org is not None and org.status != "active":
+            return MachineValidation(False)
+        return MachineValidation(True, machine.org_id, machine.id)
+
+    # Seed 000's name for it.
+    validate = validate_machine_user
+
+    def register_backend(
+        self,
+        principal: Principal,
+        name: str,
+        callback_url: str,
+        description: str = "",
+        *,
+        replace: bool = False,
+    ) -> tuple[store.MachineBackend, bool]:
+        """A machine user registers a callback; (backend, created). A name it has
+        registered already is a ``Conflict`` unless ``replace``."""
+        if principal.kind is not PrincipalKind.MACHINE:
+            raise PermissionDenied("only machine users register backends")
+        if not name.strip():
+            raise InvalidArgument("name must not be empty")
+        check_callback_url(callback_url)
+        with self.db.write() as conn:
+            now = self.db.now_ms(conn)
+            backend, created = store.register_backend(
+                conn,
+                principal.org_id,
+                principal.credential_id,
+                name=name,
+                callback_url=callback_url,
+                now_ms=now,
+                description=description,
+                replace=replace,
+            )
+            self.audit(
+                conn,
+                principal,
+                "backend.register",
+                "success",
+                now,
+                resource=f"backend:{backend.id}",
+                detail={"name": name, "created": created},
+            )
+        return backend, created

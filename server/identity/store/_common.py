@@ -1,0 +1,187 @@
+"""Plumbing shared by the store's areas: table handles, paging, savepointed writes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Executable,
+    RowMapping,
+    String,
+    Table,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from trellis.server.core.errors import InvalidArgument, TrellisError
+from trellis.server.core.models import (
+    ApiTokenRow,
+    AuditEventRow,
+    MachineBackendRow,
+    MachineUserRow,
+    OAuthClientRow,
+    OAuthCodeRow,
+    OrganizationRow,
+    PolicyRow,
+    RetiredRefreshTokenRow,
+    RevokedJtiRow,
+    SessionRow,
+    SigningKeyRow,
+    UserRow,
+    table,
+)
+
+T = TypeVar("T")
+
+orgs = table(OrganizationRow)
+users = table(UserRow)
+signing_keys = table(SigningKeyRow)
+sessions = table(SessionRow)
+retired_refresh = table(RetiredRefreshTokenRow)
+revoked_jtis = table(RevokedJtiRow)
+api_tokens = table(ApiTokenRow)
+machine_users = table(MachineUserRow)
+machine_backends = table(MachineBackendRow)
+oauth_clients = table(OAuthClientRow)
+oauth_codes = table(OAuthCodeRow)
+policies = table(PolicyRow)
+audit_events = table(AuditEventRow)
+
+DEFAULT_LIMIT: Final = 50
+# S2: "limit (default: 50, max: 1000)"; larger requests are clamped, not refused.
+MAX_LIMIT: Final = 1000
+
+
+class Conflict(TrellisError):
+    """A uniqueness rule was violated (ALREADY_EXISTS / 409); nothing was changed.
+
+    A ``TrellisError`` so the edges' error mapping sees it; the message is safe
+    to show to the caller.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing and the number of matching rows (``X-Total-Count``)."""
+
+    items: tuple[T, ...]
+    total: int
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _strings(values: Iterable[str], what: str) -> list[str]:
+    """A list of distinct strings in first-seen order; a bare string is a mistake."""
+    if isinstance(values, str):
+        # Iterating "admin" would store five one-letter roles.
+        raise TypeError(f"{what} must be a sequence of strings, not a string")
+    out = list(dict.fromkeys(values))
+    for value in out:
+        if not isinstance(value, str):
+            raise TypeError(f"{what} must contain strings, got {type(value).__name__}")
+    return out
+
+
+def _check_lengths(tbl: Table, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        column_type = tbl.c[key].type
+        # Text is a String without a length.
+        limit = column_type.length if isinstance(column_type, String) else None
+        if limit and isinstance(value, str) and len(value) > limit:
+            raise InvalidArgument(f"{key} must be at most {limit} characters")
+
+
+def _rowcount(result: CursorResult[Any]) -> int:
+    return int(result.rowcount)
+
+
+def _guarded(conn: Connection, stmt: Executable, conflict: str) -> CursorResult[Any]:
+    """Runs ``stmt`` in a savepoint; a uniqueness violation becomes :class:`Conflict`.
+
+    Without the savepoint PostgreSQL would abort the caller's whole transaction.
+    The result is read inside the savepoint by the caller only for RETURNING
+    statements, which :func:`_guarded_rows` does.
+    """
+    try:
+        with conn.begin_nested():
+            return conn.execute(stmt)
+    except IntegrityError as exc:
+        raise Conflict(conflict) from exc
+
+
+def _guarded_rows(conn: Connection, stmt: Executable, conflict: str) -> list[RowMapping]:
+    try:
+        with conn.begin_nested():
+            return list(conn.execute(stmt).mappings())
+    except IntegrityError as exc:
+        raise Conflict(conflict) from exc
+
+
+def _insert(conn: Connection, tbl: Table, values: Mapping[str, Any], conflict: str) -> None:
+    _check_lengths(tbl, values)
+    _guarded(conn, insert(tbl).values(dict(values)), conflict)
+
+
+def _insert_ignore(conn: Connection, tbl: Table, values: Mapping[str, Any], key: str) -> None:
+    """INSERT that does nothing when a row with the same ``key`` exists (atomic)."""
+    if conn.dialect.name == "postgresql":
+        pg_stmt = postgresql.insert(tbl).values(dict(values))
+        conn.execute(pg_stmt.on_conflict_do_nothing(index_elements=[key]))
+    else:
+        lite_stmt = sqlite.insert(tbl).values(dict(values))
+        conn.execute(lite_stmt.on_conflict_do_nothing(index_elements=[key]))
+
+
+def _page_bounds(limit: int, offset: int) -> tuple[int, int]:
+    if limit < 0 or offset < 0:
+        raise InvalidArgument("limit and offset must not be negative")
+    return min(limit, MAX_LIMIT), offset
+
+
+def _count(conn: Connection, tbl: Table, conditions: Sequence[ColumnElement[bool]]) -> int:
+    return int(conn.execute(select(func.count()).select_from(tbl).where(*conditions)).scalar_one())
+
+
+def _page(
+    conn: Connection,
+    tbl: Table,
+    conditions: Sequence[ColumnElement[bool]],
+    order_by: Sequence[Any],
+    limit: int,
+    offset: int,
+    record: Callable[[RowMapping], T],
+) -> Page[T]:
+    """One page of ``tbl``'s rows matching ``conditions`` (bounds already checked
+    with ``_page_bounds``), with the total for ``X-Total-Count``."""
+    rows = conn.execute(
+        select(tbl).where(*conditions).order_by(*order_by).limit(limit).offset(offset)
+    ).mappings()
+    return Page(tuple(record(r) for r in rows), _count(conn, tbl, conditions))
+
+
+def _json_list_has(conn: Connection, column: Any, value: str) -> ColumnElement[bool]:
+    """``value`` is an element of the JSON list in ``column``."""
+    # JSON is json on PostgreSQL and text on SQLite; each has a set-returning
+    # function whose rows have a "value" column.
+    if conn.dialect.name == "postgresql":
+        elements = func.json_array_elements_text(column).table_valued("value")
+    else:
+        elements = func.json_each(column).table_valued("value")
+    return exists(select(literal(1)).select_from(elements).where(elements.c.value == value))
+
+
+def _first(conn: Connection, stmt: Executable) -> RowMapping | None:
+    return conn.execute(stmt).mappings().first()

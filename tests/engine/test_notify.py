@@ -1,0 +1,281 @@
+"""The wake-up rules of the notifier: topics wake every subscriber, ready work
+wakes one able claimer per job, in turn. Fires are synchronous, so whether a
+subscription was woken is read at once with ``wait(0)``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from trellis.server.engine._notify import Mailbox, Notifier, Subscription, decode, encode
+
+
+@pytest.fixture
+def notifier() -> Iterator[Notifier]:
+    n = Notifier()
+    yield n
+    n.close()
+
+
+def woken(subs: list[Subscription]) -> list[int]:
+    return [i for i, sub in enumerate(subs) if sub.wait(0)]
+
+
+def claimers(stack: ExitStack, n: Notifier, *label_sets: tuple[str, ...]) -> list[Subscription]:
+    return [stack.enter_context(n.subscribe(work=("org", labels))) for labels in label_sets]
+
+
+def test_one_ready_job_wakes_one_idle_claimer(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        subs = claimers(stack, notifier, (), (), ())
+        notifier.fire((), {("org", "", "c"): 1})
+        assert len(woken(subs)) == 1
+
+
+def test_claimers_take_turns(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        subs = claimers(stack, notifier, (), (), ())
+        order = []
+        for _ in range(6):
+            notifier.fire((), {("org", "", "c"): 1})
+            order.extend(woken(subs))
+        assert order == [0, 1, 2, 0, 1, 2]
+
+
+def test_n_ready_jobs_wake_up_to_n_claimers(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        subs = claimers(stack, notifier, (), (), ())
+        notifier.fire((), {("org", "", "c"): 2})
+        assert len(woken(subs)) == 2
+        notifier.fire((), {("org", "", "c"): 50})
+        assert woken(subs) == [0, 1, 2]
+
+
+def test_ready_work_goes_only_to_claimers_whose_labels_cover_it(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        subs = claimers(stack, notifier, ("linux",), ("gpu", "linux"), ("gpu",))
+        notifier.fire((), {("org", "gpu,linux", "c"): 5})
+        assert woken(subs) == [1]
+        notifier.fire((), {("org", "cuda", "c"): 1})
+        assert woken(subs) == []
+        notifier.fire((), {("other-org", "", "c"): 1})
+        assert woken(subs) == []
+
+
+def test_ready_work_goes_only_to_claimers_that_run_its_command(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        build = stack.enter_context(notifier.subscribe(work=("org", ()), commands=frozenset({"b"})))
+        anything = stack.enter_context(notifier.subscribe(work=("org", ())))
+        nothing = stack.enter_context(notifier.subscribe(work=("org", ()), commands=frozenset()))
+        subs = [build, anything, nothing]
+        for _ in range(2):
+            notifier.fire((), {("org", "", "make test"): 1})
+            assert woken(subs) == [1]
+        # A job of its command goes to the claimer with the handler first,
+        # then to one that runs anything.
+        notifier.fire((), {("org", "", "b"): 1})
+        assert woken(subs) == [0]
+        notifier.fire((), {("org", "", "b"): 2})
+        assert woken(subs) == [0, 1]
+
+
+def test_a_claimer_without_free_slots_is_passed_over(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        subs = claimers(stack, notifier, (), ())
+        subs[0].accepting = False
+        for _ in range(3):
+            notifier.fire((), {("org", "", "c"): 1})
+            assert woken(subs) == [1]
+
+
+def test_topics_wake_every_subscriber(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        subs = [stack.enter_context(notifier.subscribe("run:1")) for _ in range(3)]
+        other = stack.enter_context(notifier.subscribe("run:2"))
+        notifier.fire(["run:1"])
+        assert woken(subs) == [0, 1, 2]
+        assert not other.wait(0)
+
+
+def test_unsubscribed_claimers_are_not_woken(notifier: Notifier) -> None:
+    with notifier.subscribe(work=("org", ())) as gone:
+        pass
+    with notifier.subscribe(work=("org", ())) as present:
+        notifier.fire((), {("org", "", "c"): 1})
+        assert present.wait(0)
+    assert not gone.wait(0)
+
+
+def test_a_delayed_retry_wakes_one_claimer_when_due(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        subs = claimers(stack, notifier, (), ())
+        notifier.fire_at(time.monotonic() + 0.05, ("org", "", "c"))
+        assert woken(subs) == []
+        assert subs[0].wait(5.0) or subs[1].wait(5.0)
+        assert woken(subs) == []
+
+
+def test_wake_all_reaches_claimers_and_topic_subscribers(notifier: Notifier) -> None:
+    with notifier.subscribe(work=("org", ())) as claimer, notifier.subscribe("t") as follower:
+        notifier.wake_all()
+        assert claimer.wait(0) and follower.wait(0)
+
+
+def test_payloads_round_trip_and_degrade_to_wake_everyone_when_too_large() -> None:
+    ready = {("org", "gpu,linux", "c"): 3, ("o2", "", "c"): 1}
+    assert decode(encode(["run:1", "logs:7"], ready)) == (["run:1", "logs:7"], ready)
+    # A shell script is no handler's name: it travels as the empty command,
+    # which only claimers that run anything take.
+    script = "echo " + "x" * 300
+    assert decode(encode([], {("org", "", script): 2, ("org", "", "y" * 301): 1})) == (
+        [],
+        {("org", "", ""): 3},
+    )
+    huge = [f"logs:{i}" for i in range(2000)]
+    assert encode(huge, {}) == "*"
+    assert decode("*") is None
+
+
+def test_each_woken_claimer_holds_its_share_of_the_work(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        subs = claimers(stack, notifier, (), ())
+        notifier.fire((), {("org", "", "c"): 5})
+        shares = sorted(notifier.take_work(sub).get(("org", "", "c"), 0) for sub in subs)
+        assert shares == [2, 3]
+        assert notifier.take_work(subs[0]) == {}
+
+
+def test_work_given_to_a_claimer_that_filled_up_goes_to_another(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        busy, idle = claimers(stack, notifier, (), ())
+        notifier.fire((), {("org", "", "c"): 1})
+        assert woken([busy, idle]) == [0]
+        work = notifier.take_work(busy)
+        busy.accepting = False  # its claim filled its last slot with other jobs
+        notifier.pass_on(busy, work)
+        assert woken([busy, idle]) == [1]
+        assert notifier.take_work(idle) == {("org", "", "c"): 1}
+
+
+def test_work_given_to_a_claimer_that_leaves_goes_to_another(notifier: Notifier) -> None:
+    with notifier.subscribe(work=("org", ())) as staying:
+        with notifier.subscribe(work=("org", ())) as leaving:
+            notifier.fire((), {("org", "", "c"): 1})
+            assert woken([staying, leaving]) == [0]
+            notifier.fire((), {("org", "", "c"): 1})
+            assert woken([staying, leaving]) == [1]
+        assert staying.wait(0)
+        assert notifier.take_work(staying) == {("org", "", "c"): 2}
+
+
+def test_passed_on_work_with_no_taker_is_dropped_for_the_poll(notifier: Notifier) -> None:
+    with notifier.subscribe(work=("org", ())) as only:
+        notifier.fire((), {("org", "", "c"): 1})
+        work = notifier.take_work(only)
+        only.accepting = False
+        notifier.pass_on(only, work)
+        assert only.wait(0)  # the first fire's wake-up, nothing more
+        assert not only.wait(0)
+        assert notifier.take_work(only) == {}
+
+
+# ---------------------------------------------------------------- mailboxes
+
+
+def mailboxes(
+    stack: ExitStack, n: Notifier, *free: int, org: str = "org", labels: tuple[str, ...] = ()
+) -> list[Subscription]:
+    """Claimers with mailboxes, each with ``free`` slots as it counted them."""
+    subs = []
+    for i, slots in enumerate(free):
+        sub = stack.enter_context(
+            n.subscribe(work=(org, labels), mailbox=Mailbox(org, f"w{i}", 30))
+        )
+        n.set_free(sub, slots)
+        subs.append(sub)
+    return subs
+
+
+def test_reservations_go_one_job_each_in_turn_within_the_free_slots(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        a, b = mailboxes(stack, notifier, 1, 3)
+        picked = notifier.reserve(("org", "", "c"), 5)
+        assert picked == [a, b, b, b]  # a has one slot, b three; the fifth job waits
+        assert notifier.reserve(("org", "", "c"), 1) == []
+        notifier.unreserve(b, 2)
+        assert notifier.reserve(("org", "", "c"), 5) == [b, b]
+
+
+def test_claimers_without_room_labels_or_mailbox_are_not_promised_work(
+    notifier: Notifier,
+) -> None:
+    with ExitStack() as stack:
+        (full,) = mailboxes(stack, notifier, 0)
+        (cpu,) = mailboxes(stack, notifier, 2, labels=("linux",))
+        (elsewhere,) = mailboxes(stack, notifier, 2, org="other")
+        claimers(stack, notifier, ("gpu",))  # wakes for work, but has no mailbox
+        assert notifier.reserve(("org", "gpu", "c"), 3) == []
+        cpu.accepting = False  # it is full, as far as wake-ups go
+        assert notifier.reserve(("org", "linux", "c"), 1) == []
+        cpu.accepting = True
+        assert notifier.reserve(("org", "linux", "c"), 3) == [cpu, cpu]
+        assert full not in notifier.reserve(("org", "", "c"), 3)
+        assert elsewhere not in notifier.reserve(("org", "", "c"), 3)
+
+
+def test_reservations_fill_the_handlers_of_a_command_first_and_skip_others(
+    notifier: Notifier,
+) -> None:
+    with ExitStack() as stack:
+        (anything,) = mailboxes(stack, notifier, 3)
+        build = stack.enter_context(
+            notifier.subscribe(
+                work=("org", ()), mailbox=Mailbox("org", "b", 30), commands=frozenset({"b"})
+            )
+        )
+        notifier.set_free(build, 2)
+        assert notifier.reserve(("org", "", "make"), 5) == [anything] * 3
+        notifier.unreserve(anything, 3)
+        assert notifier.reserve(("org", "", "b"), 3) == [build, build, anything]
+
+
+def test_delivery_wakes_the_claimer_and_taking_uses_up_its_slots(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        (sub,) = mailboxes(stack, notifier, 2)
+        assert notifier.reserve(("org", "", "c"), 2) == [sub, sub]
+        assert notifier.deliver(sub, 2, ["job-1"]) == []  # one promise found no job
+        assert sub.wait(0)
+        assert notifier.take_delivered(sub) == ["job-1"]
+        assert notifier.take_delivered(sub) == []
+        assert notifier.reserve(("org", "", "c"), 5) == [sub]  # one slot left
+
+
+def test_a_claims_budget_is_taken_out_of_the_mailboxs_room(notifier: Notifier) -> None:
+    with ExitStack() as stack:
+        (sub,) = mailboxes(stack, notifier, 0)
+        assert notifier.reserve(("org", "", "c"), 1) == []
+        notifier.set_free(sub, 3)
+        assert notifier.reserve(("org", "", "c"), 1) == [sub]
+        # Three free, one promised: the claimer's own claim may fill two, and
+        # while it runs nothing more is promised.
+        assert notifier.claim_budget(sub, 3) == 2
+        assert notifier.reserve(("org", "", "c"), 1) == []
+        notifier.deliver(sub, 1, ["job-1"])
+        # The claim took one job; the claimer counts it with the delivered one.
+        notifier.set_free(sub, 3 - 1)
+        assert notifier.reserve(("org", "", "c"), 5) == [sub]
+
+
+def test_a_claimer_that_left_gets_nothing_and_gives_back_what_it_did_not_take(
+    notifier: Notifier,
+) -> None:
+    with ExitStack() as stack:
+        (sub,) = mailboxes(stack, notifier, 2)
+        assert notifier.reserve(("org", "", "c"), 2) == [sub, sub]
+        notifier.deliver(sub, 1, ["job-1"])
+        assert notifier.close_mailbox(sub) == ["job-1"]
+        assert notifier.deliver(sub, 1, ["job-2"]) == ["job-2"]
+        assert notifier.reserve(("org", "", "c"), 1) == []
