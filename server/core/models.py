@@ -555,3 +555,15 @@ class RateLimitBucketRow(Base):
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     level: Mapped[float] = mapped_column(Double)
     updated_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class ServerSecretRow(Base):
+    """Random keys the replicas of one database share, created on first use by
+    whichever replica gets there first (e.g. the key that signs page tokens).
+    Not per organization: they belong to the installation."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))  # base64url
+    created_at_ms: Mapped[int] = mapped_column(BigInteger)
