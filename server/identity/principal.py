@@ -1,4 +1,4 @@
-"""Who is calling: the principal every RPC runs as, and the errors of authentication.
+"""The errors of authentication, beside the principal (defined in core) they concern.
 
 The gRPC interceptor resolves a principal from the call's metadata
 (``authorization`` and ``x-organization-id``) once per call and hands it to
@@ -7,48 +7,21 @@ the servicers; the service layer then works within ``principal.org_id``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from types import MappingProxyType
+from collections.abc import Mapping
 
 from trellis.server.core.errors import TrellisError
-from trellis.server.identity.scopes import satisfies
+from trellis.server.core.principal import DEFAULT_ORG, Principal, PrincipalKind
 
-DEFAULT_ORG = "default"
-
-
-class PrincipalKind(StrEnum):
-    """How the caller authenticated."""
-
-    USER = "user"  # a JWT from /auth/login (or an authorization-code grant)
-    PAT = "pat"  # a personal access token, acting as its user
-    MACHINE = "machine"  # a machine user's token
-    CLIENT = "client"  # a JWT from a client-credentials grant
-    ANONYMOUS = "anonymous"  # development mode without auth (loopback only)
-
-
-@dataclass(frozen=True)
-class Principal:
-    """An authenticated caller within one organization."""
-
-    org_id: str
-    # Stable and unique within the org: "user:<id>", "machine:<id>", "client:<id>".
-    # Leases are bound to it, and the audit log records it.
-    subject: str
-    kind: PrincipalKind
-    scopes: frozenset[str]
-    # For humans reading the audit log: a username, machine user or client name.
-    name: str = ""
-    roles: tuple[str, ...] = ()
-    # The credential used: a JWT's jti, a PAT's or machine user's id.
-    credential_id: str = ""
-    # The session of a login JWT (logout and refresh act on it).
-    session_id: str = ""
-    extra: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-
-    def allows(self, scope: str | Iterable[str]) -> bool:
-        return satisfies(self.scopes, scope)
+__all__ = [
+    "DEFAULT_ORG",
+    "AuthError",
+    "MissingOrganization",
+    "PermissionDenied",
+    "Principal",
+    "PrincipalKind",
+    "RateLimited",
+    "Unauthenticated",
+]
 
 
 class AuthError(TrellisError):

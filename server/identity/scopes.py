@@ -19,6 +19,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
+from trellis.server.core.principal import not_bare_str, satisfies
+
 __all__ = [
     "ALL_SCOPES",
     "ROLE_SCOPES",
@@ -154,29 +156,9 @@ def narrow(requested: Iterable[str], allowed: Iterable[str]) -> frozenset[str]:
     Requested scopes outside ``allowed`` are dropped rather than refused, as OAuth2 permits;
     a caller that must refuse instead compares the result with its request.
     """
-    wanted = frozenset(_not_bare_str(requested, "requested"))
-    permitted = frozenset(_not_bare_str(allowed, "allowed"))
+    wanted = frozenset(not_bare_str(requested, "requested"))
+    permitted = frozenset(not_bare_str(allowed, "allowed"))
     return permitted if not wanted else wanted & permitted
-
-
-def satisfies(granted: Iterable[str], required: str | Iterable[str]) -> bool:
-    """Whether ``granted`` holds ``required`` (one scope, or every scope of a collection).
-
-    An empty requirement is a ValueError, not a vacuous True: an RPC that declares no scope
-    is a contract bug, and the safe answer to it is a refusal by the caller.
-    """
-    needed = frozenset((required,)) if isinstance(required, str) else frozenset(required)
-    if not needed or "" in needed:
-        raise ValueError("no required scope given; refuse the call instead")
-    return needed <= frozenset(_not_bare_str(granted, "granted"))
-
-
-def _not_bare_str(scopes: Iterable[str], what: str) -> Iterable[str]:
-    # Iterating "workflows:read" yields letters, which would silently grant nothing or,
-    # worse, compare letters; a type error points at the caller's bug instead.
-    if isinstance(scopes, str):
-        raise TypeError(f"{what} must be a collection of scopes, not a string")
-    return scopes
 
 
 def _echo(value: str) -> str:
