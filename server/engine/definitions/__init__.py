@@ -9,7 +9,7 @@ the engine stores and runs. A definition is either accepted completely or reject
 exception escapes for any input.
 """
 
-from trellis.server.engine.definitions._api import parse_api_mapping, parse_message
+from trellis.server.engine.definitions._api import parse_api_mapping, parse_message, parse_request
 from trellis.server.engine.definitions._errors import DefinitionError
 from trellis.server.engine.definitions._file import (
     load_dir,
@@ -47,5 +47,6 @@ __all__ = [
     "parse_file",
     "parse_file_mapping",
     "parse_message",
+    "parse_request",
     "parse_text",
 ]

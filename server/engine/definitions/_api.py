@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from google.protobuf.message import Message
@@ -17,7 +17,8 @@ from trellis.server.engine.definitions._checks import (
     text,
 )
 from trellis.server.engine.definitions._draft import Dialect, Draft, DraftJob
-from trellis.server.engine.definitions._errors import Where, quote, show
+from trellis.server.engine.definitions._errors import DefinitionError, Where, quote, show
+from trellis.server.engine.definitions._file import parse_text
 from trellis.server.engine.definitions._model import MAX_TIMEOUT_SECS, WorkflowDef
 from trellis.server.engine.definitions._validate import build
 from trellis.v1 import workflows_pb2
@@ -48,6 +49,25 @@ _JOB_OUTPUT_ONLY = (
 BACKOFF_HINT = (
     '"None", {"Fixed": {"delay_secs": N}} or {"Exponential": {"base_secs": N, "max_secs": M}}'
 )
+
+
+def parse_request(
+    request: workflows_pb2.CreateWorkflowRequest, *, new_id: Callable[[], str]
+) -> WorkflowDef:
+    """The definition a ``CreateWorkflowRequest`` carries, as a message or as file text.
+
+    The workflow is named by ``workflow_id``, else by the message's ``id``, else by
+    ``new_id()``; when both name it they must agree.
+    """
+    chosen = request.WhichOneof("definition")
+    given = request.workflow_id or (request.workflow.id if chosen == "workflow" else "")
+    workflow_id = given or new_id()
+    if chosen == "source" and request.source:
+        return parse_text(request.source, source="api", workflow_id=workflow_id)
+    if chosen == "workflow":
+        return parse_message(request.workflow, workflow_id=workflow_id)
+    # Rendered as `workflow: required (or source)`: the request field at fault, then why.
+    raise DefinitionError("workflow", "required (or source)")
 
 
 def parse_message(
