@@ -60,12 +60,12 @@ def parse_request(
     ``new_id()``; when both name it they must agree.
     """
     chosen = request.WhichOneof("definition")
-    given = request.workflow_id or (request.workflow.id if chosen == "workflow" else "")
-    workflow_id = given or new_id()
-    if chosen == "source" and request.source:
-        return parse_text(request.source, source="api", workflow_id=workflow_id)
     if chosen == "workflow":
+        workflow_id = request.workflow_id or request.workflow.id or new_id()
         return parse_message(request.workflow, workflow_id=workflow_id)
+    if chosen == "source" and request.source:
+        workflow_id = request.workflow_id or new_id()
+        return parse_text(request.source, source="api", workflow_id=workflow_id)
     # Rendered as `workflow: required (or source)`: the request field at fault, then why.
     raise DefinitionError("workflow", "required (or source)")
 
@@ -73,7 +73,8 @@ def parse_request(
 def parse_message(
     workflow: workflows_pb2.Workflow, *, source: str = "api", workflow_id: str
 ) -> WorkflowDef:
-    """Validate a ``Workflow`` message; its output-only fields are ignored."""
+    """Validate a ``Workflow`` message; its output-only fields (``version``, a job's
+    ``status``, ``attempt``, ...) are ignored, so that a fetched workflow can be sent back."""
     data = plain(workflow)
     # A message always has a (perhaps empty) list of jobs.
     data.setdefault("jobs", [])
