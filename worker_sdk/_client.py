@@ -157,7 +157,7 @@ class Client:
         else:
             source = definition if isinstance(definition, str) else json.dumps(definition)
             request = workflows_pb2.CreateWorkflowRequest(
-                workflow=workflows_pb2.Workflow(id=workflow_id or ""), source=source
+                source=source, workflow_id=workflow_id or ""
             )
         return self._unary(self._conn.workflows.CreateWorkflow, request)
 

@@ -156,17 +156,7 @@ class Workflows(workflows_pb2_grpc.WorkflowServiceServicer):
     def CreateWorkflow(
         self, request: workflows_pb2.CreateWorkflowRequest, context: grpc.ServicerContext
     ) -> workflows_pb2.Workflow:
-        from google.protobuf import json_format
-
-        body = None
-        if request.HasField("workflow"):
-            body = json_format.MessageToDict(request.workflow, preserving_proto_field_name=True)
-            body.setdefault("jobs", [])
-        if body is None and not request.source:
-            raise InvalidArgument("workflow: required (or source)")
-        return self.s.create_workflow(
-            org_of(context), body, request.source, actor=actor_of(context)
-        )
+        return self.s.create_workflow(org_of(context), request, actor=actor_of(context))
 
     @unary
     def RunWorkflow(

@@ -41,8 +41,7 @@ from trellis.server.engine.definitions import (
     DefinitionError,
     WorkflowDef,
     load_dir,
-    parse_api_mapping,
-    parse_text,
+    parse_request,
 )
 from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2, workers_pb2, workflows_pb2
 
@@ -451,20 +450,13 @@ class Service:
     def create_workflow(
         self,
         org: str,
-        workflow: Mapping[str, Any] | None,
-        source_text: str = "",
+        request: workflows_pb2.CreateWorkflowRequest,
         *,
         actor: Actor | None = None,
     ) -> workflows_pb2.Workflow:
         """Validates a definition whole and stores it; nothing is stored on error."""
-        workflow_id = str((workflow or {}).get("id") or "") or sched.new_id()
         try:
-            if source_text:
-                wdef = parse_text(source_text, source="api", workflow_id=workflow_id)
-            else:
-                body = dict(workflow or {})
-                body.pop("id", None)
-                wdef = parse_api_mapping(body, source="api", workflow_id=workflow_id)
+            wdef = parse_request(request, new_id=sched.new_id)
         except DefinitionError as exc:
             raise InvalidArgument(str(exc)) from exc
         return self.store_workflow(org, wdef, source="api", actor=actor)

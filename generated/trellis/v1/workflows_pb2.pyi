@@ -61,12 +61,14 @@ class GetWorkflowRequest(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ...) -> None: ...
 
 class CreateWorkflowRequest(_message.Message):
-    __slots__ = ("workflow", "source")
+    __slots__ = ("workflow", "source", "workflow_id")
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     workflow: Workflow
     source: str
-    def __init__(self, workflow: _Optional[_Union[Workflow, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
+    workflow_id: str
+    def __init__(self, workflow: _Optional[_Union[Workflow, _Mapping]] = ..., source: _Optional[str] = ..., workflow_id: _Optional[str] = ...) -> None: ...
 
 class RunWorkflowRequest(_message.Message):
     __slots__ = ("workflow_id",)

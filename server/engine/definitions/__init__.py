@@ -1,0 +1,52 @@
+"""Workflow definitions: one model, one parser, validated as a whole, then frozen.
+
+Definitions arrive as workflow files (workflow-graph's YAML/JSON format, read from
+``WORKFLOWS_DIR``), as the workflow of ``POST /api/workflows`` / ``CreateWorkflow`` (a mapping
+or a ``Workflow`` message), and as the stored JSON of a version. Each is first read into the
+same plain draft, which one validation pass turns into the immutable :class:`WorkflowDef` that
+the engine stores and runs. A definition is either accepted completely or rejected with one
+:class:`DefinitionError` that names the source and, where it applies, the job; no other
+exception escapes for any input.
+"""
+
+from trellis.server.engine.definitions._api import parse_api_mapping, parse_message, parse_request
+from trellis.server.engine.definitions._errors import DefinitionError
+from trellis.server.engine.definitions._file import (
+    load_dir,
+    parse_file,
+    parse_file_mapping,
+    parse_text,
+)
+from trellis.server.engine.definitions._model import (
+    MAX_BACKOFF_SECS,
+    MAX_ID_LENGTH,
+    MAX_JOBS,
+    MAX_LABEL_LENGTH,
+    MAX_RETRIES,
+    MAX_TIMEOUT_SECS,
+    Backoff,
+    BackoffKind,
+    JobDef,
+    WorkflowDef,
+)
+
+__all__ = [
+    "MAX_BACKOFF_SECS",
+    "MAX_ID_LENGTH",
+    "MAX_JOBS",
+    "MAX_LABEL_LENGTH",
+    "MAX_RETRIES",
+    "MAX_TIMEOUT_SECS",
+    "Backoff",
+    "BackoffKind",
+    "DefinitionError",
+    "JobDef",
+    "WorkflowDef",
+    "load_dir",
+    "parse_api_mapping",
+    "parse_file",
+    "parse_file_mapping",
+    "parse_message",
+    "parse_request",
+    "parse_text",
+]
