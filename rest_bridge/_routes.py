@@ -94,6 +94,9 @@ class TranscodedRoute:
             json_names=binding.surface.json_names,
             additional=binding.surface.additional_fields,
         )
+        if binding.confirmation:
+            confirmation = binding.confirmation
+            self._render = lambda response: confirmation
         wait = request_type.fields_by_name.get(WAIT_FIELD)
         self._wait_field = (
             WAIT_FIELD

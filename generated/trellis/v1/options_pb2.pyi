@@ -1,7 +1,9 @@
 from google.protobuf import descriptor_pb2 as _descriptor_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -92,9 +94,23 @@ class SurfaceConventions(_message.Message):
     def __init__(self, name: _Optional[str] = ..., error_style: _Optional[_Union[ErrorStyle, str]] = ..., envelope: _Optional[_Union[Envelope, str]] = ..., field_names: _Optional[_Union[FieldNames, str]] = ..., additional_fields: _Optional[bool] = ...) -> None: ...
 
 class RestOptions(_message.Message):
-    __slots__ = ("success_code", "form_body")
+    __slots__ = ("success_code", "form_body", "bindings")
     SUCCESS_CODE_FIELD_NUMBER: _ClassVar[int]
     FORM_BODY_FIELD_NUMBER: _ClassVar[int]
+    BINDINGS_FIELD_NUMBER: _ClassVar[int]
     success_code: int
     form_body: bool
-    def __init__(self, success_code: _Optional[int] = ..., form_body: _Optional[bool] = ...) -> None: ...
+    bindings: _containers.RepeatedCompositeFieldContainer[RestBinding]
+    def __init__(self, success_code: _Optional[int] = ..., form_body: _Optional[bool] = ..., bindings: _Optional[_Iterable[_Union[RestBinding, _Mapping]]] = ...) -> None: ...
+
+class RestBinding(_message.Message):
+    __slots__ = ("path", "surface", "success_code", "confirmation")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_CODE_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMATION_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    surface: str
+    success_code: int
+    confirmation: str
+    def __init__(self, path: _Optional[str] = ..., surface: _Optional[str] = ..., success_code: _Optional[int] = ..., confirmation: _Optional[str] = ...) -> None: ...
