@@ -11,6 +11,7 @@ declare, so that one RPC may serve the documented paths of several surfaces.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import pkgutil
@@ -182,6 +183,8 @@ def _service_bindings(
                         f"{entry.surface!r}"
                     )
                 chosen = found
+            if entry.times:
+                chosen = dataclasses.replace(chosen, times=int(entry.times))
             yield _binding(service, method, one, verb, template, rest, entry, chosen)
 
 

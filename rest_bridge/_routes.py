@@ -93,6 +93,7 @@ class TranscodedRoute:
             binding.response_body,
             json_names=binding.surface.json_names,
             additional=binding.surface.additional_fields,
+            times=binding.surface.times,
         )
         if binding.confirmation:
             confirmation = binding.confirmation

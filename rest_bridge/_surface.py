@@ -1,7 +1,7 @@
 """A service's REST surface conventions, read from its ``(trellis.v1.surface)`` option.
 
-One :class:`Surface` per service says how its answers look: the error body style,
-the success envelope and the spelling of field names. Everything that shapes an
+One :class:`Surface` per documented API says how its answers look: the error body
+style, the success envelope, the spelling of field names and of times. Everything that shapes an
 answer takes a Surface (or its ``error_style``) rather than reading options itself.
 """
 
@@ -22,7 +22,7 @@ _OAUTH2_HEADERS = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 
 @dataclass(frozen=True, slots=True)
 class Surface:
-    """How the REST paths of one service render their answers."""
+    """How the REST paths of one surface render their answers."""
 
     name: str = ""
     error_style: int = options_pb2.ERROR_STYLE_GOOGLE
@@ -30,6 +30,8 @@ class Surface:
     field_names: int = options_pb2.FIELD_NAMES_UNSPECIFIED
     # Whether answers carry the fields marked ``(additional)``.
     additional_fields: bool = False
+    # The ``trellis.v1.TimeFormat`` of Timestamps in answers.
+    times: int = options_pb2.TIME_FORMAT_UNSPECIFIED
 
     @classmethod
     def from_options(cls, conventions: options_pb2.SurfaceConventions) -> Surface:
@@ -40,6 +42,7 @@ class Surface:
             envelope=int(conventions.envelope),
             field_names=int(conventions.field_names),
             additional_fields=conventions.additional_fields,
+            times=int(conventions.times),
         )
 
     @property

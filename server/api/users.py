@@ -7,10 +7,8 @@ binding in proto, so nothing here knows which path a call came from.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import grpc
-from google.protobuf import empty_pb2
+from google.protobuf import empty_pb2, timestamp_pb2
 
 from trellis.server.api import _status
 from trellis.server.api._auth import current_principal
@@ -19,10 +17,12 @@ from trellis.server.identity import Identity, UserInfo, store
 from trellis.v1 import users_pb2, users_pb2_grpc
 
 
-def _iso(ms: int | None) -> str:
+def _time(ms: int | None) -> timestamp_pb2.Timestamp | None:
     if not ms:
-        return ""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMilliseconds(ms)
+    return stamp
 
 
 def user_message(u: UserInfo) -> users_pb2.User:
@@ -33,8 +33,8 @@ def user_message(u: UserInfo) -> users_pb2.User:
         email=u.email,
         roles=list(u.roles),
         enabled=u.enabled,
-        created_at=_iso(u.created_at_ms),
-        last_login=_iso(u.last_login_ms),
+        created_at=_time(u.created_at_ms),
+        last_login=_time(u.last_login_ms),
     )
 
 

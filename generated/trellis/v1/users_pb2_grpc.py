@@ -34,6 +34,9 @@ class UserServiceStub:
     writes confirmed by a sentence) and the administration paths under
     /api/v1/admin/users (surface "api-v1": bare answers, errors as
     {"error": "<reason>", "message": "..."}). Each binding names its surface.
+    Both documents spell a user's times as ISO 8601 UTC strings to the second,
+    "" for none; the api-v1 bindings say so themselves, as that surface's
+    other resources count times in epoch milliseconds.
     """
 
     def __init__(self, channel):
@@ -87,6 +90,9 @@ class UserServiceServicer:
     writes confirmed by a sentence) and the administration paths under
     /api/v1/admin/users (surface "api-v1": bare answers, errors as
     {"error": "<reason>", "message": "..."}). Each binding names its surface.
+    Both documents spell a user's times as ISO 8601 UTC strings to the second,
+    "" for none; the api-v1 bindings say so themselves, as that surface's
+    other resources count times in epoch milliseconds.
     """
 
     def ListUsers(self, request, context):
@@ -193,6 +199,9 @@ class UserService:
     writes confirmed by a sentence) and the administration paths under
     /api/v1/admin/users (surface "api-v1": bare answers, errors as
     {"error": "<reason>", "message": "..."}). Each binding names its surface.
+    Both documents spell a user's times as ISO 8601 UTC strings to the second,
+    "" for none; the api-v1 bindings say so themselves, as that surface's
+    other resources count times in epoch milliseconds.
     """
 
     @staticmethod
