@@ -166,6 +166,8 @@ def _service_bindings(
             for one in (rule, *rule.additional_bindings)
         ]
         entries = {entry.path: entry for entry in rest.bindings}
+        if len(entries) < len(rest.bindings):
+            raise UnsupportedRuleError(f"{method.full_name}: (trellis.v1.rest) names a path twice")
         unmatched = entries.keys() - {template for _, _, template in rules}
         if unmatched:
             raise UnsupportedRuleError(
@@ -174,18 +176,23 @@ def _service_bindings(
             )
         for one, verb, template in rules:
             entry = entries.get(template, options_pb2.RestBinding())
-            chosen = surface
-            if entry.surface:
-                found = surfaces.get(entry.surface)
-                if found is None:
-                    raise UnsupportedRuleError(
-                        f"{method.full_name}: {template} names an undeclared surface "
-                        f"{entry.surface!r}"
-                    )
-                chosen = found
-            if entry.times:
-                chosen = dataclasses.replace(chosen, times=int(entry.times))
+            chosen = _binding_surface(entry, surface, surfaces, f"{method.full_name}: {template}")
             yield _binding(service, method, one, verb, template, rest, entry, chosen)
+
+
+def _binding_surface(
+    entry: options_pb2.RestBinding, default: Surface, surfaces: Mapping[str, Surface], where: str
+) -> Surface:
+    """The surface a binding's entry names (else ``default``), with the entry's times."""
+    chosen = default
+    if entry.surface:
+        found = surfaces.get(entry.surface)
+        if found is None:
+            raise UnsupportedRuleError(f"{where} names an undeclared surface {entry.surface!r}")
+        chosen = found
+    if entry.times:
+        chosen = dataclasses.replace(chosen, times=int(entry.times))
+    return chosen
 
 
 def _verb_and_template(rule: http_pb2.HttpRule, where: str) -> tuple[str, str]:

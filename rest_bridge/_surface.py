@@ -1,8 +1,10 @@
-"""A service's REST surface conventions, read from its ``(trellis.v1.surface)`` option.
+"""REST surface conventions, declared by services with ``(trellis.v1.surface)``.
 
 One :class:`Surface` per documented API says how its answers look: the error body
-style, the success envelope, the spelling of field names and of times. Everything that shapes an
-answer takes a Surface (or its ``error_style``) rather than reading options itself.
+style, the success envelope, the spelling of field names and of times. Everything
+that shapes an answer takes a Surface (or its ``error_style``) rather than reading
+options itself. A service's surface is the default of its bindings; ``_http_rules``
+picks the surface of each binding.
 """
 
 from __future__ import annotations

@@ -134,6 +134,11 @@ def test_bindings_take_the_surface_they_name_and_others_their_service_s(
     [
         ('bindings: {path: "/v3/things/{id}" surface: "plain"}', "names no binding"),
         ('bindings: {path: "/v2/things/{id}" surface: "nowhere"}', "undeclared surface"),
+        (
+            'bindings: {path: "/things/{id}" surface: "plain"}'
+            ' bindings: {path: "/things/{id}" surface: "flagged"}',
+            "names a path twice",
+        ),
     ],
 )
 def test_bindings_that_name_nothing_fail_start_up(
