@@ -86,6 +86,8 @@ class HttpBinding:
     """The body may be a form (``(trellis.v1.rest).form_body``); else JSON only."""
     confirmation: str = ""
     """When set, the body of every successful answer instead of the response."""
+    ignored_parameters: frozenset[str] = frozenset()
+    """Top-level request fields the query string does not set on this binding."""
 
     @property
     def error_style(self) -> int:
@@ -236,7 +238,17 @@ def _binding(
         surface=surface,
         form_body=bool(rest.form_body) and rule.body == "*",
         confirmation=entry.confirmation,
+        ignored_parameters=_ignored_parameters(entry, request, f"{where}: {template}"),
     )
+
+
+def _ignored_parameters(
+    entry: options_pb2.RestBinding, request: Descriptor, where: str
+) -> frozenset[str]:
+    unknown = [name for name in entry.ignored_parameters if name not in request.fields_by_name]
+    if unknown:
+        raise UnsupportedRuleError(f"{where}: ignored_parameters {unknown} are no request fields")
+    return frozenset(entry.ignored_parameters)
 
 
 def compile_template(template: str, request: Descriptor, *, where: str = "") -> PathTemplate:

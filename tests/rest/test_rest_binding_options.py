@@ -139,6 +139,10 @@ def test_bindings_take_the_surface_they_name_and_others_their_service_s(
             ' bindings: {path: "/things/{id}" surface: "flagged"}',
             "names a path twice",
         ),
+        (
+            'bindings: {path: "/things/{id}" ignored_parameters: "colour"}',
+            "are no request fields",
+        ),
     ],
 )
 def test_bindings_that_name_nothing_fail_start_up(

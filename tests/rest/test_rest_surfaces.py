@@ -78,6 +78,10 @@ def test_one_rpc_answers_each_binding_in_its_own_surface(server: Running) -> Non
     assert deleted.json == {"success": True, "data": "User deleted successfully"}
     assert client.post(f"{ADMIN}/{user['id']}/restore", {}).status == 200
     assert client.request("DELETE", f"{ADMIN}/{user['id']}").json == {}
+    # Deleted users are listed on the administration paths only, which can restore them.
+    assert user["id"] in {u["id"] for u in client.get(f"{ADMIN}?include_deleted=true").json}
+    hidden = _data(client.get(f"{CONTROL}?include_deleted=true").json)
+    assert user["id"] not in {u["id"] for u in hidden}
     assert client.request("DELETE", f"{CONTROL}/{user['id']}").json == {
         "success": False,
         "error": f"user '{user['id']}' not found",

@@ -115,15 +115,17 @@ class RestOptions(_message.Message):
     def __init__(self, success_code: _Optional[int] = ..., form_body: _Optional[bool] = ..., bindings: _Optional[_Iterable[_Union[RestBinding, _Mapping]]] = ...) -> None: ...
 
 class RestBinding(_message.Message):
-    __slots__ = ("path", "surface", "success_code", "confirmation", "times")
+    __slots__ = ("path", "surface", "success_code", "confirmation", "times", "ignored_parameters")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SURFACE_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_CODE_FIELD_NUMBER: _ClassVar[int]
     CONFIRMATION_FIELD_NUMBER: _ClassVar[int]
     TIMES_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     path: str
     surface: str
     success_code: int
     confirmation: str
     times: TimeFormat
-    def __init__(self, path: _Optional[str] = ..., surface: _Optional[str] = ..., success_code: _Optional[int] = ..., confirmation: _Optional[str] = ..., times: _Optional[_Union[TimeFormat, str]] = ...) -> None: ...
+    ignored_parameters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, path: _Optional[str] = ..., surface: _Optional[str] = ..., success_code: _Optional[int] = ..., confirmation: _Optional[str] = ..., times: _Optional[_Union[TimeFormat, str]] = ..., ignored_parameters: _Optional[_Iterable[str]] = ...) -> None: ...
