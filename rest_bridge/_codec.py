@@ -5,7 +5,8 @@ explicit ``json_name``; proto JSON names on ``FIELD_NAMES_JSON`` surfaces), ever
 present including defaults (those marked ``(additional)`` only on surfaces with
 ``additional_fields``), 64-bit integers as numbers, unset optional and message
 fields as ``null``, enums by their ``(trellis.v1.json_value)`` or lower-cased short
-name, and the ``(trellis.v1.json_shape)`` of tagged unions and bare maps. Parsing
+name, Timestamps in the surface's ``times`` format, and the
+``(trellis.v1.json_shape)`` of tagged unions and bare maps. Parsing
 accepts what rendering produces (and the canonical proto3 spellings) and rejects
 anything else with the field's path; both spellings of a field name are accepted
 whatever the surface. Form-encoded bodies bind like query parameters.
@@ -156,11 +157,13 @@ def _check_tree(value: Json) -> None:
                 pending.append((child, child_path(path, key), depth + 1))
 
 
-def render_message(message: Message, *, json_names: bool = False, additional: bool = False) -> Json:
+def render_message(
+    message: Message, *, json_names: bool = False, additional: bool = False, times: int = 0
+) -> Json:
     """Renders any message as JSON by its type's conventions (and JSON field names,
-    and the fields marked ``(additional)``)."""
+    the fields marked ``(additional)``, and Timestamps in a ``trellis.v1.TimeFormat``)."""
     renderer = message_renderer(
-        descriptor_of(message), json_names=json_names, additional=additional
+        descriptor_of(message), json_names=json_names, additional=additional, times=times
     )
     return renderer(message)
 
@@ -176,19 +179,23 @@ def response_renderer(
     *,
     json_names: bool = False,
     additional: bool = False,
+    times: int = 0,
 ) -> MessageRenderer:
     """Renders a response, or only its ``response_body`` field when one is named.
 
     ``json_names`` spells field names as proto JSON names (``FIELD_NAMES_JSON``),
-    ``additional`` renders the fields marked ``(additional)`` (``additional_fields``);
-    ``response_body`` is always a proto field name, as in the HttpRule.
+    ``additional`` renders the fields marked ``(additional)`` (``additional_fields``),
+    ``times`` is the ``trellis.v1.TimeFormat`` of Timestamps; ``response_body`` is
+    always a proto field name, as in the HttpRule.
     """
     if not response_body:
-        return message_renderer(descriptor, json_names=json_names, additional=additional)
+        return message_renderer(
+            descriptor, json_names=json_names, additional=additional, times=times
+        )
     field = descriptor.fields_by_name.get(response_body)
     if field is None:
         raise ValueError(f"{descriptor.full_name} has no field {response_body!r} (response_body)")
-    return field_renderer(field, json_names=json_names, additional=additional)
+    return field_renderer(field, json_names=json_names, additional=additional, times=times)
 
 
 def body_binder(descriptor: Descriptor, body: str) -> BodyBinder:

@@ -3,15 +3,20 @@
 Every unary RPC with an HttpRule becomes one :class:`HttpBinding` per binding (the
 rule and its ``additional_bindings``). Path templates are compiled to Werkzeug rules;
 a template this bridge cannot serve fails start-up rather than being skipped.
+
+Each binding has its own surface: the one its ``(trellis.v1.rest).bindings`` entry
+names, else its service's. Names resolve among the surfaces the package's services
+declare, so that one RPC may serve the documented paths of several surfaces.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import pkgutil
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, cast
@@ -75,13 +80,18 @@ class HttpBinding:
     response_body: str
     success_code: int
     surface: Surface
+    """The conventions of this binding's answers: named by its ``(trellis.v1.rest)``
+    entry, else those of its service's ``(trellis.v1.surface)`` option."""
     form_body: bool
     """The body may be a form (``(trellis.v1.rest).form_body``); else JSON only."""
-    """The conventions of the service, from its ``(trellis.v1.surface)`` option."""
+    confirmation: str = ""
+    """When set, the body of every successful answer instead of the response."""
+    ignored_parameters: frozenset[str] = frozenset()
+    """Top-level request fields the query string does not set on this binding."""
 
     @property
     def error_style(self) -> int:
-        """The service's ``trellis.v1.ErrorStyle``."""
+        """The binding's ``trellis.v1.ErrorStyle``."""
         return self.surface.error_style
 
     @property
@@ -111,14 +121,37 @@ def package_files(package_name: str = PACKAGE) -> list[FileDescriptor]:
 
 def discover_bindings(package_name: str = PACKAGE) -> list[HttpBinding]:
     """Every REST binding declared on the package's services."""
+    services = [
+        service
+        for file in package_files(package_name)
+        for service in file.services_by_name.values()
+    ]
+    surfaces = named_surfaces(services)
     bindings: list[HttpBinding] = []
-    for file in package_files(package_name):
-        for service in file.services_by_name.values():
-            bindings.extend(_service_bindings(service))
+    for service in services:
+        bindings.extend(_service_bindings(service, surfaces))
     return bindings
 
 
-def _service_bindings(service: ServiceDescriptor) -> Iterator[HttpBinding]:
+def named_surfaces(services: Iterable[ServiceDescriptor]) -> dict[str, Surface]:
+    """The surfaces the services declare, by name; a name declared twice with
+    different conventions is UnsupportedRuleError."""
+    surfaces: dict[str, Surface] = {}
+    for service in services:
+        surface = surface_of(service)
+        if not surface.name:
+            continue
+        known = surfaces.setdefault(surface.name, surface)
+        if known != surface:
+            raise UnsupportedRuleError(
+                f"{service.full_name}: surface {surface.name!r} is declared with other conventions"
+            )
+    return surfaces
+
+
+def _service_bindings(
+    service: ServiceDescriptor, surfaces: Mapping[str, Surface]
+) -> Iterator[HttpBinding]:
     surface = surface_of(service)
     for method in service.methods:
         options = method.GetOptions()
@@ -130,25 +163,60 @@ def _service_bindings(service: ServiceDescriptor) -> Iterator[HttpBinding]:
             continue
         rest = option(options, options_pb2.rest)
         rule = option(options, annotations_pb2.http)
-        for one in (rule, *rule.additional_bindings):
-            yield _binding(service, method, one, rest, surface)
+        rules = [
+            (one, *_verb_and_template(one, method.full_name))
+            for one in (rule, *rule.additional_bindings)
+        ]
+        entries = {entry.path: entry for entry in rest.bindings}
+        if len(entries) < len(rest.bindings):
+            raise UnsupportedRuleError(f"{method.full_name}: (trellis.v1.rest) names a path twice")
+        unmatched = entries.keys() - {template for _, _, template in rules}
+        if unmatched:
+            raise UnsupportedRuleError(
+                f"{method.full_name}: (trellis.v1.rest) names no binding of the method: "
+                + ", ".join(sorted(unmatched))
+            )
+        for one, verb, template in rules:
+            entry = entries.get(template, options_pb2.RestBinding())
+            chosen = _binding_surface(entry, surface, surfaces, f"{method.full_name}: {template}")
+            yield _binding(service, method, one, verb, template, rest, entry, chosen)
+
+
+def _binding_surface(
+    entry: options_pb2.RestBinding, default: Surface, surfaces: Mapping[str, Surface], where: str
+) -> Surface:
+    """The surface a binding's entry names (else ``default``), with the entry's times."""
+    chosen = default
+    if entry.surface:
+        found = surfaces.get(entry.surface)
+        if found is None:
+            raise UnsupportedRuleError(f"{where} names an undeclared surface {entry.surface!r}")
+        chosen = found
+    if entry.times:
+        chosen = dataclasses.replace(chosen, times=int(entry.times))
+    return chosen
+
+
+def _verb_and_template(rule: http_pb2.HttpRule, where: str) -> tuple[str, str]:
+    pattern = rule.WhichOneof("pattern")
+    if pattern is None:
+        raise UnsupportedRuleError(f"{where}: HTTP rule without a verb and path")
+    if pattern == "custom":
+        return rule.custom.kind.upper(), rule.custom.path
+    return pattern.upper(), getattr(rule, pattern)
 
 
 def _binding(
     service: ServiceDescriptor,
     method: MethodDescriptor,
     rule: http_pb2.HttpRule,
+    verb: str,
+    template: str,
     rest: options_pb2.RestOptions,
+    entry: options_pb2.RestBinding,
     surface: Surface,
 ) -> HttpBinding:
     where = method.full_name
-    pattern = rule.WhichOneof("pattern")
-    if pattern is None:
-        raise UnsupportedRuleError(f"{where}: HTTP rule without a verb and path")
-    if pattern == "custom":
-        verb, template = rule.custom.kind.upper(), rule.custom.path
-    else:
-        verb, template = pattern.upper(), getattr(rule, pattern)
     request = method.input_type
     if rule.body and rule.body != "*" and rule.body not in request.fields_by_name:
         raise UnsupportedRuleError(f"{where}: body {rule.body!r} is not a request field")
@@ -166,10 +234,21 @@ def _binding(
         path=compile_template(template, request, where=where),
         body=rule.body,
         response_body=rule.response_body,
-        success_code=int(rest.success_code) or 200,
+        success_code=int(entry.success_code) or int(rest.success_code) or 200,
         surface=surface,
         form_body=bool(rest.form_body) and rule.body == "*",
+        confirmation=entry.confirmation,
+        ignored_parameters=_ignored_parameters(entry, request, f"{where}: {template}"),
     )
+
+
+def _ignored_parameters(
+    entry: options_pb2.RestBinding, request: Descriptor, where: str
+) -> frozenset[str]:
+    unknown = [name for name in entry.ignored_parameters if name not in request.fields_by_name]
+    if unknown:
+        raise UnsupportedRuleError(f"{where}: ignored_parameters {unknown} are no request fields")
+    return frozenset(entry.ignored_parameters)
 
 
 def compile_template(template: str, request: Descriptor, *, where: str = "") -> PathTemplate:

@@ -2,11 +2,13 @@
 
 Parsers are compiled once per message type. A field is accepted under its proto name
 and its json_name; ``null`` leaves it unset; output-only fields are skipped, because
-clients echo back what they read (a workflow with its jobs' ``status``).
+clients echo back what they read (a workflow with its jobs' ``status``). A Timestamp
+is accepted in every spelling a surface renders (``_times``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -32,6 +34,7 @@ from ._descriptors import (
 from ._json_values import CodecError, Json, child_path, describe, entry_path, index_path
 from ._per_type import PerType
 from ._scalars import scalar_parser, text_parser
+from ._times import is_time, ms_keys, time_setter, time_text_setter
 
 MessageParser = Callable[[Json, Message, str], None]
 """Parses a JSON value into a message (in place); the string is the value's path."""
@@ -84,6 +87,10 @@ def _build(descriptor: Descriptor) -> MessageParser:
         )
         for key in input_keys(field):
             plans[key] = plan
+        if is_time(field) and not field.is_repeated:
+            in_ms = dataclasses.replace(plan, assign=time_setter(field, ms=True))
+            for key in ms_keys(field):
+                plans.setdefault(key, in_ms)
 
     def parse(value: Json, message: Message, path: str) -> None:
         if not isinstance(value, dict):
@@ -118,6 +125,8 @@ def field_setter(field: FieldDescriptor) -> FieldSetter:
     name = field.name
     if is_map(field):
         return _map_setter(field)
+    if is_time(field) and not field.is_repeated:
+        return time_setter(field, ms=False)
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         parse_message = message_parser(message_type(field))
         if field.is_repeated:
@@ -295,6 +304,16 @@ def query_setters(
         for field in message.fields:
             here = (*chain, field)
             if skip(here) or is_output_only(field) or is_map(field):
+                continue
+            if is_time(field) and not field.is_repeated:
+                dotted = ".".join(f.name for f in here)
+                as_text = time_text_setter(here, dotted, ms=False)
+                for key in {dotted, ".".join(f.json_name for f in here)}:
+                    setters[key] = as_text
+                prefix = ".".join(f.name for f in chain)
+                as_ms = time_text_setter(here, dotted + "_ms", ms=True)
+                for key in ms_keys(field):
+                    setters.setdefault(f"{prefix}.{key}" if prefix else key, as_ms)
                 continue
             if field.type == FieldDescriptor.TYPE_MESSAGE:
                 sub = message_type(field)

@@ -7,8 +7,9 @@ defaults, which the documented JSON shapes do not.
 
 Field names are the proto names (or an explicit ``json_name``) by default, or the
 proto JSON names for surfaces with ``FIELD_NAMES_JSON``. Fields marked
-``(additional)`` are rendered only for surfaces with ``additional_fields``. Each
-combination has its own cache of renderers, and a renderer's nested messages use it.
+``(additional)`` are rendered only for surfaces with ``additional_fields``. Timestamps
+render in the surface's ``times`` format (``_times``). Each combination has its own
+cache of renderers, and a renderer's nested messages use it.
 """
 
 from __future__ import annotations
@@ -37,27 +38,39 @@ from ._descriptors import (
 from ._json_values import Json
 from ._per_type import PerType
 from ._scalars import scalar_renderer
+from ._times import is_time, time_key, time_renderer, unset_time
 
 MessageRenderer = Callable[[Message], Json]
 ValueRenderer = Callable[[Any], Json]
 
 
 def message_renderer(
-    descriptor: Descriptor, *, json_names: bool = False, additional: bool = False
+    descriptor: Descriptor, *, json_names: bool = False, additional: bool = False, times: int = 0
 ) -> MessageRenderer:
     """The (cached) renderer of a message type; ``json_names`` keys fields by JSON name,
-    ``additional`` renders the fields marked ``(additional)`` too."""
-    return _RENDERERS[json_names, additional](descriptor)
+    ``additional`` renders the fields marked ``(additional)`` too, ``times`` is the
+    ``trellis.v1.TimeFormat`` of Timestamps."""
+    key = (json_names, additional, times)
+    renderers = _RENDERERS.get(key)
+    if renderers is None:
+        renderers = _RENDERERS.setdefault(key, _renderers(json_names, additional, times))
+    return renderers(descriptor)
 
 
 def field_renderer(
-    field: FieldDescriptor, *, json_names: bool = False, additional: bool = False
+    field: FieldDescriptor, *, json_names: bool = False, additional: bool = False, times: int = 0
 ) -> MessageRenderer:
     """Renders one field of a message (all its values, or null when unset)."""
     name = field.name
     if is_map(field):
-        return _map_renderer(field, json_names, additional)
-    value = _value_renderer(field, json_names, additional)
+        return _map_renderer(field, json_names, additional, times)
+    value = _value_renderer(field, json_names, additional, times)
+    if is_time(field) and not field.is_repeated:
+        assert value is not None
+        render_time, unset = value, unset_time(times)
+        return lambda message: (
+            render_time(getattr(message, name)) if message.HasField(name) else unset
+        )
     if field.is_repeated:
         if value is None:
             return lambda message: list(getattr(message, name))
@@ -77,19 +90,25 @@ def field_renderer(
 
 
 def _value_renderer(
-    field: FieldDescriptor, json_names: bool, additional: bool
+    field: FieldDescriptor, json_names: bool, additional: bool, times: int
 ) -> ValueRenderer | None:
     """Renders one value of a field; None when the Python value is already its JSON."""
+    if is_time(field):
+        return time_renderer(times)
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return message_renderer(message_type(field), json_names=json_names, additional=additional)
+        return message_renderer(
+            message_type(field), json_names=json_names, additional=additional, times=times
+        )
     return scalar_renderer(field)
 
 
-def _map_renderer(field: FieldDescriptor, json_names: bool, additional: bool) -> MessageRenderer:
+def _map_renderer(
+    field: FieldDescriptor, json_names: bool, additional: bool, times: int
+) -> MessageRenderer:
     name = field.name
     entry = message_type(field)
     # Map keys are data, not field names: they keep their spelling in both styles.
-    render_value = _value_renderer(entry.fields_by_name["value"], json_names, additional)
+    render_value = _value_renderer(entry.fields_by_name["value"], json_names, additional, times)
     bool_keys = entry.fields_by_name["key"].type == FieldDescriptor.TYPE_BOOL
 
     def key_text(key: object) -> str:
@@ -107,18 +126,25 @@ def _map_renderer(field: FieldDescriptor, json_names: bool, additional: bool) ->
     }
 
 
-def _build(descriptor: Descriptor, json_names: bool, additional: bool) -> MessageRenderer:
+def _key(field: FieldDescriptor, json_names: bool, times: int) -> str:
+    key = field.json_name if json_names else output_key(field)
+    return time_key(key, times, json_names=json_names) if is_time(field) else key
+
+
+def _build(
+    descriptor: Descriptor, json_names: bool, additional: bool, times: int
+) -> MessageRenderer:
     if descriptor.full_name in WELL_KNOWN_TYPES:
         return _well_known_renderer(descriptor, json_names)
     shape = json_shape(descriptor)
     if shape == options_pb2.JSON_SHAPE_EXTERNALLY_TAGGED:
-        return _tagged_renderer(descriptor, json_names, additional)
+        return _tagged_renderer(descriptor, json_names, additional, times)
     if shape == options_pb2.JSON_SHAPE_MAP:
-        return _map_renderer(map_shape_field(descriptor), json_names, additional)
+        return _map_renderer(map_shape_field(descriptor), json_names, additional, times)
     fields = [
         (
-            field.json_name if json_names else output_key(field),
-            field_renderer(field, json_names=json_names, additional=additional),
+            _key(field, json_names, times),
+            field_renderer(field, json_names=json_names, additional=additional, times=times),
         )
         for field in descriptor.fields
         if additional or not is_additional(field)
@@ -149,7 +175,9 @@ def _build(descriptor: Descriptor, json_names: bool, additional: bool) -> Messag
     return render
 
 
-def _tagged_renderer(descriptor: Descriptor, json_names: bool, additional: bool) -> MessageRenderer:
+def _tagged_renderer(
+    descriptor: Descriptor, json_names: bool, additional: bool, times: int
+) -> MessageRenderer:
     oneof = tagged_oneof(descriptor)
     oneof_name = oneof.name
     members: dict[str, tuple[str, ValueRenderer | None, bool]] = {}
@@ -157,7 +185,7 @@ def _tagged_renderer(descriptor: Descriptor, json_names: bool, additional: bool)
         bare = field.type == FieldDescriptor.TYPE_MESSAGE and is_empty_message(message_type(field))
         members[field.name] = (
             field.json_name,
-            _value_renderer(field, json_names, additional),
+            _value_renderer(field, json_names, additional, times),
             bare,
         )
 
@@ -192,14 +220,12 @@ def _well_known_renderer(descriptor: Descriptor, json_names: bool) -> MessageRen
     return render
 
 
-def _renderers(json_names: bool, additional: bool) -> PerType[MessageRenderer]:
+def _renderers(json_names: bool, additional: bool, times: int) -> PerType[MessageRenderer]:
     return PerType(
-        lambda descriptor: _build(descriptor, json_names, additional),
+        lambda descriptor: _build(descriptor, json_names, additional, times),
         lambda resolve: lambda message: resolve()(message),
     )
 
 
-# By (json_names, additional).
-_RENDERERS: dict[tuple[bool, bool], PerType[MessageRenderer]] = {
-    (names, extra): _renderers(names, extra) for names in (False, True) for extra in (False, True)
-}
+# By (json_names, additional, times), made on first use: few surfaces, few combinations.
+_RENDERERS: dict[tuple[bool, bool, int], PerType[MessageRenderer]] = {}

@@ -70,10 +70,17 @@ class TranscodedRoute:
         )
         path_chains = {_names(variable.chain) for variable in binding.path.variables}
         body = binding.body
+        ignored = binding.ignored_parameters
 
         def bound_elsewhere(chain: Sequence[FieldDescriptor]) -> bool:
-            # Only fields bound by neither path nor body come from the query string.
-            return body == "*" or chain[0].name == body or _names(chain) in path_chains
+            # Only fields bound by neither path nor body come from the query string,
+            # and not those the binding's document does not have.
+            return (
+                body == "*"
+                or chain[0].name == body
+                or chain[0].name in ignored
+                or _names(chain) in path_chains
+            )
 
         self._query_setters = query_setters(request_type, bound_elsewhere)
         # Only the RFC 6749 endpoints declare a form spelling of their (whole) body.
@@ -93,7 +100,11 @@ class TranscodedRoute:
             binding.response_body,
             json_names=binding.surface.json_names,
             additional=binding.surface.additional_fields,
+            times=binding.surface.times,
         )
+        if binding.confirmation:
+            confirmation = binding.confirmation
+            self._render = lambda response: confirmation
         wait = request_type.fields_by_name.get(WAIT_FIELD)
         self._wait_field = (
             WAIT_FIELD

@@ -26,7 +26,7 @@ from trellis.v1 import jobs_pb2, logs_pb2
 from ._codec import enum_codec, render_message
 from ._errors import error_response, rpc_error_response
 from ._metadata import InvalidHeaderError, forwarded_metadata
-from ._surface import surface_of
+from ._surface import Surface, surface_of
 
 _log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class LogStreams:
                     if item is None:
                         yield _KEEP_ALIVE
                     elif item.response is not None:
-                        yield from _frames(item.response, self.surface.json_names)
+                        yield from _frames(item.response, self.surface)
                         if item.response.job_finished:
                             return
                     else:
@@ -221,9 +221,9 @@ class LogStreams:
         return response
 
 
-def _frames(response: logs_pb2.FollowLogsResponse, json_names: bool) -> Iterator[bytes]:
+def _frames(response: logs_pb2.FollowLogsResponse, surface: Surface) -> Iterator[bytes]:
     for chunk in response.chunks:
-        rendered = render_message(chunk, json_names=json_names)
+        rendered = render_message(chunk, json_names=surface.json_names, times=surface.times)
         data = json.dumps(rendered, separators=(",", ":"), ensure_ascii=False)
         yield f"id: {chunk.id}\nevent: log\ndata: {data}\n\n".encode()
     if response.job_finished:

@@ -1,8 +1,10 @@
-"""A service's REST surface conventions, read from its ``(trellis.v1.surface)`` option.
+"""REST surface conventions, declared by services with ``(trellis.v1.surface)``.
 
-One :class:`Surface` per service says how its answers look: the error body style,
-the success envelope and the spelling of field names. Everything that shapes an
-answer takes a Surface (or its ``error_style``) rather than reading options itself.
+One :class:`Surface` per documented API says how its answers look: the error body
+style, the success envelope, the spelling of field names and of times. Everything
+that shapes an answer takes a Surface (or its ``error_style``) rather than reading
+options itself. A service's surface is the default of its bindings; ``_http_rules``
+picks the surface of each binding.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ _OAUTH2_HEADERS = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 
 @dataclass(frozen=True, slots=True)
 class Surface:
-    """How the REST paths of one service render their answers."""
+    """How the REST paths of one surface render their answers."""
 
     name: str = ""
     error_style: int = options_pb2.ERROR_STYLE_GOOGLE
@@ -30,6 +32,8 @@ class Surface:
     field_names: int = options_pb2.FIELD_NAMES_UNSPECIFIED
     # Whether answers carry the fields marked ``(additional)``.
     additional_fields: bool = False
+    # The ``trellis.v1.TimeFormat`` of Timestamps in answers.
+    times: int = options_pb2.TIME_FORMAT_UNSPECIFIED
 
     @classmethod
     def from_options(cls, conventions: options_pb2.SurfaceConventions) -> Surface:
@@ -40,6 +44,7 @@ class Surface:
             envelope=int(conventions.envelope),
             field_names=int(conventions.field_names),
             additional_fields=conventions.additional_fields,
+            times=int(conventions.times),
         )
 
     @property

@@ -37,6 +37,7 @@ from trellis.v1 import (
     oauth_pb2,
     runs_pb2,
     runs_pb2_grpc,
+    users_pb2,
     workers_pb2,
     workers_pb2_grpc,
     workflows_pb2,
@@ -430,6 +431,7 @@ PROTO_FILES = (
     identity_pb2.DESCRIPTOR,
     oauth_pb2.DESCRIPTOR,
     machine_pb2.DESCRIPTOR,
+    users_pb2.DESCRIPTOR,
 )
 
 

@@ -16,8 +16,9 @@ import grpc
 from trellis.server.api import _status
 from trellis.server.api._auth import client_address, current_principal
 from trellis.server.api._engine import unary
+from trellis.server.api.users import add_user_service
 from trellis.server.core.errors import InvalidArgument
-from trellis.server.identity import FirstAdmin, Identity, UserInfo, store
+from trellis.server.identity import FirstAdmin, Identity, store
 from trellis.server.identity.principal import PermissionDenied, Principal, PrincipalKind
 from trellis.server.identity.scopes import ROLE_SCOPES, scope_catalogue
 from trellis.server.identity.secrets_ import basic_credentials
@@ -66,62 +67,6 @@ def _total(context: grpc.ServicerContext, total: int, limit: int, offset: int) -
     _status.add_trailers(
         context,
         (("x-total-count", str(total)), ("x-limit", str(limit)), ("x-offset", str(offset))),
-    )
-
-
-def _user(u: UserInfo) -> auth_pb2.User:
-    return auth_pb2.User(
-        id=u.id,
-        username=u.username,
-        email=u.email,
-        roles=list(u.roles),
-        enabled=u.enabled,
-        created_at=iso(u.created_at_ms),
-        last_login=iso(u.last_login_ms),
-    )
-
-
-def _list_users(
-    identity: Identity,
-    request: Any,
-    context: grpc.ServicerContext,
-    *,
-    include_deleted: bool = False,
-) -> auth_pb2.ListUsersResponse:
-    limit, offset = _page(request)
-    page = identity.list_users(
-        current_principal(),
-        role=request.role or None,
-        enabled=request.enabled if request.HasField("enabled") else None,
-        include_deleted=include_deleted,
-        limit=limit,
-        offset=offset,
-    )
-    _total(context, page.total, limit, offset)
-    return auth_pb2.ListUsersResponse(users=[_user(u) for u in page.items])
-
-
-def _create_user(identity: Identity, request: auth_pb2.CreateUserRequest) -> auth_pb2.User:
-    return _user(
-        identity.create_user(
-            current_principal(),
-            username=request.username,
-            email=request.email,
-            password=request.password,
-            roles=list(request.roles) or ["viewer"],
-            enabled=request.enabled if request.HasField("enabled") else True,
-        )
-    )
-
-
-def _update_user(identity: Identity, request: auth_pb2.UpdateUserRequest) -> UserInfo:
-    return identity.update_user(
-        current_principal(),
-        request.user_id,
-        email=request.email if request.HasField("email") else None,
-        roles=list(request.roles) or None,
-        enabled=request.enabled if request.HasField("enabled") else None,
-        password=request.password if request.HasField("password") else None,
     )
 
 
@@ -210,32 +155,6 @@ class Auth(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.MessageResponse:
         self.i.logout(current_principal(), ip=client_address(context))
         return auth_pb2.MessageResponse(message="Successfully logged out")
-
-    @unary
-    def ListUsers(
-        self, request: auth_pb2.ListUsersRequest, context: grpc.ServicerContext
-    ) -> auth_pb2.ListUsersResponse:
-        return _list_users(self.i, request, context)
-
-    @unary
-    def CreateUser(
-        self, request: auth_pb2.CreateUserRequest, context: grpc.ServicerContext
-    ) -> auth_pb2.User:
-        return _create_user(self.i, request)
-
-    @unary
-    def UpdateUser(
-        self, request: auth_pb2.UpdateUserRequest, context: grpc.ServicerContext
-    ) -> auth_pb2.MessageResponse:
-        _update_user(self.i, request)
-        return auth_pb2.MessageResponse(message="User updated successfully")
-
-    @unary
-    def DeleteUser(
-        self, request: auth_pb2.DeleteUserRequest, context: grpc.ServicerContext
-    ) -> auth_pb2.MessageResponse:
-        self.i.delete_user(current_principal(), request.user_id)
-        return auth_pb2.MessageResponse(message="User deleted successfully")
 
     @unary
     def EnableMfa(
@@ -404,50 +323,6 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.ActivateOrganizationRequest, context: grpc.ServicerContext
     ) -> identity_pb2.Organization:
         return _org(self.i.activate_org(current_principal(), request.organization_id))
-
-    @unary
-    def ListAdminUsers(
-        self, request: identity_pb2.ListAdminUsersRequest, context: grpc.ServicerContext
-    ) -> auth_pb2.ListUsersResponse:
-        return _list_users(self.i, request, context, include_deleted=request.include_deleted)
-
-    @unary
-    def CreateAdminUser(
-        self, request: auth_pb2.CreateUserRequest, context: grpc.ServicerContext
-    ) -> auth_pb2.User:
-        return _create_user(self.i, request)
-
-    @unary
-    def GetAdminUser(
-        self, request: identity_pb2.GetAdminUserRequest, context: grpc.ServicerContext
-    ) -> auth_pb2.User:
-        return _user(self.i.get_user(current_principal(), request.user_id))
-
-    @unary
-    def UpdateAdminUser(
-        self, request: auth_pb2.UpdateUserRequest, context: grpc.ServicerContext
-    ) -> auth_pb2.User:
-        return _user(_update_user(self.i, request))
-
-    @unary
-    def DeleteAdminUser(
-        self, request: auth_pb2.DeleteUserRequest, context: grpc.ServicerContext
-    ) -> identity_pb2.DeleteAdminUserResponse:
-        self.i.delete_user(current_principal(), request.user_id)
-        return identity_pb2.DeleteAdminUserResponse()
-
-    @unary
-    def RestoreAdminUser(
-        self, request: identity_pb2.RestoreAdminUserRequest, context: grpc.ServicerContext
-    ) -> auth_pb2.User:
-        return _user(self.i.restore_user(current_principal(), request.user_id))
-
-    @unary
-    def SetAdminUserStatus(
-        self, request: identity_pb2.SetAdminUserStatusRequest, context: grpc.ServicerContext
-    ) -> auth_pb2.User:
-        changed = self.i.update_user(current_principal(), request.user_id, enabled=request.enabled)
-        return _user(changed)
 
     @unary
     def CreatePersonalAccessToken(
@@ -750,6 +625,7 @@ def add_identity_services(server: grpc.Server, identity: Identity, public_url: s
     identity_pb2_grpc.add_IdentityServiceServicer_to_server(  # type: ignore[no-untyped-call]
         IdentityServicer(identity), server
     )
+    add_user_service(server, identity)
     oauth_pb2_grpc.add_OAuthServiceServicer_to_server(  # type: ignore[no-untyped-call]
         OAuth(identity, public_url), server
     )

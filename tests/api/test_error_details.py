@@ -25,6 +25,8 @@ from trellis.v1 import (
     auth_pb2_grpc,
     logs_pb2,
     logs_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
     workers_pb2,
     workers_pb2_grpc,
     workflows_pb2,
@@ -49,7 +51,7 @@ def check(error: grpc.RpcError, code: grpc.StatusCode, reason: str, *fragments: 
 
 
 def test_every_code_carries_error_info(server: Running, caplog: pytest.LogCaptureFixture) -> None:
-    auth = auth_pb2_grpc.AuthServiceStub(server.channel)
+    users = users_pb2_grpc.UserServiceStub(server.channel)
     # INVALID_ARGUMENT, from the service's own validation.
     check(
         refused(
@@ -72,10 +74,10 @@ def test_every_code_carries_error_info(server: Running, caplog: pytest.LogCaptur
         "'nope' not found",
     )
     name = uid("user")
-    create = auth_pb2.CreateUserRequest(username=name, password=PASSWORD, roles=["viewer"])
-    auth.CreateUser(create, timeout=RPC_TIMEOUT)
+    create = users_pb2.CreateUserRequest(username=name, password=PASSWORD, roles=["viewer"])
+    users.CreateUser(create, timeout=RPC_TIMEOUT)
     check(
-        refused(lambda: auth.CreateUser(create, timeout=RPC_TIMEOUT)),
+        refused(lambda: users.CreateUser(create, timeout=RPC_TIMEOUT)),
         CODE.ALREADY_EXISTS,
         "already_exists",
     )
@@ -92,8 +94,8 @@ def test_every_code_carries_error_info(server: Running, caplog: pytest.LogCaptur
     admin_id = server.subject.partition(":")[2]
     check(
         refused(
-            lambda: auth.DeleteUser(
-                auth_pb2.DeleteUserRequest(user_id=admin_id), timeout=RPC_TIMEOUT
+            lambda: users.DeleteUser(
+                users_pb2.DeleteUserRequest(user_id=admin_id), timeout=RPC_TIMEOUT
             )
         ),
         CODE.FAILED_PRECONDITION,

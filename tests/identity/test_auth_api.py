@@ -32,6 +32,8 @@ from trellis.v1 import (
     oauth_pb2_grpc,
     runs_pb2,
     runs_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
     workers_pb2,
     workers_pb2_grpc,
     workflows_pb2,
@@ -61,6 +63,10 @@ def auth_stub(channel: grpc.Channel) -> auth_pb2_grpc.AuthServiceStub:
     return auth_pb2_grpc.AuthServiceStub(channel)
 
 
+def users_stub(channel: grpc.Channel) -> users_pb2_grpc.UserServiceStub:
+    return users_pb2_grpc.UserServiceStub(channel)
+
+
 def identity_stub(channel: grpc.Channel) -> identity_pb2_grpc.IdentityServiceStub:
     return identity_pb2_grpc.IdentityServiceStub(channel)
 
@@ -76,8 +82,8 @@ def workers_stub(channel: grpc.Channel) -> workers_pb2_grpc.WorkerServiceStub:
 def make_user(server: Running, role: str) -> str:
     """A new user of the default organization with ``role``; returns its token."""
     name = uid(role)
-    auth_stub(server.channel).CreateUser(
-        auth_pb2.CreateUserRequest(username=name, password=PASSWORD, roles=[role]),
+    users_stub(server.channel).CreateUser(
+        users_pb2.CreateUserRequest(username=name, password=PASSWORD, roles=[role]),
         timeout=RPC_TIMEOUT,
     )
     return login(server.anonymous_channel, name, PASSWORD)
@@ -162,8 +168,8 @@ def test_roles_grant_their_scopes_and_nothing_more(server: Running) -> None:
     assert run.run_id
     for channel in (viewer, operator):
         error = refused(
-            lambda ch=channel: auth_stub(ch).ListUsers(
-                auth_pb2.ListUsersRequest(), timeout=RPC_TIMEOUT
+            lambda ch=channel: users_stub(ch).ListUsers(
+                users_pb2.ListUsersRequest(), timeout=RPC_TIMEOUT
             )
         )
         assert code_of(error) == grpc.StatusCode.PERMISSION_DENIED
@@ -363,8 +369,8 @@ def test_another_organizations_objects_are_invisible_to_all_its_principals(
     run_id = start_run(server, wf)
     lease = must_claim(server).lease.lease_id
     admin_id = (
-        auth_stub(server.channel)
-        .ListUsers(auth_pb2.ListUsersRequest(), timeout=RPC_TIMEOUT)
+        users_stub(server.channel)
+        .ListUsers(users_pb2.ListUsersRequest(), timeout=RPC_TIMEOUT)
         .users[0]
         .id
     )
@@ -385,6 +391,7 @@ def test_another_organizations_objects_are_invisible_to_all_its_principals(
     def check(kind: str, channel: grpc.Channel) -> None:
         wf_s, runs_s = wf_stub(channel), runs_pb2_grpc.RunServiceStub(channel)
         w_s, a_s, i_s = workers_stub(channel), auth_stub(channel), identity_stub(channel)
+        u_s = users_stub(channel)
         logs_s = logs_pb2_grpc.LogServiceStub(channel)
         m_s = machine_pb2_grpc.MachineUserServiceStub(channel)
         attempts: dict[str, Callable[[], object]] = {
@@ -409,11 +416,11 @@ def test_another_organizations_objects_are_invisible_to_all_its_principals(
             "Heartbeat": lambda: w_s.Heartbeat(
                 workers_pb2.HeartbeatRequest(lease_id=lease), timeout=RPC_TIMEOUT
             ),
-            "UpdateUser": lambda: a_s.UpdateUser(
-                auth_pb2.UpdateUserRequest(user_id=admin_id, enabled=False), timeout=RPC_TIMEOUT
+            "UpdateUser": lambda: u_s.UpdateUser(
+                users_pb2.UpdateUserRequest(user_id=admin_id, enabled=False), timeout=RPC_TIMEOUT
             ),
-            "DeleteUser": lambda: a_s.DeleteUser(
-                auth_pb2.DeleteUserRequest(user_id=admin_id), timeout=RPC_TIMEOUT
+            "DeleteUser": lambda: u_s.DeleteUser(
+                users_pb2.DeleteUserRequest(user_id=admin_id), timeout=RPC_TIMEOUT
             ),
             "UpdatePolicy": lambda: a_s.UpdatePolicy(
                 auth_pb2.UpdatePolicyRequest(policy_id=policy.id, name="x"), timeout=RPC_TIMEOUT
@@ -476,7 +483,7 @@ def test_another_organizations_objects_are_invisible_to_all_its_principals(
             (
                 lambda: [
                     u.id
-                    for u in a_s.ListUsers(auth_pb2.ListUsersRequest(), timeout=RPC_TIMEOUT).users
+                    for u in u_s.ListUsers(users_pb2.ListUsersRequest(), timeout=RPC_TIMEOUT).users
                 ],
                 [admin_id],
             ),

@@ -133,9 +133,17 @@ def test_surface_is_read_from_the_service_options() -> None:
     assert (surface.name, surface.error_style) == ("workflow-graph", GOOGLE)
     assert surface.envelope == options_pb2.ENVELOPE_UNSPECIFIED
     assert not surface.json_names
-    # Every binding carries the surface of its service.
+    # A binding carries the surface its (trellis.v1.rest) entry names, else its service's.
     for binding in discover_bindings():
-        assert binding.surface == surface_of(binding.service)
+        entries = {
+            entry.path: entry.surface
+            for entry in binding.method.GetOptions().Extensions[options_pb2.rest].bindings
+        }
+        named = entries.get(binding.path.template)
+        if named:
+            assert binding.surface.name == named
+        else:
+            assert binding.surface == surface_of(binding.service)
         assert binding.error_style == binding.surface.error_style
 
     declared = Surface.from_options(

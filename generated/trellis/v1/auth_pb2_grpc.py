@@ -26,9 +26,10 @@ if _version_not_supported:
 
 
 class AuthServiceStub:
-    """Sign-in, users, access policies and the audit log (the control-center
-    surface: answers wrapped as {"success": true, "data": ...}, errors as
-    {"success": false, "error": "..."}). Times are ISO 8601 UTC strings.
+    """Sign-in, two-factor sign-in, access policies and the audit log (the
+    control-center surface: answers wrapped as {"success": true, "data": ...},
+    errors as {"success": false, "error": "..."}). Times are ISO 8601 UTC
+    strings. The users themselves are UserService's (users.proto).
     """
 
     def __init__(self, channel):
@@ -50,26 +51,6 @@ class AuthServiceStub:
         self.Logout = channel.unary_unary(
                 '/trellis.v1.AuthService/Logout',
                 request_serializer=trellis_dot_v1_dot_auth__pb2.LogoutRequest.SerializeToString,
-                response_deserializer=trellis_dot_v1_dot_auth__pb2.MessageResponse.FromString,
-                _registered_method=True)
-        self.ListUsers = channel.unary_unary(
-                '/trellis.v1.AuthService/ListUsers',
-                request_serializer=trellis_dot_v1_dot_auth__pb2.ListUsersRequest.SerializeToString,
-                response_deserializer=trellis_dot_v1_dot_auth__pb2.ListUsersResponse.FromString,
-                _registered_method=True)
-        self.CreateUser = channel.unary_unary(
-                '/trellis.v1.AuthService/CreateUser',
-                request_serializer=trellis_dot_v1_dot_auth__pb2.CreateUserRequest.SerializeToString,
-                response_deserializer=trellis_dot_v1_dot_auth__pb2.User.FromString,
-                _registered_method=True)
-        self.UpdateUser = channel.unary_unary(
-                '/trellis.v1.AuthService/UpdateUser',
-                request_serializer=trellis_dot_v1_dot_auth__pb2.UpdateUserRequest.SerializeToString,
-                response_deserializer=trellis_dot_v1_dot_auth__pb2.MessageResponse.FromString,
-                _registered_method=True)
-        self.DeleteUser = channel.unary_unary(
-                '/trellis.v1.AuthService/DeleteUser',
-                request_serializer=trellis_dot_v1_dot_auth__pb2.DeleteUserRequest.SerializeToString,
                 response_deserializer=trellis_dot_v1_dot_auth__pb2.MessageResponse.FromString,
                 _registered_method=True)
         self.EnableMfa = channel.unary_unary(
@@ -105,9 +86,10 @@ class AuthServiceStub:
 
 
 class AuthServiceServicer:
-    """Sign-in, users, access policies and the audit log (the control-center
-    surface: answers wrapped as {"success": true, "data": ...}, errors as
-    {"success": false, "error": "..."}). Times are ISO 8601 UTC strings.
+    """Sign-in, two-factor sign-in, access policies and the audit log (the
+    control-center surface: answers wrapped as {"success": true, "data": ...},
+    errors as {"success": false, "error": "..."}). Times are ISO 8601 UTC
+    strings. The users themselves are UserService's (users.proto).
     """
 
     def Login(self, request, context):
@@ -129,34 +111,6 @@ class AuthServiceServicer:
 
     def Logout(self, request, context):
         """Ends the caller's session: its access and refresh tokens stop working.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListUsers(self, request, context):
-        """Lists the users of the caller's organization.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CreateUser(self, request, context):
-        """Creates a user.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def UpdateUser(self, request, context):
-        """Changes a user's email, roles, enabled status or password.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def DeleteUser(self, request, context):
-        """Deletes a user (their sessions and tokens stop working).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -223,26 +177,6 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=trellis_dot_v1_dot_auth__pb2.LogoutRequest.FromString,
                     response_serializer=trellis_dot_v1_dot_auth__pb2.MessageResponse.SerializeToString,
             ),
-            'ListUsers': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListUsers,
-                    request_deserializer=trellis_dot_v1_dot_auth__pb2.ListUsersRequest.FromString,
-                    response_serializer=trellis_dot_v1_dot_auth__pb2.ListUsersResponse.SerializeToString,
-            ),
-            'CreateUser': grpc.unary_unary_rpc_method_handler(
-                    servicer.CreateUser,
-                    request_deserializer=trellis_dot_v1_dot_auth__pb2.CreateUserRequest.FromString,
-                    response_serializer=trellis_dot_v1_dot_auth__pb2.User.SerializeToString,
-            ),
-            'UpdateUser': grpc.unary_unary_rpc_method_handler(
-                    servicer.UpdateUser,
-                    request_deserializer=trellis_dot_v1_dot_auth__pb2.UpdateUserRequest.FromString,
-                    response_serializer=trellis_dot_v1_dot_auth__pb2.MessageResponse.SerializeToString,
-            ),
-            'DeleteUser': grpc.unary_unary_rpc_method_handler(
-                    servicer.DeleteUser,
-                    request_deserializer=trellis_dot_v1_dot_auth__pb2.DeleteUserRequest.FromString,
-                    response_serializer=trellis_dot_v1_dot_auth__pb2.MessageResponse.SerializeToString,
-            ),
             'EnableMfa': grpc.unary_unary_rpc_method_handler(
                     servicer.EnableMfa,
                     request_deserializer=trellis_dot_v1_dot_auth__pb2.EnableMfaRequest.FromString,
@@ -282,9 +216,10 @@ def add_AuthServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuthService:
-    """Sign-in, users, access policies and the audit log (the control-center
-    surface: answers wrapped as {"success": true, "data": ...}, errors as
-    {"success": false, "error": "..."}). Times are ISO 8601 UTC strings.
+    """Sign-in, two-factor sign-in, access policies and the audit log (the
+    control-center surface: answers wrapped as {"success": true, "data": ...},
+    errors as {"success": false, "error": "..."}). Times are ISO 8601 UTC
+    strings. The users themselves are UserService's (users.proto).
     """
 
     @staticmethod
@@ -357,114 +292,6 @@ class AuthService:
             target,
             '/trellis.v1.AuthService/Logout',
             trellis_dot_v1_dot_auth__pb2.LogoutRequest.SerializeToString,
-            trellis_dot_v1_dot_auth__pb2.MessageResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListUsers(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/trellis.v1.AuthService/ListUsers',
-            trellis_dot_v1_dot_auth__pb2.ListUsersRequest.SerializeToString,
-            trellis_dot_v1_dot_auth__pb2.ListUsersResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CreateUser(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/trellis.v1.AuthService/CreateUser',
-            trellis_dot_v1_dot_auth__pb2.CreateUserRequest.SerializeToString,
-            trellis_dot_v1_dot_auth__pb2.User.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def UpdateUser(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/trellis.v1.AuthService/UpdateUser',
-            trellis_dot_v1_dot_auth__pb2.UpdateUserRequest.SerializeToString,
-            trellis_dot_v1_dot_auth__pb2.MessageResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def DeleteUser(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/trellis.v1.AuthService/DeleteUser',
-            trellis_dot_v1_dot_auth__pb2.DeleteUserRequest.SerializeToString,
             trellis_dot_v1_dot_auth__pb2.MessageResponse.FromString,
             options,
             channel_credentials,

@@ -1,6 +1,5 @@
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
-from trellis.v1 import auth_pb2 as _auth_pb2
 from trellis.v1 import options_pb2 as _options_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -77,44 +76,6 @@ class ActivateOrganizationRequest(_message.Message):
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
     organization_id: str
     def __init__(self, organization_id: _Optional[str] = ...) -> None: ...
-
-class ListAdminUsersRequest(_message.Message):
-    __slots__ = ("role", "enabled", "include_deleted", "limit", "offset")
-    ROLE_FIELD_NUMBER: _ClassVar[int]
-    ENABLED_FIELD_NUMBER: _ClassVar[int]
-    INCLUDE_DELETED_FIELD_NUMBER: _ClassVar[int]
-    LIMIT_FIELD_NUMBER: _ClassVar[int]
-    OFFSET_FIELD_NUMBER: _ClassVar[int]
-    role: str
-    enabled: bool
-    include_deleted: bool
-    limit: int
-    offset: int
-    def __init__(self, role: _Optional[str] = ..., enabled: _Optional[bool] = ..., include_deleted: _Optional[bool] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
-
-class GetAdminUserRequest(_message.Message):
-    __slots__ = ("user_id",)
-    USER_ID_FIELD_NUMBER: _ClassVar[int]
-    user_id: str
-    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
-
-class DeleteAdminUserResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
-
-class RestoreAdminUserRequest(_message.Message):
-    __slots__ = ("user_id",)
-    USER_ID_FIELD_NUMBER: _ClassVar[int]
-    user_id: str
-    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
-
-class SetAdminUserStatusRequest(_message.Message):
-    __slots__ = ("user_id", "enabled")
-    USER_ID_FIELD_NUMBER: _ClassVar[int]
-    ENABLED_FIELD_NUMBER: _ClassVar[int]
-    user_id: str
-    enabled: bool
-    def __init__(self, user_id: _Optional[str] = ..., enabled: _Optional[bool] = ...) -> None: ...
 
 class PersonalAccessToken(_message.Message):
     __slots__ = ("id", "name", "scopes", "hint", "created_at_ms", "expires_at_ms", "last_used_at_ms", "user_id")

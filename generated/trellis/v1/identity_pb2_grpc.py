@@ -3,7 +3,6 @@
 import grpc
 import warnings
 
-from trellis.v1 import auth_pb2 as trellis_dot_v1_dot_auth__pb2
 from trellis.v1 import identity_pb2 as trellis_dot_v1_dot_identity__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -67,41 +66,6 @@ class IdentityServiceStub:
                 '/trellis.v1.IdentityService/ActivateOrganization',
                 request_serializer=trellis_dot_v1_dot_identity__pb2.ActivateOrganizationRequest.SerializeToString,
                 response_deserializer=trellis_dot_v1_dot_identity__pb2.Organization.FromString,
-                _registered_method=True)
-        self.ListAdminUsers = channel.unary_unary(
-                '/trellis.v1.IdentityService/ListAdminUsers',
-                request_serializer=trellis_dot_v1_dot_identity__pb2.ListAdminUsersRequest.SerializeToString,
-                response_deserializer=trellis_dot_v1_dot_auth__pb2.ListUsersResponse.FromString,
-                _registered_method=True)
-        self.CreateAdminUser = channel.unary_unary(
-                '/trellis.v1.IdentityService/CreateAdminUser',
-                request_serializer=trellis_dot_v1_dot_auth__pb2.CreateUserRequest.SerializeToString,
-                response_deserializer=trellis_dot_v1_dot_auth__pb2.User.FromString,
-                _registered_method=True)
-        self.GetAdminUser = channel.unary_unary(
-                '/trellis.v1.IdentityService/GetAdminUser',
-                request_serializer=trellis_dot_v1_dot_identity__pb2.GetAdminUserRequest.SerializeToString,
-                response_deserializer=trellis_dot_v1_dot_auth__pb2.User.FromString,
-                _registered_method=True)
-        self.UpdateAdminUser = channel.unary_unary(
-                '/trellis.v1.IdentityService/UpdateAdminUser',
-                request_serializer=trellis_dot_v1_dot_auth__pb2.UpdateUserRequest.SerializeToString,
-                response_deserializer=trellis_dot_v1_dot_auth__pb2.User.FromString,
-                _registered_method=True)
-        self.DeleteAdminUser = channel.unary_unary(
-                '/trellis.v1.IdentityService/DeleteAdminUser',
-                request_serializer=trellis_dot_v1_dot_auth__pb2.DeleteUserRequest.SerializeToString,
-                response_deserializer=trellis_dot_v1_dot_identity__pb2.DeleteAdminUserResponse.FromString,
-                _registered_method=True)
-        self.RestoreAdminUser = channel.unary_unary(
-                '/trellis.v1.IdentityService/RestoreAdminUser',
-                request_serializer=trellis_dot_v1_dot_identity__pb2.RestoreAdminUserRequest.SerializeToString,
-                response_deserializer=trellis_dot_v1_dot_auth__pb2.User.FromString,
-                _registered_method=True)
-        self.SetAdminUserStatus = channel.unary_unary(
-                '/trellis.v1.IdentityService/SetAdminUserStatus',
-                request_serializer=trellis_dot_v1_dot_identity__pb2.SetAdminUserStatusRequest.SerializeToString,
-                response_deserializer=trellis_dot_v1_dot_auth__pb2.User.FromString,
                 _registered_method=True)
         self.CreatePersonalAccessToken = channel.unary_unary(
                 '/trellis.v1.IdentityService/CreatePersonalAccessToken',
@@ -184,55 +148,6 @@ class IdentityServiceServicer:
 
     def ActivateOrganization(self, request, context):
         """Activates a suspended organization.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListAdminUsers(self, request, context):
-        """Lists the organization's users (deleted ones too with include_deleted).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CreateAdminUser(self, request, context):
-        """Creates a user.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetAdminUser(self, request, context):
-        """One user.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def UpdateAdminUser(self, request, context):
-        """Changes a user's email, roles, enabled status or password.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def DeleteAdminUser(self, request, context):
-        """Deletes a user (restorable).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def RestoreAdminUser(self, request, context):
-        """Restores a deleted user.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def SetAdminUserStatus(self, request, context):
-        """Enables or disables a user.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -322,41 +237,6 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.ActivateOrganization,
                     request_deserializer=trellis_dot_v1_dot_identity__pb2.ActivateOrganizationRequest.FromString,
                     response_serializer=trellis_dot_v1_dot_identity__pb2.Organization.SerializeToString,
-            ),
-            'ListAdminUsers': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListAdminUsers,
-                    request_deserializer=trellis_dot_v1_dot_identity__pb2.ListAdminUsersRequest.FromString,
-                    response_serializer=trellis_dot_v1_dot_auth__pb2.ListUsersResponse.SerializeToString,
-            ),
-            'CreateAdminUser': grpc.unary_unary_rpc_method_handler(
-                    servicer.CreateAdminUser,
-                    request_deserializer=trellis_dot_v1_dot_auth__pb2.CreateUserRequest.FromString,
-                    response_serializer=trellis_dot_v1_dot_auth__pb2.User.SerializeToString,
-            ),
-            'GetAdminUser': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetAdminUser,
-                    request_deserializer=trellis_dot_v1_dot_identity__pb2.GetAdminUserRequest.FromString,
-                    response_serializer=trellis_dot_v1_dot_auth__pb2.User.SerializeToString,
-            ),
-            'UpdateAdminUser': grpc.unary_unary_rpc_method_handler(
-                    servicer.UpdateAdminUser,
-                    request_deserializer=trellis_dot_v1_dot_auth__pb2.UpdateUserRequest.FromString,
-                    response_serializer=trellis_dot_v1_dot_auth__pb2.User.SerializeToString,
-            ),
-            'DeleteAdminUser': grpc.unary_unary_rpc_method_handler(
-                    servicer.DeleteAdminUser,
-                    request_deserializer=trellis_dot_v1_dot_auth__pb2.DeleteUserRequest.FromString,
-                    response_serializer=trellis_dot_v1_dot_identity__pb2.DeleteAdminUserResponse.SerializeToString,
-            ),
-            'RestoreAdminUser': grpc.unary_unary_rpc_method_handler(
-                    servicer.RestoreAdminUser,
-                    request_deserializer=trellis_dot_v1_dot_identity__pb2.RestoreAdminUserRequest.FromString,
-                    response_serializer=trellis_dot_v1_dot_auth__pb2.User.SerializeToString,
-            ),
-            'SetAdminUserStatus': grpc.unary_unary_rpc_method_handler(
-                    servicer.SetAdminUserStatus,
-                    request_deserializer=trellis_dot_v1_dot_identity__pb2.SetAdminUserStatusRequest.FromString,
-                    response_serializer=trellis_dot_v1_dot_auth__pb2.User.SerializeToString,
             ),
             'CreatePersonalAccessToken': grpc.unary_unary_rpc_method_handler(
                     servicer.CreatePersonalAccessToken,
@@ -559,195 +439,6 @@ class IdentityService:
             '/trellis.v1.IdentityService/ActivateOrganization',
             trellis_dot_v1_dot_identity__pb2.ActivateOrganizationRequest.SerializeToString,
             trellis_dot_v1_dot_identity__pb2.Organization.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListAdminUsers(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/trellis.v1.IdentityService/ListAdminUsers',
-            trellis_dot_v1_dot_identity__pb2.ListAdminUsersRequest.SerializeToString,
-            trellis_dot_v1_dot_auth__pb2.ListUsersResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CreateAdminUser(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/trellis.v1.IdentityService/CreateAdminUser',
-            trellis_dot_v1_dot_auth__pb2.CreateUserRequest.SerializeToString,
-            trellis_dot_v1_dot_auth__pb2.User.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetAdminUser(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/trellis.v1.IdentityService/GetAdminUser',
-            trellis_dot_v1_dot_identity__pb2.GetAdminUserRequest.SerializeToString,
-            trellis_dot_v1_dot_auth__pb2.User.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def UpdateAdminUser(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/trellis.v1.IdentityService/UpdateAdminUser',
-            trellis_dot_v1_dot_auth__pb2.UpdateUserRequest.SerializeToString,
-            trellis_dot_v1_dot_auth__pb2.User.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def DeleteAdminUser(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/trellis.v1.IdentityService/DeleteAdminUser',
-            trellis_dot_v1_dot_auth__pb2.DeleteUserRequest.SerializeToString,
-            trellis_dot_v1_dot_identity__pb2.DeleteAdminUserResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RestoreAdminUser(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/trellis.v1.IdentityService/RestoreAdminUser',
-            trellis_dot_v1_dot_identity__pb2.RestoreAdminUserRequest.SerializeToString,
-            trellis_dot_v1_dot_auth__pb2.User.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def SetAdminUserStatus(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/trellis.v1.IdentityService/SetAdminUserStatus',
-            trellis_dot_v1_dot_identity__pb2.SetAdminUserStatusRequest.SerializeToString,
-            trellis_dot_v1_dot_auth__pb2.User.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,10 +1,18 @@
 from google.protobuf import descriptor_pb2 as _descriptor_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class TimeFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TIME_FORMAT_UNSPECIFIED: _ClassVar[TimeFormat]
+    TIME_FORMAT_ISO_SECONDS: _ClassVar[TimeFormat]
+    TIME_FORMAT_EPOCH_MS: _ClassVar[TimeFormat]
 
 class ErrorStyle(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -40,6 +48,9 @@ class RateLimitBucket(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RATE_LIMIT_BUCKET_GENERAL: _ClassVar[RateLimitBucket]
     RATE_LIMIT_BUCKET_BATCH: _ClassVar[RateLimitBucket]
     RATE_LIMIT_BUCKET_WORKER: _ClassVar[RateLimitBucket]
+TIME_FORMAT_UNSPECIFIED: TimeFormat
+TIME_FORMAT_ISO_SECONDS: TimeFormat
+TIME_FORMAT_EPOCH_MS: TimeFormat
 ERROR_STYLE_UNSPECIFIED: ErrorStyle
 ERROR_STYLE_GOOGLE: ErrorStyle
 ERROR_STYLE_SUCCESS_FLAG: ErrorStyle
@@ -78,23 +89,43 @@ JSON_VALUE_FIELD_NUMBER: _ClassVar[int]
 json_value: _descriptor.FieldDescriptor
 
 class SurfaceConventions(_message.Message):
-    __slots__ = ("name", "error_style", "envelope", "field_names", "additional_fields")
+    __slots__ = ("name", "error_style", "envelope", "field_names", "additional_fields", "times")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ERROR_STYLE_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     FIELD_NAMES_FIELD_NUMBER: _ClassVar[int]
     ADDITIONAL_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    TIMES_FIELD_NUMBER: _ClassVar[int]
     name: str
     error_style: ErrorStyle
     envelope: Envelope
     field_names: FieldNames
     additional_fields: bool
-    def __init__(self, name: _Optional[str] = ..., error_style: _Optional[_Union[ErrorStyle, str]] = ..., envelope: _Optional[_Union[Envelope, str]] = ..., field_names: _Optional[_Union[FieldNames, str]] = ..., additional_fields: _Optional[bool] = ...) -> None: ...
+    times: TimeFormat
+    def __init__(self, name: _Optional[str] = ..., error_style: _Optional[_Union[ErrorStyle, str]] = ..., envelope: _Optional[_Union[Envelope, str]] = ..., field_names: _Optional[_Union[FieldNames, str]] = ..., additional_fields: _Optional[bool] = ..., times: _Optional[_Union[TimeFormat, str]] = ...) -> None: ...
 
 class RestOptions(_message.Message):
-    __slots__ = ("success_code", "form_body")
+    __slots__ = ("success_code", "form_body", "bindings")
     SUCCESS_CODE_FIELD_NUMBER: _ClassVar[int]
     FORM_BODY_FIELD_NUMBER: _ClassVar[int]
+    BINDINGS_FIELD_NUMBER: _ClassVar[int]
     success_code: int
     form_body: bool
-    def __init__(self, success_code: _Optional[int] = ..., form_body: _Optional[bool] = ...) -> None: ...
+    bindings: _containers.RepeatedCompositeFieldContainer[RestBinding]
+    def __init__(self, success_code: _Optional[int] = ..., form_body: _Optional[bool] = ..., bindings: _Optional[_Iterable[_Union[RestBinding, _Mapping]]] = ...) -> None: ...
+
+class RestBinding(_message.Message):
+    __slots__ = ("path", "surface", "success_code", "confirmation", "times", "ignored_parameters")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SURFACE_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_CODE_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMATION_FIELD_NUMBER: _ClassVar[int]
+    TIMES_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    surface: str
+    success_code: int
+    confirmation: str
+    times: TimeFormat
+    ignored_parameters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, path: _Optional[str] = ..., surface: _Optional[str] = ..., success_code: _Optional[int] = ..., confirmation: _Optional[str] = ..., times: _Optional[_Union[TimeFormat, str]] = ..., ignored_parameters: _Optional[_Iterable[str]] = ...) -> None: ...
