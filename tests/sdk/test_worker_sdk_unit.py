@@ -7,6 +7,7 @@ that records what the SDK sends, so ordering and batching can be asserted.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import queue
 import random
@@ -534,6 +535,7 @@ class FakeTrellis(workers_pb2_grpc.WorkerServiceServicer, logs_pb2_grpc.LogServi
         self.chunks: dict[str, list[Any]] = {}
         self.heartbeats: list[str] = []
         self.heartbeat_answers: dict[str, dict[str, bool]] = {}
+        self.stream_closed = threading.Event()  # a StreamAssignments call ended
 
     def _meta(self, context: grpc.ServicerContext) -> None:
         with self.lock:
@@ -546,11 +548,14 @@ class FakeTrellis(workers_pb2_grpc.WorkerServiceServicer, logs_pb2_grpc.LogServi
     def StreamAssignments(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         with self.lock:
             self.stream_requests.append(request)
-        while context.is_active():
-            try:
-                yield self.pushes.get(timeout=0.05)
-            except queue.Empty:
-                continue
+        try:
+            while context.is_active():
+                try:
+                    yield self.pushes.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+        finally:
+            self.stream_closed.set()
 
     def StreamHeartbeats(
         self, request_iterator: Iterator[Any], context: grpc.ServicerContext
@@ -835,8 +840,8 @@ def test_worker_heartbeats_long_jobs_and_drops_lost_leases(
         server.heartbeat_answers["l1"] = {"lease_lost": True}
     wait_until(lambda: bool(stopped), timeout=5)
     assert stopped == [StopReason.LEASE_LOST]
-    wait_until(lambda: worker.running_jobs == 0)
-    time.sleep(0.3)
+    # stop() returns once every result it holds has been reported.
+    worker.stop(drain=True, timeout=5)
     assert "l1" not in server.results  # a lost lease is not reported
 
 
@@ -896,17 +901,25 @@ def test_stop_drains_running_jobs(
     server, _ = fake
     worker = make_worker()
     started = threading.Event()
+    release = threading.Event()
 
     def slow(ctx: JobContext) -> dict[str, str]:
         started.set()
-        time.sleep(0.5)
+        release.wait(10)
         return {"done": "1"}
 
     worker.register("slow", slow)
     worker.start()
     server.assign(assignment("l1", "slow"))
     assert started.wait(5)
-    worker.stop(drain=True, timeout=5)
+    stopper = threading.Thread(target=worker.stop, kwargs={"drain": True, "timeout": 10})
+    stopper.start()
+    # Stopping closes the assignment stream first, then waits for the job.
+    assert server.stream_closed.wait(5)
+    assert stopper.is_alive() and "l1" not in server.results
+    release.set()
+    stopper.join(10)
+    assert not stopper.is_alive()
     assert completed(server.results["l1"]) == {"done": "1"}
     assert worker.running_jobs == 0
 
@@ -917,29 +930,39 @@ def test_stop_hands_back_unfinished_jobs(
     server, _ = fake
     worker = make_worker(slots=1)
     started = threading.Event()
+    release = threading.Event()
 
     def stubborn(ctx: JobContext) -> None:
         started.set()
-        time.sleep(1.0)  # ignores cancellation
+        release.wait(10)  # ignores cancellation
 
     worker.register("stubborn", stubborn)
     worker.start()
     server.assign(assignment("l1", "stubborn"), assignment("l2", "stubborn"))
     assert started.wait(5)
-    begun = time.monotonic()
-    worker.stop(drain=True, timeout=0.2)
-    assert time.monotonic() - begun < 5
-    for lease in ("l1", "l2"):  # running, and waiting for the busy slot
-        assert failed(server.results[lease]) == ("worker shutting down", True)
+    stopper = threading.Thread(target=worker.stop, kwargs={"drain": True, "timeout": 0.2})
+    stopper.start()
+    try:
+        # Both are handed back while the handler still runs.
+        for lease in ("l1", "l2"):  # running, and waiting for the busy slot
+            assert failed(server.result(lease, timeout=5)) == ("worker shutting down", True)
+    finally:
+        release.set()
+        stopper.join(10)
+    assert not stopper.is_alive()
 
 
-def test_worker_reconnects_when_the_server_appears() -> None:
+def test_worker_reconnects_when_the_server_appears(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="trellis.worker_sdk")
     port = free_port()
     worker = Worker(f"127.0.0.1:{port}")
     worker.register("noop", lambda ctx: {"x": "1"})
     worker.start()
     try:
-        time.sleep(0.5)  # a few failed attempts first
+        # A few failed attempts first.
+        wait_until(
+            lambda: sum("cannot stream assignments" in r.getMessage() for r in caplog.records) >= 2
+        )
         servicer = FakeTrellis()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         workers_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, server)
