@@ -39,13 +39,7 @@ from trellis.worker_sdk import (
     Worker,
 )
 from trellis.worker_sdk._backoff import Backoff
-from trellis.worker_sdk._shell import (
-    env_name,
-    job_env,
-    parse_set_output,
-    run_shell,
-    upstream_env,
-)
+from trellis.worker_sdk._shell import run_shell
 from trellis.worker_sdk.cli import add_client_commands, format_table
 
 OK = 0
@@ -58,76 +52,6 @@ def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > end:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
-
-
-# -- ::set-output and environment naming -------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        ("::set-output name=url::https://x.test/a", ("url", "https://x.test/a")),
-        ("::set-output name=url::https://x.test/a\n", ("url", "https://x.test/a")),
-        ("::set-output name=crlf::v\r\n", ("crlf", "v")),
-        ("::set-output name=empty::", ("empty", "")),
-        ("::set-output name=a::b::c", ("a", "b::c")),
-        ("::set-output name=spaced::  two  words ", ("spaced", "  two  words ")),
-        ("::set-output name=ml::one%0Atwo%0Dthree%25four", ("ml", "one\ntwo\rthree%four")),
-        ("::set-output name=lit::%250A", ("lit", "%0A")),
-    ],
-)
-def test_parse_set_output_accepts_the_classic_command(line: str, expected: tuple[str, str]) -> None:
-    assert parse_set_output(line) == expected
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        "set-output name=a::b",
-        " ::set-output name=a::b",
-        "::set-output name=::b",
-        "::set-output name=a",
-        "::set-env name=a::b",
-        "echo ::set-output name=a::b",
-        "",
-    ],
-)
-def test_parse_set_output_ignores_other_lines(line: str) -> None:
-    assert parse_set_output(line) is None
-
-
-def test_env_name_upper_cases_and_replaces_non_alnum() -> None:
-    assert env_name("build-a", "out.url") == "BUILD_A_OUT_URL"
-    assert env_name("TRELLIS_UPSTREAM", "déjà vu", "x") == "TRELLIS_UPSTREAM_D_J__VU_X"
-
-
-def test_upstream_env_names_every_parent_output() -> None:
-    env = upstream_env({"build-1": {"artifact.url": "s3://b/x", "size": "3"}, "test": {}})
-    assert env == {
-        "TRELLIS_UPSTREAM_BUILD_1_ARTIFACT_URL": "s3://b/x",
-        "TRELLIS_UPSTREAM_BUILD_1_SIZE": "3",
-    }
-
-
-def test_job_env_layers_base_job_env_and_trellis_vars() -> None:
-    env = job_env(
-        job_id="j",
-        run_id="r",
-        workflow_id="w",
-        attempt=2,
-        env={"A": "job", "TRELLIS_JOB_ID": "spoofed"},
-        upstream_outputs={"p": {"o": "v"}},
-        base={"A": "base", "B": "base"},
-    )
-    assert env == {
-        "A": "job",
-        "B": "base",
-        "TRELLIS_JOB_ID": "j",
-        "TRELLIS_RUN_ID": "r",
-        "TRELLIS_WORKFLOW_ID": "w",
-        "TRELLIS_ATTEMPT": "2",
-        "TRELLIS_UPSTREAM_P_O": "v",
-    }
 
 
 # -- the shell runner -----------------------------------------------------------
@@ -955,9 +879,7 @@ def test_shell_jobs_get_the_base_and_passed_names_only(
     worker.start()
     # The job echoes every secret value it knows of: each is masked.
     server.assign(assignment("l1", "env; echo " + " ".join(secrets.values())))
-    assert completed(server.result("l1")) == {}
-    # Logs of a finished job may still be on their way after its result.
-    worker.stop(drain=True, timeout=5)
+    assert completed(server.result("l1")) == {}  # its logs were pushed first
     text = log_text(server, "l1")
     seen = dict(line.split("=", 1) for line in text.splitlines()[:-1] if "=" in line)
     assert seen["PATH"] == os.environ["PATH"]
@@ -1017,7 +939,6 @@ def test_handler_logs_mask_secrets_also_across_writes(
     worker.start()
     server.assign(assignment("l1", "talk"))
     assert completed(server.result("l1")) == {"out": "***!"}
-    worker.stop(drain=True, timeout=5)
     assert log_text(server, "l1") == "a *** b ***\nabc\ntwo\n***\nx *** y\n***tok"
 
 
@@ -1109,3 +1030,80 @@ def test_raise_if_cancelled_names_the_first_stop_reason(
     assert isinstance(raised["lost"], LeaseLost)
     worker.stop(drain=True, timeout=5)
     assert "lost" not in server.results
+
+
+# -- ::set-output and the environment of shell jobs ----------------------------------
+
+SET_OUTPUT_LINES = [
+    ("::set-output name=url::https://x.test/a", {"url": "https://x.test/a"}),
+    ("::set-output name=url::https://x.test/a\n", {"url": "https://x.test/a"}),
+    ("::set-output name=crlf::v\r\n", {"crlf": "v"}),
+    ("::set-output name=empty::", {"empty": ""}),
+    ("::set-output name=a::b::c", {"a": "b::c"}),
+    ("::set-output name=spaced::  two  words ", {"spaced": "  two  words "}),
+    ("::set-output name=ml::one%0Atwo%0Dthree%25four", {"ml": "one\ntwo\rthree%four"}),
+    ("::set-output name=lit::%250A", {"lit": "%0A"}),
+    # Not the command: only logged.
+    ("set-output name=a::b", {}),
+    (" ::set-output name=a::b", {}),
+    ("::set-output name=::b", {}),
+    ("::set-output name=a", {}),
+    ("::set-env name=a::b", {}),
+    ("echo ::set-output name=a::b", {}),
+]
+
+
+def test_shell_jobs_set_outputs_with_the_classic_command_only(
+    fake: tuple[FakeTrellis, str], make_worker: Callable[..., Worker]
+) -> None:
+    server, _ = fake
+    make_worker(shell=True, slots=4).start()
+    server.assign(
+        *(
+            assignment(f"l{i}", 'printf "%s" "$LINE"', env={"LINE": line})
+            for i, (line, _) in enumerate(SET_OUTPUT_LINES)
+        )
+    )
+    for i, (line, outputs) in enumerate(SET_OUTPUT_LINES):
+        assert completed(server.result(f"l{i}")) == outputs, line
+        assert log_text(server, f"l{i}") == line  # its logs were pushed first
+
+
+def test_shell_jobs_get_the_job_env_upstream_outputs_and_trellis_variables(
+    fake: tuple[FakeTrellis, str],
+    make_worker: Callable[..., Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, _ = fake
+    monkeypatch.setenv("A", "base")
+    monkeypatch.setenv("B", "base")
+    make_worker(shell=True, pass_env=["A", "B"]).start()
+    upstream = {
+        "build-1": {"artifact.url": "s3://b/x", "size": "3"},
+        "test": {},
+        "déjà vu": {"x": "y"},
+    }
+    server.assign(
+        assignment(
+            "l1",
+            "env",
+            job_id="j",
+            attempt=2,
+            env={"A": "job", "TRELLIS_JOB_ID": "spoofed"},
+            upstream=upstream,
+        )
+    )
+    assert completed(server.result("l1")) == {}
+    seen = dict(line.split("=", 1) for line in log_text(server, "l1").splitlines())
+    # The worker's base, then the job's own variables, then Trellis's, which win.
+    assert (seen["A"], seen["B"]) == ("job", "base")
+    assert {k: v for k, v in seen.items() if k.startswith("TRELLIS_")} == {
+        "TRELLIS_JOB_ID": "j",
+        "TRELLIS_RUN_ID": "run",
+        "TRELLIS_WORKFLOW_ID": "wf",
+        "TRELLIS_ATTEMPT": "2",
+        # Upper case, anything but ASCII letters and digits as _.
+        "TRELLIS_UPSTREAM_BUILD_1_ARTIFACT_URL": "s3://b/x",
+        "TRELLIS_UPSTREAM_BUILD_1_SIZE": "3",
+        "TRELLIS_UPSTREAM_D_J__VU_X": "y",
+    }
