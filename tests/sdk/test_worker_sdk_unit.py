@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
+from conftest import wait_until
 
 from trellis.v1 import logs_pb2, logs_pb2_grpc, workers_pb2, workers_pb2_grpc
 from trellis.worker_sdk import (
@@ -44,14 +45,6 @@ from trellis.worker_sdk.cli import add_client_commands, format_table
 
 OK = 0
 ABORTED = grpc.StatusCode.ABORTED.value[0]
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 # -- the shell runner -----------------------------------------------------------
