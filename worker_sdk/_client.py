@@ -47,6 +47,9 @@ class Client:
         organization_id: sent as ``x-organization-id`` on every call;
             default: ``TRELLIS_ORGANIZATION_ID``.
         timeout: deadline in seconds of each unary call.
+        resume_delay: :meth:`follow_logs` and :meth:`wait_for_run` reopen a
+            dropped stream after ``resume_delay * 2**n`` seconds (at most 5)
+            on the n-th consecutive attempt, and give up after the fifth.
         channel: use this channel (not closed by :meth:`close`) instead of
             opening one to ``target``.
 
@@ -60,6 +63,7 @@ class Client:
         organization_id: str | None = None,
         *,
         timeout: float = 30.0,
+        resume_delay: float = 0.2,
         channel: grpc.Channel | None = None,
     ) -> None:
         target = target or os.environ.get("TRELLIS_TARGET") or DEFAULT_TARGET
@@ -67,6 +71,7 @@ class Client:
         organization_id = organization_id or os.environ.get("TRELLIS_ORGANIZATION_ID") or None
         self.target = target
         self.timeout = timeout
+        self._resume_delay = resume_delay
         self._conn = Connection(
             target, token=token, organization_id=organization_id, channel=channel
         )
@@ -283,13 +288,17 @@ class Client:
                 if not self._resumable(err) or reconnects >= _MAX_RESUMES:
                     raise
                 reconnects += 1
-                _pause(_resume_delay(reconnects), deadline)
+                _pause(self._backoff(reconnects), deadline)
                 continue
             # Without RUN_FINISHED the stream may have ended because the run
             # was already terminal when it was opened; otherwise resume it.
             if finished or detail.run.state in _TERMINAL_RUN_STATES:
                 return detail
             _pause(0.2, deadline)
+
+    def _backoff(self, attempt: int) -> float:
+        """The pause before the ``attempt``-th consecutive reopening of a stream."""
+        return min(self._resume_delay * 2.0**attempt, _MAX_RESUME_DELAY)
 
     def _resumable(self, err: TrellisError) -> bool:
         """Whether a stream that failed with ``err`` should be reopened."""
@@ -378,7 +387,7 @@ class Client:
                     grpc.StatusCode.UNAVAILABLE,
                 )
             resumes += 1
-            _pause(_resume_delay(resumes), deadline)
+            _pause(self._backoff(resumes), deadline)
 
 
 # The largest page a listing RPC answers.
@@ -388,12 +397,10 @@ _MAX_PAGE = 1000
 # CANCELLED too: unless the client was closed, it never cancels a call it
 # still reads, so the server (shutting down) cancelled it.
 _RESUMABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
-# Consecutive reopenings without progress before giving up (~11 s in all).
+# Consecutive reopenings without progress before giving up (~11 s in all
+# with the default resume_delay).
 _MAX_RESUMES = 5
-
-
-def _resume_delay(attempt: int) -> float:
-    return min(0.2 * 2.0**attempt, 5.0)
+_MAX_RESUME_DELAY = 5.0
 
 
 def _pause(delay: float, deadline: float | None) -> None:

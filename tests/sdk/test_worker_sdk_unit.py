@@ -7,6 +7,7 @@ that records what the SDK sends, so ordering and batching can be asserted.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import queue
 import random
@@ -21,6 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
+from conftest import wait_until
 
 from trellis.v1 import logs_pb2, logs_pb2_grpc, workers_pb2, workers_pb2_grpc
 from trellis.worker_sdk import (
@@ -38,164 +40,11 @@ from trellis.worker_sdk import (
     Worker,
 )
 from trellis.worker_sdk._backoff import Backoff
-from trellis.worker_sdk._env import job_env_policy
-from trellis.worker_sdk._errors import wrap_rpc_error
-from trellis.worker_sdk._redact import Redactor
-from trellis.worker_sdk._shell import (
-    env_name,
-    job_env,
-    parse_set_output,
-    run_shell,
-    upstream_env,
-)
+from trellis.worker_sdk._shell import run_shell
 from trellis.worker_sdk.cli import add_client_commands, format_table
 
 OK = 0
 ABORTED = grpc.StatusCode.ABORTED.value[0]
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
-# -- ::set-output and environment naming -------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        ("::set-output name=url::https://x.test/a", ("url", "https://x.test/a")),
-        ("::set-output name=url::https://x.test/a\n", ("url", "https://x.test/a")),
-        ("::set-output name=crlf::v\r\n", ("crlf", "v")),
-        ("::set-output name=empty::", ("empty", "")),
-        ("::set-output name=a::b::c", ("a", "b::c")),
-        ("::set-output name=spaced::  two  words ", ("spaced", "  two  words ")),
-        ("::set-output name=ml::one%0Atwo%0Dthree%25four", ("ml", "one\ntwo\rthree%four")),
-        ("::set-output name=lit::%250A", ("lit", "%0A")),
-    ],
-)
-def test_parse_set_output_accepts_the_classic_command(line: str, expected: tuple[str, str]) -> None:
-    assert parse_set_output(line) == expected
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        "set-output name=a::b",
-        " ::set-output name=a::b",
-        "::set-output name=::b",
-        "::set-output name=a",
-        "::set-env name=a::b",
-        "echo ::set-output name=a::b",
-        "",
-    ],
-)
-def test_parse_set_output_ignores_other_lines(line: str) -> None:
-    assert parse_set_output(line) is None
-
-
-def test_env_name_upper_cases_and_replaces_non_alnum() -> None:
-    assert env_name("build-a", "out.url") == "BUILD_A_OUT_URL"
-    assert env_name("TRELLIS_UPSTREAM", "déjà vu", "x") == "TRELLIS_UPSTREAM_D_J__VU_X"
-
-
-def test_upstream_env_names_every_parent_output() -> None:
-    env = upstream_env({"build-1": {"artifact.url": "s3://b/x", "size": "3"}, "test": {}})
-    assert env == {
-        "TRELLIS_UPSTREAM_BUILD_1_ARTIFACT_URL": "s3://b/x",
-        "TRELLIS_UPSTREAM_BUILD_1_SIZE": "3",
-    }
-
-
-def test_job_env_layers_base_job_env_and_trellis_vars() -> None:
-    env = job_env(
-        job_id="j",
-        run_id="r",
-        workflow_id="w",
-        attempt=2,
-        env={"A": "job", "TRELLIS_JOB_ID": "spoofed"},
-        upstream_outputs={"p": {"o": "v"}},
-        base={"A": "base", "B": "base"},
-    )
-    assert env == {
-        "A": "job",
-        "B": "base",
-        "TRELLIS_JOB_ID": "j",
-        "TRELLIS_RUN_ID": "r",
-        "TRELLIS_WORKFLOW_ID": "w",
-        "TRELLIS_ATTEMPT": "2",
-        "TRELLIS_UPSTREAM_P_O": "v",
-    }
-
-
-def test_job_env_policy_keeps_the_base_and_passed_names_only() -> None:
-    token = "trl_mu_" + "A" * 49
-    environ = {
-        "PATH": "/bin",
-        "HOME": "/home/w",
-        "LC_ALL": "C.UTF-8",
-        "TRELLIS_TOKEN": "jwt-of-someone",
-        "TRELLIS_PASSWORD": "pw-1234",
-        "OWN_TOKEN": "worker-token-1",
-        "OTHER_TRELLIS_TOKEN": token,
-        "AWS_REGION": "eu",
-        "AWS_SECRET_ACCESS_KEY": "aws-secret",
-        "CI": "1",
-        "UNNAMED": "x",
-    }
-    policy = job_env_policy(
-        environ,
-        pass_env=["CI", "AWS_*", "OWN_TOKEN", "OTHER_TRELLIS_TOKEN"],
-        secret_env=["AWS_SECRET_*"],
-        token="worker-token-1",
-    )
-    assert policy.inherited == {
-        "PATH": "/bin",
-        "HOME": "/home/w",
-        "LC_ALL": "C.UTF-8",
-        "AWS_REGION": "eu",
-        "CI": "1",
-    }
-    assert sorted(policy.secrets) == sorted(
-        ["worker-token-1", "jwt-of-someone", "pw-1234", "worker-token-1", token, "aws-secret"]
-    )
-
-
-@pytest.mark.parametrize(
-    ("pass_env", "secret_env", "message"),
-    [
-        (["TRELLIS_PASSWORD"], [], "TRELLIS_PASSWORD is a Trellis credential"),
-        (["KEY"], ["KEY"], "KEY is also marked secret"),
-        (["A-B"], [], "'A-B' is not a variable name"),
-        ([], ["*X"], "secret_env: '*X' is not a variable name"),
-    ],
-)
-def test_job_env_policy_refuses_what_it_cannot_do(
-    pass_env: list[str], secret_env: list[str], message: str
-) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
-        job_env_policy({}, pass_env=pass_env, secret_env=secret_env, token=None)
-    with pytest.raises(TypeError):
-        job_env_policy({}, pass_env="CI", secret_env=[], token=None)
-
-
-def test_redactor_masks_secrets_also_across_writes() -> None:
-    r = Redactor(["tok-12345", "abc", "two\nlines-x"])
-    assert r.redact("a tok-12345 b tok-12345") == "a *** b ***"
-    # Too short to mask without mangling ordinary text.
-    assert r.redact("abc") == "abc"
-    # Multi-line secrets are masked line by line.
-    assert r.redact("two\nlines-x\n") == "two\n***\n"
-    assert r.split("x tok-1") == ("x ", "tok-1")
-    assert r.split("tok-1" + "2345 y") == ("*** y", "")
-    assert r.split("line\n") == ("line\n", "")
-    assert r.split("tok-12345tok") == ("***", "tok")
-    assert Redactor().split("tok-1") == ("tok-1", "")
-    assert not Redactor(["", "abc"])
 
 
 # -- the shell runner -----------------------------------------------------------
@@ -388,44 +237,6 @@ def test_backoff_rejects_bad_bounds() -> None:
 # -- error wrapping --------------------------------------------------------------
 
 
-class FakeRpcError(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
-        self._code = code
-        self._details = details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-
-@pytest.mark.parametrize(
-    ("code", "kind"),
-    [
-        (grpc.StatusCode.NOT_FOUND, NotFound),
-        (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgument),
-        (grpc.StatusCode.UNAVAILABLE, ConnectionLost),
-        (grpc.StatusCode.ABORTED, Aborted),
-        (grpc.StatusCode.UNAUTHENTICATED, Unauthenticated),
-        (grpc.StatusCode.DATA_LOSS, TrellisError),
-    ],
-)
-def test_wrap_rpc_error_maps_codes(code: grpc.StatusCode, kind: type[TrellisError]) -> None:
-    err = wrap_rpc_error(FakeRpcError(code, "workflow 'x' not found"))
-    assert type(err) is kind
-    assert err.code is code
-    assert str(err) == "workflow 'x' not found"
-    assert not isinstance(err, grpc.RpcError)
-
-
-def test_wrap_rpc_error_without_details_or_code() -> None:
-    assert str(wrap_rpc_error(FakeRpcError(grpc.StatusCode.NOT_FOUND))) == "not found"
-    bare = wrap_rpc_error(grpc.RpcError())
-    assert type(bare) is TrellisError and bare.code is grpc.StatusCode.UNKNOWN
-    assert str(wrap_rpc_error(FakeRpcError(grpc.StatusCode.NOT_FOUND, "x"), "ctx")) == "ctx: x"
-
-
 def test_error_hierarchy() -> None:
     assert issubclass(LeaseLost, JobCancelled)
     assert issubclass(JobCancelled, TrellisError)
@@ -440,23 +251,13 @@ def free_port() -> int:
 
 
 def test_client_wraps_connection_errors() -> None:
-    with Client(f"127.0.0.1:{free_port()}", timeout=5) as client:
+    # Short pauses between the stream's reopenings: giving up is what is tested.
+    with Client(f"127.0.0.1:{free_port()}", timeout=1, resume_delay=0.001) as client:
         with pytest.raises(ConnectionLost) as info:
             client.list_workflows()
         assert "cannot reach Trellis at 127.0.0.1:" in str(info.value)
         with pytest.raises(ConnectionLost):
             list(client.follow_logs("wf", "job"))
-
-
-def test_client_reads_target_and_token_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("TRELLIS_TARGET", "example.test:1234")
-    monkeypatch.setenv("TRELLIS_TOKEN", "sekret")
-    client = Client()
-    assert client.target == "example.test:1234"
-    assert ("authorization", "Bearer sekret") in client._conn.metadata
-    client.close()
 
 
 # -- the job context ---------------------------------------------------------------
@@ -501,21 +302,6 @@ def test_job_context_exposes_the_job() -> None:
         ctx.log("x", stream="stdin")  # type: ignore[arg-type]
 
 
-def test_raise_if_cancelled() -> None:
-    ctx = JobContext(make_job(), "l", RecordingSink())
-    ctx.raise_if_cancelled()
-    ctx._request_stop(StopReason.CANCELLED)
-    assert ctx.cancelled.is_set()
-    with pytest.raises(JobCancelled) as info:
-        ctx.raise_if_cancelled()
-    assert not isinstance(info.value, LeaseLost)
-    lost = JobContext(make_job(), "l2", RecordingSink())
-    lost._request_stop(StopReason.LEASE_LOST)
-    assert not lost._request_stop(StopReason.CANCELLED)  # the first reason wins
-    with pytest.raises(LeaseLost):
-        lost.raise_if_cancelled()
-
-
 # -- the worker against a fake server ------------------------------------------------
 
 
@@ -534,6 +320,8 @@ class FakeTrellis(workers_pb2_grpc.WorkerServiceServicer, logs_pb2_grpc.LogServi
         self.chunks: dict[str, list[Any]] = {}
         self.heartbeats: list[str] = []
         self.heartbeat_answers: dict[str, dict[str, bool]] = {}
+        self.stream_closed = threading.Event()  # a StreamAssignments call ended
+        self.list_workers_error: tuple[grpc.StatusCode, str] | None = None
 
     def _meta(self, context: grpc.ServicerContext) -> None:
         with self.lock:
@@ -546,11 +334,20 @@ class FakeTrellis(workers_pb2_grpc.WorkerServiceServicer, logs_pb2_grpc.LogServi
     def StreamAssignments(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         with self.lock:
             self.stream_requests.append(request)
-        while context.is_active():
-            try:
-                yield self.pushes.get(timeout=0.05)
-            except queue.Empty:
-                continue
+        try:
+            while context.is_active():
+                try:
+                    yield self.pushes.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+        finally:
+            self.stream_closed.set()
+
+    def ListWorkers(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._meta(context)
+        if self.list_workers_error is not None:
+            context.abort(*self.list_workers_error)
+        return workers_pb2.ListWorkersResponse()
 
     def StreamHeartbeats(
         self, request_iterator: Iterator[Any], context: grpc.ServicerContext
@@ -835,8 +632,8 @@ def test_worker_heartbeats_long_jobs_and_drops_lost_leases(
         server.heartbeat_answers["l1"] = {"lease_lost": True}
     wait_until(lambda: bool(stopped), timeout=5)
     assert stopped == [StopReason.LEASE_LOST]
-    wait_until(lambda: worker.running_jobs == 0)
-    time.sleep(0.3)
+    # stop() returns once every result it holds has been reported.
+    worker.stop(drain=True, timeout=5)
     assert "l1" not in server.results  # a lost lease is not reported
 
 
@@ -896,17 +693,25 @@ def test_stop_drains_running_jobs(
     server, _ = fake
     worker = make_worker()
     started = threading.Event()
+    release = threading.Event()
 
     def slow(ctx: JobContext) -> dict[str, str]:
         started.set()
-        time.sleep(0.5)
+        release.wait(10)
         return {"done": "1"}
 
     worker.register("slow", slow)
     worker.start()
     server.assign(assignment("l1", "slow"))
     assert started.wait(5)
-    worker.stop(drain=True, timeout=5)
+    stopper = threading.Thread(target=worker.stop, kwargs={"drain": True, "timeout": 10})
+    stopper.start()
+    # Stopping closes the assignment stream first, then waits for the job.
+    assert server.stream_closed.wait(5)
+    assert stopper.is_alive() and "l1" not in server.results
+    release.set()
+    stopper.join(10)
+    assert not stopper.is_alive()
     assert completed(server.results["l1"]) == {"done": "1"}
     assert worker.running_jobs == 0
 
@@ -917,29 +722,39 @@ def test_stop_hands_back_unfinished_jobs(
     server, _ = fake
     worker = make_worker(slots=1)
     started = threading.Event()
+    release = threading.Event()
 
     def stubborn(ctx: JobContext) -> None:
         started.set()
-        time.sleep(1.0)  # ignores cancellation
+        release.wait(10)  # ignores cancellation
 
     worker.register("stubborn", stubborn)
     worker.start()
     server.assign(assignment("l1", "stubborn"), assignment("l2", "stubborn"))
     assert started.wait(5)
-    begun = time.monotonic()
-    worker.stop(drain=True, timeout=0.2)
-    assert time.monotonic() - begun < 5
-    for lease in ("l1", "l2"):  # running, and waiting for the busy slot
-        assert failed(server.results[lease]) == ("worker shutting down", True)
+    stopper = threading.Thread(target=worker.stop, kwargs={"drain": True, "timeout": 0.2})
+    stopper.start()
+    try:
+        # Both are handed back while the handler still runs.
+        for lease in ("l1", "l2"):  # running, and waiting for the busy slot
+            assert failed(server.result(lease, timeout=5)) == ("worker shutting down", True)
+    finally:
+        release.set()
+        stopper.join(10)
+    assert not stopper.is_alive()
 
 
-def test_worker_reconnects_when_the_server_appears() -> None:
+def test_worker_reconnects_when_the_server_appears(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="trellis.worker_sdk")
     port = free_port()
     worker = Worker(f"127.0.0.1:{port}")
     worker.register("noop", lambda ctx: {"x": "1"})
     worker.start()
     try:
-        time.sleep(0.5)  # a few failed attempts first
+        # A few failed attempts first.
+        wait_until(
+            lambda: sum("cannot stream assignments" in r.getMessage() for r in caplog.records) >= 2
+        )
         servicer = FakeTrellis()
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         workers_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, server)
@@ -1016,3 +831,272 @@ def test_cli_reports_unreachable_server_in_one_line(
 
 def test_format_table() -> None:
     assert format_table(("A", "LONGER"), [("x", ""), ("yyy", "z")]) == ("A    LONGER\nx\nyyy  z")
+
+
+# -- environment, secrets and errors, through the worker and the client ---------------
+
+
+def log_text(server: FakeTrellis, lease_id: str) -> str:
+    with server.lock:
+        return "".join(c.data for c in server.chunks.get(lease_id, []))
+
+
+def test_shell_jobs_get_the_base_and_passed_names_only(
+    fake: tuple[FakeTrellis, str],
+    make_worker: Callable[..., Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, _ = fake
+    token = "trl_mu_" + "A" * 49
+    secrets = {
+        "TRELLIS_TOKEN": "jwt-of-someone",
+        "TRELLIS_PASSWORD": "pw-1234",
+        "OWN_TOKEN": "worker-token-1",
+        "OTHER_TRELLIS_TOKEN": token,
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+    }
+    for name, value in {
+        **secrets,
+        "LC_ALL": "C.UTF-8",
+        "AWS_REGION": "eu",
+        "CI": "1",
+        "UNNAMED": "x",
+    }.items():
+        monkeypatch.setenv(name, value)
+    worker = make_worker(
+        shell=True,
+        token="worker-token-1",
+        pass_env=["CI", "AWS_*", "OWN_TOKEN", "OTHER_TRELLIS_TOKEN"],
+        secret_env=["AWS_SECRET_*"],
+    )
+    worker.start()
+    # The job echoes every secret value it knows of: each is masked.
+    server.assign(assignment("l1", "env; echo " + " ".join(secrets.values())))
+    assert completed(server.result("l1")) == {}  # its logs were pushed first
+    text = log_text(server, "l1")
+    seen = dict(line.split("=", 1) for line in text.splitlines()[:-1] if "=" in line)
+    assert seen["PATH"] == os.environ["PATH"]
+    assert (seen["LC_ALL"], seen["AWS_REGION"], seen["CI"]) == ("C.UTF-8", "eu", "1")
+    for name in (*secrets, "UNNAMED"):
+        assert name not in seen, name
+    assert text.splitlines()[-1] == " ".join(["***"] * len(secrets))
+    for value in secrets.values():
+        assert value not in text
+
+
+@pytest.mark.parametrize(
+    ("pass_env", "secret_env", "message"),
+    [
+        (["TRELLIS_PASSWORD"], [], "TRELLIS_PASSWORD is a Trellis credential"),
+        (["KEY"], ["KEY"], "KEY is also marked secret"),
+        (["A-B"], [], "'A-B' is not a variable name"),
+        ([], ["*X"], "secret_env: '*X' is not a variable name"),
+    ],
+)
+def test_worker_refuses_environments_it_cannot_give(
+    pass_env: list[str], secret_env: list[str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Worker(pass_env=pass_env, secret_env=secret_env)
+    with pytest.raises(TypeError):
+        Worker(pass_env="CI", secret_env=[])
+
+
+def test_handler_logs_mask_secrets_also_across_writes(
+    fake: tuple[FakeTrellis, str],
+    make_worker: Callable[..., Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, _ = fake
+    monkeypatch.setenv("S_TOKEN", "tok-12345")
+    monkeypatch.setenv("S_SHORT", "abc")
+    monkeypatch.setenv("S_LINES", "two\nlines-x")
+    worker = make_worker(secret_env=["S_*"])
+
+    @worker.handler("talk")
+    def talk(ctx: JobContext) -> dict[str, str]:
+        for piece in (
+            "a tok-12345 b tok-12345\n",
+            # Too short to mask without mangling ordinary text.
+            "abc\n",
+            # Multi-line secrets are masked line by line.
+            "two\nlines-x\n",
+            # Written in pieces, a secret is still masked.
+            "x tok-1",
+            "2345 y\n",
+            "tok-12345tok",
+        ):
+            print(piece, end="", flush=True)
+        return {"out": "tok-12345!"}
+
+    worker.start()
+    server.assign(assignment("l1", "talk"))
+    assert completed(server.result("l1")) == {"out": "***!"}
+    assert log_text(server, "l1") == "a *** b ***\nabc\ntwo\n***\nx *** y\n***tok"
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        (grpc.StatusCode.NOT_FOUND, NotFound),
+        (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgument),
+        (grpc.StatusCode.UNAVAILABLE, ConnectionLost),
+        (grpc.StatusCode.ABORTED, Aborted),
+        (grpc.StatusCode.UNAUTHENTICATED, Unauthenticated),
+        (grpc.StatusCode.DATA_LOSS, TrellisError),
+    ],
+)
+def test_client_raises_the_error_class_of_each_code(
+    fake: tuple[FakeTrellis, str], code: grpc.StatusCode, kind: type[TrellisError]
+) -> None:
+    server, target = fake
+    server.list_workers_error = (code, "workflow 'x' not found")
+    with Client(target, timeout=5) as client, pytest.raises(TrellisError) as info:
+        client.list_workers()
+    err = info.value
+    assert type(err) is kind
+    assert err.code is code
+    assert str(err).endswith("workflow 'x' not found")
+    assert not isinstance(err, grpc.RpcError)
+
+
+def test_client_errors_without_details_name_their_code(fake: tuple[FakeTrellis, str]) -> None:
+    server, target = fake
+    server.list_workers_error = (grpc.StatusCode.NOT_FOUND, "")
+    with Client(target, timeout=5) as client, pytest.raises(NotFound) as info:
+        client.list_workers()
+    assert str(info.value) == "not found"
+
+
+def test_client_reads_target_and_token_from_the_environment(
+    fake: tuple[FakeTrellis, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, target = fake
+    monkeypatch.setenv("TRELLIS_TARGET", target)
+    monkeypatch.setenv("TRELLIS_TOKEN", "sekret")
+    monkeypatch.setenv("TRELLIS_ORGANIZATION_ID", "org-9")
+    with Client(timeout=5) as client:
+        assert client.target == target
+        client.list_workers()
+    sent = server.metadata[-1]
+    assert (sent["authorization"], sent["x-organization-id"]) == ("Bearer sekret", "org-9")
+
+
+def test_raise_if_cancelled_names_the_first_stop_reason(
+    fake: tuple[FakeTrellis, str], make_worker: Callable[..., Worker]
+) -> None:
+    server, _ = fake
+    server.heartbeat_answers["lost"] = {"lease_lost": True}
+    worker = make_worker(slots=2, lease_ttl_secs=1)
+    raised: dict[str, BaseException | None] = {}
+    stopped = threading.Event()
+    release = threading.Event()
+
+    @worker.handler("watch")
+    def watch(ctx: JobContext) -> None:
+        ctx.raise_if_cancelled()  # not stopped: returns
+        ctx.cancelled.wait(10)
+        if ctx.lease_id == "lost":
+            stopped.set()
+            release.wait(10)
+        try:
+            ctx.raise_if_cancelled()
+            raised[ctx.lease_id] = None
+        except JobCancelled as exc:
+            raised[ctx.lease_id] = exc
+
+    worker.register("noop", lambda ctx: None)
+    worker.start()
+    server.assign(assignment("cancelled", "watch"), assignment("lost", "watch", ttl=1))
+    wait_until(lambda: worker.running_jobs == 2)
+    server.assign(cancelled=("cancelled",))
+    assert failed(server.result("cancelled")) == ("cancelled", False)
+    assert type(raised["cancelled"]) is JobCancelled
+
+    assert stopped.wait(5)  # the lease is lost; now it is cancelled too
+    server.assign(cancelled=("lost",))
+    # Assignments are taken in order: once this one ran, so had the cancel.
+    server.assign(assignment("probe", "noop"))
+    assert completed(server.result("probe")) == {}
+    release.set()
+    wait_until(lambda: "lost" in raised)
+    assert isinstance(raised["lost"], LeaseLost)
+    worker.stop(drain=True, timeout=5)
+    assert "lost" not in server.results
+
+
+# -- ::set-output and the environment of shell jobs ----------------------------------
+
+SET_OUTPUT_LINES = [
+    ("::set-output name=url::https://x.test/a", {"url": "https://x.test/a"}),
+    ("::set-output name=url::https://x.test/a\n", {"url": "https://x.test/a"}),
+    ("::set-output name=crlf::v\r\n", {"crlf": "v"}),
+    ("::set-output name=empty::", {"empty": ""}),
+    ("::set-output name=a::b::c", {"a": "b::c"}),
+    ("::set-output name=spaced::  two  words ", {"spaced": "  two  words "}),
+    ("::set-output name=ml::one%0Atwo%0Dthree%25four", {"ml": "one\ntwo\rthree%four"}),
+    ("::set-output name=lit::%250A", {"lit": "%0A"}),
+    # Not the command: only logged.
+    ("set-output name=a::b", {}),
+    (" ::set-output name=a::b", {}),
+    ("::set-output name=::b", {}),
+    ("::set-output name=a", {}),
+    ("::set-env name=a::b", {}),
+    ("echo ::set-output name=a::b", {}),
+]
+
+
+def test_shell_jobs_set_outputs_with_the_classic_command_only(
+    fake: tuple[FakeTrellis, str], make_worker: Callable[..., Worker]
+) -> None:
+    server, _ = fake
+    make_worker(shell=True, slots=4).start()
+    server.assign(
+        *(
+            assignment(f"l{i}", 'printf "%s" "$LINE"', env={"LINE": line})
+            for i, (line, _) in enumerate(SET_OUTPUT_LINES)
+        )
+    )
+    for i, (line, outputs) in enumerate(SET_OUTPUT_LINES):
+        assert completed(server.result(f"l{i}")) == outputs, line
+        assert log_text(server, f"l{i}") == line  # its logs were pushed first
+
+
+def test_shell_jobs_get_the_job_env_upstream_outputs_and_trellis_variables(
+    fake: tuple[FakeTrellis, str],
+    make_worker: Callable[..., Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, _ = fake
+    monkeypatch.setenv("A", "base")
+    monkeypatch.setenv("B", "base")
+    make_worker(shell=True, pass_env=["A", "B"]).start()
+    upstream = {
+        "build-1": {"artifact.url": "s3://b/x", "size": "3"},
+        "test": {},
+        "déjà vu": {"x": "y"},
+    }
+    server.assign(
+        assignment(
+            "l1",
+            "env",
+            job_id="j",
+            attempt=2,
+            env={"A": "job", "TRELLIS_JOB_ID": "spoofed"},
+            upstream=upstream,
+        )
+    )
+    assert completed(server.result("l1")) == {}
+    seen = dict(line.split("=", 1) for line in log_text(server, "l1").splitlines())
+    # The worker's base, then the job's own variables, then Trellis's, which win.
+    assert (seen["A"], seen["B"]) == ("job", "base")
+    assert {k: v for k, v in seen.items() if k.startswith("TRELLIS_")} == {
+        "TRELLIS_JOB_ID": "j",
+        "TRELLIS_RUN_ID": "run",
+        "TRELLIS_WORKFLOW_ID": "wf",
+        "TRELLIS_ATTEMPT": "2",
+        # Upper case, anything but ASCII letters and digits as _.
+        "TRELLIS_UPSTREAM_BUILD_1_ARTIFACT_URL": "s3://b/x",
+        "TRELLIS_UPSTREAM_BUILD_1_SIZE": "3",
+        "TRELLIS_UPSTREAM_D_J__VU_X": "y",
+    }
