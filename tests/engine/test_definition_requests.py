@@ -109,3 +109,18 @@ def test_create_workflow_refuses_two_different_ids(server: Running) -> None:
         server.workflows.GetWorkflow, workflows_pb2.GetWorkflowRequest(workflow_id=wf_id)
     )
     assert_status(missing, grpc.StatusCode.NOT_FOUND)
+
+
+def test_a_workflow_read_back_with_its_output_only_fields_is_accepted(server: Running) -> None:
+    # Whatever GetWorkflow returns can be sent back as it is: every field the
+    # contract marks OUTPUT_ONLY is ignored, a waiting job's reason included.
+    wf_id = uid()
+    server.workflows.CreateWorkflow(Request(workflow=message(wf_id)), timeout=RPC_TIMEOUT)
+    read = server.workflows.GetWorkflow(
+        workflows_pb2.GetWorkflowRequest(workflow_id=wf_id), timeout=RPC_TIMEOUT
+    )
+    read.jobs[0].waiting_reason = "no connected worker has the labels linux"
+    read.jobs[0].attempt = 3
+    again = server.workflows.CreateWorkflow(Request(workflow=read), timeout=RPC_TIMEOUT)
+    # The same definition: no new version.
+    assert (again.id, again.version) == (wf_id, 1)

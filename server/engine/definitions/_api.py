@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from google.api import field_behavior_pb2
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from trellis.server.engine.definitions._checks import (
@@ -21,10 +23,9 @@ from trellis.server.engine.definitions._errors import DefinitionError, Where, qu
 from trellis.server.engine.definitions._file import parse_text
 from trellis.server.engine.definitions._model import MAX_TIMEOUT_SECS, WorkflowDef
 from trellis.server.engine.definitions._validate import build
-from trellis.v1 import workflows_pb2
+from trellis.v1 import jobs_pb2, workflows_pb2
 
 _WORKFLOW_KEYS = ("id", "name", "trigger", "env", "jobs")
-_WORKFLOW_OUTPUT_ONLY = ("version", "run_id", "run_state")
 _JOB_KEYS = (
     "id",
     "name",
@@ -36,16 +37,21 @@ _JOB_KEYS = (
     "timeout_secs",
     "env",
 )
-_JOB_OUTPUT_ONLY = (
-    "status",
-    "duration_secs",
-    "started_at",
-    "output",
-    "attempt",
-    "outputs",
-    "delayed_until_ms",
-    "attempts",
-)
+
+
+def _output_only(message: Descriptor) -> tuple[str, ...]:
+    """The fields the contract marks OUTPUT_ONLY: a definition read back from the
+    API may carry them, and they are ignored rather than refused."""
+    return tuple(
+        f.name
+        for f in message.fields
+        if field_behavior_pb2.OUTPUT_ONLY
+        in f.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    )
+
+
+_WORKFLOW_OUTPUT_ONLY = _output_only(workflows_pb2.Workflow.DESCRIPTOR)
+_JOB_OUTPUT_ONLY = _output_only(jobs_pb2.Job.DESCRIPTOR)
 BACKOFF_HINT = (
     '"None", {"Fixed": {"delay_secs": N}} or {"Exponential": {"base_secs": N, "max_secs": M}}'
 )
