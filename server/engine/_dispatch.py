@@ -67,15 +67,15 @@ class Stream:
     way to it. Its counts change only under the dispatcher's lock."""
 
     __slots__ = (
+        "_claiming",
+        "_closed",
+        "_held",
+        "_items",
         "_lock",
         "_notifier",
-        "claiming",
-        "closed",
-        "held",
-        "items",
+        "_reserved",
         "org",
         "owner",
-        "reserved",
         "slots",
         "sub",
         "ttl_secs",
@@ -103,25 +103,25 @@ class Stream:
         # The principal that leases handed to this claimer are bound to.
         self.owner = owner
         self.slots = slots
-        self.held: set[str] = set()
-        self.claiming = 0
-        self.reserved = 0
-        self.items: list[Claimed] = []
-        self.closed = False
+        self._held: set[str] = set()
+        self._claiming = 0
+        self._reserved = 0
+        self._items: list[Claimed] = []
+        self._closed = False
 
     # The caller of these three holds the lock.
 
     def _room(self) -> int:
-        if self.closed:
+        if self._closed:
             return 0
-        return self.slots - len(self.held) - self.claiming - self.reserved - len(self.items)
+        return self.slots - len(self._held) - self._claiming - self._reserved - len(self._items)
 
     def _check(self) -> None:
-        if self._room() < 0 and not self.closed:
+        if self._room() < 0 and not self._closed:
             raise AssertionError(
                 f"stream of {self.worker_id!r} over its {self.slots} slots: "
-                f"{len(self.held)} held, {self.claiming} claiming, {self.reserved} promised, "
-                f"{len(self.items)} delivered"
+                f"{len(self._held)} held, {self._claiming} claiming, {self._reserved} promised, "
+                f"{len(self._items)} delivered"
             )
 
     # ------------------------------------------------------------ the claimer's side
@@ -130,8 +130,8 @@ class Stream:
         """The jobs delivered to this stream since the last call; its worker
         now holds them."""
         with self._lock:
-            items, self.items = self.items, []
-            self.held.update(c.lease_id for c in items)
+            items, self._items = self._items, []
+            self._held.update(c.lease_id for c in items)
             self._check()
         return items
 
@@ -142,7 +142,7 @@ class Stream:
         stream before the claim: passed on to other claimers if it is full."""
         with self._lock:
             budget = max(0, self._room())
-            self.claiming = budget
+            self._claiming = budget
         got: list[Claimed] = []
         try:
             got = claim(budget) if budget > 0 else []
@@ -150,10 +150,10 @@ class Stream:
             with self._lock:
                 if len(got) > budget:
                     raise AssertionError(f"a claim for {budget} slot(s) leased {len(got)} jobs")
-                self.claiming = 0
-                self.held.update(c.lease_id for c in got)
+                self._claiming = 0
+                self._held.update(c.lease_id for c in got)
                 self._check()
-                accepting = len(self.held) < self.slots
+                accepting = len(self._held) < self.slots
             self._notifier.set_accepting(self.sub, accepting)
             if work and not accepting:
                 # Full: ready work given to this stream may be left over.
@@ -162,14 +162,14 @@ class Stream:
 
     def held_leases(self) -> list[str]:
         with self._lock:
-            return sorted(self.held)
+            return sorted(self._held)
 
     def settle(self, states: Mapping[str, str]) -> list[str]:
         """Drops the held leases that are no longer active (``states`` as
         read from the database); returns those cancelled."""
         with self._lock:
-            cancelled = [lid for lid in self.held if states.get(lid) == LeaseState.CANCELLED]
-            self.held = {lid for lid in self.held if states.get(lid) == LeaseState.ACTIVE}
+            cancelled = [lid for lid in self._held if states.get(lid) == LeaseState.CANCELLED]
+            self._held = {lid for lid in self._held if states.get(lid) == LeaseState.ACTIVE}
         return cancelled
 
     def take_work(self) -> dict[WorkKey, int]:
@@ -246,8 +246,8 @@ class Dispatcher:
             finally:
                 with self._lock:
                     del self._streams[sub]
-                    stream.closed = True
-                    left, stream.items = stream.items, []
+                    stream._closed = True
+                    left, stream._items = stream._items, []
                 self.hand_back(org, left)
 
     # ------------------------------------------------------------ the writer's side
@@ -304,7 +304,7 @@ class Dispatcher:
                         if len(picked) == n:
                             break
             for stream in picked:
-                stream.reserved += 1
+                stream._reserved += 1
                 stream._check()
         if picked:
             self._notifier.to_back(key[0], (s.sub for s in dict.fromkeys(picked)))
@@ -320,11 +320,11 @@ class Dispatcher:
         undelivered: dict[str, list[Claimed]] = {}
         with self._lock:
             for stream, items in per_stream.items():
-                stream.reserved -= promised.count(stream)
-                if stream.closed:
+                stream._reserved -= promised.count(stream)
+                if stream._closed:
                     undelivered.setdefault(stream.org, []).extend(items)
                 elif items:
-                    stream.items.extend(items)
+                    stream._items.extend(items)
                     woken.append(stream)
                 stream._check()
         for stream in woken:
