@@ -208,3 +208,34 @@ def test_a_full_stream_is_neither_pushed_nor_handed_more_than_its_slots(server: 
         stream.cancel()
     for run_id in (first, second):
         wait_run_state(server, run_id, runs_pb2.RUN_STATE_SUCCEEDED)
+
+
+def test_hand_offs_go_one_job_each_in_turn_within_the_free_slots(server: Running) -> None:
+    wf = create_workflow(server, [job(f"j{i}") for i in range(5)])
+    with waiting_claimer(server, free=1) as one, waiting_claimer(server, free=3) as three:
+        run_id = start_run(server, wf)
+        counts = [len(taken(server, one)), len(taken(server, three))]
+    assert counts == [1, 3]  # the fifth job waits for a claim
+    states = [j.status for j in run_jobs(server, run_id).values()]
+    assert states.count(jobs_pb2.JOB_STATE_QUEUED) == 1
+
+
+def test_hand_offs_fill_the_handlers_of_a_command_before_claimers_that_run_anything(
+    server: Running,
+) -> None:
+    dispatch = server.server.service.dispatch
+    builds = create_workflow(server, [jobs_pb2.Job(id=f"b{i}", command="build") for i in range(3)])
+    with (
+        waiting_claimer(server, free=3) as anything,
+        dispatch.open(
+            ORG,
+            uid("builder"),
+            (),
+            slots=2,
+            ttl_secs=60,
+            owner=server.subject,
+            commands=frozenset({"build"}),
+        ) as builder,
+    ):
+        start_run(server, builds)
+        assert [len(taken(server, builder)), len(taken(server, anything))] == [2, 1]
