@@ -27,7 +27,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
 
 from sqlalchemy import Connection
 
@@ -40,7 +39,6 @@ from trellis.server.engine._notify import Notifier, Ready, Subscription, WorkKey
 from trellis.server.engine._states import JobState, LeaseState, RunEventType
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # A write transaction of the service: ``fn(conn, now)`` returns its result and
 # the wake-ups to fire after it commits.
