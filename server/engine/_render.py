@@ -11,21 +11,21 @@ from trellis.server.engine._states import JobState, LeaseState, LogStream, RunSt
 from trellis.server.engine.definitions import Backoff, JobDef
 from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2, workers_pb2
 
-# Keyed by the stored text (a member hashes as its value).
-JOB_STATES: dict[str, Any] = {
-    JobState.PENDING: jobs_pb2.JOB_STATE_PENDING,
-    JobState.QUEUED: jobs_pb2.JOB_STATE_QUEUED,
-    JobState.RUNNING: jobs_pb2.JOB_STATE_RUNNING,
-    JobState.SUCCEEDED: jobs_pb2.JOB_STATE_SUCCEEDED,
-    JobState.FAILED: jobs_pb2.JOB_STATE_FAILED,
-    JobState.SKIPPED: jobs_pb2.JOB_STATE_SKIPPED,
-    JobState.CANCELLED: jobs_pb2.JOB_STATE_CANCELLED,
+# Keyed by the stored text, which rows hold.
+JOB_STATES = {
+    JobState.PENDING.value: jobs_pb2.JOB_STATE_PENDING,
+    JobState.QUEUED.value: jobs_pb2.JOB_STATE_QUEUED,
+    JobState.RUNNING.value: jobs_pb2.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED.value: jobs_pb2.JOB_STATE_SUCCEEDED,
+    JobState.FAILED.value: jobs_pb2.JOB_STATE_FAILED,
+    JobState.SKIPPED.value: jobs_pb2.JOB_STATE_SKIPPED,
+    JobState.CANCELLED.value: jobs_pb2.JOB_STATE_CANCELLED,
 }
-RUN_STATES: dict[str, Any] = {
-    RunState.RUNNING: runs_pb2.RUN_STATE_RUNNING,
-    RunState.SUCCEEDED: runs_pb2.RUN_STATE_SUCCEEDED,
-    RunState.FAILED: runs_pb2.RUN_STATE_FAILED,
-    RunState.CANCELLED: runs_pb2.RUN_STATE_CANCELLED,
+RUN_STATES = {
+    RunState.RUNNING.value: runs_pb2.RUN_STATE_RUNNING,
+    RunState.SUCCEEDED.value: runs_pb2.RUN_STATE_SUCCEEDED,
+    RunState.FAILED.value: runs_pb2.RUN_STATE_FAILED,
+    RunState.CANCELLED.value: runs_pb2.RUN_STATE_CANCELLED,
 }
 # The workflow-graph spelling of job states, for the `status` list filter.
 STATUS_FILTER: dict[str, tuple[JobState, ...]] = {
@@ -37,17 +37,17 @@ STATUS_FILTER: dict[str, tuple[JobState, ...]] = {
     "cancelled": (JobState.CANCELLED,),
 }
 # How a try ended, by the state its lease ended in.
-ATTEMPT_OUTCOMES: dict[str, Any] = {
-    LeaseState.ACTIVE: jobs_pb2.ATTEMPT_OUTCOME_RUNNING,
-    LeaseState.COMPLETED: jobs_pb2.ATTEMPT_OUTCOME_SUCCEEDED,
-    LeaseState.FAILED: jobs_pb2.ATTEMPT_OUTCOME_FAILED,
-    LeaseState.EXPIRED: jobs_pb2.ATTEMPT_OUTCOME_LEASE_LOST,
-    LeaseState.TIMED_OUT: jobs_pb2.ATTEMPT_OUTCOME_TIMED_OUT,
-    LeaseState.CANCELLED: jobs_pb2.ATTEMPT_OUTCOME_CANCELLED,
+ATTEMPT_OUTCOMES = {
+    LeaseState.ACTIVE.value: jobs_pb2.ATTEMPT_OUTCOME_RUNNING,
+    LeaseState.COMPLETED.value: jobs_pb2.ATTEMPT_OUTCOME_SUCCEEDED,
+    LeaseState.FAILED.value: jobs_pb2.ATTEMPT_OUTCOME_FAILED,
+    LeaseState.EXPIRED.value: jobs_pb2.ATTEMPT_OUTCOME_LEASE_LOST,
+    LeaseState.TIMED_OUT.value: jobs_pb2.ATTEMPT_OUTCOME_TIMED_OUT,
+    LeaseState.CANCELLED.value: jobs_pb2.ATTEMPT_OUTCOME_CANCELLED,
 }
-LOG_STREAMS: dict[str, Any] = {
-    LogStream.STDOUT: logs_pb2.LOG_STREAM_STDOUT,
-    LogStream.STDERR: logs_pb2.LOG_STREAM_STDERR,
+LOG_STREAMS = {
+    LogStream.STDOUT.value: logs_pb2.LOG_STREAM_STDOUT,
+    LogStream.STDERR.value: logs_pb2.LOG_STREAM_STDERR,
 }
 
 
