@@ -310,7 +310,7 @@ class Dispatcher:
 
     def _settle(self, promised: list[Stream], handed: list[tuple[Stream, Claimed]]) -> None:
         """Ends the promises of one transaction: what it leased goes into the
-        streams' mailboxes, unless a stream has closed meanwhile."""
+        streams, unless a stream has closed meanwhile."""
         per_stream: dict[Stream, list[Claimed]] = {s: [] for s in promised}
         for stream, claimed in handed:
             per_stream[stream].append(claimed)
