@@ -9,6 +9,8 @@ from trellis.server.engine._capabilities import MAX_HANDLER_CHARS, MAX_HANDLERS,
 
 DEFAULT_TTL_SECS = 30
 MAX_TTL_SECS = 3600
+# The most jobs one claim may take, and results one report may carry.
+MAX_BATCH = 500
 
 
 def ttl(ttl_secs: int | None) -> int:
@@ -48,4 +50,4 @@ def check_worker(
             )
 
 
-__all__ = ["DEFAULT_TTL_SECS", "MAX_TTL_SECS", "check_text", "check_worker", "ttl"]
+__all__ = ["DEFAULT_TTL_SECS", "MAX_BATCH", "MAX_TTL_SECS", "check_text", "check_worker", "ttl"]

@@ -17,11 +17,10 @@ from trellis.server.engine import _render as render
 from trellis.server.engine._capabilities import Capabilities, commands_of
 from trellis.server.engine._dispatch import Stream
 from trellis.server.engine._machine import ClaimAsk, Claimed, Effects
-from trellis.server.engine.service._checks import check_worker, ttl
+from trellis.server.engine.service._checks import MAX_BATCH, check_worker, ttl
 from trellis.server.engine.service._workers import WorkerOps
 from trellis.v1 import workers_pb2
 
-MAX_BATCH = 500
 MAX_WAIT_SECS = 60
 MAX_SLOTS = 1000
 _LEASE_STATES = _sql.Sql("SELECT id, state FROM leases WHERE id IN_LIST(:ids)")

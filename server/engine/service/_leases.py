@@ -17,10 +17,9 @@ from trellis.server.engine import _machine as machine
 from trellis.server.engine._machine import Effects, Result, Verdict
 from trellis.server.engine._states import JobState
 from trellis.server.engine.service._base import Base
-from trellis.server.engine.service._checks import check_text, ttl
+from trellis.server.engine.service._checks import MAX_BATCH, check_text, ttl
 from trellis.v1 import workers_pb2
 
-MAX_BATCH = 500
 # The reaper ends at most this many leases per transaction.
 REAP_BATCH = 500
 
