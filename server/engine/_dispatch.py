@@ -107,7 +107,7 @@ class Stream:
         self._items: list[Claimed] = []
         self._closed = False
 
-    # The caller of these three holds the lock.
+    # The callers of these two hold the lock.
 
     def _room(self) -> int:
         if self._closed:
@@ -115,7 +115,7 @@ class Stream:
         return self.slots - len(self._held) - self._claiming - self._reserved - len(self._items)
 
     def _check(self) -> None:
-        if self._room() < 0 and not self._closed:
+        if self._room() < 0:
             raise AssertionError(
                 f"stream of {self.worker_id!r} over its {self.slots} slots: "
                 f"{len(self._held)} held, {self._claiming} claiming, {self._reserved} promised, "
