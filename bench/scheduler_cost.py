@@ -107,27 +107,27 @@ class Drive:
 def drive(service: Any, body: dict[str, Any], n: int, *, max_secs: float = MAX_DRIVE_SECS) -> Drive:
     """Runs one workflow through claim/report until it is finished, or until
     ``max_secs`` have passed (then the run is cancelled)."""
-    from trellis.server.engine._scheduler import Result
-    from trellis.server.engine.definitions import parse_api_mapping
+    from trellis.server.core.principal import Principal, PrincipalKind
+    from trellis.server.engine import Result
     from trellis.v1 import runs_pb2
 
+    caller = Principal(ORG, f"machine:{WORKER}", PrincipalKind.MACHINE, frozenset())
     wf_id = f"sched-{short_id()}"
-    wdef = parse_api_mapping(body, source="bench", workflow_id=wf_id)
-    service.store_workflow(ORG, wdef, source="bench")
+    service.create_workflow(caller, {**body, "id": wf_id})
 
     clock = time.perf_counter
     started = clock()
-    run = service.run_workflow(ORG, wf_id)
+    run = service.run_workflow(caller, wf_id)
     result = Drive(n, clock() - started, [])
     deadline = started + max_secs
     done = 0
     # A DAG of n jobs needs at most n rounds.
     for _ in range(n):
         t = clock()
-        got = service.claim(ORG, WORKER, [], max_jobs=500)
+        got = service.claim(caller, WORKER, [], max_jobs=500)
         if not got:
             raise AssertionError(f"{wf_id}: nothing to claim after {done} of {n} jobs")
-        verdicts = service.report(ORG, [Result(a.lease.lease_id, ok=True) for a in got])
+        verdicts = service.report(caller, [Result(a.lease.lease_id, ok=True) for a in got])
         result.rounds.append((clock() - t, len(got)))
         refused = [v for v in verdicts if v.error]
         if refused:
@@ -137,9 +137,9 @@ def drive(service: Any, body: dict[str, Any], n: int, *, max_secs: float = MAX_D
             break
 
     if not result.finished:
-        service.cancel_run(ORG, run.run_id)
+        service.cancel_run(caller, run.run_id)
         return result
-    listed = service.list_runs(ORG, workflow_id=wf_id).runs
+    listed = service.list_runs(caller, workflow_id=wf_id).runs
     if not listed or listed[0].state != runs_pb2.RUN_STATE_SUCCEEDED:
         raise AssertionError(f"{wf_id}: all {n} jobs done but the run is {listed[:1]}")
     return result
@@ -153,8 +153,7 @@ def measure(
     max_secs: float = MAX_DRIVE_SECS,
 ) -> list[Figure]:
     from trellis.server.core.db import connect, upgrade_schema
-    from trellis.server.engine._notify import Notifier
-    from trellis.server.engine.service import Service
+    from trellis.server.engine import Notifier, Service
 
     figures: list[Figure] = []
     with workdir() as wd, database(backend, wd) as url:
@@ -163,6 +162,7 @@ def measure(
         try:
             upgrade_schema(db)
             service = Service(db, notifier)
+            service.start()
             # Warm-up: statement caches, connection pool.
             for shape in shapes:
                 drive(service, BUILDERS[shape](50), 50, max_secs=max_secs)

@@ -21,8 +21,7 @@ from trellis.server.api._local_channel import HandlerRegistry, LocalChannel
 from trellis.server.api._wire import WireInterceptor
 from trellis.server.config import Config
 from trellis.server.core.db import Database, connect, upgrade_schema
-from trellis.server.engine._notify import Notifier, PgBridge
-from trellis.server.engine.service import Service
+from trellis.server.engine import Notifier, PgBridge, Service
 from trellis.server.identity import Identity
 from trellis.server.identity.ratelimit import Limiter, RateLimiter
 from trellis.server.identity.shared_limits import SharedRateLimiter
@@ -87,6 +86,7 @@ class TrellisServer:
                 f"on HOST={self.config.host} (only 127.0.0.1, ::1 or localhost)"
             )
         upgrade_schema(self.db)
+        self.service.start()
         self._bootstrap_identity()
         self._background.enter_context(self.db.background_checkpoints())
         if self.db.is_postgres:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
-from trellis.server.engine._scheduler import NO_DEADLINE
+from trellis.server.engine._machine.common import NO_DEADLINE
 
 
 class ExpiryAlarm:

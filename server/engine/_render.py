@@ -6,44 +6,49 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from trellis.server.engine._scheduler import Claimed
+from trellis.server.engine._machine.claims import Claimed
+from trellis.server.engine._states import JobState, LeaseState, LogStream, RunState
 from trellis.server.engine.definitions import Backoff, JobDef
 from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2, workers_pb2
 
+# Keyed by the stored text, which rows hold.
 JOB_STATES = {
-    "pending": jobs_pb2.JOB_STATE_PENDING,
-    "queued": jobs_pb2.JOB_STATE_QUEUED,
-    "running": jobs_pb2.JOB_STATE_RUNNING,
-    "succeeded": jobs_pb2.JOB_STATE_SUCCEEDED,
-    "failed": jobs_pb2.JOB_STATE_FAILED,
-    "skipped": jobs_pb2.JOB_STATE_SKIPPED,
-    "cancelled": jobs_pb2.JOB_STATE_CANCELLED,
+    JobState.PENDING.value: jobs_pb2.JOB_STATE_PENDING,
+    JobState.QUEUED.value: jobs_pb2.JOB_STATE_QUEUED,
+    JobState.RUNNING.value: jobs_pb2.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED.value: jobs_pb2.JOB_STATE_SUCCEEDED,
+    JobState.FAILED.value: jobs_pb2.JOB_STATE_FAILED,
+    JobState.SKIPPED.value: jobs_pb2.JOB_STATE_SKIPPED,
+    JobState.CANCELLED.value: jobs_pb2.JOB_STATE_CANCELLED,
 }
 RUN_STATES = {
-    "running": runs_pb2.RUN_STATE_RUNNING,
-    "succeeded": runs_pb2.RUN_STATE_SUCCEEDED,
-    "failed": runs_pb2.RUN_STATE_FAILED,
-    "cancelled": runs_pb2.RUN_STATE_CANCELLED,
+    RunState.RUNNING.value: runs_pb2.RUN_STATE_RUNNING,
+    RunState.SUCCEEDED.value: runs_pb2.RUN_STATE_SUCCEEDED,
+    RunState.FAILED.value: runs_pb2.RUN_STATE_FAILED,
+    RunState.CANCELLED.value: runs_pb2.RUN_STATE_CANCELLED,
 }
 # The workflow-graph spelling of job states, for the `status` list filter.
-STATUS_FILTER = {
-    "queued": ("pending", "queued"),
-    "running": ("running",),
-    "success": ("succeeded",),
-    "failure": ("failed",),
-    "skipped": ("skipped",),
-    "cancelled": ("cancelled",),
+STATUS_FILTER: dict[str, tuple[JobState, ...]] = {
+    "queued": (JobState.PENDING, JobState.QUEUED),
+    "running": (JobState.RUNNING,),
+    "success": (JobState.SUCCEEDED,),
+    "failure": (JobState.FAILED,),
+    "skipped": (JobState.SKIPPED,),
+    "cancelled": (JobState.CANCELLED,),
 }
 # How a try ended, by the state its lease ended in.
 ATTEMPT_OUTCOMES = {
-    "active": jobs_pb2.ATTEMPT_OUTCOME_RUNNING,
-    "completed": jobs_pb2.ATTEMPT_OUTCOME_SUCCEEDED,
-    "failed": jobs_pb2.ATTEMPT_OUTCOME_FAILED,
-    "expired": jobs_pb2.ATTEMPT_OUTCOME_LEASE_LOST,
-    "timed_out": jobs_pb2.ATTEMPT_OUTCOME_TIMED_OUT,
-    "cancelled": jobs_pb2.ATTEMPT_OUTCOME_CANCELLED,
+    LeaseState.ACTIVE.value: jobs_pb2.ATTEMPT_OUTCOME_RUNNING,
+    LeaseState.COMPLETED.value: jobs_pb2.ATTEMPT_OUTCOME_SUCCEEDED,
+    LeaseState.FAILED.value: jobs_pb2.ATTEMPT_OUTCOME_FAILED,
+    LeaseState.EXPIRED.value: jobs_pb2.ATTEMPT_OUTCOME_LEASE_LOST,
+    LeaseState.TIMED_OUT.value: jobs_pb2.ATTEMPT_OUTCOME_TIMED_OUT,
+    LeaseState.CANCELLED.value: jobs_pb2.ATTEMPT_OUTCOME_CANCELLED,
 }
-LOG_STREAMS = {"stdout": logs_pb2.LOG_STREAM_STDOUT, "stderr": logs_pb2.LOG_STREAM_STDERR}
+LOG_STREAMS = {
+    LogStream.STDOUT.value: logs_pb2.LOG_STREAM_STDOUT,
+    LogStream.STDERR.value: logs_pb2.LOG_STREAM_STDERR,
+}
 
 
 def retry_policy(max_retries: int, backoff: Backoff) -> jobs_pb2.RetryPolicy:
@@ -108,9 +113,9 @@ def job_from_row(row: Mapping[Any, Any], now: int) -> jobs_pb2.Job:
         msg.started_at = float(started)
         if finished:
             msg.duration_secs = max(0, round((finished - started) / 1000))
-    if row["error"] and state in ("failed", "queued"):
+    if row["error"] and state in (JobState.FAILED, JobState.QUEUED):
         msg.output = row["error"]
-    if state == "queued" and row["ready_at_ms"] > now:
+    if state == JobState.QUEUED and row["ready_at_ms"] > now:
         msg.delayed_until_ms = row["ready_at_ms"]
     return msg
 

@@ -1,10 +1,11 @@
 """Hand-off: jobs that a transaction makes ready are leased, in that same
 transaction, to claimers waiting on this replica with free slots.
 
-The waiting claimer here is a mailbox on the running server's own notifier
-(what an assignment stream opens); runs, completions and claims go through
-the server's gRPC API. Hand-off happens before the call that made the jobs
-ready returns, so what the mailbox holds is read at once, without waiting.
+The waiting claimer here is a stream opened on the running server's own
+dispatcher (what an assignment stream opens); runs, completions and claims go
+through the server's gRPC API. Hand-off happens before the call that made the
+jobs ready returns, so what the stream was handed is read at once, without
+waiting.
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ from engine_helpers import (
     wait_run_state,
 )
 
-from trellis.server.engine._notify import Mailbox, Subscription
-from trellis.server.engine._scheduler import Claimed
+from trellis.server.engine import Claimed, Stream
 from trellis.v1 import jobs_pb2, runs_pb2, workers_pb2
 
 ORG = "default"
@@ -40,18 +40,16 @@ ORG = "default"
 @contextmanager
 def waiting_claimer(
     server: Running, free: int, labels: tuple[str, ...] = (), org: str = ORG
-) -> Iterator[Subscription]:
-    notifier = server.server.notifier
-    mailbox = Mailbox(org, uid("waiting"), 60, owner=server.subject)
-    with notifier.subscribe(work=(org, labels), mailbox=mailbox) as sub:
-        notifier.set_free(sub, free)
-        yield sub
-        notifier.close_mailbox(sub)
+) -> Iterator[Stream]:
+    dispatch = server.server.service.dispatch
+    with dispatch.open(
+        org, uid("waiting"), labels, slots=free, ttl_secs=60, owner=server.subject
+    ) as stream:
+        yield stream
 
 
-def taken(server: Running, sub: Subscription) -> list[Claimed]:
-    items: list[Claimed] = server.server.notifier.take_delivered(sub)
-    return items
+def taken(server: Running, stream: Stream) -> list[Claimed]:
+    return stream.take()
 
 
 def test_a_new_runs_ready_jobs_are_leased_to_a_waiting_claimer_before_run_returns(
@@ -120,7 +118,7 @@ def test_jobs_handed_off_but_never_taken_are_queued_again_as_they_were(server: R
     # The claimer left without starting it (what a stream that disconnects
     # does with what it had not sent): the job is queued again, its attempt
     # not spent, and the lease it was given is dead.
-    server.server.service._hand_back(ORG, [handed])
+    server.server.service.dispatch.hand_back(ORG, [handed])
     assert run_jobs(server, run_id)["only"].status == jobs_pb2.JOB_STATE_QUEUED
     with pytest.raises(grpc.RpcError) as err:
         complete(server, handed.lease_id)
@@ -175,3 +173,69 @@ def test_a_stream_never_holds_more_than_its_slots_while_hand_offs_and_claims_rac
     for run_id in started:
         assert get_run(server, run_id).run.state == runs_pb2.RUN_STATE_SUCCEEDED
     assert claim(server) is None
+
+
+def test_a_full_stream_is_neither_pushed_nor_handed_more_than_its_slots(server: Running) -> None:
+    slots, width = 2, 6
+    wf = create_workflow(server, [job(f"j{i}") for i in range(width)])
+    first = start_run(server, wf)  # all queued before the stream connects
+    stream = server.workers.StreamAssignments(
+        workers_pb2.StreamAssignmentsRequest(worker_id=uid("streamer"), slots=slots),
+        timeout=RPC_TIMEOUT * 4,
+    )
+    try:
+        message = next(stream)
+        held = [a.lease.lease_id for a in message.assignments]
+        assert len(held) == slots
+        # Full: a run started now hands it nothing (hand-off happens before
+        # the start returns), and its jobs wait with the first run's rest.
+        second = start_run(server, wf)
+        queued = jobs_pb2.JOB_STATE_QUEUED
+        assert [j.status for j in run_jobs(server, second).values()] == [queued] * width
+        states = [j.status for j in run_jobs(server, first).values()]
+        assert states.count(queued) == width - slots
+        finished = 0
+        while finished < 2 * width:
+            for lease_id in held:
+                complete(server, lease_id)
+            finished += len(held)
+            if finished == 2 * width:
+                break
+            message = next(stream)
+            held = [a.lease.lease_id for a in message.assignments]
+            assert 1 <= len(held) <= slots, f"{len(held)} jobs pushed to {slots} slots"
+    finally:
+        stream.cancel()
+    for run_id in (first, second):
+        wait_run_state(server, run_id, runs_pb2.RUN_STATE_SUCCEEDED)
+
+
+def test_hand_offs_go_one_job_each_in_turn_within_the_free_slots(server: Running) -> None:
+    wf = create_workflow(server, [job(f"j{i}") for i in range(5)])
+    with waiting_claimer(server, free=1) as one, waiting_claimer(server, free=3) as three:
+        run_id = start_run(server, wf)
+        counts = [len(taken(server, one)), len(taken(server, three))]
+    assert counts == [1, 3]  # the fifth job waits for a claim
+    states = [j.status for j in run_jobs(server, run_id).values()]
+    assert states.count(jobs_pb2.JOB_STATE_QUEUED) == 1
+
+
+def test_hand_offs_fill_the_handlers_of_a_command_before_claimers_that_run_anything(
+    server: Running,
+) -> None:
+    dispatch = server.server.service.dispatch
+    builds = create_workflow(server, [jobs_pb2.Job(id=f"b{i}", command="build") for i in range(3)])
+    with (
+        waiting_claimer(server, free=3) as anything,
+        dispatch.open(
+            ORG,
+            uid("builder"),
+            (),
+            slots=2,
+            ttl_secs=60,
+            owner=server.subject,
+            commands=frozenset({"build"}),
+        ) as builder,
+    ):
+        start_run(server, builds)
+        assert [len(taken(server, builder)), len(taken(server, anything))] == [2, 1]

@@ -18,7 +18,7 @@ from engine_helpers import (
     wait_run_state,
 )
 
-from trellis.server.engine import _scheduler as sched
+from trellis.server.engine import _machine as sched
 from trellis.v1 import jobs_pb2, runs_pb2
 
 ORG = "default"

@@ -10,7 +10,8 @@ from contextlib import ExitStack
 
 import pytest
 
-from trellis.server.engine._notify import Mailbox, Notifier, Subscription, decode, encode
+from trellis.server.engine import Notifier, Subscription
+from trellis.server.engine._pgbridge import decode, encode
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def test_ready_work_goes_only_to_claimers_that_run_its_command(notifier: Notifie
 def test_a_claimer_without_free_slots_is_passed_over(notifier: Notifier) -> None:
     with ExitStack() as stack:
         subs = claimers(stack, notifier, (), ())
-        subs[0].accepting = False
+        notifier.set_accepting(subs[0], False)
         for _ in range(3):
             notifier.fire((), {("org", "", "c"): 1})
             assert woken(subs) == [1]
@@ -154,8 +155,7 @@ def test_work_given_to_a_claimer_that_filled_up_goes_to_another(notifier: Notifi
         notifier.fire((), {("org", "", "c"): 1})
         assert woken([busy, idle]) == [0]
         work = notifier.take_work(busy)
-        busy.accepting = False  # its claim filled its last slot with other jobs
-        notifier.pass_on(busy, work)
+        notifier.decline(busy, work)  # its claim filled its last slot with other jobs
         assert woken([busy, idle]) == [1]
         assert notifier.take_work(idle) == {("org", "", "c"): 1}
 
@@ -175,107 +175,7 @@ def test_passed_on_work_with_no_taker_is_dropped_for_the_poll(notifier: Notifier
     with notifier.subscribe(work=("org", ())) as only:
         notifier.fire((), {("org", "", "c"): 1})
         work = notifier.take_work(only)
-        only.accepting = False
-        notifier.pass_on(only, work)
+        notifier.decline(only, work)
         assert only.wait(0)  # the first fire's wake-up, nothing more
         assert not only.wait(0)
         assert notifier.take_work(only) == {}
-
-
-# ---------------------------------------------------------------- mailboxes
-
-
-def mailboxes(
-    stack: ExitStack, n: Notifier, *free: int, org: str = "org", labels: tuple[str, ...] = ()
-) -> list[Subscription]:
-    """Claimers with mailboxes, each with ``free`` slots as it counted them."""
-    subs = []
-    for i, slots in enumerate(free):
-        sub = stack.enter_context(
-            n.subscribe(work=(org, labels), mailbox=Mailbox(org, f"w{i}", 30))
-        )
-        n.set_free(sub, slots)
-        subs.append(sub)
-    return subs
-
-
-def test_reservations_go_one_job_each_in_turn_within_the_free_slots(notifier: Notifier) -> None:
-    with ExitStack() as stack:
-        a, b = mailboxes(stack, notifier, 1, 3)
-        picked = notifier.reserve(("org", "", "c"), 5)
-        assert picked == [a, b, b, b]  # a has one slot, b three; the fifth job waits
-        assert notifier.reserve(("org", "", "c"), 1) == []
-        notifier.unreserve(b, 2)
-        assert notifier.reserve(("org", "", "c"), 5) == [b, b]
-
-
-def test_claimers_without_room_labels_or_mailbox_are_not_promised_work(
-    notifier: Notifier,
-) -> None:
-    with ExitStack() as stack:
-        (full,) = mailboxes(stack, notifier, 0)
-        (cpu,) = mailboxes(stack, notifier, 2, labels=("linux",))
-        (elsewhere,) = mailboxes(stack, notifier, 2, org="other")
-        claimers(stack, notifier, ("gpu",))  # wakes for work, but has no mailbox
-        assert notifier.reserve(("org", "gpu", "c"), 3) == []
-        cpu.accepting = False  # it is full, as far as wake-ups go
-        assert notifier.reserve(("org", "linux", "c"), 1) == []
-        cpu.accepting = True
-        assert notifier.reserve(("org", "linux", "c"), 3) == [cpu, cpu]
-        assert full not in notifier.reserve(("org", "", "c"), 3)
-        assert elsewhere not in notifier.reserve(("org", "", "c"), 3)
-
-
-def test_reservations_fill_the_handlers_of_a_command_first_and_skip_others(
-    notifier: Notifier,
-) -> None:
-    with ExitStack() as stack:
-        (anything,) = mailboxes(stack, notifier, 3)
-        build = stack.enter_context(
-            notifier.subscribe(
-                work=("org", ()), mailbox=Mailbox("org", "b", 30), commands=frozenset({"b"})
-            )
-        )
-        notifier.set_free(build, 2)
-        assert notifier.reserve(("org", "", "make"), 5) == [anything] * 3
-        notifier.unreserve(anything, 3)
-        assert notifier.reserve(("org", "", "b"), 3) == [build, build, anything]
-
-
-def test_delivery_wakes_the_claimer_and_taking_uses_up_its_slots(notifier: Notifier) -> None:
-    with ExitStack() as stack:
-        (sub,) = mailboxes(stack, notifier, 2)
-        assert notifier.reserve(("org", "", "c"), 2) == [sub, sub]
-        assert notifier.deliver(sub, 2, ["job-1"]) == []  # one promise found no job
-        assert sub.wait(0)
-        assert notifier.take_delivered(sub) == ["job-1"]
-        assert notifier.take_delivered(sub) == []
-        assert notifier.reserve(("org", "", "c"), 5) == [sub]  # one slot left
-
-
-def test_a_claims_budget_is_taken_out_of_the_mailboxs_room(notifier: Notifier) -> None:
-    with ExitStack() as stack:
-        (sub,) = mailboxes(stack, notifier, 0)
-        assert notifier.reserve(("org", "", "c"), 1) == []
-        notifier.set_free(sub, 3)
-        assert notifier.reserve(("org", "", "c"), 1) == [sub]
-        # Three free, one promised: the claimer's own claim may fill two, and
-        # while it runs nothing more is promised.
-        assert notifier.claim_budget(sub, 3) == 2
-        assert notifier.reserve(("org", "", "c"), 1) == []
-        notifier.deliver(sub, 1, ["job-1"])
-        # The claim took one job; the claimer counts it with the delivered one.
-        notifier.set_free(sub, 3 - 1)
-        assert notifier.reserve(("org", "", "c"), 5) == [sub]
-
-
-def test_a_claimer_that_left_gets_nothing_and_gives_back_what_it_did_not_take(
-    notifier: Notifier,
-) -> None:
-    with ExitStack() as stack:
-        (sub,) = mailboxes(stack, notifier, 2)
-        assert notifier.reserve(("org", "", "c"), 2) == [sub, sub]
-        notifier.deliver(sub, 1, ["job-1"])
-        assert notifier.close_mailbox(sub) == ["job-1"]
-        assert notifier.deliver(sub, 1, ["job-2"]) == ["job-2"]
-        assert notifier.reserve(("org", "", "c"), 1) == []

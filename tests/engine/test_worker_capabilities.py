@@ -30,9 +30,8 @@ from sdk_helpers import (
     uid,
 )
 
-from trellis.server.engine._capabilities import Capabilities
-from trellis.server.engine._notify import Mailbox
-from trellis.server.engine._scheduler import ClaimAsk, Claimed, claim
+from trellis.server.engine import Capabilities, Claimed
+from trellis.server.engine._machine import ClaimAsk, claim
 from trellis.v1 import jobs_pb2, runs_pb2, workers_pb2
 from trellis.worker_sdk import Client, JobContext, Worker
 
@@ -306,7 +305,7 @@ def test_rest_registration_records_capabilities_and_refuses_bad_ones(server: Run
 
 
 def test_a_hand_off_leases_only_jobs_the_waiting_claimer_runs(grpc_server: Running) -> None:
-    notifier = grpc_server.server.notifier
+    dispatch = grpc_server.server.service.dispatch
 
     def shell(job_id: str) -> jobs_pb2.Job:
         return jobs_pb2.Job(id=job_id, command=f"echo {job_id}")
@@ -316,21 +315,25 @@ def test_a_hand_off_leases_only_jobs_the_waiting_claimer_runs(grpc_server: Runni
         [shell("a"), jobs_pb2.Job(id="b", command="build"), shell("c")],
     )
     with ExitStack() as stack:
-        subs = []
-        for commands in (frozenset({"build"}), frozenset({"deploy"})):
-            mailbox = Mailbox(ORG, uid("waiting"), 60, owner=grpc_server.subject)
-            sub = stack.enter_context(
-                notifier.subscribe(work=(ORG, ()), mailbox=mailbox, commands=commands)
+        streams = [
+            stack.enter_context(
+                dispatch.open(
+                    ORG,
+                    uid("waiting"),
+                    (),
+                    slots=5,
+                    ttl_secs=60,
+                    owner=grpc_server.subject,
+                    commands=commands,
+                )
             )
-            notifier.set_free(sub, 5)
-            subs.append(sub)
+            for commands in (frozenset({"build"}), frozenset({"deploy"}))
+        ]
         run_id = start_run(grpc_server, wf)
-        handed: list[list[Claimed]] = [notifier.take_delivered(sub) for sub in subs]
+        handed: list[list[Claimed]] = [stream.take() for stream in streams]
         assert [[c.job["key"] for c in items] for items in handed] == [["b"], []]
         states = {k: j.status for k, j in run_jobs(grpc_server, run_id).items()}
         assert states == {"a": QUEUED, "b": jobs_pb2.JOB_STATE_RUNNING, "c": QUEUED}
-        for sub in subs:
-            notifier.close_mailbox(sub)
 
 
 def test_claims_drawn_together_keep_to_each_claimers_commands(grpc_server: Running) -> None:

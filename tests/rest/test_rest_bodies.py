@@ -219,7 +219,8 @@ def test_page_tokens_from_no_response_are_400(server: Running) -> None:
     client.run("ci")
     client.run("ci")
     first = client.ok(client.get("/api/runs?page_size=1"))
-    assert first["next_page_token"] == "1"
-    second = client.ok(client.get("/api/runs?page_size=1&page_token=1"))
+    token = first["next_page_token"]
+    assert token
+    second = client.ok(client.get(f"/api/runs?page_size=1&page_token={quote(token)}"))
     assert [len(first["runs"]), len(second["runs"])] == [1, 1]
     assert first["runs"][0]["run_id"] != second["runs"][0]["run_id"]

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from google.api import field_behavior_pb2
-from google.protobuf.descriptor import Descriptor
+from google.api import field_behavior_pb2  # type: ignore[import-untyped]
 from google.protobuf.message import Message
 
 from trellis.server.engine.definitions._checks import (
@@ -39,7 +38,7 @@ _JOB_KEYS = (
 )
 
 
-def _output_only(message: Descriptor) -> tuple[str, ...]:
+def _output_only(message: Any) -> tuple[str, ...]:
     """The fields the contract marks OUTPUT_ONLY: a definition read back from the
     API may carry them, and they are ignored rather than refused."""
     return tuple(

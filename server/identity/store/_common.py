@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -41,6 +40,10 @@ from trellis.server.core.models import (
     UserRow,
     table,
 )
+from trellis.server.core.paging import DEFAULT_LIMIT as DEFAULT_LIMIT
+from trellis.server.core.paging import MAX_LIMIT as MAX_LIMIT
+from trellis.server.core.paging import Page as Page
+from trellis.server.core.paging import page_bounds, page_of
 
 T = TypeVar("T")
 
@@ -58,9 +61,9 @@ oauth_codes = table(OAuthCodeRow)
 policies = table(PolicyRow)
 audit_events = table(AuditEventRow)
 
-DEFAULT_LIMIT: Final = 50
-# S2: "limit (default: 50, max: 1000)"; larger requests are clamped, not refused.
-MAX_LIMIT: Final = 1000
+# The store's areas page by offset (their surfaces document limit/offset).
+_page_bounds = page_bounds
+_page = page_of
 
 
 class Conflict(TrellisError):
@@ -69,14 +72,6 @@ class Conflict(TrellisError):
     A ``TrellisError`` so the edges' error mapping sees it; the message is safe
     to show to the caller.
     """
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    """One page of a listing and the number of matching rows (``X-Total-Count``)."""
-
-    items: tuple[T, ...]
-    total: int
 
 
 def _new_id() -> str:
@@ -143,33 +138,6 @@ def _insert_ignore(conn: Connection, tbl: Table, values: Mapping[str, Any], key:
     else:
         lite_stmt = sqlite.insert(tbl).values(dict(values))
         conn.execute(lite_stmt.on_conflict_do_nothing(index_elements=[key]))
-
-
-def _page_bounds(limit: int, offset: int) -> tuple[int, int]:
-    if limit < 0 or offset < 0:
-        raise InvalidArgument("limit and offset must not be negative")
-    return min(limit, MAX_LIMIT), offset
-
-
-def _count(conn: Connection, tbl: Table, conditions: Sequence[ColumnElement[bool]]) -> int:
-    return int(conn.execute(select(func.count()).select_from(tbl).where(*conditions)).scalar_one())
-
-
-def _page(
-    conn: Connection,
-    tbl: Table,
-    conditions: Sequence[ColumnElement[bool]],
-    order_by: Sequence[Any],
-    limit: int,
-    offset: int,
-    record: Callable[[RowMapping], T],
-) -> Page[T]:
-    """One page of ``tbl``'s rows matching ``conditions`` (bounds already checked
-    with ``_page_bounds``), with the total for ``X-Total-Count``."""
-    rows = conn.execute(
-        select(tbl).where(*conditions).order_by(*order_by).limit(limit).offset(offset)
-    ).mappings()
-    return Page(tuple(record(r) for r in rows), _count(conn, tbl, conditions))
 
 
 def _json_list_has(conn: Connection, column: Any, value: str) -> ColumnElement[bool]:

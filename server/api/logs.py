@@ -1,0 +1,69 @@
+"""The LogService servicer: messages in, the engine's answers out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from trellis.server.api._edge import abort, principal_of, streaming, unary
+from trellis.server.core.errors import TrellisError
+from trellis.server.engine import Service
+from trellis.v1 import logs_pb2, logs_pb2_grpc
+
+
+class Logs(logs_pb2_grpc.LogServiceServicer):
+    def __init__(self, service: Service) -> None:
+        self.s = service
+
+    @unary
+    def PushLogs(
+        self, request: logs_pb2.PushLogsRequest, context: grpc.ServicerContext
+    ) -> logs_pb2.PushLogsResponse:
+        n = self.s.push_logs(principal_of(context), request.lease_id, list(request.chunks))
+        return logs_pb2.PushLogsResponse(accepted=n)
+
+    def UploadLogs(
+        self, request_iterator: Iterator[logs_pb2.PushLogsRequest], context: grpc.ServicerContext
+    ) -> logs_pb2.PushLogsResponse:
+        principal = principal_of(context)
+        total = 0
+        try:
+            for request in request_iterator:
+                total += self.s.push_logs(principal, request.lease_id, list(request.chunks))
+        except TrellisError as exc:
+            abort(context, exc)
+        return logs_pb2.PushLogsResponse(accepted=total)
+
+    @unary
+    def ListLogs(
+        self, request: logs_pb2.ListLogsRequest, context: grpc.ServicerContext
+    ) -> logs_pb2.ListLogsResponse:
+        return self.s.list_logs(
+            principal_of(context),
+            request.workflow_id,
+            request.job_id,
+            run_id=request.run_id,
+            after_id=request.after_id,
+        )
+
+    @streaming
+    def FollowLogs(
+        self, request: logs_pb2.FollowLogsRequest, context: grpc.ServicerContext
+    ) -> Iterator[logs_pb2.FollowLogsResponse]:
+        yield from self.s.follow_logs(
+            principal_of(context),
+            request.workflow_id,
+            request.job_id,
+            run_id=request.run_id,
+            after_id=request.after_id,
+            is_active=context.is_active,
+        )
+
+
+def add_to(server: grpc.Server, service: Service) -> None:
+    # The generated registration helpers are untyped.
+    logs_pb2_grpc.add_LogServiceServicer_to_server(Logs(service), server)  # type: ignore[no-untyped-call]
+
+
+__all__ = ["Logs", "add_to"]

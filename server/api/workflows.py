@@ -1,0 +1,59 @@
+"""The WorkflowService servicer: messages in, the engine's answers out."""
+
+from __future__ import annotations
+
+import grpc
+
+from trellis.server.api._edge import caller_of, principal_of, unary
+from trellis.server.engine import Service
+from trellis.v1 import runs_pb2, workflows_pb2, workflows_pb2_grpc
+
+
+class Workflows(workflows_pb2_grpc.WorkflowServiceServicer):
+    def __init__(self, service: Service) -> None:
+        self.s = service
+
+    @unary
+    def ListWorkflows(
+        self, request: workflows_pb2.ListWorkflowsRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.ListWorkflowsResponse:
+        limit = request.limit if request.HasField("limit") else 100
+        found = self.s.list_workflows(
+            principal_of(context), limit=limit, offset=request.offset, status=request.status
+        )
+        return workflows_pb2.ListWorkflowsResponse(workflows=found)
+
+    @unary
+    def GetWorkflow(
+        self, request: workflows_pb2.GetWorkflowRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.Workflow:
+        return self.s.get_workflow(principal_of(context), request.workflow_id)
+
+    @unary
+    def CreateWorkflow(
+        self, request: workflows_pb2.CreateWorkflowRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.Workflow:
+        principal, ip = caller_of(context)
+        return self.s.create_workflow(principal, request, ip=ip)
+
+    @unary
+    def RunWorkflow(
+        self, request: workflows_pb2.RunWorkflowRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.Run:
+        principal, ip = caller_of(context)
+        return self.s.run_workflow(principal, request.workflow_id, ip=ip)
+
+    @unary
+    def CancelWorkflow(
+        self, request: workflows_pb2.CancelWorkflowRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.Run:
+        principal, ip = caller_of(context)
+        return self.s.cancel_workflow(principal, request.workflow_id, ip=ip)
+
+
+def add_to(server: grpc.Server, service: Service) -> None:
+    # The generated registration helpers are untyped.
+    workflows_pb2_grpc.add_WorkflowServiceServicer_to_server(Workflows(service), server)  # type: ignore[no-untyped-call]
+
+
+__all__ = ["Workflows", "add_to"]

@@ -1,0 +1,223 @@
+"""Runs: started from a workflow's current version, cancelled, read with
+their jobs and attempts, listed page by page, and followed event by event."""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from trellis.server.core import _sql
+from trellis.server.core.audit import AUDIT_INSERT
+from trellis.server.core.errors import NotFound
+from trellis.server.core.pagination import after_key
+from trellis.server.core.principal import Principal
+from trellis.server.engine import _machine as machine
+from trellis.server.engine import _render as render
+from trellis.server.engine._machine import Effects, events, jobs, runs
+from trellis.server.engine._states import AuditAction, LeaseState, RunEventType
+from trellis.server.engine.service._base import Audit, Base, versions, workflows
+from trellis.v1 import jobs_pb2, runs_pb2
+
+_WORKFLOW_VERSION = _sql.Sql(
+    "SELECT version FROM workflows WHERE org_id = :org AND id = :workflow_id"
+)
+_SET_LATEST_RUN = _sql.Sql(
+    "UPDATE workflows SET latest_run_id = :run_id WHERE org_id = :org AND id = :workflow_id"
+)
+# The tries at a run's jobs: their leases, but for those handed back
+# undelivered (which never reached a worker).
+_ATTEMPTS_OF_RUN = _sql.Sql(
+    f"""SELECT job_id, id, attempt, worker_id, granted_at_ms, finished_at_ms, state, error
+    FROM leases WHERE job_id IN (SELECT id FROM jobs WHERE run_id = :run_id)
+        AND state <> '{LeaseState.RELEASED}'
+    ORDER BY job_id, attempt"""
+)
+RUNS_PAGE_SIZE = 50
+MAX_RUNS_PAGE = 1000
+# Newest first; runs created in one millisecond in id order.
+_RUN_ORDER = (runs.c.created_at_ms, runs.c.id)
+_RUN_DESCENDING = (True, False)
+
+
+class RunOps(Base):
+    def run_workflow(self, principal: Principal, workflow_id: str, *, ip: str = "") -> runs_pb2.Run:
+        org = principal.org_id
+        audit = Audit(principal, ip, AuditAction.WORKFLOW_RUN, f"workflow:{workflow_id}")
+
+        def tx(conn: Connection, now: int) -> tuple[dict[str, Any], Effects]:
+            found = _sql.query(conn, _WORKFLOW_VERSION, org=org, workflow_id=workflow_id)
+            if not found:
+                raise NotFound(f"workflow {workflow_id!r} not found")
+            version = found[0].version
+            wdef = self._definition(
+                org,
+                workflow_id,
+                version,
+                lambda: conn.execute(
+                    select(versions.c.definition).where(
+                        versions.c.org_id == org,
+                        versions.c.workflow_id == workflow_id,
+                        versions.c.version == version,
+                    )
+                ).scalar_one(),
+            )
+            return machine.create_run(
+                conn,
+                org=org,
+                wdef=wdef,
+                version=version,
+                now=now,
+                also=lambda batch, run_id: also(batch, run_id, now),
+            )
+
+        def also(batch: _sql.Batch, run_id: str, now: int) -> None:
+            batch.execute(_SET_LATEST_RUN, run_id=run_id, org=org, workflow_id=workflow_id)
+            # In the pipeline that stores the run: no round trip of its own.
+            batch.insert(AUDIT_INSERT, [audit.row(now, "success", {"run_id": run_id})])
+
+        # The run as created: what a re-read right after the commit would show.
+        return render.run_from_row(self._write(tx, audit, audited=True))
+
+    def cancel_workflow(
+        self, principal: Principal, workflow_id: str, *, ip: str = ""
+    ) -> runs_pb2.Run:
+        """Cancels the workflow's latest run (a finished run is left as it is)."""
+        org = principal.org_id
+        latest = self._read(
+            lambda conn, _now: conn.execute(
+                select(workflows.c.latest_run_id).where(
+                    workflows.c.org_id == org, workflows.c.id == workflow_id
+                )
+            ).first()
+        )
+        run_id = latest.latest_run_id if latest is not None else None
+        if run_id is None:
+            missing = NotFound(
+                f"workflow {workflow_id!r} not found"
+                if latest is None
+                else f"workflow {workflow_id!r} has no run to cancel"
+            )
+            self._audit_refusal(
+                Audit(principal, ip, AuditAction.RUN_CANCEL, f"workflow:{workflow_id}"), missing
+            )
+            raise missing
+        return self.cancel_run(principal, run_id, ip=ip)
+
+    def get_run(self, principal: Principal, run_id: str) -> runs_pb2.RunDetail:
+        org = principal.org_id
+
+        def tx(conn: Connection, now: int) -> runs_pb2.RunDetail:
+            row = (
+                conn.execute(select(runs).where(runs.c.id == run_id, runs.c.org_id == org))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise NotFound(f"run {run_id!r} not found")
+            detail = runs_pb2.RunDetail(run=render.run_from_row(row))
+            attempts: dict[int, list[jobs_pb2.JobAttempt]] = defaultdict(list)
+            for lease in _sql.query(conn, _ATTEMPTS_OF_RUN, run_id=run_id):
+                attempts[lease.job_id].append(render.attempt(lease))
+            found = conn.execute(
+                select(jobs).where(jobs.c.run_id == run_id).order_by(jobs.c.position)
+            ).mappings()
+            for msg, job in self._jobs_of(conn, now, org, found):
+                msg.attempts.extend(attempts.get(job["id"], ()))
+                detail.jobs.append(msg)
+            return detail
+
+        return self._read(tx)
+
+    def list_runs(
+        self,
+        principal: Principal,
+        *,
+        workflow_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> runs_pb2.ListRunsResponse:
+        """The org's runs, newest first, a page at a time. A page token names
+        the last run of its page, so runs that start meanwhile shift nothing;
+        it is signed, and bound to the org and ``workflow_id``."""
+        org = principal.org_id
+        size = self._page_size(page_size, RUNS_PAGE_SIZE, MAX_RUNS_PAGE)
+        scope = f"runs\x00{org}\x00{workflow_id}"
+        after = self._after(scope, page_token)
+
+        def tx(conn: Connection, _now: int) -> runs_pb2.ListRunsResponse:
+            q = select(runs).where(runs.c.org_id == org)
+            if workflow_id:
+                q = q.where(runs.c.workflow_id == workflow_id)
+            if after is not None:
+                q = q.where(after_key(_RUN_ORDER, after, descending=_RUN_DESCENDING))
+            order = (runs.c.created_at_ms.desc(), runs.c.id)
+            rows = conn.execute(q.order_by(*order).limit(size + 1)).mappings().all()
+            resp = runs_pb2.ListRunsResponse(runs=[render.run_from_row(r) for r in rows[:size]])
+            if len(rows) > size:
+                last = rows[size - 1]
+                resp.next_page_token = self._tokens().encode(
+                    scope, (int(last["created_at_ms"]), str(last["id"]))
+                )
+            return resp
+
+        return self._read(tx)
+
+    def cancel_run(self, principal: Principal, run_id: str, *, ip: str = "") -> runs_pb2.Run:
+        org = principal.org_id
+
+        def tx(conn: Connection, now: int) -> tuple[bool, Effects]:
+            exists_ = conn.execute(
+                select(runs.c.id).where(runs.c.id == run_id, runs.c.org_id == org)
+            ).first()
+            if exists_ is None:
+                raise NotFound(f"run {run_id!r} not found")
+            return machine.cancel_run(conn, org=org, run_id=run_id, now=now)
+
+        self._write(tx, Audit(principal, ip, AuditAction.RUN_CANCEL, f"run:{run_id}"))
+        return self._run(org, run_id)
+
+    def _run(self, org: str, run_id: str) -> runs_pb2.Run:
+        def tx(conn: Connection, _now: int) -> runs_pb2.Run:
+            row = (
+                conn.execute(select(runs).where(runs.c.id == run_id, runs.c.org_id == org))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise NotFound(f"run {run_id!r} not found")
+            return render.run_from_row(row)
+
+        return self._read(tx)
+
+    def run_events(
+        self,
+        principal: Principal,
+        run_id: str,
+        *,
+        after_id: int = 0,
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> Iterator[runs_pb2.RunEvent]:
+        """Replays events after ``after_id`` and follows until the run finishes."""
+        self._run(principal.org_id, run_id)  # NOT_FOUND before the stream starts
+        with self.notifier.subscribe(machine.topic_run(run_id)) as sub:
+            while is_active() and not self.closing:
+                rows = self._read(functools.partial(_events_after, run_id=run_id, after=after_id))
+                for row in rows:
+                    after_id = row["id"]
+                    yield render.run_event(row)
+                    if row["type"] == RunEventType.RUN_FINISHED:
+                        return
+                if not rows:
+                    sub.wait(self.poll_interval)
+
+
+def _events_after(conn: Connection, _now: int, *, run_id: str, after: int) -> list[Any]:
+    q = select(events).where(events.c.run_id == run_id, events.c.id > after)
+    return list(conn.execute(q.order_by(events.c.id).limit(1000)).mappings())
+
+
+__all__ = ["RunOps"]
