@@ -45,8 +45,9 @@ Choices where the seeds are silent:
   Refreshed tokens carry the user's current role scopes.
 * ``logout`` revokes the session (login JWTs) and denylists the JWT's jti.
 * PATs: requesting scopes the owner's roles (or, for one's own token, the calling
-  credential) do not grant is InvalidArgument, not silent narrowing; no expiry
-  means the PAT never expires; the plaintext is returned once.
+  credential) do not grant is InvalidArgument, not silent narrowing; without
+  scopes a PAT carries the calling credential's; it expires after 1 to 366 days
+  (30 by default) or at a given time; the plaintext is returned once.
 * Organizations are deployment-wide objects: administrators (admin:orgs) of the
   system org (``DEFAULT_ORG``) create, list and change any of them; anyone else
   sees only their own, and another org is NotFound. One's own org cannot be
@@ -71,20 +72,43 @@ Choices where the seeds are silent:
 
 from __future__ import annotations
 
-from trellis.server.identity._accounts import CreatedMachineUser, CreatedPat, MachineValidation
+from trellis.server.identity._accounts import (
+    DEFAULT_PAT_DAYS,
+    MAX_PAT_DAYS,
+    CreatedMachineUser,
+    CreatedPat,
+    MachineValidation,
+)
 from trellis.server.identity._admin import FirstAdmin
 from trellis.server.identity._base import MACHINE_SCOPES, UserInfo
+from trellis.server.identity._discovery import ServerMetadata
 from trellis.server.identity._oauth import (
     AuthorizationGrant,
     CreatedClient,
     InvalidClient,
     OAuthError,
 )
+from trellis.server.identity._paging import Listing, PageRequest
 from trellis.server.identity._service import Identity
 from trellis.server.identity._sessions import LoginResult
+from trellis.server.identity.scopes import scope_catalogue
+from trellis.server.identity.secrets_ import basic_credentials
+from trellis.server.identity.store import (
+    AuditEvent,
+    MachineBackend,
+    MachineUser,
+    OAuthClient,
+    Organization,
+    Pat,
+    PolicyRule,
+    StoredPolicy,
+)
 
 __all__ = [
+    "DEFAULT_PAT_DAYS",
     "MACHINE_SCOPES",
+    "MAX_PAT_DAYS",
+    "AuditEvent",
     "AuthorizationGrant",
     "CreatedClient",
     "CreatedMachineUser",
@@ -92,8 +116,20 @@ __all__ = [
     "FirstAdmin",
     "Identity",
     "InvalidClient",
+    "Listing",
     "LoginResult",
+    "MachineBackend",
+    "MachineUser",
     "MachineValidation",
+    "OAuthClient",
     "OAuthError",
+    "Organization",
+    "PageRequest",
+    "Pat",
+    "PolicyRule",
+    "ServerMetadata",
+    "StoredPolicy",
     "UserInfo",
+    "basic_credentials",
+    "scope_catalogue",
 ]

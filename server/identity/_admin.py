@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from trellis.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from trellis.server.identity import passwords, policies, store
 from trellis.server.identity._base import Base, well_formed_org
+from trellis.server.identity._paging import FIRST_PAGE, Listing, PageRequest
 from trellis.server.identity.principal import DEFAULT_ORG, PermissionDenied, Principal
 from trellis.server.identity.scopes import Scope
-from trellis.server.identity.store import OrgStatus, Page, PolicyRule
+from trellis.server.identity.store import OrgStatus, PolicyRule
 
 # Policies are read on every checked call; keep them this long (seconds) per org.
 _POLICY_CACHE_SECS: Final = 5.0
@@ -100,16 +101,17 @@ class Admin(Base):
         actor: Principal,
         *,
         status: OrgStatus | None = None,
-        limit: int = store.DEFAULT_LIMIT,
-        offset: int = 0,
-    ) -> Page[store.Organization]:
+        page: PageRequest = FIRST_PAGE,
+    ) -> Listing[store.Organization]:
         self.require(actor, Scope.ADMIN_ORGS, "org.list")
+        limit, offset = page.bounds()
         with self.db.read() as conn:
             if actor.org_id != DEFAULT_ORG:
                 own = store.get_org(conn, actor.org_id)
                 mine = [own] if own is not None and status in (None, own.status) else []
-                return Page(tuple(mine[offset : offset + limit]), len(mine))
-            return store.list_orgs(conn, status=status, limit=limit, offset=offset)
+                return Listing(tuple(mine[offset : offset + limit]), len(mine), limit, offset)
+            found = store.list_orgs(conn, status=status, limit=limit, offset=offset)
+        return Listing(found.items, found.total, limit, offset)
 
     def get_org(self, actor: Principal, org_id: str) -> store.Organization:
         self._see_org(actor, org_id)
@@ -167,18 +169,20 @@ class Admin(Base):
         *,
         name: str,
         rules: Sequence[PolicyRule],
-        version: str = "1",
+        version: str | None = None,
         enabled: bool = True,
     ) -> store.StoredPolicy:
+        """A new policy (version "1.0.0" unless given); a rule without subjects
+        applies to everyone."""
         self.require(actor, Scope.POLICIES_WRITE, "policy.create")
-        _check_rules(name, rules)
+        rules = _checked_rules(name, rules)
         with self.db.write() as conn:
             now = self.db.now_ms(conn)
             policy = store.create_policy(
                 conn,
                 actor.org_id,
                 name=name,
-                version=version,
+                version=version or "1.0.0",
                 rules=rules,
                 now_ms=now,
                 enabled=enabled,
@@ -220,9 +224,12 @@ class Admin(Base):
         rules: Sequence[PolicyRule] | None = None,
         enabled: bool | None = None,
     ) -> store.StoredPolicy:
+        """Changes the fields given (None = unchanged; ``rules`` replaces them all)."""
         self.require(actor, Scope.POLICIES_WRITE, "policy.update")
         if rules is not None or name is not None:
-            _check_rules(name or "x", rules or [PolicyRule("allow", ("*",), ("*",))])
+            # An empty list clears the rules; the name is checked all the same.
+            checked = _checked_rules(name or "x", rules or [PolicyRule("allow", ("*",), ("*",))])
+            rules = checked if rules else rules
         with self.db.write() as conn:
             now = self.db.now_ms(conn)
             policy = store.update_policy(
@@ -300,13 +307,13 @@ class Admin(Base):
         result: str | None = None,
         since_ms: int | None = None,
         until_ms: int | None = None,
-        limit: int = store.DEFAULT_LIMIT,
-        offset: int = 0,
-    ) -> Page[store.AuditEvent]:
+        page: PageRequest = FIRST_PAGE,
+    ) -> Listing[store.AuditEvent]:
         """The org's audit events, newest first (needs audit:read)."""
         self.require(actor, Scope.AUDIT_READ, "audit.list")
+        limit, offset = page.bounds()
         with self.db.read() as conn:
-            return store.list_audit(
+            found = store.list_audit(
                 conn,
                 actor.org_id,
                 actor=actor_filter,
@@ -318,12 +325,18 @@ class Admin(Base):
                 limit=limit,
                 offset=offset,
             )
+        return Listing(found.items, found.total, limit, offset)
 
 
-def _check_rules(name: str, rules: Sequence[PolicyRule]) -> None:
+def _checked_rules(name: str, rules: Sequence[PolicyRule]) -> list[PolicyRule]:
+    """The rules as stored: checked, and without subjects meaning everyone."""
+    for index, rule in enumerate(rules):
+        if not rule.actions or not rule.resources or not all(rule.resources):
+            raise InvalidArgument(f"rules[{index}]: resource and action are required")
     if not rules:
         raise InvalidArgument("a policy needs at least one rule")
-    for index, rule in enumerate(rules):
+    out = [replace(r, subjects=r.subjects or ("*",), condition=r.condition or None) for r in rules]
+    for index, rule in enumerate(out):
         # Seed 002 spells effects "Allow"/"Deny"; they are stored as given.
         problem = policies.validate_policy_fields(
             name=name,
@@ -334,6 +347,7 @@ def _check_rules(name: str, rules: Sequence[PolicyRule]) -> None:
         )
         if problem is not None:
             raise InvalidArgument(f"rules[{index}]: {problem}")
+    return out
 
 
 def _subject_ids(principal: Principal) -> list[str]:

@@ -24,6 +24,7 @@ from trellis.server.identity import store
 from trellis.server.identity._accounts import known_scopes
 from trellis.server.identity._authn import Authn, looks_like_jwt
 from trellis.server.identity._base import role_scopes, user_id_of
+from trellis.server.identity._discovery import ServerMetadata, server_metadata
 from trellis.server.identity.jwt_keys import IssuedJwt
 from trellis.server.identity.principal import (
     PermissionDenied,
@@ -31,7 +32,7 @@ from trellis.server.identity.principal import (
     PrincipalKind,
     Unauthenticated,
 )
-from trellis.server.identity.scopes import Scope, narrow
+from trellis.server.identity.scopes import ROLE_SCOPES, Role, Scope, narrow
 from trellis.server.identity.secrets_ import TokenKind, new_token, parse
 
 GRANT_TYPES: Final = frozenset({"client_credentials", "authorization_code"})
@@ -96,10 +97,18 @@ class OAuth(Authn):
         name: str,
         confidential: bool = True,
         redirect_uris: Iterable[str] = (),
-        grant_types: Iterable[str] = ("client_credentials",),
-        scopes: Iterable[str] = (),
+        grant_types: Iterable[str] | None = None,
+        scopes: Iterable[str] | None = None,
     ) -> CreatedClient:
+        """Registers a client. Without grant types a confidential client gets
+        client_credentials and a public one authorization_code; without scopes,
+        what an operator may do (never administration), as far as the
+        registering caller may do it too."""
         self.require(actor, Scope.ADMIN_TOKENS, "oauth_client.create")
+        if grant_types is None:
+            grant_types = ("client_credentials",) if confidential else ("authorization_code",)
+        if scopes is None:
+            scopes = sorted(ROLE_SCOPES[Role.OPERATOR.value] & actor.scopes)
         if not name.strip():
             raise InvalidArgument("name must not be empty")
         grants = tuple(dict.fromkeys(grant_types))
@@ -343,15 +352,19 @@ class OAuth(Authn):
         state: str | None,
         code_challenge: str | None,
         code_challenge_method: str | None,
+        response_type: str | None = None,
     ) -> AuthorizationGrant:
-        """Issues an authorization code to ``client_id`` for the signed-in user.
+        """Issues an authorization code to ``client_id`` for the signed-in user
+        (``response_type`` "code", the only one, when given).
 
         Errors about the client or redirect URI must be shown to the user, never
         redirected (RFC 6749 4.1.2.1); the edge may redirect the others with ``state``.
         """
         user_id = user_id_of(principal)
         if principal.kind is not PrincipalKind.USER or user_id is None:
-            raise PermissionDenied("only a signed-in user can authorize a client")
+            raise PermissionDenied("only a signed-in user can authorize a client", "forbidden")
+        if response_type is not None and response_type != "code":
+            raise InvalidArgument("response_type: only 'code' is supported")
         with self.db.read() as conn:
             client = store.find_oauth_client(conn, client_id)
         if client is None or client.org_id != principal.org_id:
@@ -408,6 +421,8 @@ class OAuth(Authn):
 
         Unknown, invalid or foreign tokens are not an error (the answer is 200 anyway).
         """
+        if not token:
+            raise InvalidArgument("token: required")
         client = self._client(client_id, client_secret)
         if not looks_like_jwt(token):
             return
@@ -430,14 +445,24 @@ class OAuth(Authn):
             )
         self.forget(token)
 
-    def introspect(self, token: str) -> dict[str, Any]:
-        """RFC 7662: ``{"active": False}`` for anything not currently usable."""
+    def server_metadata(self, public_url: str) -> ServerMetadata:
+        """RFC 8414 metadata for this server, reached at ``public_url``."""
+        return server_metadata(self.issuer, public_url)
+
+    def introspect(self, caller: Principal, token: str) -> dict[str, Any]:
+        """RFC 7662: ``{"active": False}`` for anything not currently usable, and
+        for credentials of another organization than the caller's."""
+        if not token:
+            raise InvalidArgument("token: required")
         with self.db.read() as conn:
             now = self.db.now_ms(conn)
             resolved = self.resolve(conn, token, now)
         if resolved is None or resolved.principal.extra.get("org_status") == "suspended":
             return {"active": False}
         principal = resolved.principal
+        if principal.org_id != caller.org_id:
+            # Nothing about another organization's credentials.
+            return {"active": False}
         answer: dict[str, Any] = {
             "active": True,
             "scope": " ".join(sorted(principal.scopes)),

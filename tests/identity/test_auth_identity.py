@@ -335,7 +335,7 @@ def test_pat_scopes_org_header_narrowing_and_revocation(ident: Identity) -> None
     with pytest.raises(InvalidArgument):
         ident.create_pat(bob, name="ci", scopes="workflows:read nonsense:scope")
     created = ident.create_pat(
-        bob, name="ci", scopes="workflows:read workflows:run", expires_in_secs=3600
+        bob, name="ci", scopes="workflows:read workflows:run", expires_in_days=1
     )
     assert created.token.startswith("trl_pat_") and created.pat.user_id == bob_id
     assert created.pat.expires_at_ms is not None

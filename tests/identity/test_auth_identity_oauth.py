@@ -85,11 +85,11 @@ def test_client_credentials_narrows_scopes_and_never_refreshes(ident: Identity) 
 
     # RFC 7662 and 7009.
     token = answer["access_token"]
-    assert ident.introspect(token)["active"] is True
-    assert ident.introspect(token)["client_id"] == cid
+    assert ident.introspect(admin, token)["active"] is True
+    assert ident.introspect(admin, token)["client_id"] == cid
     ident.revoke_token("not-a-token", cid, secret)  # unknown tokens are fine
     ident.revoke_token(token, cid, secret)
-    assert ident.introspect(token) == {"active": False}
+    assert ident.introspect(admin, token) == {"active": False}
     refused(lambda: ident.authenticate(bearer(token), None))
 
     # Revoking the client kills its tokens.
