@@ -19,12 +19,17 @@ from trellis.server.identity import (
 )
 from trellis.v1 import identity_pb2, identity_pb2_grpc
 
+_ORG_STATUS = {
+    "active": identity_pb2.ORGANIZATION_STATUS_ACTIVE,
+    "suspended": identity_pb2.ORGANIZATION_STATUS_SUSPENDED,
+}
+
 
 def _org(o: Organization) -> identity_pb2.Organization:
     return identity_pb2.Organization(
         id=o.id,
         name=o.name,
-        status=o.status,
+        status=_ORG_STATUS[o.status],
         created_at_ms=o.created_at_ms,
         updated_at_ms=o.updated_at_ms,
     )

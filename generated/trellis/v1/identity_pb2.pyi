@@ -3,12 +3,22 @@ from google.api import field_behavior_pb2 as _field_behavior_pb2
 from trellis.v1 import auth_pb2 as _auth_pb2
 from trellis.v1 import options_pb2 as _options_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class OrganizationStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ORGANIZATION_STATUS_UNSPECIFIED: _ClassVar[OrganizationStatus]
+    ORGANIZATION_STATUS_ACTIVE: _ClassVar[OrganizationStatus]
+    ORGANIZATION_STATUS_SUSPENDED: _ClassVar[OrganizationStatus]
+ORGANIZATION_STATUS_UNSPECIFIED: OrganizationStatus
+ORGANIZATION_STATUS_ACTIVE: OrganizationStatus
+ORGANIZATION_STATUS_SUSPENDED: OrganizationStatus
 
 class Organization(_message.Message):
     __slots__ = ("id", "name", "status", "created_at_ms", "updated_at_ms")
@@ -19,10 +29,10 @@ class Organization(_message.Message):
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
-    status: str
+    status: OrganizationStatus
     created_at_ms: int
     updated_at_ms: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[OrganizationStatus, str]] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ...) -> None: ...
 
 class ListOrganizationsRequest(_message.Message):
     __slots__ = ("limit", "offset")
