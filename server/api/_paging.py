@@ -10,15 +10,27 @@ from trellis.server.api import _status
 from trellis.server.identity import Listing, PageRequest
 
 
+def token_page(request: Any) -> PageRequest:
+    """The page an AIP-158 list request (``page_size``, ``page_token``) asks for."""
+    return PageRequest(page_size=request.page_size, page_token=request.page_token)
+
+
 def page_request(request: Any) -> PageRequest:
-    """The page a list request asks for (``limit`` unset: the listing's default)."""
+    """The page a list request with both ways of paging asks for (``limit``
+    unset: the listing's default)."""
     return PageRequest(
-        limit=request.limit if request.HasField("limit") else None, offset=request.offset
+        limit=request.limit if request.HasField("limit") else None,
+        offset=request.offset,
+        page_size=request.page_size,
+        page_token=request.page_token,
     )
 
 
 def send_page_headers(context: grpc.ServicerContext, page: Listing[Any]) -> None:
-    """Seed 002's pagination headers, as trailers the bridge copies to HTTP."""
+    """Seed 002's pagination headers, as trailers the bridge copies to HTTP, for
+    pages asked for by limit/offset."""
+    if page.total is None:
+        return
     _status.add_trailers(
         context,
         (

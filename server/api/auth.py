@@ -9,7 +9,7 @@ import grpc
 
 from trellis.server.api._auth import client_address, current_principal
 from trellis.server.api._engine import unary
-from trellis.server.api._paging import page_request, send_page_headers
+from trellis.server.api._paging import page_request, send_page_headers, token_page
 from trellis.server.api._times import iso, parse_iso
 from trellis.server.api._users import AuthUsers
 from trellis.server.identity import AuditEvent, Identity, PolicyRule, StoredPolicy
@@ -122,8 +122,10 @@ class Auth(AuthUsers, auth_pb2_grpc.AuthServiceServicer):
     def ListPolicies(
         self, request: auth_pb2.ListPoliciesRequest, context: grpc.ServicerContext
     ) -> auth_pb2.ListPoliciesResponse:
-        found = self.i.list_policies(current_principal())
-        return auth_pb2.ListPoliciesResponse(policies=[_policy(p) for p in found])
+        page = self.i.list_policies(current_principal(), page=token_page(request))
+        return auth_pb2.ListPoliciesResponse(
+            policies=[_policy(p) for p in page.items], next_page_token=page.next_page_token
+        )
 
     @unary
     def CreatePolicy(
@@ -167,4 +169,6 @@ class Auth(AuthUsers, auth_pb2_grpc.AuthServiceServicer):
             page=page_request(request),
         )
         send_page_headers(context, page)
-        return auth_pb2.ListAuditLogsResponse(logs=[_audit_log(e) for e in page.items])
+        return auth_pb2.ListAuditLogsResponse(
+            logs=[_audit_log(e) for e in page.items], next_page_token=page.next_page_token
+        )

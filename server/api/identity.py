@@ -7,7 +7,7 @@ import grpc
 
 from trellis.server.api._auth import current_principal
 from trellis.server.api._engine import unary
-from trellis.server.api._paging import page_request, send_page_headers
+from trellis.server.api._paging import page_request, send_page_headers, token_page
 from trellis.server.api._users import IdentityUsers
 from trellis.server.identity import (
     FirstAdmin,
@@ -70,7 +70,9 @@ class IdentityServicer(IdentityUsers, identity_pb2_grpc.IdentityServiceServicer)
     ) -> identity_pb2.ListOrganizationsResponse:
         page = self.i.list_orgs(current_principal(), page=page_request(request))
         send_page_headers(context, page)
-        return identity_pb2.ListOrganizationsResponse(organizations=[_org(o) for o in page.items])
+        return identity_pb2.ListOrganizationsResponse(
+            organizations=[_org(o) for o in page.items], next_page_token=page.next_page_token
+        )
 
     @unary
     def CreateOrganization(
@@ -135,8 +137,10 @@ class IdentityServicer(IdentityUsers, identity_pb2_grpc.IdentityServiceServicer)
         request: identity_pb2.ListPersonalAccessTokensRequest,
         context: grpc.ServicerContext,
     ) -> identity_pb2.ListPersonalAccessTokensResponse:
-        found = self.i.list_pats(current_principal())
-        return identity_pb2.ListPersonalAccessTokensResponse(tokens=[_pat(p) for p in found])
+        page = self.i.list_pats(current_principal(), page=token_page(request))
+        return identity_pb2.ListPersonalAccessTokensResponse(
+            tokens=[_pat(p) for p in page.items], next_page_token=page.next_page_token
+        )
 
     @unary
     def RevokePersonalAccessToken(
@@ -167,8 +171,10 @@ class IdentityServicer(IdentityUsers, identity_pb2_grpc.IdentityServiceServicer)
     def ListOAuthClients(
         self, request: identity_pb2.ListOAuthClientsRequest, context: grpc.ServicerContext
     ) -> identity_pb2.ListOAuthClientsResponse:
-        found = self.i.list_clients(current_principal())
-        return identity_pb2.ListOAuthClientsResponse(clients=[_client(c) for c in found])
+        page = self.i.list_clients(current_principal(), page=token_page(request))
+        return identity_pb2.ListOAuthClientsResponse(
+            clients=[_client(c) for c in page.items], next_page_token=page.next_page_token
+        )
 
     @unary
     def RevokeOAuthClient(

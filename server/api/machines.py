@@ -7,6 +7,7 @@ import grpc
 
 from trellis.server.api._auth import current_principal
 from trellis.server.api._engine import unary
+from trellis.server.api._paging import token_page
 from trellis.server.api._times import iso
 from trellis.server.identity import Identity, MachineUser
 from trellis.v1 import machine_pb2, machine_pb2_grpc
@@ -84,8 +85,10 @@ class Machines(machine_pb2_grpc.MachineUserServiceServicer):
     def ListMachineUsers(
         self, request: machine_pb2.ListMachineUsersRequest, context: grpc.ServicerContext
     ) -> machine_pb2.ListMachineUsersResponse:
-        found = self.i.list_machine_users(current_principal())
-        return machine_pb2.ListMachineUsersResponse(machine_users=[_machine(m) for m in found])
+        page = self.i.list_machine_users(current_principal(), page=token_page(request))
+        return machine_pb2.ListMachineUsersResponse(
+            machine_users=[_machine(m) for m in page.items], next_page_token=page.next_page_token
+        )
 
     @unary
     def SetMachineUserEnabled(

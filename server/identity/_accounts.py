@@ -10,6 +10,7 @@ from trellis.server.core.errors import FailedPrecondition, InvalidArgument, NotF
 from trellis.server.identity import passwords, store, totp
 from trellis.server.identity._base import Base, UserInfo, check_roles, role_scopes, user_id_of
 from trellis.server.identity._callbacks import check_callback_url
+from trellis.server.identity._paging import FIRST_PAGE, Listing, PageRequest, listing_scope
 from trellis.server.identity.principal import PermissionDenied, Principal, PrincipalKind
 from trellis.server.identity.scopes import Scope, parse_scope_string
 from trellis.server.identity.secrets_ import TokenKind, new_token, parse
@@ -310,16 +311,28 @@ class Accounts(Base):
         return CreatedPat(token.token, pat)
 
     def list_pats(
-        self, actor: Principal, *, user_id: str | None = None, all_users: bool = False
-    ) -> list[store.Pat]:
-        """The caller's PATs; another user's or everyone's need admin:tokens."""
+        self,
+        actor: Principal,
+        *,
+        user_id: str | None = None,
+        all_users: bool = False,
+        page: PageRequest = FIRST_PAGE,
+    ) -> Listing[store.Pat]:
+        """The caller's PATs, newest first; another user's or everyone's need
+        admin:tokens. Pages hold all of them (up to 1000) unless sized."""
         owner_id = None if all_users else (user_id or user_id_of(actor))
         if owner_id is None and not all_users:
             raise PermissionDenied("only users have personal access tokens")
         if all_users or owner_id != user_id_of(actor):
             self.require(actor, Scope.ADMIN_TOKENS, "pat.list")
+        scope = listing_scope("pats", actor.org_id, owner_id)
+        size = page.size(default=store.MAX_LIMIT)
+        after = self.resume_after(page, scope)
         with self.db.read() as conn:
-            return store.list_pats(conn, actor.org_id, user_id=owner_id)
+            rows = store.list_pats(
+                conn, actor.org_id, user_id=owner_id, after=after, limit=size + 1
+            )
+        return self.keyset_listing(scope, rows, size, lambda p: (p.created_at_ms, p.id))
 
     def revoke_pat(self, actor: Principal, pat_id: str) -> None:
         """Revokes one of the caller's PATs (anyone's with admin:tokens)."""
@@ -365,10 +378,18 @@ class Accounts(Base):
             )
         return CreatedMachineUser(token.token, machine)
 
-    def list_machine_users(self, actor: Principal) -> list[store.MachineUser]:
+    def list_machine_users(
+        self, actor: Principal, *, page: PageRequest = FIRST_PAGE
+    ) -> Listing[store.MachineUser]:
+        """The org's machine users, oldest first; pages hold all of them (up to
+        1000) unless sized."""
         self.require(actor, Scope.ADMIN_USERS, "machine_user.list")
+        scope = listing_scope("machine_users", actor.org_id)
+        size = page.size(default=store.MAX_LIMIT)
+        after = self.resume_after(page, scope)
         with self.db.read() as conn:
-            return store.list_machine_users(conn, actor.org_id)
+            rows = store.list_machine_users(conn, actor.org_id, after=after, limit=size + 1)
+        return self.keyset_listing(scope, rows, size, lambda m: (m.created_at_ms, m.id))
 
     def set_machine_user_enabled(
         self, actor: Principal, machine_user_id: str, enabled: bool

@@ -10,7 +10,7 @@ from typing import Final
 from trellis.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from trellis.server.identity import passwords, policies, store
 from trellis.server.identity._base import Base, well_formed_org
-from trellis.server.identity._paging import FIRST_PAGE, Listing, PageRequest
+from trellis.server.identity._paging import FIRST_PAGE, Listing, PageRequest, listing_scope
 from trellis.server.identity.principal import DEFAULT_ORG, PermissionDenied, Principal
 from trellis.server.identity.scopes import Scope
 from trellis.server.identity.store import OrgStatus, PolicyRule
@@ -103,15 +103,31 @@ class Admin(Base):
         status: OrgStatus | None = None,
         page: PageRequest = FIRST_PAGE,
     ) -> Listing[store.Organization]:
+        """Organizations, oldest first: all of them for the system organization's
+        administrators, one's own for anyone else."""
         self.require(actor, Scope.ADMIN_ORGS, "org.list")
-        limit, offset = page.bounds()
+        everyone = actor.org_id == DEFAULT_ORG
+        scope = listing_scope("orgs", None if everyone else actor.org_id, status)
         with self.db.read() as conn:
-            if actor.org_id != DEFAULT_ORG:
-                own = store.get_org(conn, actor.org_id)
-                mine = [own] if own is not None and status in (None, own.status) else []
-                return Listing(tuple(mine[offset : offset + limit]), len(mine), limit, offset)
-            found = store.list_orgs(conn, status=status, limit=limit, offset=offset)
-        return Listing(found.items, found.total, limit, offset)
+            own = None if everyone else store.get_org(conn, actor.org_id)
+            mine = [own] if own is not None and status in (None, own.status) else []
+            if page.by_token:
+                size = page.size()
+                after = self.resume_after(page, scope)
+                if everyone:
+                    rows = store.list_orgs_after(conn, status=status, after=after, limit=size + 1)
+                else:  # the one organization was on the first page
+                    rows = mine if after is None else []
+                return self.keyset_listing(scope, rows, size, _org_key)
+            limit, offset = page.bounds()
+            if everyone:
+                found = store.list_orgs(conn, status=status, limit=limit, offset=offset)
+                items, total = found.items, found.total
+            else:
+                items, total = tuple(mine[offset : offset + limit]), len(mine)
+        more = bool(items) and offset + len(items) < total
+        token = self.page_tokens().encode(scope, _org_key(items[-1])) if more else ""
+        return Listing(items, total, limit, offset, token)
 
     def get_org(self, actor: Principal, org_id: str) -> store.Organization:
         self._see_org(actor, org_id)
@@ -200,11 +216,19 @@ class Admin(Base):
         return policy
 
     def list_policies(
-        self, actor: Principal, *, enabled: bool | None = None
-    ) -> list[store.StoredPolicy]:
+        self, actor: Principal, *, enabled: bool | None = None, page: PageRequest = FIRST_PAGE
+    ) -> Listing[store.StoredPolicy]:
+        """The org's policies, oldest first; pages hold all of them (up to 1000)
+        unless sized."""
         self.require(actor, Scope.POLICIES_WRITE, "policy.list")
+        scope = listing_scope("policies", actor.org_id, enabled)
+        size = page.size(default=store.MAX_LIMIT)
+        after = self.resume_after(page, scope)
         with self.db.read() as conn:
-            return store.list_policies(conn, actor.org_id, enabled=enabled)
+            rows = store.list_policies(
+                conn, actor.org_id, enabled=enabled, after=after, limit=size + 1
+            )
+        return self.keyset_listing(scope, rows, size, lambda p: (p.created_at_ms, p.id))
 
     def get_policy(self, actor: Principal, policy_id: str) -> store.StoredPolicy:
         self.require(actor, Scope.POLICIES_WRITE, "policy.get")
@@ -311,7 +335,19 @@ class Admin(Base):
     ) -> Listing[store.AuditEvent]:
         """The org's audit events, newest first (needs audit:read)."""
         self.require(actor, Scope.AUDIT_READ, "audit.list")
-        limit, offset = page.bounds()
+        scope = listing_scope(
+            "audit", actor.org_id, actor_filter, action, resource, result, since_ms, until_ms
+        )
+        if page.by_token:
+            # The audit log is read by offset, so its tokens carry one.
+            limit, offset = page.size(), 0
+            if page.page_token:
+                (resumed,) = self.resume_after(page, scope) or (0,)
+                if not isinstance(resumed, int) or resumed < 0:
+                    raise InvalidArgument("page_token does not fit this listing")
+                offset = resumed
+        else:
+            limit, offset = page.bounds()
         with self.db.read() as conn:
             found = store.list_audit(
                 conn,
@@ -325,7 +361,14 @@ class Admin(Base):
                 limit=limit,
                 offset=offset,
             )
-        return Listing(found.items, found.total, limit, offset)
+        shown = offset + len(found.items)
+        token = (
+            self.page_tokens().encode(scope, (shown,))
+            if found.items and shown < found.total
+            else ""
+        )
+        total = None if page.by_token else found.total
+        return Listing(found.items, total, limit, offset, token)
 
 
 def _checked_rules(name: str, rules: Sequence[PolicyRule]) -> list[PolicyRule]:
@@ -348,6 +391,10 @@ def _checked_rules(name: str, rules: Sequence[PolicyRule]) -> list[PolicyRule]:
         if problem is not None:
             raise InvalidArgument(f"rules[{index}]: {problem}")
     return out
+
+
+def _org_key(org: store.Organization) -> tuple[int, str]:
+    return org.created_at_ms, org.id
 
 
 def _subject_ids(principal: Principal) -> list[str]:

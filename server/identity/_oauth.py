@@ -25,6 +25,7 @@ from trellis.server.identity._accounts import known_scopes
 from trellis.server.identity._authn import Authn, looks_like_jwt
 from trellis.server.identity._base import role_scopes, user_id_of
 from trellis.server.identity._discovery import ServerMetadata, server_metadata
+from trellis.server.identity._paging import FIRST_PAGE, Listing, PageRequest, listing_scope
 from trellis.server.identity.jwt_keys import IssuedJwt
 from trellis.server.identity.principal import (
     PermissionDenied,
@@ -153,10 +154,18 @@ class OAuth(Authn):
             )
         return CreatedClient(client, secret.token if secret else None)
 
-    def list_clients(self, actor: Principal) -> list[store.OAuthClient]:
+    def list_clients(
+        self, actor: Principal, *, page: PageRequest = FIRST_PAGE
+    ) -> Listing[store.OAuthClient]:
+        """The org's clients, oldest first; pages hold all of them (up to 1000)
+        unless sized."""
         self.require(actor, Scope.ADMIN_TOKENS, "oauth_client.list")
+        scope = listing_scope("oauth_clients", actor.org_id)
+        size = page.size(default=store.MAX_LIMIT)
+        after = self.resume_after(page, scope)
         with self.db.read() as conn:
-            return store.list_oauth_clients(conn, actor.org_id)
+            rows = store.list_oauth_clients(conn, actor.org_id, after=after, limit=size + 1)
+        return self.keyset_listing(scope, rows, size, lambda c: (c.created_at_ms, c.id))
 
     def revoke_client(self, actor: Principal, client_id: str) -> None:
         self.require(actor, Scope.ADMIN_TOKENS, "oauth_client.revoke")

@@ -198,7 +198,7 @@ def test_clients_of_another_org_are_unknown(ident: Identity) -> None:
     )
     with pytest.raises(NotFound):
         other.revoke_client(eve, created.client.id)
-    assert other.list_clients(eve) == []
+    assert other.list_clients(eve).items == ()
     with pytest.raises(OAuthError):
         other.authorize(eve, created.client.id, None, None, None, None, None)
 
@@ -234,7 +234,7 @@ def test_policies_deny_wins_and_audit_listing(ident: Identity) -> None:
     ident.check_policy(bob, "workflows/other", "workflows:run")
     ident.update_policy(admin, deny.id, enabled=False)
     ident.check_policy(bob, "workflows/etl-daily", "workflows:run")
-    assert [p.name for p in ident.list_policies(admin)] == ["ops", "no-etl"]
+    assert [p.name for p in ident.list_policies(admin).items] == ["ops", "no-etl"]
     ident.delete_policy(admin, allow.id)
     with pytest.raises(NotFound):
         ident.get_policy(admin, allow.id)

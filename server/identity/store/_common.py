@@ -41,6 +41,7 @@ from trellis.server.core.models import (
     UserRow,
     table,
 )
+from trellis.server.core.pagination import KeyValue, after_key
 
 T = TypeVar("T")
 
@@ -170,6 +171,29 @@ def _page(
         select(tbl).where(*conditions).order_by(*order_by).limit(limit).offset(offset)
     ).mappings()
     return Page(tuple(record(r) for r in rows), _count(conn, tbl, conditions))
+
+
+def _keyset_rows(
+    conn: Connection,
+    tbl: Table,
+    conditions: Sequence[ColumnElement[bool]],
+    order: Sequence[tuple[Any, bool]],
+    record: Callable[[RowMapping], T],
+    *,
+    after: Sequence[KeyValue] | None,
+    limit: int | None,
+) -> list[T]:
+    """``tbl``'s rows matching ``conditions`` in ``order`` ((column, descending)
+    pairs that end in a unique column), strictly after the sort key ``after``
+    when given, at most ``limit`` of them when given."""
+    where = list(conditions)
+    if after is not None:
+        columns = [column for column, _ in order]
+        where.append(after_key(columns, after, descending=[desc for _, desc in order]))
+    stmt = select(tbl).where(*where).order_by(*(c.desc() if d else c for c, d in order))
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [record(r) for r in conn.execute(stmt).mappings()]
 
 
 def _json_list_has(conn: Connection, column: Any, value: str) -> ColumnElement[bool]:
