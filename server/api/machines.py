@@ -54,13 +54,13 @@ class Machines(machine_pb2_grpc.MachineUserServiceServicer):
     def RegisterBackend(
         self, request: machine_pb2.RegisterBackendRequest, context: grpc.ServicerContext
     ) -> machine_pb2.Backend:
-        backend, _created = self.i.register_backend(
+        backend = self.i.register_backend(
             current_principal(),
             request.name,
             request.callback_url,
             request.description,
             replace=request.replace,
-        )
+        ).backend
         return machine_pb2.Backend(
             id=backend.id,
             name=backend.name,

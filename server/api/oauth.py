@@ -56,7 +56,7 @@ class OAuth(oauth_pb2_grpc.OAuthServiceServicer):
             redirect_uri=request.redirect_uri or None,
             code_verifier=request.code_verifier or None,
         )
-        return oauth_pb2.TokenResponse(**_fields(oauth_pb2.TokenResponse, answer))
+        return oauth_pb2.TokenResponse(**_fields(oauth_pb2.TokenResponse, asdict(answer)))
 
     @unary
     def Authorize(
@@ -89,7 +89,7 @@ class OAuth(oauth_pb2_grpc.OAuthServiceServicer):
         self, request: oauth_pb2.IntrospectRequest, context: grpc.ServicerContext
     ) -> oauth_pb2.IntrospectResponse:
         answer = self.i.introspect(current_principal(), request.token)
-        return oauth_pb2.IntrospectResponse(**_fields(oauth_pb2.IntrospectResponse, answer))
+        return oauth_pb2.IntrospectResponse(**_fields(oauth_pb2.IntrospectResponse, asdict(answer)))
 
     @unary
     def GetServerMetadata(

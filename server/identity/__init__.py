@@ -2,8 +2,19 @@
 users, tokens, machine users, organizations, OAuth2 clients and policies.
 
 Pure Python over the identity store (``trellis.server.identity.store``): no gRPC, no
-Flask. One :class:`Identity` per process; each method runs one transaction
-(``db.write()``/``db.read()``; the slow Argon2 work runs outside them). Errors are
+Flask. One :class:`Identity` per process.
+
+One convention throughout: a method acting for a caller takes the caller's
+:class:`~trellis.server.core.principal.Principal` first (the anonymous principal of
+the org named by ``X-Organization-ID`` for public calls), then domain arguments, and
+returns frozen dataclasses: records, ``Created*`` answers that show a secret once,
+``Listing`` pages (a :class:`PageRequest` in). The exceptions are the credential
+exchanges that come before there is a principal (``authenticate``, ``login``,
+``refresh``, ``token``, ``revoke_token``, ``validate_machine_user``), which take the
+presented credentials, and the public documents (``jwks``, ``server_metadata``).
+Defaults and rules live here, not in the edges. Every state change is audited
+through ``core.audit`` in the transaction that makes it. Each method runs one
+transaction (``db.write()``/``db.read()``; the slow Argon2 work runs outside them). Errors are
 ``trellis.server.core.errors`` (NotFound, InvalidArgument, FailedPrecondition),
 ``store.Conflict``, or the AuthError family of ``principal``; messages are safe to
 show. Objects of another org behave exactly like unknown ids (NotFound).
@@ -78,15 +89,18 @@ from trellis.server.identity._accounts import (
     CreatedMachineUser,
     CreatedPat,
     MachineValidation,
+    RegisteredBackend,
 )
 from trellis.server.identity._admin import FirstAdmin
 from trellis.server.identity._base import MACHINE_SCOPES, UserInfo
 from trellis.server.identity._discovery import ServerMetadata
-from trellis.server.identity._oauth import (
+from trellis.server.identity._oauth_types import (
     AuthorizationGrant,
     CreatedClient,
+    Introspection,
     InvalidClient,
     OAuthError,
+    TokenGrant,
 )
 from trellis.server.identity._paging import Listing, PageRequest
 from trellis.server.identity._service import Identity
@@ -115,6 +129,7 @@ __all__ = [
     "CreatedPat",
     "FirstAdmin",
     "Identity",
+    "Introspection",
     "InvalidClient",
     "Listing",
     "LoginResult",
@@ -127,8 +142,10 @@ __all__ = [
     "PageRequest",
     "Pat",
     "PolicyRule",
+    "RegisteredBackend",
     "ServerMetadata",
     "StoredPolicy",
+    "TokenGrant",
     "UserInfo",
     "basic_credentials",
     "scope_catalogue",

@@ -38,6 +38,14 @@ class CreatedMachineUser:
 
 
 @dataclass(frozen=True, slots=True)
+class RegisteredBackend:
+    """A machine user's backend, and whether this registration created it."""
+
+    backend: store.MachineBackend
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
 class MachineValidation:
     """Seed 000 validate-machine-user's answer."""
 
@@ -440,9 +448,9 @@ class Accounts(Base):
         description: str = "",
         *,
         replace: bool = False,
-    ) -> tuple[store.MachineBackend, bool]:
-        """A machine user registers a callback; (backend, created). A name it has
-        registered already is a ``Conflict`` unless ``replace``."""
+    ) -> RegisteredBackend:
+        """A machine user registers a callback. A name it has registered already
+        is a ``Conflict`` unless ``replace``."""
         _machine_only(principal)
         if not name.strip():
             raise InvalidArgument("name must not be empty")
@@ -468,7 +476,7 @@ class Accounts(Base):
                 resource=f"backend:{backend.id}",
                 detail={"name": name, "created": created},
             )
-        return backend, created
+        return RegisteredBackend(backend, created)
 
 
 def _machine_only(principal: Principal) -> None:

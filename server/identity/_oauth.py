@@ -13,8 +13,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlencode, urlsplit
 
 from sqlalchemy import Connection
@@ -25,13 +24,20 @@ from trellis.server.identity._accounts import known_scopes
 from trellis.server.identity._authn import Authn, looks_like_jwt
 from trellis.server.identity._base import role_scopes, user_id_of
 from trellis.server.identity._discovery import ServerMetadata, server_metadata
+from trellis.server.identity._oauth_types import (
+    AuthorizationGrant,
+    CreatedClient,
+    Introspection,
+    InvalidClient,
+    OAuthError,
+    TokenGrant,
+)
 from trellis.server.identity._paging import FIRST_PAGE, Listing, PageRequest, listing_scope
 from trellis.server.identity.jwt_keys import IssuedJwt
 from trellis.server.identity.principal import (
     PermissionDenied,
     Principal,
     PrincipalKind,
-    Unauthenticated,
 )
 from trellis.server.identity.scopes import ROLE_SCOPES, Role, Scope, narrow
 from trellis.server.identity.secrets_ import TokenKind, new_token, parse
@@ -42,38 +48,6 @@ CODE_TTL_MS: Final = 60_000
 # RFC 7636 4.1: 43-128 characters of [A-Z a-z 0-9 - . _ ~].
 _VERIFIER: Final = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 _CHALLENGE: Final = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256, no padding
-
-
-class OAuthError(InvalidArgument):
-    """An RFC 6749 error answer (400); ``reason`` is the ``error`` code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class InvalidClient(Unauthenticated):
-    """Client authentication failed (RFC 6749 5.2 ``invalid_client``, 401)."""
-
-    reason = "invalid_client"
-
-
-@dataclass(frozen=True, slots=True)
-class CreatedClient:
-    """A new client; ``client_secret`` (None for public clients) is shown this once."""
-
-    client: store.OAuthClient
-    client_secret: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class AuthorizationGrant:
-    """An issued authorization code and where to send the user agent with it."""
-
-    code: str
-    redirect_uri: str
-    state: str | None
-    location: str
 
 
 def _s256(verifier: str) -> str:
@@ -207,8 +181,8 @@ class OAuth(Authn):
         code: str | None = None,
         redirect_uri: str | None = None,
         code_verifier: str | None = None,
-    ) -> dict[str, Any]:
-        """The token endpoint; returns RFC 6749 5.1's JSON answer."""
+    ) -> TokenGrant:
+        """The token endpoint: RFC 6749 5.1's answer, or an OAuthError."""
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required")
         if grant_type not in GRANT_TYPES:
@@ -220,7 +194,7 @@ class OAuth(Authn):
             return self._client_credentials(client, scope)
         return self._authorization_code(client, code, redirect_uri, code_verifier)
 
-    def _client_credentials(self, client: store.OAuthClient, scope: str | None) -> dict[str, Any]:
+    def _client_credentials(self, client: store.OAuthClient, scope: str | None) -> TokenGrant:
         if client.is_public:
             raise OAuthError("unauthorized_client", "public clients cannot use this grant")
         granted = narrow(_requested_scopes(scope), client.scopes)
@@ -239,12 +213,7 @@ class OAuth(Authn):
                 token_type="client",
             )
         # Never a refresh token here (RFC 6749 4.4.3): the client can simply ask again.
-        return {
-            "access_token": access.token,
-            "token_type": "bearer",
-            "expires_in": self.access_ttl_secs,
-            "scope": " ".join(sorted(granted)),
-        }
+        return TokenGrant(access.token, self.access_ttl_secs, " ".join(sorted(granted)))
 
     def _issue_to_client(
         self,
@@ -287,7 +256,7 @@ class OAuth(Authn):
         code: str | None,
         redirect_uri: str | None,
         verifier: str | None,
-    ) -> dict[str, Any]:
+    ) -> TokenGrant:
         parsed = parse(code or "")
         if parsed is None or parsed.kind is not TokenKind.AUTH_CODE:
             raise OAuthError("invalid_grant", "invalid authorization code")
@@ -322,12 +291,7 @@ class OAuth(Authn):
                 detail={"grant_type": "authorization_code", "reason": problem},
             )
             raise OAuthError("invalid_grant", problem)
-        return {
-            "access_token": access.token,
-            "token_type": "bearer",
-            "expires_in": self.access_ttl_secs,
-            "scope": " ".join(scopes),
-        }
+        return TokenGrant(access.token, self.access_ttl_secs, " ".join(scopes))
 
     @staticmethod
     def _code_problem(
@@ -458,31 +422,27 @@ class OAuth(Authn):
         """RFC 8414 metadata for this server, reached at ``public_url``."""
         return server_metadata(self.issuer, public_url)
 
-    def introspect(self, caller: Principal, token: str) -> dict[str, Any]:
-        """RFC 7662: ``{"active": False}`` for anything not currently usable, and
-        for credentials of another organization than the caller's."""
+    def introspect(self, caller: Principal, token: str) -> Introspection:
+        """RFC 7662: inactive for anything not currently usable, and for
+        credentials of another organization than the caller's."""
         if not token:
             raise InvalidArgument("token: required")
         with self.db.read() as conn:
             now = self.db.now_ms(conn)
             resolved = self.resolve(conn, token, now)
         if resolved is None or resolved.principal.extra.get("org_status") == "suspended":
-            return {"active": False}
+            return Introspection(active=False)
         principal = resolved.principal
         if principal.org_id != caller.org_id:
             # Nothing about another organization's credentials.
-            return {"active": False}
-        answer: dict[str, Any] = {
-            "active": True,
-            "scope": " ".join(sorted(principal.scopes)),
-            "sub": principal.subject,
-            "username": principal.name,
-            "org_id": principal.org_id,
-            "token_type": principal.kind.value,
-        }
-        client = principal.extra.get("client_id")
-        if client:
-            answer["client_id"] = client
-        if resolved.expires_at_ms is not None:
-            answer["exp"] = resolved.expires_at_ms // 1000
-        return answer
+            return Introspection(active=False)
+        expires = resolved.expires_at_ms
+        return Introspection(
+            active=True,
+            scope=" ".join(sorted(principal.scopes)),
+            sub=principal.subject,
+            username=principal.name,
+            token_type=principal.kind.value,
+            client_id=principal.extra.get("client_id") or None,
+            exp=None if expires is None else expires // 1000,
+        )

@@ -420,14 +420,14 @@ def test_machine_user_token_basic_auth_validation_and_backends(ident: Identity) 
     assert not ident.validate("someone", created.token).valid
     assert not ident.validate("payments", "trl_mu_nonsense").valid
 
-    backend, was_new = ident.register_backend(machine, "pay", "https://pay.example.com/cb")
-    assert was_new and backend.machine_user_id == created.machine_user.id
+    first = ident.register_backend(machine, "pay", "https://pay.example.com/cb")
+    backend = first.backend
+    assert first.created and backend.machine_user_id == created.machine_user.id
     with pytest.raises(store.Conflict):
         ident.register_backend(machine, "pay", "https://pay.example.com/v2")
-    again, was_new = ident.register_backend(
-        machine, "pay", "https://pay.example.com/v2", replace=True
-    )
-    assert not was_new and again.id == backend.id and again.callback_url.endswith("/v2")
+    replaced = ident.register_backend(machine, "pay", "https://pay.example.com/v2", replace=True)
+    again = replaced.backend
+    assert not replaced.created and again.id == backend.id and again.callback_url.endswith("/v2")
     with pytest.raises(InvalidArgument):
         ident.register_backend(machine, "pay", "ftp://x")
     with pytest.raises(PermissionDenied):
