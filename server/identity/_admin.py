@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
+from trellis.server.core.audit import AuditEvent, list_audit
 from trellis.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from trellis.server.identity import passwords, policies, store
 from trellis.server.identity._base import Base, well_formed_org
@@ -253,7 +254,8 @@ class Admin(Base):
         if rules is not None or name is not None:
             # An empty list clears the rules; the name is checked all the same.
             checked = _checked_rules(name or "x", rules or [PolicyRule("allow", ("*",), ("*",))])
-            rules = checked if rules else rules
+            if rules:
+                rules = checked
         with self.db.write() as conn:
             now = self.db.now_ms(conn)
             policy = store.update_policy(
@@ -332,7 +334,7 @@ class Admin(Base):
         since_ms: int | None = None,
         until_ms: int | None = None,
         page: PageRequest = FIRST_PAGE,
-    ) -> Listing[store.AuditEvent]:
+    ) -> Listing[AuditEvent]:
         """The org's audit events, newest first (needs audit:read)."""
         self.require(actor, Scope.AUDIT_READ, "audit.list")
         scope = listing_scope(
@@ -342,14 +344,14 @@ class Admin(Base):
             # The audit log is read by offset, so its tokens carry one.
             limit, offset = page.size(), 0
             if page.page_token:
-                (resumed,) = self.resume_after(page, scope) or (0,)
-                if not isinstance(resumed, int) or resumed < 0:
+                resumed = self.resume_after(page, scope) or ()
+                if len(resumed) != 1 or not isinstance(resumed[0], int) or resumed[0] < 0:
                     raise InvalidArgument("page_token does not fit this listing")
-                offset = resumed
+                offset = resumed[0]
         else:
             limit, offset = page.bounds()
         with self.db.read() as conn:
-            found = store.list_audit(
+            found = list_audit(
                 conn,
                 actor.org_id,
                 actor=actor_filter,

@@ -11,6 +11,7 @@ from typing import Any, Final, TypeVar
 
 from sqlalchemy import Connection
 
+from trellis.server.core.audit import AuditResult, append_audit
 from trellis.server.core.db import Database
 from trellis.server.core.errors import FailedPrecondition, InvalidArgument
 from trellis.server.core.pagination import KeyValue, PageTokens, page_token_key
@@ -20,7 +21,7 @@ from trellis.server.identity.jwt_keys import KeyRing, KeyState, SigningKey, Toke
 from trellis.server.identity.policies import Policy
 from trellis.server.identity.principal import DEFAULT_ORG, PermissionDenied, Principal
 from trellis.server.identity.scopes import ROLE_SCOPES, Role
-from trellis.server.identity.store import AuditResult, Conflict
+from trellis.server.identity.store import Conflict
 
 T = TypeVar("T")
 
@@ -327,7 +328,7 @@ class Base:
         detail: Mapping[str, Any] | None = None,
     ) -> None:
         org = org_id or (actor.org_id if actor is not None else "")
-        store.append_audit(
+        append_audit(
             conn,
             org,
             at_ms=now_ms,
