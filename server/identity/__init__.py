@@ -2,8 +2,19 @@
 users, tokens, machine users, organizations, OAuth2 clients and policies.
 
 Pure Python over the identity store (``trellis.server.identity.store``): no gRPC, no
-Flask. One :class:`Identity` per process; each method runs one transaction
-(``db.write()``/``db.read()``; the slow Argon2 work runs outside them). Errors are
+Flask. One :class:`Identity` per process.
+
+One convention throughout: a method acting for a caller takes the caller's
+:class:`~trellis.server.core.principal.Principal` first (the anonymous principal of
+the org named by ``X-Organization-ID`` for public calls), then domain arguments, and
+returns frozen dataclasses: records, ``Created*`` answers that show a secret once,
+``Listing`` pages (a :class:`PageRequest` in). The exceptions are the credential
+exchanges that come before there is a principal (``authenticate``, ``login``,
+``refresh``, ``token``, ``revoke_token``, ``validate_machine_user``), which take the
+presented credentials, and the public documents (``jwks``, ``server_metadata``).
+Defaults and rules live here, not in the edges. Every state change is audited
+through ``core.audit`` in the transaction that makes it. Each method runs one
+transaction (``db.write()``/``db.read()``; the slow Argon2 work runs outside them). Errors are
 ``trellis.server.core.errors`` (NotFound, InvalidArgument, FailedPrecondition),
 ``store.Conflict``, or the AuthError family of ``principal``; messages are safe to
 show. Objects of another org behave exactly like unknown ids (NotFound).
@@ -45,8 +56,9 @@ Choices where the seeds are silent:
   Refreshed tokens carry the user's current role scopes.
 * ``logout`` revokes the session (login JWTs) and denylists the JWT's jti.
 * PATs: requesting scopes the owner's roles (or, for one's own token, the calling
-  credential) do not grant is InvalidArgument, not silent narrowing; no expiry
-  means the PAT never expires; the plaintext is returned once.
+  credential) do not grant is InvalidArgument, not silent narrowing; without
+  scopes a PAT carries the calling credential's; it expires after 1 to 366 days
+  (30 by default) or at a given time; the plaintext is returned once.
 * Organizations are deployment-wide objects: administrators (admin:orgs) of the
   system org (``DEFAULT_ORG``) create, list and change any of them; anyone else
   sees only their own, and another org is NotFound. One's own org cannot be
@@ -71,29 +83,70 @@ Choices where the seeds are silent:
 
 from __future__ import annotations
 
-from trellis.server.identity._accounts import CreatedMachineUser, CreatedPat, MachineValidation
+from trellis.server.identity._accounts import (
+    DEFAULT_PAT_DAYS,
+    MAX_PAT_DAYS,
+    CreatedMachineUser,
+    CreatedPat,
+    MachineValidation,
+    RegisteredBackend,
+)
 from trellis.server.identity._admin import FirstAdmin
 from trellis.server.identity._base import MACHINE_SCOPES, UserInfo
-from trellis.server.identity._oauth import (
+from trellis.server.identity._discovery import ServerMetadata
+from trellis.server.identity._oauth_types import (
     AuthorizationGrant,
     CreatedClient,
+    Introspection,
     InvalidClient,
     OAuthError,
+    TokenGrant,
 )
+from trellis.server.identity._paging import Listing, PageRequest
 from trellis.server.identity._service import Identity
 from trellis.server.identity._sessions import LoginResult
+from trellis.server.identity.scopes import scope_catalogue
+from trellis.server.identity.secrets_ import basic_credentials
+from trellis.server.identity.store import (
+    AuditEvent,
+    MachineBackend,
+    MachineUser,
+    OAuthClient,
+    Organization,
+    Pat,
+    PolicyRule,
+    StoredPolicy,
+)
 
 __all__ = [
+    "DEFAULT_PAT_DAYS",
     "MACHINE_SCOPES",
+    "MAX_PAT_DAYS",
+    "AuditEvent",
     "AuthorizationGrant",
     "CreatedClient",
     "CreatedMachineUser",
     "CreatedPat",
     "FirstAdmin",
     "Identity",
+    "Introspection",
     "InvalidClient",
+    "Listing",
     "LoginResult",
+    "MachineBackend",
+    "MachineUser",
     "MachineValidation",
+    "OAuthClient",
     "OAuthError",
+    "Organization",
+    "PageRequest",
+    "Pat",
+    "PolicyRule",
+    "RegisteredBackend",
+    "ServerMetadata",
+    "StoredPolicy",
+    "TokenGrant",
     "UserInfo",
+    "basic_credentials",
+    "scope_catalogue",
 ]

@@ -10,12 +10,15 @@ from trellis.server.core.errors import FailedPrecondition, InvalidArgument, NotF
 from trellis.server.identity import passwords, store, totp
 from trellis.server.identity._base import Base, UserInfo, check_roles, role_scopes, user_id_of
 from trellis.server.identity._callbacks import check_callback_url
+from trellis.server.identity._paging import FIRST_PAGE, Listing, PageRequest, listing_scope
 from trellis.server.identity.principal import PermissionDenied, Principal, PrincipalKind
 from trellis.server.identity.scopes import Scope, parse_scope_string
 from trellis.server.identity.secrets_ import TokenKind, new_token, parse
 from trellis.server.identity.store import Page
 
-_MAX_PAT_SECS: Final = 10 * 365 * 24 * 3600
+# A PAT's lifetime in days: tokens expire, by default after a month.
+DEFAULT_PAT_DAYS: Final = 30
+MAX_PAT_DAYS: Final = 366
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,14 @@ class CreatedMachineUser:
 
     token: str
     machine_user: store.MachineUser
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredBackend:
+    """A machine user's backend, and whether this registration created it."""
+
+    backend: store.MachineBackend
+    created: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,16 +249,27 @@ class Accounts(Base):
         actor: Principal,
         *,
         name: str,
-        scopes: Iterable[str] | str,
-        expires_in_secs: int | None = None,
+        scopes: Iterable[str] | str | None = None,
+        expires_in_days: int | None = None,
         expires_at_ms: int | None = None,
         user_id: str | None = None,
     ) -> CreatedPat:
         """A PAT for the caller (or, with admin:tokens, for ``user_id``).
 
-        Scopes beyond what the owner's roles (and, for one's own token, the calling
-        credential) grant are refused, not silently dropped. No expiry = never expires.
+        Without scopes it carries all of the calling credential's; scopes beyond
+        what the owner's roles (and, for one's own token, the calling credential)
+        grant are refused, not silently dropped. It expires after
+        ``expires_in_days`` (1 to ``MAX_PAT_DAYS``, default ``DEFAULT_PAT_DAYS``)
+        or at ``expires_at_ms``.
         """
+        if expires_in_days is not None and expires_at_ms is not None:
+            raise InvalidArgument("give expires_in_days or expires_at, not both")
+        lifetime_ms = None
+        if expires_at_ms is None:
+            days = DEFAULT_PAT_DAYS if expires_in_days is None else expires_in_days
+            if not 1 <= days <= MAX_PAT_DAYS:
+                raise InvalidArgument(f"expires_in_days: between 1 and {MAX_PAT_DAYS}")
+            lifetime_ms = days * 86_400_000
         own = user_id_of(actor)
         owner_id = user_id or own
         if owner_id is None:
@@ -256,13 +278,9 @@ class Accounts(Base):
             self.require(actor, Scope.ADMIN_TOKENS, "pat.create")
         if not name.strip():
             raise InvalidArgument("name must not be empty")
-        wanted = known_scopes(scopes)
+        wanted = known_scopes(sorted(actor.scopes) if scopes is None else scopes)
         if not wanted:
             raise InvalidArgument("a token needs at least one scope")
-        if expires_in_secs is not None and expires_at_ms is not None:
-            raise InvalidArgument("give expires_in or expires_at, not both")
-        if expires_in_secs is not None and not 0 < expires_in_secs <= _MAX_PAT_SECS:
-            raise InvalidArgument("expires_in must be positive and at most ten years")
         token = new_token(TokenKind.PAT)
         with self.db.write() as conn:
             now = self.db.now_ms(conn)
@@ -275,9 +293,7 @@ class Accounts(Base):
             excess = sorted(set(wanted) - allowed)
             if excess:
                 raise InvalidArgument(f"scopes not available to this user: {' '.join(excess)}")
-            until = expires_at_ms
-            if expires_in_secs is not None:
-                until = now + expires_in_secs * 1000
+            until = expires_at_ms if lifetime_ms is None else now + lifetime_ms
             if until is not None and until <= now:
                 raise InvalidArgument("expires_at must be in the future")
             pat = store.create_pat(
@@ -303,16 +319,28 @@ class Accounts(Base):
         return CreatedPat(token.token, pat)
 
     def list_pats(
-        self, actor: Principal, *, user_id: str | None = None, all_users: bool = False
-    ) -> list[store.Pat]:
-        """The caller's PATs; another user's or everyone's need admin:tokens."""
+        self,
+        actor: Principal,
+        *,
+        user_id: str | None = None,
+        all_users: bool = False,
+        page: PageRequest = FIRST_PAGE,
+    ) -> Listing[store.Pat]:
+        """The caller's PATs, newest first; another user's or everyone's need
+        admin:tokens. Pages hold all of them (up to 1000) unless sized."""
         owner_id = None if all_users else (user_id or user_id_of(actor))
         if owner_id is None and not all_users:
             raise PermissionDenied("only users have personal access tokens")
         if all_users or owner_id != user_id_of(actor):
             self.require(actor, Scope.ADMIN_TOKENS, "pat.list")
+        scope = listing_scope("pats", actor.org_id, owner_id)
+        size = page.size(default=store.MAX_LIMIT)
+        after = self.resume_after(page, scope)
         with self.db.read() as conn:
-            return store.list_pats(conn, actor.org_id, user_id=owner_id)
+            rows = store.list_pats(
+                conn, actor.org_id, user_id=owner_id, after=after, limit=size + 1
+            )
+        return self.keyset_listing(scope, rows, size, lambda p: (p.created_at_ms, p.id))
 
     def revoke_pat(self, actor: Principal, pat_id: str) -> None:
         """Revokes one of the caller's PATs (anyone's with admin:tokens)."""
@@ -358,10 +386,18 @@ class Accounts(Base):
             )
         return CreatedMachineUser(token.token, machine)
 
-    def list_machine_users(self, actor: Principal) -> list[store.MachineUser]:
+    def list_machine_users(
+        self, actor: Principal, *, page: PageRequest = FIRST_PAGE
+    ) -> Listing[store.MachineUser]:
+        """The org's machine users, oldest first; pages hold all of them (up to
+        1000) unless sized."""
         self.require(actor, Scope.ADMIN_USERS, "machine_user.list")
+        scope = listing_scope("machine_users", actor.org_id)
+        size = page.size(default=store.MAX_LIMIT)
+        after = self.resume_after(page, scope)
         with self.db.read() as conn:
-            return store.list_machine_users(conn, actor.org_id)
+            rows = store.list_machine_users(conn, actor.org_id, after=after, limit=size + 1)
+        return self.keyset_listing(scope, rows, size, lambda m: (m.created_at_ms, m.id))
 
     def set_machine_user_enabled(
         self, actor: Principal, machine_user_id: str, enabled: bool
@@ -382,6 +418,8 @@ class Accounts(Base):
 
     def validate_machine_user(self, username: str, token: str) -> MachineValidation:
         """Seed 000 validate-machine-user: does ``token`` belong to enabled ``username``?"""
+        if not username or not token:
+            raise InvalidArgument("username and token are required")
         parsed = parse(token)
         if parsed is None or parsed.kind is not TokenKind.MACHINE_USER:
             return MachineValidation(False)
@@ -397,6 +435,11 @@ class Accounts(Base):
     # Seed 000's name for it.
     validate = validate_machine_user
 
+    def check_machine_user(self, principal: Principal) -> MachineValidation:
+        """Seed 000 check: the calling machine user and its organization."""
+        _machine_only(principal)
+        return MachineValidation(True, principal.org_id, principal.credential_id)
+
     def register_backend(
         self,
         principal: Principal,
@@ -405,11 +448,10 @@ class Accounts(Base):
         description: str = "",
         *,
         replace: bool = False,
-    ) -> tuple[store.MachineBackend, bool]:
-        """A machine user registers a callback; (backend, created). A name it has
-        registered already is a ``Conflict`` unless ``replace``."""
-        if principal.kind is not PrincipalKind.MACHINE:
-            raise PermissionDenied("only machine users register backends")
+    ) -> RegisteredBackend:
+        """A machine user registers a callback. A name it has registered already
+        is a ``Conflict`` unless ``replace``."""
+        _machine_only(principal)
         if not name.strip():
             raise InvalidArgument("name must not be empty")
         check_callback_url(callback_url)
@@ -434,4 +476,9 @@ class Accounts(Base):
                 resource=f"backend:{backend.id}",
                 detail={"name": name, "created": created},
             )
-        return backend, created
+        return RegisteredBackend(backend, created)
+
+
+def _machine_only(principal: Principal) -> None:
+    if principal.kind is not PrincipalKind.MACHINE:
+        raise PermissionDenied("this endpoint is for machine users", "forbidden")

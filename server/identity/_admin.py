@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
+from trellis.server.core.audit import AuditEvent, list_audit
 from trellis.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from trellis.server.identity import passwords, policies, store
 from trellis.server.identity._base import Base, well_formed_org
+from trellis.server.identity._paging import FIRST_PAGE, Listing, PageRequest, listing_scope
 from trellis.server.identity.principal import DEFAULT_ORG, PermissionDenied, Principal
 from trellis.server.identity.scopes import Scope
-from trellis.server.identity.store import OrgStatus, Page, PolicyRule
+from trellis.server.identity.store import OrgStatus, PolicyRule
 
 # Policies are read on every checked call; keep them this long (seconds) per org.
 _POLICY_CACHE_SECS: Final = 5.0
@@ -100,16 +102,33 @@ class Admin(Base):
         actor: Principal,
         *,
         status: OrgStatus | None = None,
-        limit: int = store.DEFAULT_LIMIT,
-        offset: int = 0,
-    ) -> Page[store.Organization]:
+        page: PageRequest = FIRST_PAGE,
+    ) -> Listing[store.Organization]:
+        """Organizations, oldest first: all of them for the system organization's
+        administrators, one's own for anyone else."""
         self.require(actor, Scope.ADMIN_ORGS, "org.list")
+        everyone = actor.org_id == DEFAULT_ORG
+        scope = listing_scope("orgs", None if everyone else actor.org_id, status)
         with self.db.read() as conn:
-            if actor.org_id != DEFAULT_ORG:
-                own = store.get_org(conn, actor.org_id)
-                mine = [own] if own is not None and status in (None, own.status) else []
-                return Page(tuple(mine[offset : offset + limit]), len(mine))
-            return store.list_orgs(conn, status=status, limit=limit, offset=offset)
+            own = None if everyone else store.get_org(conn, actor.org_id)
+            mine = [own] if own is not None and status in (None, own.status) else []
+            if page.by_token:
+                size = page.size()
+                after = self.resume_after(page, scope)
+                if everyone:
+                    rows = store.list_orgs_after(conn, status=status, after=after, limit=size + 1)
+                else:  # the one organization was on the first page
+                    rows = mine if after is None else []
+                return self.keyset_listing(scope, rows, size, _org_key)
+            limit, offset = page.bounds()
+            if everyone:
+                found = store.list_orgs(conn, status=status, limit=limit, offset=offset)
+                items, total = found.items, found.total
+            else:
+                items, total = tuple(mine[offset : offset + limit]), len(mine)
+        more = bool(items) and offset + len(items) < total
+        token = self.page_tokens().encode(scope, _org_key(items[-1])) if more else ""
+        return Listing(items, total, limit, offset, token)
 
     def get_org(self, actor: Principal, org_id: str) -> store.Organization:
         self._see_org(actor, org_id)
@@ -167,18 +186,20 @@ class Admin(Base):
         *,
         name: str,
         rules: Sequence[PolicyRule],
-        version: str = "1",
+        version: str | None = None,
         enabled: bool = True,
     ) -> store.StoredPolicy:
+        """A new policy (version "1.0.0" unless given); a rule without subjects
+        applies to everyone."""
         self.require(actor, Scope.POLICIES_WRITE, "policy.create")
-        _check_rules(name, rules)
+        rules = _checked_rules(name, rules)
         with self.db.write() as conn:
             now = self.db.now_ms(conn)
             policy = store.create_policy(
                 conn,
                 actor.org_id,
                 name=name,
-                version=version,
+                version=version or "1.0.0",
                 rules=rules,
                 now_ms=now,
                 enabled=enabled,
@@ -196,11 +217,19 @@ class Admin(Base):
         return policy
 
     def list_policies(
-        self, actor: Principal, *, enabled: bool | None = None
-    ) -> list[store.StoredPolicy]:
+        self, actor: Principal, *, enabled: bool | None = None, page: PageRequest = FIRST_PAGE
+    ) -> Listing[store.StoredPolicy]:
+        """The org's policies, oldest first; pages hold all of them (up to 1000)
+        unless sized."""
         self.require(actor, Scope.POLICIES_WRITE, "policy.list")
+        scope = listing_scope("policies", actor.org_id, enabled)
+        size = page.size(default=store.MAX_LIMIT)
+        after = self.resume_after(page, scope)
         with self.db.read() as conn:
-            return store.list_policies(conn, actor.org_id, enabled=enabled)
+            rows = store.list_policies(
+                conn, actor.org_id, enabled=enabled, after=after, limit=size + 1
+            )
+        return self.keyset_listing(scope, rows, size, lambda p: (p.created_at_ms, p.id))
 
     def get_policy(self, actor: Principal, policy_id: str) -> store.StoredPolicy:
         self.require(actor, Scope.POLICIES_WRITE, "policy.get")
@@ -220,9 +249,13 @@ class Admin(Base):
         rules: Sequence[PolicyRule] | None = None,
         enabled: bool | None = None,
     ) -> store.StoredPolicy:
+        """Changes the fields given (None = unchanged; ``rules`` replaces them all)."""
         self.require(actor, Scope.POLICIES_WRITE, "policy.update")
         if rules is not None or name is not None:
-            _check_rules(name or "x", rules or [PolicyRule("allow", ("*",), ("*",))])
+            # An empty list clears the rules; the name is checked all the same.
+            checked = _checked_rules(name or "x", rules or [PolicyRule("allow", ("*",), ("*",))])
+            if rules:
+                rules = checked
         with self.db.write() as conn:
             now = self.db.now_ms(conn)
             policy = store.update_policy(
@@ -300,13 +333,25 @@ class Admin(Base):
         result: str | None = None,
         since_ms: int | None = None,
         until_ms: int | None = None,
-        limit: int = store.DEFAULT_LIMIT,
-        offset: int = 0,
-    ) -> Page[store.AuditEvent]:
+        page: PageRequest = FIRST_PAGE,
+    ) -> Listing[AuditEvent]:
         """The org's audit events, newest first (needs audit:read)."""
         self.require(actor, Scope.AUDIT_READ, "audit.list")
+        scope = listing_scope(
+            "audit", actor.org_id, actor_filter, action, resource, result, since_ms, until_ms
+        )
+        if page.by_token:
+            # The audit log is read by offset, so its tokens carry one.
+            limit, offset = page.size(), 0
+            if page.page_token:
+                resumed = self.resume_after(page, scope) or ()
+                if len(resumed) != 1 or not isinstance(resumed[0], int) or resumed[0] < 0:
+                    raise InvalidArgument("page_token does not fit this listing")
+                offset = resumed[0]
+        else:
+            limit, offset = page.bounds()
         with self.db.read() as conn:
-            return store.list_audit(
+            found = list_audit(
                 conn,
                 actor.org_id,
                 actor=actor_filter,
@@ -318,12 +363,25 @@ class Admin(Base):
                 limit=limit,
                 offset=offset,
             )
+        shown = offset + len(found.items)
+        token = (
+            self.page_tokens().encode(scope, (shown,))
+            if found.items and shown < found.total
+            else ""
+        )
+        total = None if page.by_token else found.total
+        return Listing(found.items, total, limit, offset, token)
 
 
-def _check_rules(name: str, rules: Sequence[PolicyRule]) -> None:
+def _checked_rules(name: str, rules: Sequence[PolicyRule]) -> list[PolicyRule]:
+    """The rules as stored: checked, and without subjects meaning everyone."""
+    for index, rule in enumerate(rules):
+        if not rule.actions or not rule.resources or not all(rule.resources):
+            raise InvalidArgument(f"rules[{index}]: resource and action are required")
     if not rules:
         raise InvalidArgument("a policy needs at least one rule")
-    for index, rule in enumerate(rules):
+    out = [replace(r, subjects=r.subjects or ("*",), condition=r.condition or None) for r in rules]
+    for index, rule in enumerate(out):
         # Seed 002 spells effects "Allow"/"Deny"; they are stored as given.
         problem = policies.validate_policy_fields(
             name=name,
@@ -334,6 +392,11 @@ def _check_rules(name: str, rules: Sequence[PolicyRule]) -> None:
         )
         if problem is not None:
             raise InvalidArgument(f"rules[{index}]: {problem}")
+    return out
+
+
+def _org_key(org: store.Organization) -> tuple[int, str]:
+    return org.created_at_ms, org.id
 
 
 def _subject_ids(principal: Principal) -> list[str]:

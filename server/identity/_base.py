@@ -5,20 +5,25 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import Connection
 
+from trellis.server.core.audit import AuditResult, append_audit
 from trellis.server.core.db import Database
 from trellis.server.core.errors import FailedPrecondition, InvalidArgument
+from trellis.server.core.pagination import KeyValue, PageTokens, page_token_key
 from trellis.server.identity import store
+from trellis.server.identity._paging import Listing, PageRequest
 from trellis.server.identity.jwt_keys import KeyRing, KeyState, SigningKey, TokenIssuer
 from trellis.server.identity.policies import Policy
 from trellis.server.identity.principal import DEFAULT_ORG, PermissionDenied, Principal
 from trellis.server.identity.scopes import ROLE_SCOPES, Role
-from trellis.server.identity.store import AuditResult, Conflict
+from trellis.server.identity.store import Conflict
+
+T = TypeVar("T")
 
 # Positive authentication results are reused this long (seconds). Short enough that a
 # role change or a revocation on another replica takes effect within it; revocations
@@ -187,6 +192,7 @@ class Base:
         # org id -> (valid until, compiled policies); see Admin.check_policy.
         self.policy_lock = threading.Lock()
         self.policy_cache: dict[str, tuple[float, tuple[Policy, ...]]] = {}
+        self._page_tokens: PageTokens | None = None
 
     # ------------------------------------------------------------------ keys
 
@@ -280,6 +286,31 @@ class Base:
         self._install_ring(ring)
         return new.kid
 
+    # ------------------------------------------------------------------ page tokens
+
+    def page_tokens(self) -> PageTokens:
+        """The installation's page-token signer (its key never changes, so it is kept)."""
+        tokens = self._page_tokens
+        if tokens is None:
+            with self.db.write() as conn:
+                tokens = PageTokens(page_token_key(conn, self.db.now_ms(conn)))
+            self._page_tokens = tokens
+        return tokens
+
+    def resume_after(self, page: PageRequest, scope: str) -> tuple[KeyValue, ...] | None:
+        """The sort key a token request resumes after; None for the first page."""
+        return self.page_tokens().decode(scope, page.page_token) if page.page_token else None
+
+    def keyset_listing(
+        self, scope: str, rows: Sequence[T], size: int, key: Callable[[T], Sequence[KeyValue]]
+    ) -> Listing[T]:
+        """A page of ``size`` from ``rows`` (fetched with one row more than the
+        page, which tells whether another page follows)."""
+        items = tuple(rows[:size])
+        more = len(rows) > size and bool(items)
+        token = self.page_tokens().encode(scope, key(items[-1])) if more else ""
+        return Listing(items, None, size, 0, token)
+
     # ------------------------------------------------------------------ audit, checks
 
     def audit(
@@ -297,7 +328,7 @@ class Base:
         detail: Mapping[str, Any] | None = None,
     ) -> None:
         org = org_id or (actor.org_id if actor is not None else "")
-        store.append_audit(
+        append_audit(
             conn,
             org,
             at_ms=now_ms,

@@ -13,8 +13,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlencode, urlsplit
 
 from sqlalchemy import Connection
@@ -24,14 +23,23 @@ from trellis.server.identity import store
 from trellis.server.identity._accounts import known_scopes
 from trellis.server.identity._authn import Authn, looks_like_jwt
 from trellis.server.identity._base import role_scopes, user_id_of
+from trellis.server.identity._discovery import ServerMetadata, server_metadata
+from trellis.server.identity._oauth_types import (
+    AuthorizationGrant,
+    CreatedClient,
+    Introspection,
+    InvalidClient,
+    OAuthError,
+    TokenGrant,
+)
+from trellis.server.identity._paging import FIRST_PAGE, Listing, PageRequest, listing_scope
 from trellis.server.identity.jwt_keys import IssuedJwt
 from trellis.server.identity.principal import (
     PermissionDenied,
     Principal,
     PrincipalKind,
-    Unauthenticated,
 )
-from trellis.server.identity.scopes import Scope, narrow
+from trellis.server.identity.scopes import ROLE_SCOPES, Role, Scope, narrow
 from trellis.server.identity.secrets_ import TokenKind, new_token, parse
 
 GRANT_TYPES: Final = frozenset({"client_credentials", "authorization_code"})
@@ -40,38 +48,6 @@ CODE_TTL_MS: Final = 60_000
 # RFC 7636 4.1: 43-128 characters of [A-Z a-z 0-9 - . _ ~].
 _VERIFIER: Final = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 _CHALLENGE: Final = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256, no padding
-
-
-class OAuthError(InvalidArgument):
-    """An RFC 6749 error answer (400); ``reason`` is the ``error`` code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class InvalidClient(Unauthenticated):
-    """Client authentication failed (RFC 6749 5.2 ``invalid_client``, 401)."""
-
-    reason = "invalid_client"
-
-
-@dataclass(frozen=True, slots=True)
-class CreatedClient:
-    """A new client; ``client_secret`` (None for public clients) is shown this once."""
-
-    client: store.OAuthClient
-    client_secret: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class AuthorizationGrant:
-    """An issued authorization code and where to send the user agent with it."""
-
-    code: str
-    redirect_uri: str
-    state: str | None
-    location: str
 
 
 def _s256(verifier: str) -> str:
@@ -96,10 +72,18 @@ class OAuth(Authn):
         name: str,
         confidential: bool = True,
         redirect_uris: Iterable[str] = (),
-        grant_types: Iterable[str] = ("client_credentials",),
-        scopes: Iterable[str] = (),
+        grant_types: Iterable[str] | None = None,
+        scopes: Iterable[str] | None = None,
     ) -> CreatedClient:
+        """Registers a client. Without grant types a confidential client gets
+        client_credentials and a public one authorization_code; without scopes,
+        what an operator may do (never administration), as far as the
+        registering caller may do it too."""
         self.require(actor, Scope.ADMIN_TOKENS, "oauth_client.create")
+        if grant_types is None:
+            grant_types = ("client_credentials",) if confidential else ("authorization_code",)
+        if scopes is None:
+            scopes = sorted(ROLE_SCOPES[Role.OPERATOR.value] & actor.scopes)
         if not name.strip():
             raise InvalidArgument("name must not be empty")
         grants = tuple(dict.fromkeys(grant_types))
@@ -144,10 +128,18 @@ class OAuth(Authn):
             )
         return CreatedClient(client, secret.token if secret else None)
 
-    def list_clients(self, actor: Principal) -> list[store.OAuthClient]:
+    def list_clients(
+        self, actor: Principal, *, page: PageRequest = FIRST_PAGE
+    ) -> Listing[store.OAuthClient]:
+        """The org's clients, oldest first; pages hold all of them (up to 1000)
+        unless sized."""
         self.require(actor, Scope.ADMIN_TOKENS, "oauth_client.list")
+        scope = listing_scope("oauth_clients", actor.org_id)
+        size = page.size(default=store.MAX_LIMIT)
+        after = self.resume_after(page, scope)
         with self.db.read() as conn:
-            return store.list_oauth_clients(conn, actor.org_id)
+            rows = store.list_oauth_clients(conn, actor.org_id, after=after, limit=size + 1)
+        return self.keyset_listing(scope, rows, size, lambda c: (c.created_at_ms, c.id))
 
     def revoke_client(self, actor: Principal, client_id: str) -> None:
         self.require(actor, Scope.ADMIN_TOKENS, "oauth_client.revoke")
@@ -189,8 +181,8 @@ class OAuth(Authn):
         code: str | None = None,
         redirect_uri: str | None = None,
         code_verifier: str | None = None,
-    ) -> dict[str, Any]:
-        """The token endpoint; returns RFC 6749 5.1's JSON answer."""
+    ) -> TokenGrant:
+        """The token endpoint: RFC 6749 5.1's answer, or an OAuthError."""
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required")
         if grant_type not in GRANT_TYPES:
@@ -202,7 +194,7 @@ class OAuth(Authn):
             return self._client_credentials(client, scope)
         return self._authorization_code(client, code, redirect_uri, code_verifier)
 
-    def _client_credentials(self, client: store.OAuthClient, scope: str | None) -> dict[str, Any]:
+    def _client_credentials(self, client: store.OAuthClient, scope: str | None) -> TokenGrant:
         if client.is_public:
             raise OAuthError("unauthorized_client", "public clients cannot use this grant")
         granted = narrow(_requested_scopes(scope), client.scopes)
@@ -221,12 +213,7 @@ class OAuth(Authn):
                 token_type="client",
             )
         # Never a refresh token here (RFC 6749 4.4.3): the client can simply ask again.
-        return {
-            "access_token": access.token,
-            "token_type": "bearer",
-            "expires_in": self.access_ttl_secs,
-            "scope": " ".join(sorted(granted)),
-        }
+        return TokenGrant(access.token, self.access_ttl_secs, " ".join(sorted(granted)))
 
     def _issue_to_client(
         self,
@@ -269,7 +256,7 @@ class OAuth(Authn):
         code: str | None,
         redirect_uri: str | None,
         verifier: str | None,
-    ) -> dict[str, Any]:
+    ) -> TokenGrant:
         parsed = parse(code or "")
         if parsed is None or parsed.kind is not TokenKind.AUTH_CODE:
             raise OAuthError("invalid_grant", "invalid authorization code")
@@ -304,12 +291,7 @@ class OAuth(Authn):
                 detail={"grant_type": "authorization_code", "reason": problem},
             )
             raise OAuthError("invalid_grant", problem)
-        return {
-            "access_token": access.token,
-            "token_type": "bearer",
-            "expires_in": self.access_ttl_secs,
-            "scope": " ".join(scopes),
-        }
+        return TokenGrant(access.token, self.access_ttl_secs, " ".join(scopes))
 
     @staticmethod
     def _code_problem(
@@ -343,15 +325,19 @@ class OAuth(Authn):
         state: str | None,
         code_challenge: str | None,
         code_challenge_method: str | None,
+        response_type: str | None = None,
     ) -> AuthorizationGrant:
-        """Issues an authorization code to ``client_id`` for the signed-in user.
+        """Issues an authorization code to ``client_id`` for the signed-in user
+        (``response_type`` "code", the only one, when given).
 
         Errors about the client or redirect URI must be shown to the user, never
         redirected (RFC 6749 4.1.2.1); the edge may redirect the others with ``state``.
         """
         user_id = user_id_of(principal)
         if principal.kind is not PrincipalKind.USER or user_id is None:
-            raise PermissionDenied("only a signed-in user can authorize a client")
+            raise PermissionDenied("only a signed-in user can authorize a client", "forbidden")
+        if response_type is not None and response_type != "code":
+            raise InvalidArgument("response_type: only 'code' is supported")
         with self.db.read() as conn:
             client = store.find_oauth_client(conn, client_id)
         if client is None or client.org_id != principal.org_id:
@@ -408,6 +394,8 @@ class OAuth(Authn):
 
         Unknown, invalid or foreign tokens are not an error (the answer is 200 anyway).
         """
+        if not token:
+            raise InvalidArgument("token: required")
         client = self._client(client_id, client_secret)
         if not looks_like_jwt(token):
             return
@@ -430,25 +418,31 @@ class OAuth(Authn):
             )
         self.forget(token)
 
-    def introspect(self, token: str) -> dict[str, Any]:
-        """RFC 7662: ``{"active": False}`` for anything not currently usable."""
+    def server_metadata(self, public_url: str) -> ServerMetadata:
+        """RFC 8414 metadata for this server, reached at ``public_url``."""
+        return server_metadata(self.issuer, public_url)
+
+    def introspect(self, caller: Principal, token: str) -> Introspection:
+        """RFC 7662: inactive for anything not currently usable, and for
+        credentials of another organization than the caller's."""
+        if not token:
+            raise InvalidArgument("token: required")
         with self.db.read() as conn:
             now = self.db.now_ms(conn)
             resolved = self.resolve(conn, token, now)
         if resolved is None or resolved.principal.extra.get("org_status") == "suspended":
-            return {"active": False}
+            return Introspection(active=False)
         principal = resolved.principal
-        answer: dict[str, Any] = {
-            "active": True,
-            "scope": " ".join(sorted(principal.scopes)),
-            "sub": principal.subject,
-            "username": principal.name,
-            "org_id": principal.org_id,
-            "token_type": principal.kind.value,
-        }
-        client = principal.extra.get("client_id")
-        if client:
-            answer["client_id"] = client
-        if resolved.expires_at_ms is not None:
-            answer["exp"] = resolved.expires_at_ms // 1000
-        return answer
+        if principal.org_id != caller.org_id:
+            # Nothing about another organization's credentials.
+            return Introspection(active=False)
+        expires = resolved.expires_at_ms
+        return Introspection(
+            active=True,
+            scope=" ".join(sorted(principal.scopes)),
+            sub=principal.subject,
+            username=principal.name,
+            token_type=principal.kind.value,
+            client_id=principal.extra.get("client_id") or None,
+            exp=None if expires is None else expires // 1000,
+        )

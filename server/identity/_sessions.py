@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
+from trellis.server.core.errors import InvalidArgument
 from trellis.server.identity import passwords, store, totp
 from trellis.server.identity._authn import Authn, invalid, looks_like_jwt
 from trellis.server.identity._base import UserInfo, role_scopes, well_formed_org
@@ -250,6 +251,8 @@ class Sessions(Authn):
         """Exchanges a refresh token, or the current access token of a live session, for
         new tokens; the presented one is retired. Presenting a retired one again is
         taken as theft and revokes the whole session."""
+        if not token:
+            raise InvalidArgument("token: required")
         if looks_like_jwt(token):
             return self._refresh_with_jwt(token, ip)
         parsed = parse(token)

@@ -335,11 +335,11 @@ def test_pat_scopes_org_header_narrowing_and_revocation(ident: Identity) -> None
     with pytest.raises(InvalidArgument):
         ident.create_pat(bob, name="ci", scopes="workflows:read nonsense:scope")
     created = ident.create_pat(
-        bob, name="ci", scopes="workflows:read workflows:run", expires_in_secs=3600
+        bob, name="ci", scopes="workflows:read workflows:run", expires_in_days=1
     )
     assert created.token.startswith("trl_pat_") and created.pat.user_id == bob_id
     assert created.pat.expires_at_ms is not None
-    listed = ident.list_pats(bob)
+    listed = ident.list_pats(bob).items
     assert [p.id for p in listed] == [created.pat.id]
     assert created.token not in repr(listed)
 
@@ -367,7 +367,7 @@ def test_pat_scopes_org_header_narrowing_and_revocation(ident: Identity) -> None
         ident.revoke_pat(carol, created.pat.id)
     ident.revoke_pat(bob, created.pat.id)
     refused(lambda: ident.authenticate(auth, DEFAULT_ORG))
-    assert ident.list_pats(admin, all_users=True) == []
+    assert ident.list_pats(admin, all_users=True).items == ()
 
 
 def test_expired_pat_is_refused(ident: Identity) -> None:
@@ -420,14 +420,14 @@ def test_machine_user_token_basic_auth_validation_and_backends(ident: Identity) 
     assert not ident.validate("someone", created.token).valid
     assert not ident.validate("payments", "trl_mu_nonsense").valid
 
-    backend, was_new = ident.register_backend(machine, "pay", "https://pay.example.com/cb")
-    assert was_new and backend.machine_user_id == created.machine_user.id
+    first = ident.register_backend(machine, "pay", "https://pay.example.com/cb")
+    backend = first.backend
+    assert first.created and backend.machine_user_id == created.machine_user.id
     with pytest.raises(store.Conflict):
         ident.register_backend(machine, "pay", "https://pay.example.com/v2")
-    again, was_new = ident.register_backend(
-        machine, "pay", "https://pay.example.com/v2", replace=True
-    )
-    assert not was_new and again.id == backend.id and again.callback_url.endswith("/v2")
+    replaced = ident.register_backend(machine, "pay", "https://pay.example.com/v2", replace=True)
+    again = replaced.backend
+    assert not replaced.created and again.id == backend.id and again.callback_url.endswith("/v2")
     with pytest.raises(InvalidArgument):
         ident.register_backend(machine, "pay", "ftp://x")
     with pytest.raises(PermissionDenied):
@@ -436,7 +436,7 @@ def test_machine_user_token_basic_auth_validation_and_backends(ident: Identity) 
     ident.set_machine_user_enabled(admin, created.machine_user.id, False)
     refused(lambda: ident.authenticate(bearer(created.token), None))
     assert not ident.validate("payments", created.token).valid
-    assert [m.enabled for m in ident.list_machine_users(admin)] == [False]
+    assert [m.enabled for m in ident.list_machine_users(admin).items] == [False]
 
 
 def test_an_old_signing_key_is_rotated_and_keeps_verifying_its_tokens(

@@ -12,7 +12,14 @@ import pytest
 from test_auth_identity import ADMIN_PW, USER_PW, add_user, admin_of, bearer, ident, refused
 
 from trellis.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
-from trellis.server.identity import Identity, InvalidClient, OAuthError, passwords, store
+from trellis.server.identity import (
+    Identity,
+    Introspection,
+    InvalidClient,
+    OAuthError,
+    passwords,
+    store,
+)
 from trellis.server.identity.principal import DEFAULT_ORG, PermissionDenied, PrincipalKind
 from trellis.server.identity.store import PolicyRule
 
@@ -59,12 +66,12 @@ def test_client_credentials_narrows_scopes_and_never_refreshes(ident: Identity) 
     assert created.client_secret is not None
     cid, secret = created.client.id, created.client_secret
     answer = ident.token("client_credentials", cid, secret, scope="workflows:read logs:read")
-    assert answer["token_type"] == "bearer" and answer["scope"] == "workflows:read"
-    assert answer["expires_in"] == ident.access_ttl_secs and "refresh_token" not in answer
-    principal = ident.authenticate(bearer(answer["access_token"]), DEFAULT_ORG)
+    assert answer.token_type == "bearer" and answer.scope == "workflows:read"
+    assert answer.expires_in == ident.access_ttl_secs and answer.refresh_token is None
+    principal = ident.authenticate(bearer(answer.access_token), DEFAULT_ORG)
     assert principal.kind is PrincipalKind.CLIENT and principal.scopes == {"workflows:read"}
     everything = ident.token("client_credentials", cid, secret)
-    assert everything["scope"] == "workflows:read workflows:run"
+    assert everything.scope == "workflows:read workflows:run"
 
     with pytest.raises(OAuthError) as info:
         ident.token("client_credentials", cid, secret, scope="admin:users")
@@ -84,16 +91,16 @@ def test_client_credentials_narrows_scopes_and_never_refreshes(ident: Identity) 
     assert info.value.reason == "unauthorized_client"
 
     # RFC 7662 and 7009.
-    token = answer["access_token"]
-    assert ident.introspect(token)["active"] is True
-    assert ident.introspect(token)["client_id"] == cid
+    token = answer.access_token
+    assert ident.introspect(admin, token).active is True
+    assert ident.introspect(admin, token).client_id == cid
     ident.revoke_token("not-a-token", cid, secret)  # unknown tokens are fine
     ident.revoke_token(token, cid, secret)
-    assert ident.introspect(token) == {"active": False}
+    assert ident.introspect(admin, token) == Introspection(active=False)
     refused(lambda: ident.authenticate(bearer(token), None))
 
     # Revoking the client kills its tokens.
-    live = everything["access_token"]
+    live = everything.access_token
     ident.revoke_client(admin, cid)
     refused(lambda: ident.authenticate(bearer(live), None))
     with pytest.raises(InvalidClient):
@@ -162,8 +169,8 @@ def test_authorization_code_with_pkce(ident: Identity) -> None:
     answer = ident.token(
         "authorization_code", cid, None, code=code, redirect_uri=REDIRECT, code_verifier=verifier
     )
-    assert answer["scope"] == "workflows:read" and "refresh_token" not in answer
-    principal = ident.authenticate(bearer(answer["access_token"]), None)
+    assert answer.scope == "workflows:read" and answer.refresh_token is None
+    principal = ident.authenticate(bearer(answer.access_token), None)
     assert principal.kind is PrincipalKind.USER and principal.name == "root"
     assert principal.scopes == {"workflows:read"}
     with pytest.raises(OAuthError) as info:  # single use
@@ -198,7 +205,7 @@ def test_clients_of_another_org_are_unknown(ident: Identity) -> None:
     )
     with pytest.raises(NotFound):
         other.revoke_client(eve, created.client.id)
-    assert other.list_clients(eve) == []
+    assert other.list_clients(eve).items == ()
     with pytest.raises(OAuthError):
         other.authorize(eve, created.client.id, None, None, None, None, None)
 
@@ -234,7 +241,7 @@ def test_policies_deny_wins_and_audit_listing(ident: Identity) -> None:
     ident.check_policy(bob, "workflows/other", "workflows:run")
     ident.update_policy(admin, deny.id, enabled=False)
     ident.check_policy(bob, "workflows/etl-daily", "workflows:run")
-    assert [p.name for p in ident.list_policies(admin)] == ["ops", "no-etl"]
+    assert [p.name for p in ident.list_policies(admin).items] == ["ops", "no-etl"]
     ident.delete_policy(admin, allow.id)
     with pytest.raises(NotFound):
         ident.get_policy(admin, allow.id)

@@ -118,14 +118,20 @@ class Policy(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[PolicyRule, _Mapping]]] = ..., created_at: _Optional[str] = ..., enabled: _Optional[bool] = ...) -> None: ...
 
 class ListPoliciesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListPoliciesResponse(_message.Message):
-    __slots__ = ("policies",)
+    __slots__ = ("policies", "next_page_token")
     POLICIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     policies: _containers.RepeatedCompositeFieldContainer[Policy]
-    def __init__(self, policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CreatePolicyRequest(_message.Message):
     __slots__ = ("name", "version", "rules", "enabled")
@@ -181,7 +187,7 @@ class AuditLog(_message.Message):
     def __init__(self, id: _Optional[str] = ..., timestamp: _Optional[str] = ..., user_id: _Optional[str] = ..., action: _Optional[str] = ..., resource: _Optional[str] = ..., result: _Optional[str] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListAuditLogsRequest(_message.Message):
-    __slots__ = ("user_id", "action", "resource", "to", "limit", "offset")
+    __slots__ = ("user_id", "action", "resource", "to", "limit", "offset", "page_size", "page_token")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -189,16 +195,22 @@ class ListAuditLogsRequest(_message.Message):
     TO_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     action: str
     resource: str
     to: str
     limit: int
     offset: int
-    def __init__(self, user_id: _Optional[str] = ..., action: _Optional[str] = ..., resource: _Optional[str] = ..., to: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., **kwargs) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, user_id: _Optional[str] = ..., action: _Optional[str] = ..., resource: _Optional[str] = ..., to: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., **kwargs) -> None: ...
 
 class ListAuditLogsResponse(_message.Message):
-    __slots__ = ("logs",)
+    __slots__ = ("logs", "next_page_token")
     LOGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     logs: _containers.RepeatedCompositeFieldContainer[AuditLog]
-    def __init__(self, logs: _Optional[_Iterable[_Union[AuditLog, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, logs: _Optional[_Iterable[_Union[AuditLog, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -2,12 +2,22 @@ from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from trellis.v1 import options_pb2 as _options_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class OrganizationStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ORGANIZATION_STATUS_UNSPECIFIED: _ClassVar[OrganizationStatus]
+    ORGANIZATION_STATUS_ACTIVE: _ClassVar[OrganizationStatus]
+    ORGANIZATION_STATUS_SUSPENDED: _ClassVar[OrganizationStatus]
+ORGANIZATION_STATUS_UNSPECIFIED: OrganizationStatus
+ORGANIZATION_STATUS_ACTIVE: OrganizationStatus
+ORGANIZATION_STATUS_SUSPENDED: OrganizationStatus
 
 class Organization(_message.Message):
     __slots__ = ("id", "name", "status", "created_at_ms", "updated_at_ms")
@@ -18,24 +28,30 @@ class Organization(_message.Message):
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
-    status: str
+    status: OrganizationStatus
     created_at_ms: int
     updated_at_ms: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[OrganizationStatus, str]] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ...) -> None: ...
 
 class ListOrganizationsRequest(_message.Message):
-    __slots__ = ("limit", "offset")
+    __slots__ = ("limit", "offset", "page_size", "page_token")
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     limit: int
     offset: int
-    def __init__(self, limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, limit: _Optional[int] = ..., offset: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListOrganizationsResponse(_message.Message):
-    __slots__ = ("organizations",)
+    __slots__ = ("organizations", "next_page_token")
     ORGANIZATIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     organizations: _containers.RepeatedCompositeFieldContainer[Organization]
-    def __init__(self, organizations: _Optional[_Iterable[_Union[Organization, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, organizations: _Optional[_Iterable[_Union[Organization, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CreateOrganizationRequest(_message.Message):
     __slots__ = ("id", "name", "admin_username", "admin_password", "admin_email")
@@ -116,14 +132,20 @@ class CreatedPersonalAccessToken(_message.Message):
     def __init__(self, token: _Optional[_Union[PersonalAccessToken, _Mapping]] = ..., access_token: _Optional[str] = ...) -> None: ...
 
 class ListPersonalAccessTokensRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListPersonalAccessTokensResponse(_message.Message):
-    __slots__ = ("tokens",)
+    __slots__ = ("tokens", "next_page_token")
     TOKENS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     tokens: _containers.RepeatedCompositeFieldContainer[PersonalAccessToken]
-    def __init__(self, tokens: _Optional[_Iterable[_Union[PersonalAccessToken, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, tokens: _Optional[_Iterable[_Union[PersonalAccessToken, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class RevokePersonalAccessTokenRequest(_message.Message):
     __slots__ = ("token_id",)
@@ -176,14 +198,20 @@ class CreatedOAuthClient(_message.Message):
     def __init__(self, client: _Optional[_Union[OAuthClient, _Mapping]] = ..., client_secret: _Optional[str] = ...) -> None: ...
 
 class ListOAuthClientsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListOAuthClientsResponse(_message.Message):
-    __slots__ = ("clients",)
+    __slots__ = ("clients", "next_page_token")
     CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     clients: _containers.RepeatedCompositeFieldContainer[OAuthClient]
-    def __init__(self, clients: _Optional[_Iterable[_Union[OAuthClient, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, clients: _Optional[_Iterable[_Union[OAuthClient, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class RevokeOAuthClientRequest(_message.Message):
     __slots__ = ("client_id",)

@@ -104,14 +104,20 @@ class CreatedMachineUser(_message.Message):
     def __init__(self, machine_user: _Optional[_Union[MachineUser, _Mapping]] = ..., generated_token: _Optional[str] = ...) -> None: ...
 
 class ListMachineUsersRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListMachineUsersResponse(_message.Message):
-    __slots__ = ("machine_users",)
+    __slots__ = ("machine_users", "next_page_token")
     MACHINE_USERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     machine_users: _containers.RepeatedCompositeFieldContainer[MachineUser]
-    def __init__(self, machine_users: _Optional[_Iterable[_Union[MachineUser, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, machine_users: _Optional[_Iterable[_Union[MachineUser, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SetMachineUserEnabledRequest(_message.Message):
     __slots__ = ("machine_user_id", "enabled")

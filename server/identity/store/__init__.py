@@ -67,6 +67,7 @@ from trellis.server.identity.store.orgs import (
     create_org,
     get_org,
     list_orgs,
+    list_orgs_after,
     set_org_status,
     update_org,
 )
@@ -180,6 +181,7 @@ __all__ = [
     "list_machine_users",
     "list_oauth_clients",
     "list_orgs",
+    "list_orgs_after",
     "list_pats",
     "list_policies",
     "list_users",

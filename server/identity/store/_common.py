@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -40,6 +40,7 @@ from trellis.server.core.models import (
     UserRow,
     table,
 )
+from trellis.server.core.pagination import KeyValue, after_key
 from trellis.server.core.paging import DEFAULT_LIMIT as DEFAULT_LIMIT
 from trellis.server.core.paging import MAX_LIMIT as MAX_LIMIT
 from trellis.server.core.paging import Page as Page
@@ -138,6 +139,29 @@ def _insert_ignore(conn: Connection, tbl: Table, values: Mapping[str, Any], key:
     else:
         lite_stmt = sqlite.insert(tbl).values(dict(values))
         conn.execute(lite_stmt.on_conflict_do_nothing(index_elements=[key]))
+
+
+def _keyset_rows(
+    conn: Connection,
+    tbl: Table,
+    conditions: Sequence[ColumnElement[bool]],
+    order: Sequence[tuple[Any, bool]],
+    record: Callable[[RowMapping], T],
+    *,
+    after: Sequence[KeyValue] | None,
+    limit: int | None,
+) -> list[T]:
+    """``tbl``'s rows matching ``conditions`` in ``order`` ((column, descending)
+    pairs that end in a unique column), strictly after the sort key ``after``
+    when given, at most ``limit`` of them when given."""
+    where = list(conditions)
+    if after is not None:
+        columns = [column for column, _ in order]
+        where.append(after_key(columns, after, descending=[desc for _, desc in order]))
+    stmt = select(tbl).where(*where).order_by(*(c.desc() if d else c for c, d in order))
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [record(r) for r in conn.execute(stmt).mappings()]
 
 
 def _json_list_has(conn: Connection, column: Any, value: str) -> ColumnElement[bool]:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, and_, select, update
 
+from trellis.server.core.pagination import KeyValue
 from trellis.server.identity.store._common import (
     Conflict,
     _check_lengths,
     _first,
     _insert,
+    _keyset_rows,
     _new_id,
     _rowcount,
     machine_backends,
@@ -121,13 +123,20 @@ def get_machine_user_by_digest(conn: Connection, digest: str) -> MachineUser | N
     return None if row is None else _machine_user(row)
 
 
-def list_machine_users(conn: Connection, org_id: str) -> list[MachineUser]:
-    rows = conn.execute(
-        select(machine_users)
-        .where(machine_users.c.org_id == org_id)
-        .order_by(machine_users.c.created_at_ms, machine_users.c.id)
-    ).mappings()
-    return [_machine_user(r) for r in rows]
+def list_machine_users(
+    conn: Connection,
+    org_id: str,
+    *,
+    after: Sequence[KeyValue] | None = None,
+    limit: int | None = None,
+) -> list[MachineUser]:
+    """The org's machine users, oldest first: ``(created_at_ms, id)``, the sort
+    key ``after`` resumes from."""
+    conditions = [machine_users.c.org_id == org_id]
+    order = ((machine_users.c.created_at_ms, False), (machine_users.c.id, False))
+    return _keyset_rows(
+        conn, machine_users, conditions, order, _machine_user, after=after, limit=limit
+    )
 
 
 def set_machine_user_enabled(

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Connection, select, update
 
+from trellis.server.core.pagination import KeyValue
 from trellis.server.identity.store._common import (
     _check_lengths,
     _first,
     _insert,
+    _keyset_rows,
     _new_id,
     _rowcount,
     _strings,
@@ -125,17 +127,20 @@ def get_oauth_client(
 
 
 def list_oauth_clients(
-    conn: Connection, org_id: str, *, include_revoked: bool = False
+    conn: Connection,
+    org_id: str,
+    *,
+    include_revoked: bool = False,
+    after: Sequence[KeyValue] | None = None,
+    limit: int | None = None,
 ) -> list[OAuthClient]:
+    """The org's clients, oldest first: ``(created_at_ms, id)``, the sort key
+    ``after`` resumes from."""
     conditions = [oauth_clients.c.org_id == org_id]
     if not include_revoked:
         conditions.append(oauth_clients.c.revoked_at_ms.is_(None))
-    rows = conn.execute(
-        select(oauth_clients)
-        .where(*conditions)
-        .order_by(oauth_clients.c.created_at_ms, oauth_clients.c.id)
-    ).mappings()
-    return [_client(r) for r in rows]
+    order = ((oauth_clients.c.created_at_ms, False), (oauth_clients.c.id, False))
+    return _keyset_rows(conn, oauth_clients, conditions, order, _client, after=after, limit=limit)
 
 
 def update_oauth_client(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
 from sqlalchemy import Connection, select, update
 
 from trellis.server.core.errors import InvalidArgument
+from trellis.server.core.pagination import KeyValue
 from trellis.server.identity.store._common import (
     DEFAULT_LIMIT,
     Page,
@@ -16,6 +17,7 @@ from trellis.server.identity.store._common import (
     _first,
     _guarded_rows,
     _insert,
+    _keyset_rows,
     _new_id,
     _page,
     _page_bounds,
@@ -89,6 +91,20 @@ def list_orgs(
     conditions = [] if status is None else [orgs.c.status == status]
     order = (orgs.c.created_at_ms, orgs.c.id)
     return _page(conn, orgs, conditions, order, limit, offset, _org)
+
+
+def list_orgs_after(
+    conn: Connection,
+    *,
+    status: OrgStatus | None = None,
+    after: Sequence[KeyValue] | None = None,
+    limit: int | None = None,
+) -> list[Organization]:
+    """Organizations, oldest first: ``(created_at_ms, id)``, the sort key
+    ``after`` resumes from."""
+    conditions = [] if status is None else [orgs.c.status == status]
+    order = ((orgs.c.created_at_ms, False), (orgs.c.id, False))
+    return _keyset_rows(conn, orgs, conditions, order, _org, after=after, limit=limit)
 
 
 def _update_org(conn: Connection, org_id: str, values: dict[str, Any]) -> Organization | None:

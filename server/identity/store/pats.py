@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
 
+from trellis.server.core.pagination import KeyValue
 from trellis.server.identity.store._common import (
     _first,
     _insert,
+    _keyset_rows,
     _new_id,
     _rowcount,
     _strings,
@@ -96,19 +98,18 @@ def list_pats(
     *,
     user_id: str | None = None,
     include_revoked: bool = False,
+    after: Sequence[KeyValue] | None = None,
+    limit: int | None = None,
 ) -> list[Pat]:
-    """PATs of the org (of one user when ``user_id`` is given), newest first."""
+    """PATs of the org (of one user when ``user_id`` is given), newest first:
+    ``(created_at_ms desc, id)``, the sort key ``after`` resumes from."""
     conditions: list[ColumnElement[bool]] = [api_tokens.c.org_id == org_id]
     if user_id is not None:
         conditions.append(api_tokens.c.user_id == user_id)
     if not include_revoked:
         conditions.append(api_tokens.c.revoked_at_ms.is_(None))
-    rows = conn.execute(
-        select(api_tokens)
-        .where(*conditions)
-        .order_by(api_tokens.c.created_at_ms.desc(), api_tokens.c.id)
-    ).mappings()
-    return [_pat(r) for r in rows]
+    order = ((api_tokens.c.created_at_ms, True), (api_tokens.c.id, False))
+    return _keyset_rows(conn, api_tokens, conditions, order, _pat, after=after, limit=limit)
 
 
 def get_pat(conn: Connection, org_id: str, pat_id: str) -> Pat | None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
 
+from trellis.server.core.pagination import KeyValue
 from trellis.server.identity.store._common import (
     _check_lengths,
     _first,
     _guarded_rows,
     _insert,
+    _keyset_rows,
     _new_id,
     _rowcount,
     policies,
@@ -121,17 +123,21 @@ def get_policy(conn: Connection, org_id: str, policy_id: str) -> StoredPolicy | 
 
 
 def list_policies(
-    conn: Connection, org_id: str, *, enabled: bool | None = None
+    conn: Connection,
+    org_id: str,
+    *,
+    enabled: bool | None = None,
+    after: Sequence[KeyValue] | None = None,
+    limit: int | None = None,
 ) -> list[StoredPolicy]:
     """The org's policies, oldest first (also the evaluation order that names the
-    deciding policy, see ``policies.evaluate``)."""
+    deciding policy, see ``policies.evaluate``): ``(created_at_ms, id)``, the
+    sort key ``after`` resumes from."""
     conditions = [policies.c.org_id == org_id]
     if enabled is not None:
         conditions.append(policies.c.enabled == enabled)
-    rows = conn.execute(
-        select(policies).where(*conditions).order_by(policies.c.created_at_ms, policies.c.id)
-    ).mappings()
-    return [_policy(r) for r in rows]
+    order = ((policies.c.created_at_ms, False), (policies.c.id, False))
+    return _keyset_rows(conn, policies, conditions, order, _policy, after=after, limit=limit)
 
 
 def update_policy(
