@@ -11,9 +11,11 @@ servicer runs:
    a method of ``trellis.v1`` that declares none and is not ``public`` is
    refused to everyone, so a new RPC cannot be exposed by forgetting it;
 3. evaluates the organization's policies (Deny wins) for the method's
-   resource and action, both taken from its scope: ``workflows:run`` on a
-   request naming workflow ``etl`` is action ``run`` on resource
-   ``workflows:etl`` (``workflows:*`` when the request names none);
+   resource and action, as its ``policy`` option declares them: the
+   resource kind (by default the scope's first half) named by the first
+   of the option's request fields that is set, and the scope's action:
+   ``workflows:run`` on a request naming workflow ``etl`` is action ``run``
+   on resource ``workflows:etl`` (``workflows:*`` when it names none);
 4. counts the call against the rate-limit bucket the method declares in
    proto (``rate_limit``): ``auth`` and ``public`` per client address, and
    before any credential is looked at; the others per principal. A method
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf.descriptor import FileDescriptor
+from google.protobuf.descriptor import Descriptor, FileDescriptor
 
 from trellis.server.api import _status
 from trellis.server.api._handlers import rewrap
@@ -81,14 +83,17 @@ class MethodAccess:
     scope: str | None  # None: declared nothing, so refused
     public: bool
     bucket: str  # a bucket of ``ratelimit``
+    # Policies judge "<policy_kind>:<the first of name_fields set>".
+    policy_kind: str = ""
+    name_fields: tuple[str, ...] = ()
 
 
 def method_access(files: Iterable[FileDescriptor]) -> dict[str, MethodAccess]:
     """The access rules of every method of ``files``, by gRPC method path.
 
-    Raises ``ValueError`` for a method without a rate-limit bucket, or a
-    public one whose bucket counts per principal (all its callers would share
-    the anonymous principal's budget).
+    Raises ``ValueError`` for a method without a rate-limit bucket, a public
+    one whose bucket counts per principal (all its callers would share the
+    anonymous principal's budget), or one whose policy target is malformed.
     """
     out: dict[str, MethodAccess] = {}
     for file in files:
@@ -103,10 +108,36 @@ def method_access(files: Iterable[FileDescriptor]) -> dict[str, MethodAccess]:
                         f"{method.full_name} is public, so it counts per client address: its "
                         f"rate_limit must be one of {sorted(ratelimit.BY_ADDRESS)}, not {bucket!r}"
                     )
+                kind, names = declared_policy(method.full_name, scope, method.input_type, opts)
                 out[f"/{service.full_name}/{method.name}"] = MethodAccess(
-                    scope="" if public else scope, public=public, bucket=bucket
+                    scope="" if public else scope,
+                    public=public,
+                    bucket=bucket,
+                    policy_kind=kind,
+                    name_fields=names,
                 )
     return out
+
+
+def declared_policy(
+    method: str, scope: str | None, request: Descriptor, opts: Any
+) -> tuple[str, tuple[str, ...]]:
+    """The resource kind and naming fields of a method's ``(policy)`` option."""
+    target = opts.Extensions[options_pb2.policy]
+    kind = target.kind or (scope or "").partition(":")[0]
+    names = tuple(target.name_fields)
+    for name in names:
+        message: Descriptor | None = request
+        for part in name.split("."):
+            field = message.fields_by_name.get(part) if message is not None else None
+            if field is None:
+                raise ValueError(f"{method}: policy name field {name!r} is not in the request")
+            message = field.message_type
+        if message is not None:
+            raise ValueError(f"{method}: policy name field {name!r} is not a string")
+    if "workflow_id" in request.fields_by_name and "workflow_id" not in names:
+        raise ValueError(f"{method} takes a workflow_id: list it in option (policy)")
+    return kind, names
 
 
 def declared_bucket(method: str, value: int) -> str:
@@ -181,7 +212,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 reason="insufficient_scope",
             )
         if self._check_policy is not None and access.scope != ANY_SCOPE:
-            resource, action = policy_target(access.scope, request)
+            resource, action = policy_target(access, request)
             try:
                 self._check_policy(principal, resource, action)
             except AuthError as exc:
@@ -240,14 +271,17 @@ def client_address(
     return peer
 
 
-def policy_target(scope: str, request: Any) -> tuple[str, str]:
-    """The (resource, action) policies judge a call by: the scope's two halves,
-    the resource narrowed to the workflow the request names, if any."""
-    kind, _, action = scope.partition(":")
-    named = ""
-    if request is not None and "workflow_id" in request.DESCRIPTOR.fields_by_name:
-        named = request.workflow_id
-    return f"{kind}:{named or '*'}", action
+def policy_target(access: MethodAccess, request: Any) -> tuple[str, str]:
+    """The (resource, action) policies judge a call by: the method's resource
+    kind, narrowed to the name its request gives, and its scope's action."""
+    action = (access.scope or "").partition(":")[2]
+    for path in access.name_fields if request is not None else ():
+        value = request
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value:
+            return f"{access.policy_kind}:{value}", action
+    return f"{access.policy_kind}:*", action
 
 
 def _peer_address(peer: str) -> str:

@@ -660,6 +660,29 @@ def test_policies_take_away_what_scopes_grant_and_never_add(server: Running) -> 
     assert reason_of(no_scope) == "insufficient_scope"
 
 
+def test_a_policy_judges_the_workflow_a_request_names_in_either_field(server: Running) -> None:
+    # CreateWorkflow names its workflow in workflow_id or in workflow.id: a
+    # Deny on one workflow holds whichever the caller uses.
+    prod = uid("prod")
+    auth_stub(server.channel).CreatePolicy(
+        auth_pb2.CreatePolicyRequest(
+            name="prod_is_frozen",
+            rules=[
+                auth_pb2.PolicyRule(effect="Deny", resource="workflows:prod-*", action=["write"])
+            ],
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    definition = workflows_pb2.Workflow(name="Frozen", jobs=[job("a")])
+    by_field = workflows_pb2.CreateWorkflowRequest(workflow=definition, workflow_id=prod)
+    definition_named = workflows_pb2.Workflow(id=prod, name="Frozen", jobs=[job("a")])
+    in_message = workflows_pb2.CreateWorkflowRequest(workflow=definition_named)
+    for request in (by_field, in_message):
+        denied = refused(lambda r=request: server.workflows.CreateWorkflow(r, timeout=RPC_TIMEOUT))
+        assert reason_of(denied) == "policy_denied"
+    assert create_workflow(server, [job("a")], workflow_id=uid("dev"))
+
+
 def test_a_worker_the_server_refuses_stops_and_says_why(server: Running) -> None:
     from trellis.worker_sdk import PermissionDenied, Unauthenticated, Worker
 

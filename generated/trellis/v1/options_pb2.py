@@ -25,29 +25,31 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18trellis/v1/options.proto\x12\ntrellis.v1\x1a google/protobuf/descriptor.proto\"\xe6\x01\n\x12SurfaceConventions\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x0b\x65rror_style\x18\x02 \x01(\x0e\x32\x16.trellis.v1.ErrorStyle\x12&\n\x08\x65nvelope\x18\x03 \x01(\x0e\x32\x14.trellis.v1.Envelope\x12+\n\x0b\x66ield_names\x18\x04 \x01(\x0e\x32\x16.trellis.v1.FieldNames\x12\x19\n\x11\x61\x64\x64itional_fields\x18\x05 \x01(\x08\x12%\n\x05times\x18\x06 \x01(\x0e\x32\x16.trellis.v1.TimeFormat\"a\n\x0bRestOptions\x12\x14\n\x0csuccess_code\x18\x01 \x01(\x05\x12\x11\n\tform_body\x18\x02 \x01(\x08\x12)\n\x08\x62indings\x18\x03 \x03(\x0b\x32\x17.trellis.v1.RestBinding\"\x9b\x01\n\x0bRestBinding\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07surface\x18\x02 \x01(\t\x12\x14\n\x0csuccess_code\x18\x03 \x01(\x05\x12\x14\n\x0c\x63onfirmation\x18\x04 \x01(\t\x12%\n\x05times\x18\x05 \x01(\x0e\x32\x16.trellis.v1.TimeFormat\x12\x1a\n\x12ignored_parameters\x18\x06 \x03(\t*`\n\nTimeFormat\x12\x1b\n\x17TIME_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17TIME_FORMAT_ISO_SECONDS\x10\x01\x12\x18\n\x14TIME_FORMAT_EPOCH_MS\x10\x02*\xb4\x01\n\nErrorStyle\x12\x1b\n\x17\x45RROR_STYLE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45RROR_STYLE_GOOGLE\x10\x01\x12\x1c\n\x18\x45RROR_STYLE_SUCCESS_FLAG\x10\x02\x12\x1b\n\x17\x45RROR_STYLE_CODE_STATUS\x10\x03\x12\x1e\n\x1a\x45RROR_STYLE_REASON_MESSAGE\x10\x04\x12\x16\n\x12\x45RROR_STYLE_OAUTH2\x10\x05*?\n\x08\x45nvelope\x12\x18\n\x14\x45NVELOPE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NVELOPE_SUCCESS_DATA\x10\x01*?\n\nFieldNames\x12\x1b\n\x17\x46IELD_NAMES_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46IELD_NAMES_JSON\x10\x01*x\n\tJsonShape\x12\x1a\n\x16JSON_SHAPE_UNSPECIFIED\x10\x00\x12 \n\x1cJSON_SHAPE_EXTERNALLY_TAGGED\x10\x01\x12\x12\n\x0eJSON_SHAPE_MAP\x10\x02\x12\x19\n\x15JSON_SHAPE_OMIT_UNSET\x10\x03*\xc8\x01\n\x0fRateLimitBucket\x12!\n\x1dRATE_LIMIT_BUCKET_UNSPECIFIED\x10\x00\x12\x1a\n\x16RATE_LIMIT_BUCKET_AUTH\x10\x01\x12\x1c\n\x18RATE_LIMIT_BUCKET_PUBLIC\x10\x02\x12\x1d\n\x19RATE_LIMIT_BUCKET_GENERAL\x10\x03\x12\x1b\n\x17RATE_LIMIT_BUCKET_BATCH\x10\x04\x12\x1c\n\x18RATE_LIMIT_BUCKET_WORKER\x10\x05:R\n\x07surface\x12\x1f.google.protobuf.ServiceOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x1e.trellis.v1.SurfaceConventions:G\n\x04rest\x12\x1e.google.protobuf.MethodOptions\x18\xba\x8e\x03 \x01(\x0b\x32\x17.trellis.v1.RestOptions:8\n\x0erequired_scope\x12\x1e.google.protobuf.MethodOptions\x18\xbb\x8e\x03 \x01(\t:0\n\x06public\x12\x1e.google.protobuf.MethodOptions\x18\xbe\x8e\x03 \x01(\x08:Q\n\nrate_limit\x12\x1e.google.protobuf.MethodOptions\x18\xbf\x8e\x03 \x01(\x0e\x32\x1b.trellis.v1.RateLimitBucket:L\n\njson_shape\x12\x1f.google.protobuf.MessageOptions\x18\xbc\x8e\x03 \x01(\x0e\x32\x15.trellis.v1.JsonShape:3\n\nadditional\x12\x1d.google.protobuf.FieldOptions\x18\xc0\x8e\x03 \x01(\x08:7\n\njson_value\x12!.google.protobuf.EnumValueOptions\x18\xbd\x8e\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18trellis/v1/options.proto\x12\ntrellis.v1\x1a google/protobuf/descriptor.proto\"\xe6\x01\n\x12SurfaceConventions\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x0b\x65rror_style\x18\x02 \x01(\x0e\x32\x16.trellis.v1.ErrorStyle\x12&\n\x08\x65nvelope\x18\x03 \x01(\x0e\x32\x14.trellis.v1.Envelope\x12+\n\x0b\x66ield_names\x18\x04 \x01(\x0e\x32\x16.trellis.v1.FieldNames\x12\x19\n\x11\x61\x64\x64itional_fields\x18\x05 \x01(\x08\x12%\n\x05times\x18\x06 \x01(\x0e\x32\x16.trellis.v1.TimeFormat\"a\n\x0bRestOptions\x12\x14\n\x0csuccess_code\x18\x01 \x01(\x05\x12\x11\n\tform_body\x18\x02 \x01(\x08\x12)\n\x08\x62indings\x18\x03 \x03(\x0b\x32\x17.trellis.v1.RestBinding\"\x9b\x01\n\x0bRestBinding\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07surface\x18\x02 \x01(\t\x12\x14\n\x0csuccess_code\x18\x03 \x01(\x05\x12\x14\n\x0c\x63onfirmation\x18\x04 \x01(\t\x12%\n\x05times\x18\x05 \x01(\x0e\x32\x16.trellis.v1.TimeFormat\x12\x1a\n\x12ignored_parameters\x18\x06 \x03(\t\"1\n\x0cPolicyTarget\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0bname_fields\x18\x02 \x03(\t*`\n\nTimeFormat\x12\x1b\n\x17TIME_FORMAT_UNSPECIFIED\x10\x00\x12\x1b\n\x17TIME_FORMAT_ISO_SECONDS\x10\x01\x12\x18\n\x14TIME_FORMAT_EPOCH_MS\x10\x02*\xb4\x01\n\nErrorStyle\x12\x1b\n\x17\x45RROR_STYLE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45RROR_STYLE_GOOGLE\x10\x01\x12\x1c\n\x18\x45RROR_STYLE_SUCCESS_FLAG\x10\x02\x12\x1b\n\x17\x45RROR_STYLE_CODE_STATUS\x10\x03\x12\x1e\n\x1a\x45RROR_STYLE_REASON_MESSAGE\x10\x04\x12\x16\n\x12\x45RROR_STYLE_OAUTH2\x10\x05*?\n\x08\x45nvelope\x12\x18\n\x14\x45NVELOPE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NVELOPE_SUCCESS_DATA\x10\x01*?\n\nFieldNames\x12\x1b\n\x17\x46IELD_NAMES_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46IELD_NAMES_JSON\x10\x01*x\n\tJsonShape\x12\x1a\n\x16JSON_SHAPE_UNSPECIFIED\x10\x00\x12 \n\x1cJSON_SHAPE_EXTERNALLY_TAGGED\x10\x01\x12\x12\n\x0eJSON_SHAPE_MAP\x10\x02\x12\x19\n\x15JSON_SHAPE_OMIT_UNSET\x10\x03*\xc8\x01\n\x0fRateLimitBucket\x12!\n\x1dRATE_LIMIT_BUCKET_UNSPECIFIED\x10\x00\x12\x1a\n\x16RATE_LIMIT_BUCKET_AUTH\x10\x01\x12\x1c\n\x18RATE_LIMIT_BUCKET_PUBLIC\x10\x02\x12\x1d\n\x19RATE_LIMIT_BUCKET_GENERAL\x10\x03\x12\x1b\n\x17RATE_LIMIT_BUCKET_BATCH\x10\x04\x12\x1c\n\x18RATE_LIMIT_BUCKET_WORKER\x10\x05:R\n\x07surface\x12\x1f.google.protobuf.ServiceOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x1e.trellis.v1.SurfaceConventions:G\n\x04rest\x12\x1e.google.protobuf.MethodOptions\x18\xba\x8e\x03 \x01(\x0b\x32\x17.trellis.v1.RestOptions:8\n\x0erequired_scope\x12\x1e.google.protobuf.MethodOptions\x18\xbb\x8e\x03 \x01(\t:0\n\x06public\x12\x1e.google.protobuf.MethodOptions\x18\xbe\x8e\x03 \x01(\x08:Q\n\nrate_limit\x12\x1e.google.protobuf.MethodOptions\x18\xbf\x8e\x03 \x01(\x0e\x32\x1b.trellis.v1.RateLimitBucket:J\n\x06policy\x12\x1e.google.protobuf.MethodOptions\x18\xcc\x8e\x03 \x01(\x0b\x32\x18.trellis.v1.PolicyTarget:L\n\njson_shape\x12\x1f.google.protobuf.MessageOptions\x18\xbc\x8e\x03 \x01(\x0e\x32\x15.trellis.v1.JsonShape:3\n\nadditional\x12\x1d.google.protobuf.FieldOptions\x18\xc0\x8e\x03 \x01(\x08:7\n\njson_value\x12!.google.protobuf.EnumValueOptions\x18\xbd\x8e\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trellis.v1.options_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TIMEFORMAT']._serialized_start=564
-  _globals['_TIMEFORMAT']._serialized_end=660
-  _globals['_ERRORSTYLE']._serialized_start=663
-  _globals['_ERRORSTYLE']._serialized_end=843
-  _globals['_ENVELOPE']._serialized_start=845
-  _globals['_ENVELOPE']._serialized_end=908
-  _globals['_FIELDNAMES']._serialized_start=910
-  _globals['_FIELDNAMES']._serialized_end=973
-  _globals['_JSONSHAPE']._serialized_start=975
-  _globals['_JSONSHAPE']._serialized_end=1095
-  _globals['_RATELIMITBUCKET']._serialized_start=1098
-  _globals['_RATELIMITBUCKET']._serialized_end=1298
+  _globals['_TIMEFORMAT']._serialized_start=615
+  _globals['_TIMEFORMAT']._serialized_end=711
+  _globals['_ERRORSTYLE']._serialized_start=714
+  _globals['_ERRORSTYLE']._serialized_end=894
+  _globals['_ENVELOPE']._serialized_start=896
+  _globals['_ENVELOPE']._serialized_end=959
+  _globals['_FIELDNAMES']._serialized_start=961
+  _globals['_FIELDNAMES']._serialized_end=1024
+  _globals['_JSONSHAPE']._serialized_start=1026
+  _globals['_JSONSHAPE']._serialized_end=1146
+  _globals['_RATELIMITBUCKET']._serialized_start=1149
+  _globals['_RATELIMITBUCKET']._serialized_end=1349
   _globals['_SURFACECONVENTIONS']._serialized_start=75
   _globals['_SURFACECONVENTIONS']._serialized_end=305
   _globals['_RESTOPTIONS']._serialized_start=307
   _globals['_RESTOPTIONS']._serialized_end=404
   _globals['_RESTBINDING']._serialized_start=407
   _globals['_RESTBINDING']._serialized_end=562
+  _globals['_POLICYTARGET']._serialized_start=564
+  _globals['_POLICYTARGET']._serialized_end=613
 # @@protoc_insertion_point(module_scope)

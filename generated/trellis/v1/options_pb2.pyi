@@ -81,6 +81,8 @@ PUBLIC_FIELD_NUMBER: _ClassVar[int]
 public: _descriptor.FieldDescriptor
 RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
 rate_limit: _descriptor.FieldDescriptor
+POLICY_FIELD_NUMBER: _ClassVar[int]
+policy: _descriptor.FieldDescriptor
 JSON_SHAPE_FIELD_NUMBER: _ClassVar[int]
 json_shape: _descriptor.FieldDescriptor
 ADDITIONAL_FIELD_NUMBER: _ClassVar[int]
@@ -129,3 +131,11 @@ class RestBinding(_message.Message):
     times: TimeFormat
     ignored_parameters: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, path: _Optional[str] = ..., surface: _Optional[str] = ..., success_code: _Optional[int] = ..., confirmation: _Optional[str] = ..., times: _Optional[_Union[TimeFormat, str]] = ..., ignored_parameters: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PolicyTarget(_message.Message):
+    __slots__ = ("kind", "name_fields")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kind: _Optional[str] = ..., name_fields: _Optional[_Iterable[str]] = ...) -> None: ...
