@@ -4,7 +4,7 @@ SQLite (the embedded default) runs in WAL mode with a busy timeout; writes
 start with ``BEGIN IMMEDIATE`` so two writers never deadlock on a lock
 upgrade. A server checkpoints the WAL on a thread of its own and keeps it
 under a size limit (see ``_wal``). PostgreSQL is reached through psycopg 3;
-claims use ``FOR UPDATE SKIP LOCKED`` there (see ``_scheduler``).
+claims use ``FOR UPDATE SKIP LOCKED`` there (see ``engine._machine.claims``).
 """
 
 from __future__ import annotations
