@@ -17,11 +17,14 @@ class Workflows(workflows_pb2_grpc.WorkflowServiceServicer):
     def ListWorkflows(
         self, request: workflows_pb2.ListWorkflowsRequest, context: grpc.ServicerContext
     ) -> workflows_pb2.ListWorkflowsResponse:
-        limit = request.limit if request.HasField("limit") else 100
-        found = self.s.list_workflows(
-            principal_of(context), limit=limit, offset=request.offset, status=request.status
+        return self.s.list_workflows(
+            principal_of(context),
+            status=request.status,
+            limit=request.limit if request.HasField("limit") else None,
+            offset=request.offset,
+            page_size=request.page_size,
+            page_token=request.page_token,
         )
-        return workflows_pb2.ListWorkflowsResponse(workflows=found)
 
     @unary
     def GetWorkflow(

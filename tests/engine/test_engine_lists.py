@@ -19,7 +19,7 @@ from engine_helpers import (
     uid,
 )
 
-from trellis.v1 import runs_pb2, workers_pb2
+from trellis.v1 import runs_pb2, workers_pb2, workflows_pb2
 
 
 @pytest.fixture
@@ -101,3 +101,53 @@ def test_workers_page_in_id_order_and_all_come_back_without_a_page_size(
     request = workers_pb2.ListWorkersRequest(page_size=2, page_token=runs_token)
     error = rpc_error(server.workers.ListWorkers, request)
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "page_token")
+
+
+def list_workflows(
+    server: Running, size: int, token: str = "", status: str = ""
+) -> workflows_pb2.ListWorkflowsResponse:
+    request = workflows_pb2.ListWorkflowsRequest(page_size=size, page_token=token, status=status)
+    return server.workflows.ListWorkflows(request, timeout=RPC_TIMEOUT)
+
+
+def test_workflow_pages_neither_repeat_nor_skip_when_workflows_arrive(server: Running) -> None:
+    listed = sorted(create_workflow(server, [job("a")], workflow_id=f"m-{i}") for i in range(5))
+    first = list_workflows(server, 2)
+    # One that sorts before the pages already read, one after them.
+    create_workflow(server, [job("a")], workflow_id="a-early")
+    create_workflow(server, [job("a")], workflow_id="z-late")
+    paged = [w.id for w in first.workflows]
+    token = first.next_page_token
+    while token:
+        page = list_workflows(server, 2, token)
+        paged += [w.id for w in page.workflows]
+        token = page.next_page_token
+    # The early one sorts before the first page: it is not listed, and nothing
+    # shifted. (The server's sample workflows are listed too.)
+    mine = [w for w in paged if w.startswith(("m-", "a-", "z-"))]
+    assert mine == [*listed, "z-late"]
+    assert len(paged) == len(set(paged))
+
+
+def test_a_workflow_page_token_keeps_its_status_and_not_limit_or_offset(server: Running) -> None:
+    for i in range(3):
+        create_workflow(server, [job("a")], workflow_id=f"w-{i}")
+    token = list_workflows(server, 1).next_page_token
+    assert token
+    other = rpc_error(
+        server.workflows.ListWorkflows,
+        workflows_pb2.ListWorkflowsRequest(page_size=1, page_token=token, status="queued"),
+    )
+    assert_status(other, grpc.StatusCode.INVALID_ARGUMENT, "page_token")
+    mixed = rpc_error(
+        server.workflows.ListWorkflows,
+        workflows_pb2.ListWorkflowsRequest(limit=1, page_token=token),
+    )
+    assert_status(mixed, grpc.StatusCode.INVALID_ARGUMENT, "not together with limit or offset")
+    # The documented limit/offset paging answers as before, without a token.
+    by_offset = server.workflows.ListWorkflows(
+        workflows_pb2.ListWorkflowsRequest(limit=1, offset=1), timeout=RPC_TIMEOUT
+    )
+    every = list_workflows(server, 100).workflows
+    assert [w.id for w in by_offset.workflows] == [every[1].id]
+    assert by_offset.next_page_token == ""

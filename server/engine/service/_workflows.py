@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, exists, or_, select, update
 
 from trellis.server.core.errors import InvalidArgument, NotFound
+from trellis.server.core.pagination import after_key
 from trellis.server.core.principal import Principal
 from trellis.server.engine import _render as render
 from trellis.server.engine._machine import Effects, jobs, new_id, runs
@@ -24,6 +25,10 @@ from trellis.server.engine.definitions import (
 )
 from trellis.server.engine.service._base import Audit, Base, versions, workflows
 from trellis.v1 import jobs_pb2, workflows_pb2
+
+# The documented default of GET /api/workflows, and every listing's cap.
+WORKFLOWS_PAGE_SIZE = 100
+MAX_WORKFLOWS_PAGE = 1000
 
 log = logging.getLogger(__name__)
 
@@ -105,17 +110,34 @@ class WorkflowOps(Base):
         return self._store_workflow(principal.org_id, wdef, source="api", audit=audit)
 
     def list_workflows(
-        self, principal: Principal, *, limit: int = 100, offset: int = 0, status: str = ""
-    ) -> list[workflows_pb2.Workflow]:
+        self,
+        principal: Principal,
+        *,
+        status: str = "",
+        limit: int | None = None,
+        offset: int = 0,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> workflows_pb2.ListWorkflowsResponse:
+        """The org's workflows by id, a page at a time: either by ``limit`` and
+        ``offset`` (the documented REST paging) or by signed page tokens bound
+        to the org and ``status``, which workflows created meanwhile cannot shift."""
         org = principal.org_id
-        limit = min(limit, 1000)
         if status and status not in render.STATUS_FILTER:
             raise InvalidArgument(
                 f"status: unknown job status {status!r}; expected one of "
                 + ", ".join(render.STATUS_FILTER)
             )
+        if page_token and (limit is not None or offset):
+            raise InvalidArgument("page_token: not together with limit or offset")
+        if limit is not None:
+            size = min(limit, MAX_WORKFLOWS_PAGE)
+        else:
+            size = self._page_size(page_size, WORKFLOWS_PAGE_SIZE, MAX_WORKFLOWS_PAGE)
+        scope = f"workflows\x00{org}\x00{status}"
+        after = self._after(scope, page_token)
 
-        def tx(conn: Connection, now: int) -> list[workflows_pb2.Workflow]:
+        def tx(conn: Connection, now: int) -> workflows_pb2.ListWorkflowsResponse:
             q = select(workflows).where(workflows.c.org_id == org)
             if status:
                 has = exists().where(
@@ -125,10 +147,15 @@ class WorkflowOps(Base):
                 q = q.where(
                     or_(has, workflows.c.latest_run_id.is_(None)) if status == "queued" else has
                 )
-            rows = conn.execute(
-                q.order_by(workflows.c.id).limit(limit).offset(max(0, offset))
-            ).all()
-            return self._render_workflows(conn, org, rows, now)
+            if after is not None:
+                q = q.where(after_key([workflows.c.id], after, descending=[False]))
+            q = q.order_by(workflows.c.id).limit(size + 1).offset(max(0, offset))
+            rows = conn.execute(q).all()
+            found = self._render_workflows(conn, org, rows[:size], now)
+            resp = workflows_pb2.ListWorkflowsResponse(workflows=found)
+            if len(rows) > size and limit is None:
+                resp.next_page_token = self._tokens().encode(scope, (str(rows[size - 1].id),))
+            return resp
 
         return self._read(tx)
 
