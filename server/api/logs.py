@@ -45,6 +45,8 @@ class Logs(logs_pb2_grpc.LogServiceServicer):
             request.job_id,
             run_id=request.run_id,
             after_id=request.after_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
         )
 
     @streaming

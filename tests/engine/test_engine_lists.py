@@ -12,14 +12,17 @@ from conftest import Running
 from engine_helpers import (
     RPC_TIMEOUT,
     assert_status,
+    complete,
     create_workflow,
     job,
+    must_claim,
+    push_logs,
     rpc_error,
     start_run,
     uid,
 )
 
-from trellis.v1 import runs_pb2, workers_pb2, workflows_pb2
+from trellis.v1 import logs_pb2, runs_pb2, workers_pb2, workflows_pb2
 
 
 @pytest.fixture
@@ -151,3 +154,33 @@ def test_a_workflow_page_token_keeps_its_status_and_not_limit_or_offset(server: 
     every = list_workflows(server, 100).workflows
     assert [w.id for w in by_offset.workflows] == [every[1].id]
     assert by_offset.next_page_token == ""
+
+
+def test_log_pages_stay_on_the_run_they_started_on(server: Running) -> None:
+    wf = create_workflow(server, [job("build")])
+    first_run = start_run(server, wf)
+    lease = must_claim(server).lease.lease_id
+    push_logs(server, lease, *(f"line {i}" for i in range(5)))
+    complete(server, lease)
+
+    def page(token: str = "") -> logs_pb2.ListLogsResponse:
+        request = logs_pb2.ListLogsRequest(
+            workflow_id=wf, job_id="build", page_size=2, page_token=token
+        )
+        return server.logs.ListLogs(request, timeout=RPC_TIMEOUT)
+
+    pages = [page()]
+    # A newer run becomes the latest; the pages already begun keep to theirs.
+    start_run(server, wf)
+    while pages[-1].next_page_token:
+        pages.append(page(pages[-1].next_page_token))
+    assert [len(p.chunks) for p in pages] == [2, 2, 1]
+    assert {p.run_id for p in pages} == {first_run}
+    assert [c.data for p in pages for c in p.chunks] == [f"line {i}" for i in range(5)]
+    other_job = rpc_error(
+        server.logs.ListLogs,
+        logs_pb2.ListLogsRequest(
+            workflow_id=wf, job_id="test", page_token=pages[0].next_page_token
+        ),
+    )
+    assert_status(other_job, grpc.StatusCode.INVALID_ARGUMENT, "page_token")

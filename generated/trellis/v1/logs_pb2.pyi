@@ -57,24 +57,30 @@ class PushLogsResponse(_message.Message):
     def __init__(self, accepted: _Optional[int] = ...) -> None: ...
 
 class ListLogsRequest(_message.Message):
-    __slots__ = ("workflow_id", "job_id", "run_id", "after_id")
+    __slots__ = ("workflow_id", "job_id", "run_id", "after_id", "page_size", "page_token")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     job_id: str
     run_id: str
     after_id: int
-    def __init__(self, workflow_id: _Optional[str] = ..., job_id: _Optional[str] = ..., run_id: _Optional[str] = ..., after_id: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, workflow_id: _Optional[str] = ..., job_id: _Optional[str] = ..., run_id: _Optional[str] = ..., after_id: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListLogsResponse(_message.Message):
-    __slots__ = ("chunks", "run_id")
+    __slots__ = ("chunks", "run_id", "next_page_token")
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     chunks: _containers.RepeatedCompositeFieldContainer[LogChunk]
     run_id: str
-    def __init__(self, chunks: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ..., run_id: _Optional[str] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, chunks: _Optional[_Iterable[_Union[LogChunk, _Mapping]]] = ..., run_id: _Optional[str] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class FollowLogsRequest(_message.Message):
     __slots__ = ("workflow_id", "job_id", "run_id", "after_id")

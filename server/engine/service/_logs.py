@@ -19,6 +19,8 @@ from trellis.server.engine.service._checks import check_text
 from trellis.v1 import logs_pb2
 
 MAX_CHUNK_BYTES = 1 << 20
+# The most chunks one page of ListLogs holds.
+MAX_LOG_PAGE = 1000
 STREAM_NAMES = {
     logs_pb2.LOG_STREAM_STDOUT: LogStream.STDOUT,
     logs_pb2.LOG_STREAM_STDERR: LogStream.STDERR,
@@ -62,19 +64,36 @@ class LogOps(Base):
         *,
         run_id: str = "",
         after_id: int = 0,
+        page_size: int = 0,
+        page_token: str = "",
     ) -> logs_pb2.ListLogsResponse:
+        """A job's log chunks in order, of ``run_id`` or the latest run: all of
+        them, or a page at a time. A page token keeps to the run its first
+        page read, even when a newer run starts in between."""
+        scope = f"logs\x00{principal.org_id}\x00{workflow_id}\x00{job_id}\x00{run_id}"
+        after = self._after(scope, page_token)
+        if after is not None:
+            run_id, after_id = str(after[0]), max(after_id, int(after[1]))
+        size = self._page_size(page_size, 0, MAX_LOG_PAGE) if page_size else None
+
         def tx(conn: Connection, _now: int) -> logs_pb2.ListLogsResponse:
             ref = self._job_ref(conn, principal.org_id, workflow_id, job_id, run_id)
             if ref is None:
                 return logs_pb2.ListLogsResponse()
-            rows = conn.execute(
+            q = (
                 select(log_chunks)
                 .where(log_chunks.c.job_id == ref.id, log_chunks.c.id > after_id)
                 .order_by(log_chunks.c.id)
-            ).mappings()
-            return logs_pb2.ListLogsResponse(
-                run_id=ref.run_id, chunks=[render.log_chunk(r) for r in rows]
             )
+            rows = conn.execute(q if size is None else q.limit(size + 1)).mappings().all()
+            page = rows if size is None else rows[:size]
+            resp = logs_pb2.ListLogsResponse(
+                run_id=ref.run_id, chunks=[render.log_chunk(r) for r in page]
+            )
+            if size is not None and len(rows) > size:
+                last = (ref.run_id, int(page[-1]["id"]))
+                resp.next_page_token = self._tokens().encode(scope, last)
+            return resp
 
         return self._read(tx)
 
