@@ -1,9 +1,9 @@
 """Canonical times: ``google.protobuf.Timestamp`` fields in each surface's spelling.
 
 Rendering and parsing go through the bridge's codec over real messages (the user of
-users.proto, and a request type built here with a settable Timestamp, which the
-contract has none of yet); the documented user paths are checked against a real
-server on SQLite and PostgreSQL.
+users.proto, and a request type built here with settable Timestamps, one of them
+spelt by its own ``(times)`` option); the documented user paths are checked against
+a real server on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from trellis.v1 import options_pb2, users_pb2
 RFC3339 = options_pb2.TIME_FORMAT_UNSPECIFIED
 ISO_SECONDS = options_pb2.TIME_FORMAT_ISO_SECONDS
 EPOCH_MS = options_pb2.TIME_FORMAT_EPOCH_MS
+EPOCH_MS_OR_ZERO = options_pb2.TIME_FORMAT_EPOCH_MS_OR_ZERO
 # 2025-09-26T10:00:00.250Z
 MS = 1758880800250
 
@@ -54,6 +55,8 @@ def _times(rendered: Any) -> dict[str, Any]:
         (ISO_SECONDS, False, {"created_at": "2025-09-26T10:00:00Z", "last_login": ""}),
         (EPOCH_MS, False, {"created_at_ms": MS, "last_login_ms": None}),
         (EPOCH_MS, True, {"createdAtMs": MS, "lastLoginMs": None}),
+        (EPOCH_MS_OR_ZERO, False, {"created_at_ms": MS, "last_login_ms": 0}),
+        (EPOCH_MS_OR_ZERO, True, {"createdAtMs": MS, "lastLoginMs": 0}),
         (ISO_SECONDS, True, {"createdAt": "2025-09-26T10:00:00Z", "lastLogin": ""}),
     ],
 )
@@ -77,7 +80,8 @@ def test_a_time_before_the_epoch_renders_in_every_format() -> None:
 
 
 def _event_class() -> type[Message]:
-    """``bridge_times_test.Event {Timestamp at = 1; Inner inner = 2}``: request-side times."""
+    """``bridge_times_test.Event {Timestamp at = 1; Inner inner = 2; Timestamp started = 3
+    [(trellis.v1.times) = TIME_FORMAT_EPOCH_MS_UNSUFFIXED]}``: request-side times."""
     pool = descriptor_pool.Default()
     name = "bridge_times_test/event.proto"
     try:
@@ -87,7 +91,7 @@ def _event_class() -> type[Message]:
             name=name,
             package="bridge_times_test",
             syntax="proto3",
-            dependency=["google/protobuf/timestamp.proto"],
+            dependency=["google/protobuf/timestamp.proto", "trellis/v1/options.proto"],
         )
         stamp = descriptor_pb2.FieldDescriptorProto
         inner = file.message_type.add(name="Inner")
@@ -101,6 +105,13 @@ def _event_class() -> type[Message]:
         event.field.add(
             name="inner", number=2, type=stamp.TYPE_MESSAGE, type_name=".bridge_times_test.Inner"
         )
+        started = event.field.add(
+            name="started",
+            number=3,
+            type=stamp.TYPE_MESSAGE,
+            type_name=".google.protobuf.Timestamp",
+        )
+        started.options.Extensions[options_pb2.times] = options_pb2.TIME_FORMAT_EPOCH_MS_UNSUFFIXED
         pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("bridge_times_test.Event"))
 
@@ -125,6 +136,30 @@ def _parsed(value: Any) -> Any:
 def test_requests_take_every_rendered_spelling(value: Any) -> None:
     message = _parsed(value)
     assert message.at.ToMilliseconds() == MS
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"started": MS},
+        {"started": str(MS)},
+        {"started_ms": MS},
+        {"started": "2025-09-26T10:00:00.250Z"},
+    ],
+)
+def test_a_field_spelt_unsuffixed_takes_milliseconds_under_its_own_name(value: Any) -> None:
+    message = _parsed(value)
+    assert message.started.ToMilliseconds() == MS
+
+
+@pytest.mark.parametrize("times", [RFC3339, ISO_SECONDS, EPOCH_MS, EPOCH_MS_OR_ZERO])
+def test_a_field_option_spells_its_time_whatever_the_surface(times: int) -> None:
+    event: Any = _event_class()()
+    assert render_message(event, times=times)["started"] is None  # type: ignore[index]
+    event.started.FromMilliseconds(MS)
+    rendered: Any = render_message(event, times=times)
+    assert rendered["started"] == MS and "started_ms" not in rendered
+    assert render_message(event, times=times, json_names=True)["started"] == MS  # type: ignore[index]
 
 
 def test_empty_text_and_null_leave_a_time_unset() -> None:
