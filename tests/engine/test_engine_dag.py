@@ -69,7 +69,7 @@ def test_dag_runs_in_dependency_order_with_parent_outputs(server: Running) -> No
 
     detail = get_run(server, run_id)
     assert detail.run.state == runs_pb2.RUN_STATE_SUCCEEDED
-    assert detail.run.finished_at_ms >= detail.run.created_at_ms
+    assert detail.run.finished_at.ToMilliseconds() >= detail.run.created_at.ToMilliseconds()
     assert [j.id for j in detail.jobs] == list(DAG)
     for j in detail.jobs:
         assert j.status == jobs_pb2.JOB_STATE_SUCCEEDED
