@@ -230,7 +230,7 @@ def _variant(
     finished = wait_run_finished(srv.channel, wf_id, run.run_id, timeout=30)
     verify_run(srv.channel, run.run_id, jobs, handled=handled)
     if not capped:
-        elapsed_s = (finished.finished_at_ms - t0) / 1000.0
+        elapsed_s = (finished.finished_at.ToMilliseconds() - t0) / 1000.0
     rate = measured / elapsed_s
     log(
         f"{BENCH}/{backend}/{mode}: {rate:,.0f} jobs/s ({measured} jobs in {elapsed_s:.2f} s, "

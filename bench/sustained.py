@@ -220,7 +220,9 @@ def _drive(
     kids.join(30)
     runs = list(iter_runs(srv.channel, wf_id))
     # The warm-up runs are not part of the load.
-    skip = {r.run_id for r in sorted(runs, key=lambda r: r.created_at_ms)[:WARMUP_RUNS]}
+    skip = {
+        r.run_id for r in sorted(runs, key=lambda r: r.created_at.ToMilliseconds())[:WARMUP_RUNS]
+    }
     handled = [h for h in handled if h[0] not in skip]
     return Load(t0, t1, started, [r for r in runs if r.run_id not in skip], handled, wal, wal_idle)
 
@@ -303,7 +305,8 @@ def _figures(
     db_bytes: int,
 ) -> list[Figure]:
     span_ms = load.t1_ms - load.t0_ms
-    finished = [r.finished_at_ms for r in load.runs if load.t0_ms <= r.finished_at_ms < load.t1_ms]
+    ends = (r.finished_at.ToMilliseconds() for r in load.runs)
+    finished = [ms for ms in ends if load.t0_ms <= ms < load.t1_ms]
     runs_per_s = len(finished) / (span_ms / 1000.0)
 
     def fig(name: str, value: float, unit: str, target: str = "", note: str = "") -> Figure:

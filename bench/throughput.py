@@ -118,7 +118,7 @@ def measure(
                 finished = wait_run_finished(
                     srv.channel, wf_id, run.run_id, timeout=30, interval=0.02
                 )
-                timed.append((run.run_id, t0, finished.finished_at_ms))
+                timed.append((run.run_id, t0, finished.finished_at.ToMilliseconds()))
 
         pool.stop.set()
         handled: list[tuple[str, str, float]] = []

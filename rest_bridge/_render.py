@@ -38,7 +38,7 @@ from ._descriptors import (
 from ._json_values import Json
 from ._per_type import PerType
 from ._scalars import scalar_renderer
-from ._times import is_time, time_key, time_renderer, unset_time
+from ._times import field_times, is_time, time_key, time_renderer, unset_time
 
 MessageRenderer = Callable[[Message], Json]
 ValueRenderer = Callable[[Any], Json]
@@ -67,7 +67,7 @@ def field_renderer(
     value = _value_renderer(field, json_names, additional, times)
     if is_time(field) and not field.is_repeated:
         assert value is not None
-        render_time, unset = value, unset_time(times)
+        render_time, unset = value, unset_time(field_times(field, times))
         return lambda message: (
             render_time(getattr(message, name)) if message.HasField(name) else unset
         )
@@ -94,7 +94,7 @@ def _value_renderer(
 ) -> ValueRenderer | None:
     """Renders one value of a field; None when the Python value is already its JSON."""
     if is_time(field):
-        return time_renderer(times)
+        return time_renderer(field_times(field, times))
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         return message_renderer(
             message_type(field), json_names=json_names, additional=additional, times=times
@@ -128,7 +128,9 @@ def _map_renderer(
 
 def _key(field: FieldDescriptor, json_names: bool, times: int) -> str:
     key = field.json_name if json_names else output_key(field)
-    return time_key(key, times, json_names=json_names) if is_time(field) else key
+    if is_time(field):
+        return time_key(key, field_times(field, times), json_names=json_names)
+    return key
 
 
 def _build(

@@ -255,7 +255,7 @@ def server_now_ms(server: Running) -> int:
     worker: workers_pb2.Worker = server.workers.RegisterWorker(
         workers_pb2.RegisterWorkerRequest(worker_id="test-clock"), timeout=RPC_TIMEOUT
     )
-    return int(worker.last_heartbeat_ms)
+    return int(worker.last_heartbeat.ToMilliseconds())
 
 
 def race(calls: Sequence[Callable[[], object]]) -> list[grpc.StatusCode]:

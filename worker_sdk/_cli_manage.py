@@ -177,8 +177,8 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             run.workflow_id,
             str(run.workflow_version),
             run_state_name(run.state),
-            format_time(run.created_at_ms),
-            format_time(run.finished_at_ms),
+            format_time(run.created_at.ToMilliseconds()),
+            format_time(run.finished_at.ToMilliseconds()),
         ]
         for run in runs
     ]
@@ -192,8 +192,8 @@ def _run_json(run: runs_pb2.Run) -> dict[str, Any]:
         "workflow_id": run.workflow_id,
         "workflow_version": run.workflow_version,
         "state": run_state_name(run.state),
-        "created_at_ms": run.created_at_ms,
-        "finished_at_ms": run.finished_at_ms or None,
+        "created_at_ms": run.created_at.ToMilliseconds(),
+        "finished_at_ms": run.finished_at.ToMilliseconds() or None,
     }
 
 
@@ -212,7 +212,7 @@ def _cmd_workers(args: argparse.Namespace) -> int:
             ",".join(worker.labels),
             worker_status_name(worker.status),
             worker.current_job if worker.HasField("current_job") else "",
-            format_time(worker.last_heartbeat_ms),
+            format_time(worker.last_heartbeat.ToMilliseconds()),
         ]
         for worker in workers
     ]
@@ -226,6 +226,6 @@ def _worker_json(worker: workers_pb2.Worker) -> dict[str, Any]:
         "labels": list(worker.labels),
         "status": worker_status_name(worker.status),
         "current_job": worker.current_job if worker.HasField("current_job") else None,
-        "registered_at_ms": worker.registered_at_ms,
-        "last_heartbeat_ms": worker.last_heartbeat_ms,
+        "registered_at_ms": worker.registered_at.ToMilliseconds(),
+        "last_heartbeat_ms": worker.last_heartbeat.ToMilliseconds(),
     }

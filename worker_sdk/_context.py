@@ -74,7 +74,7 @@ class JobContext:
         self.name: str = job.name
         self.attempt: int = job.attempt
         self.timeout_secs: int = job.timeout_secs
-        self.enqueued_at_ms: int = job.enqueued_at_ms
+        self.enqueued_at_ms: int = job.enqueued_at.ToMilliseconds()
         self.lease_id = lease_id
         self.cancelled = threading.Event()
         # Set by the worker before `cancelled`; None while the job may run on.

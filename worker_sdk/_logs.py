@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from ._backoff import Backoff
 from ._channel import TRANSIENT_CODES, Connection
@@ -221,7 +222,7 @@ class LogShipper:
                         job_id=ctx.job_id,
                         sequence=seq,
                         data=data,
-                        timestamp_ms=ts,
+                        timestamp=Timestamp(seconds=ts // 1000, nanos=ts % 1000 * 1_000_000),
                         stream=kind,
                     )
                     for kind, seq, data, ts in batch

@@ -133,9 +133,10 @@ class Workers(workers_pb2_grpc.WorkerServiceServicer):
         (verdict,) = self.s.report(principal_of(context), [result])
         if verdict.error:
             raise LeaseConflict(verdict.error)
-        return workers_pb2.FailJobResponse(
-            will_retry=verdict.will_retry, delayed_until_ms=verdict.delayed_until_ms
-        )
+        response = workers_pb2.FailJobResponse(will_retry=verdict.will_retry)
+        if verdict.delayed_until_ms:
+            response.delayed_until.FromMilliseconds(verdict.delayed_until_ms)
+        return response
 
     @unary
     def ReportResults(

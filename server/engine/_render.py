@@ -6,6 +6,8 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from trellis.server.engine._machine.claims import Claimed
 from trellis.server.engine._states import JobState, LeaseState, LogStream, RunState
 from trellis.server.engine.definitions import Backoff, JobDef
@@ -49,6 +51,15 @@ LOG_STREAMS = {
     LogStream.STDOUT.value: logs_pb2.LOG_STREAM_STDOUT,
     LogStream.STDERR.value: logs_pb2.LOG_STREAM_STDERR,
 }
+
+
+def stamp(ms: int) -> Timestamp | None:
+    """Epoch milliseconds as rows hold them, as a Timestamp; None (unset) for the 0
+    that rows hold for no time."""
+    if not ms:
+        return None
+    seconds, millis = divmod(ms, 1000)
+    return Timestamp(seconds=seconds, nanos=millis * 1_000_000)
 
 
 def retry_policy(max_retries: int, backoff: Backoff) -> jobs_pb2.RetryPolicy:
@@ -107,16 +118,15 @@ def job_from_row(row: Mapping[Any, Any], now: int) -> jobs_pb2.Job:
         timeout_secs=row["timeout_secs"],
         outputs=row["outputs"] or {},
         env=row["env"] or {},
+        started_at=stamp(row["started_at_ms"]),
     )
     started, finished = row["started_at_ms"], row["finished_at_ms"]
-    if started:
-        msg.started_at = float(started)
-        if finished:
-            msg.duration_secs = max(0, round((finished - started) / 1000))
+    if started and finished:
+        msg.duration_secs = max(0, round((finished - started) / 1000))
     if row["error"] and state in (JobState.FAILED, JobState.QUEUED):
         msg.output = row["error"]
     if state == JobState.QUEUED and row["ready_at_ms"] > now:
-        msg.delayed_until_ms = row["ready_at_ms"]
+        msg.delayed_until.FromMilliseconds(row["ready_at_ms"])
     return msg
 
 
@@ -126,8 +136,8 @@ def attempt(lease: Any) -> jobs_pb2.JobAttempt:
         attempt=lease.attempt,
         lease_id=lease.id,
         worker_id=lease.worker_id,
-        started_at_ms=lease.granted_at_ms,
-        ended_at_ms=lease.finished_at_ms,
+        started_at=stamp(lease.granted_at_ms),
+        ended_at=stamp(lease.finished_at_ms),
         outcome=ATTEMPT_OUTCOMES[lease.state],
         error=lease.error or "",
     )
@@ -139,8 +149,8 @@ def run_from_row(row: Mapping[Any, Any]) -> runs_pb2.Run:
         workflow_id=row["workflow_id"],
         workflow_version=row["workflow_version"],
         state=RUN_STATES[row["state"]],
-        created_at_ms=row["created_at_ms"],
-        finished_at_ms=row["finished_at_ms"],
+        created_at=stamp(row["created_at_ms"]),
+        finished_at=stamp(row["finished_at_ms"]),
     )
 
 
@@ -159,8 +169,8 @@ def assignment(claimed: Claimed, worker_id: str) -> workers_pb2.Assignment:
             upstream_outputs={
                 k: workers_pb2.Outputs(values=v) for k, v in claimed.upstream_outputs.items()
             },
-            enqueued_at_ms=job["enqueued_at_ms"],
-            delayed_until_ms=job["ready_at_ms"],
+            enqueued_at=stamp(job["enqueued_at_ms"]),
+            delayed_until=stamp(job["ready_at_ms"]),
             env=job["env"] or {},
             timeout_secs=job["timeout_secs"],
         ),
@@ -171,8 +181,8 @@ def assignment(claimed: Claimed, worker_id: str) -> workers_pb2.Assignment:
             run_id=job["run_id"],
             worker_id=worker_id,
             ttl_secs=claimed.ttl_secs,
-            granted_at_ms=claimed.granted_at_ms,
-            expires_at_ms=claimed.expires_at_ms,
+            granted_at=stamp(claimed.granted_at_ms),
+            expires_at=stamp(claimed.expires_at_ms),
         ),
     )
 
@@ -186,7 +196,7 @@ def log_chunk(row: Mapping[Any, Any]) -> logs_pb2.LogChunk:
         attempt=row["attempt"],
         sequence=row["sequence"],
         data=row["data"],
-        timestamp_ms=row["timestamp_ms"],
+        timestamp=stamp(row["timestamp_ms"]),
         stream=LOG_STREAMS.get(row["stream"], logs_pb2.LOG_STREAM_UNSPECIFIED),
     )
 
@@ -200,6 +210,6 @@ def run_event(row: Mapping[Any, Any]) -> runs_pb2.RunEvent:
         ),
         job_id=row["job_key"],
         attempt=row["attempt"],
-        time_ms=row["time_ms"],
+        occurred_at=stamp(row["time_ms"]),
         message=row["message"],
     )

@@ -262,7 +262,8 @@ def test_output_only_fields_of_a_fetched_message_are_ignored() -> None:
         attempt=3,
         output="boom",
         outputs={"k": "v"},
-        delayed_until_ms=5,
+        delayed_until={"seconds": 5},
+        started_at={"seconds": 4},
         attempts=[jobs_pb2.JobAttempt(attempt=0, lease_id="l1")],
     )
     wf = from_message(fetched, version=4, run_id="r1", run_state=runs_pb2.RUN_STATE_FAILED)

@@ -790,7 +790,8 @@ def test_api_max_retries_conflict() -> None:
 
 
 def test_api_output_only_fields_are_ignored() -> None:
-    # What a proto message renders with defaults included, as a fetched workflow carries.
+    # What a fetched workflow carries: a proto message with defaults included, its
+    # times as the REST surfaces spell them.
     job = {
         "id": "a",
         "name": "",

@@ -75,7 +75,7 @@ def test_cancel_mid_run(server: Running) -> None:
         )
         assert cancelled_run.run_id == run_id
         assert cancelled_run.state == runs_pb2.RUN_STATE_CANCELLED
-        assert cancelled_run.finished_at_ms > 0
+        assert cancelled_run.finished_at.ToMilliseconds() > 0
         states = {j.id: j.status for j in get_run(server, run_id).jobs}
         assert states == dict.fromkeys(("build", "docs", "ship"), jobs_pb2.JOB_STATE_CANCELLED)
 
@@ -109,7 +109,7 @@ def test_cancel_mid_run(server: Running) -> None:
         # Cancelling again leaves the finished run as it is.
         again = server.runs.CancelRun(runs_pb2.CancelRunRequest(run_id=run_id), timeout=RPC_TIMEOUT)
         assert again.state == runs_pb2.RUN_STATE_CANCELLED
-        assert again.finished_at_ms == cancelled_run.finished_at_ms
+        assert again.finished_at.ToMilliseconds() == cancelled_run.finished_at.ToMilliseconds()
         assert len(run_events(server, run_id)) == len(events)
 
         # A new run of the same workflow is not cancelled; its job reaches the

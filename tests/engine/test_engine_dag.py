@@ -69,7 +69,7 @@ def test_dag_runs_in_dependency_order_with_parent_outputs(server: Running) -> No
 
     detail = get_run(server, run_id)
     assert detail.run.state == runs_pb2.RUN_STATE_SUCCEEDED
-    assert detail.run.finished_at_ms >= detail.run.created_at_ms
+    assert detail.run.finished_at.ToMilliseconds() >= detail.run.created_at.ToMilliseconds()
     assert [j.id for j in detail.jobs] == list(DAG)
     for j in detail.jobs:
         assert j.status == jobs_pb2.JOB_STATE_SUCCEEDED
@@ -102,6 +102,34 @@ def test_dag_runs_in_dependency_order_with_parent_outputs(server: Running) -> No
 
     # Resuming after an event id replays exactly what followed it.
     assert run_events(server, run_id, after_id=events[3].id) == events[4:]
+
+
+def test_times_are_timestamps_unset_until_they_happen(server: Running) -> None:
+    wf = create_workflow(server, [job("a"), job("b", needs=("a",))])
+    run_id = start_run(server, wf)
+    before = get_run(server, run_id)
+    assert before.run.HasField("created_at") and not before.run.HasField("finished_at")
+    for waiting in before.jobs:
+        assert not waiting.HasField("started_at") and not waiting.HasField("delayed_until")
+
+    got = must_claim(server, "w1")
+    # A root job is ready the moment its run is created, on the same clock.
+    assert got.job.enqueued_at == before.run.created_at
+    assert not got.job.HasField("delayed_until")
+    ttl_ms = got.lease.ttl_secs * 1000
+    assert got.lease.expires_at.ToMilliseconds() == got.lease.granted_at.ToMilliseconds() + ttl_ms
+    running = {j.id: j for j in get_run(server, run_id).jobs}
+    (attempt,) = running["a"].attempts
+    assert running["a"].started_at == got.lease.granted_at == attempt.started_at
+    assert not attempt.HasField("ended_at") and not running["b"].HasField("started_at")
+
+    complete(server, got.lease.lease_id)
+    complete(server, must_claim(server, "w1").lease.lease_id)
+    after = get_run(server, run_id)
+    assert after.run.HasField("finished_at")
+    (ended,) = {j.id: j for j in after.jobs}["a"].attempts
+    assert attempt.started_at.ToMilliseconds() <= ended.ended_at.ToMilliseconds()
+    assert ended.ended_at.ToMilliseconds() <= after.run.finished_at.ToMilliseconds()
 
 
 def test_second_run_never_sees_the_first_runs_outputs_or_logs(server: Running) -> None:

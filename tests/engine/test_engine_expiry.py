@@ -61,10 +61,10 @@ def test_a_timeout_is_enforced_within_a_second_of_its_value(server: Running) -> 
     assert failed.output == "timed out after 1 s"
     (attempt,) = failed.attempts
     assert attempt.outcome == jobs_pb2.ATTEMPT_OUTCOME_TIMED_OUT
-    events = {event_name(e): e.time_ms for e in run_events(server, run_id)}
-    assert events["JOB_STARTED"] == attempt.started_at_ms
-    assert events["JOB_FAILED"] == attempt.ended_at_ms
-    took = attempt.ended_at_ms - attempt.started_at_ms
+    events = {event_name(e): e.occurred_at.ToMilliseconds() for e in run_events(server, run_id)}
+    assert events["JOB_STARTED"] == attempt.started_at.ToMilliseconds()
+    assert events["JOB_FAILED"] == attempt.ended_at.ToMilliseconds()
+    took = attempt.ended_at.ToMilliseconds() - attempt.started_at.ToMilliseconds()
     assert 1000 <= took <= 1000 + PROMPT_MS, took
 
 
@@ -75,11 +75,11 @@ def test_a_lease_shortened_by_a_heartbeat_is_ended_when_it_expires(server: Runni
     # The reaper sleeps toward this lease's 30 s expiry (or its interval);
     # a heartbeat asking for 1 s brings the expiry forward.
     shortened = heartbeat(server, got.lease.lease_id, ttl=1)
-    assert shortened.expires_at_ms < got.lease.expires_at_ms
+    assert shortened.expires_at.ToMilliseconds() < got.lease.expires_at.ToMilliseconds()
     wait_job_state(server, run_id, "a", jobs_pb2.JOB_STATE_QUEUED)
     (lost,) = get_run(server, run_id).jobs[0].attempts
     assert lost.outcome == jobs_pb2.ATTEMPT_OUTCOME_LEASE_LOST
-    late = lost.ended_at_ms - shortened.expires_at_ms
+    late = lost.ended_at.ToMilliseconds() - shortened.expires_at.ToMilliseconds()
     assert 0 <= late <= PROMPT_MS, late
 
 

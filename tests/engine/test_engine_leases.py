@@ -56,7 +56,7 @@ def test_expired_lease_is_requeued_and_only_the_fresh_lease_counts(server: Runni
     old = must_claim(server, "w1", ttl=1)
     assert old.job.attempt == 0
     assert old.lease.ttl_secs == 1
-    assert old.lease.expires_at_ms == old.lease.granted_at_ms + 1000
+    assert old.lease.expires_at.ToMilliseconds() == old.lease.granted_at.ToMilliseconds() + 1000
 
     # The reaper (every 0.2 s in tests) turns the expired lease into a retry.
     requeued = wait_until(
@@ -115,12 +115,12 @@ def test_heartbeat_extends_the_lease_and_honours_the_requested_ttl(server: Runni
     longer = heartbeat(server, lease.lease_id, ttl=60)
     assert longer.lease_id == lease.lease_id
     assert not longer.cancelled and not longer.lease_lost
-    assert longer.expires_at_ms >= lease.granted_at_ms + 60_000
-    assert longer.expires_at_ms > lease.expires_at_ms
+    assert longer.expires_at.ToMilliseconds() >= lease.granted_at.ToMilliseconds() + 60_000
+    assert longer.expires_at.ToMilliseconds() > lease.expires_at.ToMilliseconds()
 
     # Without a TTL the lease keeps the one it was last given.
     again = heartbeat(server, lease.lease_id)
-    assert again.expires_at_ms >= longer.expires_at_ms
+    assert again.expires_at.ToMilliseconds() >= longer.expires_at.ToMilliseconds()
 
     for bad in (3601, 100_000):
         error = rpc_error(
@@ -147,7 +147,7 @@ def test_lease_past_expiry_is_stale_before_the_reaper_runs(
     run_id = start_run(replica, wf)
     got = must_claim(replica, ttl=1)
     lease_id = got.lease.lease_id
-    wait_until(lambda: server_now_ms(replica) > got.lease.expires_at_ms)
+    wait_until(lambda: server_now_ms(replica) > got.lease.expires_at.ToMilliseconds())
 
     assert_status(
         rpc_error(replica.workers.Heartbeat, workers_pb2.HeartbeatRequest(lease_id=lease_id)),

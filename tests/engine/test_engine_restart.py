@@ -64,7 +64,7 @@ def test_restart_mid_run_loses_nothing(start_server: Callable[..., Running]) -> 
     # The lease granted before the restart is still good.
     beat = heartbeat(second, c.lease.lease_id)
     assert not beat.cancelled
-    assert beat.expires_at_ms >= c.lease.expires_at_ms
+    assert beat.expires_at.ToMilliseconds() >= c.lease.expires_at.ToMilliseconds()
     push_logs(second, c.lease.lease_id, "c after restart", first_sequence=1)
     complete(second, c.lease.lease_id, {"from": "c"})
 

@@ -67,30 +67,32 @@ def test_retryable_failures_wait_out_the_backoff(server: Running, kind: str) -> 
             server, run_id, lambda e, n=attempt: event_name(e) == "JOB_RETRYING" and e.attempt == n
         )
         assert retrying.message == f"flake {attempt}"
-        failed_at = retrying.time_ms
+        failed_at = retrying.occurred_at.ToMilliseconds()
         if delay:
-            assert answer.delayed_until_ms == failed_at + delay * 1000
+            assert answer.delayed_until.ToMilliseconds() == failed_at + delay * 1000
         else:
-            assert answer.delayed_until_ms == 0
+            assert not answer.HasField("delayed_until")
 
         # Not claimable before the delay: whatever a claim gets, it was never
-        # granted before `delayed_until_ms` (an immediate claim usually gets
+        # granted before `delayed_until` (an immediate claim usually gets
         # nothing; one that waits gets the job once the delay is over).
         early = claim(server)
         got = early or must_claim(server, wait=10)
         assert got.job.job_id == "flaky"
         assert got.job.attempt == attempt + 1
-        assert got.lease.granted_at_ms >= answer.delayed_until_ms
-        assert got.job.delayed_until_ms == answer.delayed_until_ms
+        assert got.lease.granted_at.ToMilliseconds() >= answer.delayed_until.ToMilliseconds()
+        assert got.job.delayed_until.ToMilliseconds() == answer.delayed_until.ToMilliseconds()
         if delay:
-            assert early is None or early.lease.granted_at_ms >= failed_at + delay * 1000
+            assert (
+                early is None or early.lease.granted_at.ToMilliseconds() >= failed_at + delay * 1000
+            )
         else:
             assert early is not None, "a retry without backoff is claimable at once"
 
     # Out of retries: the next failure is final, retryable or not.
     answer = fail(server, got.lease.lease_id, "still flaky", retryable=True)
     assert not answer.will_retry
-    assert answer.delayed_until_ms == 0
+    assert not answer.HasField("delayed_until")
     detail = get_run(server, run_id)
     assert detail.run.state == runs_pb2.RUN_STATE_FAILED
     assert detail.jobs[0].status == jobs_pb2.JOB_STATE_FAILED
@@ -117,7 +119,7 @@ def test_a_lost_lease_is_queued_again_without_spending_a_retry(server: Running) 
     # again at once (no backoff) with its retry still to spend.
     requeued = wait_job_state(server, run_id, "a", jobs_pb2.JOB_STATE_QUEUED)
     assert requeued.attempt == 1
-    assert requeued.delayed_until_ms == 0
+    assert not requeued.HasField("delayed_until")
     assert requeued.output == "lease expired: the worker stopped heartbeating"
     second = must_claim(server, "alive")
     assert second.job.attempt == 1
@@ -127,7 +129,7 @@ def test_a_lost_lease_is_queued_again_without_spending_a_retry(server: Running) 
         server, run_id, lambda e: event_name(e) == "JOB_RETRYING" and e.attempt == 1
     )
     # The backoff of the first retry spent (attempt 1 is only the first failure).
-    assert answer.delayed_until_ms == retrying.time_ms + 1000
+    assert answer.delayed_until.ToMilliseconds() == retrying.occurred_at.ToMilliseconds() + 1000
     third = must_claim(server, "alive", wait=10)
     assert third.job.attempt == 2
     answer = fail(server, third.lease.lease_id, "still flaky", retryable=True)
@@ -149,9 +151,9 @@ def test_a_lost_lease_is_queued_again_without_spending_a_retry(server: Running) 
     ]
     assert [x.attempt for x in a.attempts] == [0, 1, 2]
     for x in a.attempts:
-        assert 0 < x.started_at_ms <= x.ended_at_ms
-    assert a.attempts[0].started_at_ms == lost.lease.granted_at_ms
-    assert a.attempts[0].ended_at_ms >= lost.lease.expires_at_ms
+        assert 0 < x.started_at.ToMilliseconds() <= x.ended_at.ToMilliseconds()
+    assert a.attempts[0].started_at.ToMilliseconds() == lost.lease.granted_at.ToMilliseconds()
+    assert a.attempts[0].ended_at.ToMilliseconds() >= lost.lease.expires_at.ToMilliseconds()
 
 
 def test_a_job_fails_once_its_lease_is_lost_more_often_than_allowed(
@@ -249,10 +251,10 @@ def test_timeout_caps_the_lease_and_the_reaper_fails_the_attempt(server: Running
     wf = create_workflow(server, [job("slow", timeout_secs=1)])
     run_id = start_run(server, wf)
     got = must_claim(server, ttl=30)
-    deadline = got.lease.granted_at_ms + 1000
+    deadline = got.lease.granted_at.ToMilliseconds() + 1000
     assert got.job.timeout_secs == 1
     # The lease never outlives the attempt's time limit, however long its TTL.
-    assert got.lease.expires_at_ms == deadline
+    assert got.lease.expires_at.ToMilliseconds() == deadline
 
     def keeps_heartbeating() -> bool:
         """One heartbeat; True once the server refuses it (the attempt is over)."""
@@ -262,7 +264,7 @@ def test_timeout_caps_the_lease_and_the_reaper_fails_the_attempt(server: Running
             assert isinstance(exc, grpc.Call)
             assert exc.code() == grpc.StatusCode.ABORTED, exc.details()
             return True
-        assert answer.expires_at_ms <= deadline
+        assert answer.expires_at.ToMilliseconds() <= deadline
         assert not answer.cancelled
         return False
 

@@ -80,7 +80,7 @@ def test_registry_shows_idle_then_busy_with_the_current_job(server: Running) -> 
     assert registered.worker_id == worker
     assert list(registered.labels) == ["arm", "linux"]
     assert registered.status == workers_pb2.WORKER_STATUS_IDLE
-    assert registered.registered_at_ms > 0
+    assert registered.registered_at.ToMilliseconds() > 0
     listed = _workers(server)[worker]
     assert listed.status == workers_pb2.WORKER_STATUS_IDLE
     assert not listed.HasField("current_job")
@@ -91,7 +91,7 @@ def test_registry_shows_idle_then_busy_with_the_current_job(server: Running) -> 
     listed = _workers(server)[worker]
     assert listed.status == workers_pb2.WORKER_STATUS_BUSY
     assert listed.current_job == f"{wf}/build"
-    assert listed.last_heartbeat_ms >= registered.last_heartbeat_ms
+    assert listed.last_heartbeat.ToMilliseconds() >= registered.last_heartbeat.ToMilliseconds()
 
     complete(server, got.lease.lease_id)
     listed = _workers(server)[worker]

@@ -27,7 +27,10 @@ from trellis.rest_bridge._codec import (
     text_setter,
 )
 from trellis.rest_bridge._http_rules import UnsupportedRuleError, compile_template
-from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2, workers_pb2, workflows_pb2
+from trellis.v1 import jobs_pb2, logs_pb2, options_pb2, runs_pb2, workers_pb2, workflows_pb2
+
+# The workflow-graph surface's times: epoch milliseconds under `_ms` keys, 0 when unset.
+GRAPH_TIMES = options_pb2.TIME_FORMAT_EPOCH_MS_OR_ZERO
 
 # --- rendering ---------------------------------------------------------------------
 
@@ -42,19 +45,21 @@ def _claimed() -> workers_pb2.ClaimJobResponse:
     job.retry_policy.max_retries = 2
     job.retry_policy.backoff.none.SetInParent()
     job.upstream_outputs["test"].values["coverage"] = "94%"
-    job.enqueued_at_ms = 1710000000000
+    job.enqueued_at.FromMilliseconds(1710000000000)
     lease = response.assignment.lease
     lease.lease_id = "lease-uuid"
     lease.job_id = "build"
     lease.workflow_id = "wf-uuid"
     lease.worker_id = "w1"
     lease.ttl_secs = 30
-    lease.granted_at_ms = 1710000000000
+    lease.granted_at.FromMilliseconds(1710000000000)
     return response
 
 
 def test_claim_response_renders_like_the_documented_example() -> None:
-    render = response_renderer(workers_pb2.ClaimJobResponse.DESCRIPTOR, "assignment")
+    render = response_renderer(
+        workers_pb2.ClaimJobResponse.DESCRIPTOR, "assignment", times=GRAPH_TIMES
+    )
     body = render(_claimed())
     assert isinstance(body, dict)
     job, lease = body["job"], body["lease"]
@@ -190,15 +195,23 @@ def test_maps_render_in_key_order_whatever_order_they_were_filled_in() -> None:
 
 
 def test_unset_optionals_render_null_and_set_ones_their_value() -> None:
-    rendered = render_message(jobs_pb2.Job(id="a"))
+    rendered = render_message(jobs_pb2.Job(id="a"), times=GRAPH_TIMES)
     assert isinstance(rendered, dict)
     assert rendered["duration_secs"] is None
     assert rendered["started_at"] is None
     assert rendered["output"] is None
     assert rendered["retry_policy"] is None
-    set_ones = render_message(jobs_pb2.Job(duration_secs=0, output="", started_at=1.5))
+    assert rendered["delayed_until_ms"] == 0
+    started = timestamp_pb2.Timestamp(seconds=1710000000, nanos=250_000_000)
+    set_ones = render_message(
+        jobs_pb2.Job(duration_secs=0, output="", started_at=started), times=GRAPH_TIMES
+    )
     assert isinstance(set_ones, dict)
-    assert (set_ones["duration_secs"], set_ones["output"], set_ones["started_at"]) == (0, "", 1.5)
+    assert (set_ones["duration_secs"], set_ones["output"], set_ones["started_at"]) == (
+        0,
+        "",
+        1710000000250,
+    )
     assert render_message(workers_pb2.Worker())["current_job"] is None  # type: ignore[index]
 
 
@@ -237,12 +250,14 @@ def test_attempts_render_on_surfaces_with_additional_fields() -> None:
     attempt = jobs_pb2.JobAttempt(
         lease_id="l1",
         worker_id="w1",
-        started_at_ms=1_700_000_000_000,
+        started_at=timestamp_pb2.Timestamp(seconds=1_700_000_000),
         outcome=jobs_pb2.ATTEMPT_OUTCOME_LEASE_LOST,
         error="lease expired",
     )
     assert "attempts" not in render_message(jobs_pb2.Job(id="a", attempts=[attempt]))  # type: ignore[operator]
-    rendered = render_message(jobs_pb2.Job(id="a", attempts=[attempt]), additional=True)
+    rendered = render_message(
+        jobs_pb2.Job(id="a", attempts=[attempt]), additional=True, times=GRAPH_TIMES
+    )
     assert isinstance(rendered, dict)
     assert list(rendered)[-1] == "attempts"
     assert rendered["attempts"] == [
@@ -257,7 +272,9 @@ def test_attempts_render_on_surfaces_with_additional_fields() -> None:
         }
     ]
     # JSON names too, and the outcomes spell their short names.
-    camel = render_message(jobs_pb2.Job(attempts=[attempt]), json_names=True, additional=True)
+    camel = render_message(
+        jobs_pb2.Job(attempts=[attempt]), json_names=True, additional=True, times=GRAPH_TIMES
+    )
     assert isinstance(camel, dict)
     assert camel["attempts"][0]["startedAtMs"] == 1_700_000_000_000
     outcomes = [
@@ -330,10 +347,8 @@ def test_enum_fields_parse_from_json() -> None:
 
 
 def test_int64_renders_as_json_numbers() -> None:
-    lease = workers_pb2.Lease(granted_at_ms=1710000000000, expires_at_ms=2**62)
-    text = json.dumps(render_message(lease))
-    assert '"granted_at_ms": 1710000000000' in text
-    assert f'"expires_at_ms": {2**62}' in text
+    text = json.dumps(render_message(runs_pb2.StreamRunEventsRequest(after_id=2**62)))
+    assert f'"after_id": {2**62}' in text
     chunk = render_message(logs_pb2.LogChunk(sequence=2**64 - 1, id=-5))
     assert chunk["sequence"] == 2**64 - 1 and chunk["id"] == -5  # type: ignore[index]
 
@@ -341,13 +356,13 @@ def test_int64_renders_as_json_numbers() -> None:
 def test_int64_accepts_numbers_and_quoted_digits() -> None:
     chunk = logs_pb2.LogChunk()
     parse_message({"timestamp_ms": 1710000000000, "sequence": "7"}, chunk)
-    assert (chunk.timestamp_ms, chunk.sequence) == (1710000000000, 7)
+    assert (chunk.timestamp.ToMilliseconds(), chunk.sequence) == (1710000000000, 7)
 
 
 def test_integral_doubles_render_as_integers() -> None:
-    rendered = render_message(jobs_pb2.Job(started_at=1710000000000.0))
-    assert rendered["started_at"] == 1710000000000  # type: ignore[index]
-    assert isinstance(rendered["started_at"], int)  # type: ignore[index]
+    rendered = render_message(wrappers_pb2.DoubleValue(value=1710000000000.0))
+    assert rendered == 1710000000000
+    assert isinstance(rendered, int)
 
 
 def test_json_names_are_accepted_on_input() -> None:
@@ -564,7 +579,7 @@ def _jobs(job: dict[str, Any]) -> dict[str, Any]:
             _STAR_LOGS,
             logs_pb2.PushLogsRequest,
             {"chunks": [{"timestamp_ms": 2**63}]},
-            "chunks[0].timestamp_ms: integer out of range for int64, got 9223372036854775808",
+            "chunks[0].timestamp_ms: 9223372036854775808 is out of range for a time",
         ),
         (
             _STAR_COMPLETE,

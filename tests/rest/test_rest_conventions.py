@@ -185,7 +185,7 @@ def _claimed() -> workers_pb2.ClaimJobResponse:
     job.retry_policy.max_retries = 2
     job.retry_policy.backoff.none.SetInParent()
     job.upstream_outputs["test_job"].values["line_coverage"] = "94%"
-    job.enqueued_at_ms = 1710000000000
+    job.enqueued_at.FromMilliseconds(1710000000000)
     response.assignment.lease.lease_id = "lease-uuid"
     response.assignment.lease.ttl_secs = 30
     return response
@@ -193,7 +193,10 @@ def _claimed() -> workers_pb2.ClaimJobResponse:
 
 def test_json_field_names_render_in_camel_case_at_every_depth() -> None:
     render = response_renderer(
-        workers_pb2.ClaimJobResponse.DESCRIPTOR, "assignment", json_names=True
+        workers_pb2.ClaimJobResponse.DESCRIPTOR,
+        "assignment",
+        json_names=True,
+        times=options_pb2.TIME_FORMAT_EPOCH_MS_OR_ZERO,
     )
     body: Any = render(_claimed())
     job, lease = body["job"], body["lease"]

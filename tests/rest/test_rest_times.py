@@ -1,9 +1,9 @@
 """Canonical times: ``google.protobuf.Timestamp`` fields in each surface's spelling.
 
 Rendering and parsing go through the bridge's codec over real messages (the user of
-users.proto, and a request type built here with a settable Timestamp, which the
-contract has none of yet); the documented user paths are checked against a real
-server on SQLite and PostgreSQL.
+users.proto, the engine's job and run, and a request type built here with settable
+Timestamps, one of them spelt by its own ``(times)`` option); the documented user
+paths are checked against a real server on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ from trellis.rest_bridge._codec import (
     render_message,
     response_renderer,
 )
-from trellis.v1 import options_pb2, users_pb2
+from trellis.v1 import jobs_pb2, options_pb2, runs_pb2, users_pb2
 
 RFC3339 = options_pb2.TIME_FORMAT_UNSPECIFIED
 ISO_SECONDS = options_pb2.TIME_FORMAT_ISO_SECONDS
 EPOCH_MS = options_pb2.TIME_FORMAT_EPOCH_MS
+EPOCH_MS_OR_ZERO = options_pb2.TIME_FORMAT_EPOCH_MS_OR_ZERO
+FORMATS = (RFC3339, ISO_SECONDS, EPOCH_MS, EPOCH_MS_OR_ZERO)
 # 2025-09-26T10:00:00.250Z
 MS = 1758880800250
 
@@ -54,6 +56,8 @@ def _times(rendered: Any) -> dict[str, Any]:
         (ISO_SECONDS, False, {"created_at": "2025-09-26T10:00:00Z", "last_login": ""}),
         (EPOCH_MS, False, {"created_at_ms": MS, "last_login_ms": None}),
         (EPOCH_MS, True, {"createdAtMs": MS, "lastLoginMs": None}),
+        (EPOCH_MS_OR_ZERO, False, {"created_at_ms": MS, "last_login_ms": 0}),
+        (EPOCH_MS_OR_ZERO, True, {"createdAtMs": MS, "lastLoginMs": 0}),
         (ISO_SECONDS, True, {"createdAt": "2025-09-26T10:00:00Z", "lastLogin": ""}),
     ],
 )
@@ -76,8 +80,42 @@ def test_a_time_before_the_epoch_renders_in_every_format() -> None:
     assert render_message(user, times=ISO_SECONDS)["created_at"] == "1969-12-31T23:59:58Z"
 
 
+def test_a_run_reads_as_the_workflow_graph_documents_it() -> None:
+    # A running run: its finish is unset, which the document spells 0.
+    run = runs_pb2.Run(run_id="r1")
+    run.created_at.FromMilliseconds(MS)
+    rendered = render_message(run, times=EPOCH_MS_OR_ZERO)
+    assert (rendered["created_at_ms"], rendered["finished_at_ms"]) == (MS, 0)  # type: ignore[index]
+    assert "created_at" not in rendered  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("times", FORMATS)
+def test_a_jobs_start_reads_as_documented_on_every_surface(times: int) -> None:
+    # Job.started_at is `(times) = TIME_FORMAT_EPOCH_MS_UNSUFFIXED`: epoch ms under
+    # its own name, null when unset, whatever its neighbours do.
+    job = jobs_pb2.Job(id="a")
+    job.delayed_until.FromMilliseconds(MS)
+    assert render_message(job, times=times)["started_at"] is None  # type: ignore[index]
+    job.started_at.FromMilliseconds(MS)
+    rendered: Any = render_message(job, times=times)
+    assert rendered["started_at"] == MS and "started_at_ms" not in rendered
+    assert render_message(job, times=times, json_names=True)["startedAt"] == MS  # type: ignore[index]
+    # The job's other time follows the surface.
+    neighbour = {key: value for key, value in rendered.items() if "delayed" in key}
+    assert neighbour == _DELAYED_UNTIL_MS_SPELT[times]
+
+
+_DELAYED_UNTIL_MS_SPELT: dict[int, dict[str, Any]] = {
+    RFC3339: {"delayed_until": "2025-09-26T10:00:00.250Z"},
+    ISO_SECONDS: {"delayed_until": "2025-09-26T10:00:00Z"},
+    EPOCH_MS: {"delayed_until_ms": MS},
+    EPOCH_MS_OR_ZERO: {"delayed_until_ms": MS},
+}
+
+
 def _event_class() -> type[Message]:
-    """``bridge_times_test.Event {Timestamp at = 1; Inner inner = 2}``: request-side times."""
+    """``bridge_times_test.Event {Timestamp at = 1; Inner inner = 2; Timestamp started = 3
+    [(trellis.v1.times) = TIME_FORMAT_EPOCH_MS_UNSUFFIXED]}``: request-side times."""
     pool = descriptor_pool.Default()
     name = "bridge_times_test/event.proto"
     try:
@@ -87,7 +125,7 @@ def _event_class() -> type[Message]:
             name=name,
             package="bridge_times_test",
             syntax="proto3",
-            dependency=["google/protobuf/timestamp.proto"],
+            dependency=["google/protobuf/timestamp.proto", "trellis/v1/options.proto"],
         )
         stamp = descriptor_pb2.FieldDescriptorProto
         inner = file.message_type.add(name="Inner")
@@ -101,6 +139,13 @@ def _event_class() -> type[Message]:
         event.field.add(
             name="inner", number=2, type=stamp.TYPE_MESSAGE, type_name=".bridge_times_test.Inner"
         )
+        started = event.field.add(
+            name="started",
+            number=3,
+            type=stamp.TYPE_MESSAGE,
+            type_name=".google.protobuf.Timestamp",
+        )
+        started.options.Extensions[options_pb2.times] = options_pb2.TIME_FORMAT_EPOCH_MS_UNSUFFIXED
         pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("bridge_times_test.Event"))
 
@@ -125,6 +170,30 @@ def _parsed(value: Any) -> Any:
 def test_requests_take_every_rendered_spelling(value: Any) -> None:
     message = _parsed(value)
     assert message.at.ToMilliseconds() == MS
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"started": MS},
+        {"started": str(MS)},
+        {"started_ms": MS},
+        {"started": "2025-09-26T10:00:00.250Z"},
+    ],
+)
+def test_a_field_spelt_unsuffixed_takes_milliseconds_under_its_own_name(value: Any) -> None:
+    message = _parsed(value)
+    assert message.started.ToMilliseconds() == MS
+
+
+@pytest.mark.parametrize("times", FORMATS)
+def test_a_field_option_spells_its_time_whatever_the_surface(times: int) -> None:
+    event: Any = _event_class()()
+    assert render_message(event, times=times)["started"] is None  # type: ignore[index]
+    event.started.FromMilliseconds(MS)
+    rendered: Any = render_message(event, times=times)
+    assert rendered["started"] == MS and "started_ms" not in rendered
+    assert render_message(event, times=times, json_names=True)["started"] == MS  # type: ignore[index]
 
 
 def test_empty_text_and_null_leave_a_time_unset() -> None:

@@ -379,7 +379,7 @@ def test_runs_lists_runs_newest_first(server: Running, client: Client) -> None:
     assert list(rows) == newest[:2]
     for run_id, row in rows.items():
         run = client.get_run(run_id).run
-        assert row[1:5] == [wf, "1", "running", utc(run.created_at_ms)]
+        assert row[1:5] == [wf, "1", "running", utc(run.created_at.ToMilliseconds())]
         assert row[4].endswith("Z") and len(row) == 5  # no end yet
 
     everything = trellis("runs", "--json", *target)
@@ -392,8 +392,8 @@ def test_runs_lists_runs_newest_first(server: Running, client: Client) -> None:
         "workflow_id": wf,
         "workflow_version": 1,
         "state": "cancelled",
-        "created_at_ms": cancelled.created_at_ms,
-        "finished_at_ms": cancelled.finished_at_ms,
+        "created_at_ms": cancelled.created_at.ToMilliseconds(),
+        "finished_at_ms": cancelled.finished_at.ToMilliseconds(),
     }
     assert listed[made[1]]["finished_at_ms"] is None
     assert listed[hello]["workflow_id"] == "hello"
@@ -446,7 +446,7 @@ def test_workers_lists_workers_and_what_they_do(
             # Last seen: the time of its latest heartbeat, which may have moved on
             # (more than once while the command ran).
             seen_first, seen_last = (
-                utc(seen[idle_id].last_heartbeat_ms) for seen in (before, after)
+                utc(seen[idle_id].last_heartbeat.ToMilliseconds()) for seen in (before, after)
             )
             assert seen_first <= rows[idle_id][3] <= seen_last
 
@@ -458,7 +458,10 @@ def test_workers_lists_workers_and_what_they_do(
             assert listed[busy_id]["current_job"] == f"{wf}/w"
             assert listed[idle_id]["status"] == "idle"
             assert listed[idle_id]["current_job"] is None
-            assert listed[idle_id]["registered_at_ms"] == before[idle_id].registered_at_ms
+            assert (
+                listed[idle_id]["registered_at_ms"]
+                == before[idle_id].registered_at.ToMilliseconds()
+            )
         finally:
             go.touch()
         client.wait_for_run(run.run_id, PROC_TIMEOUT)

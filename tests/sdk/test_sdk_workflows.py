@@ -313,7 +313,7 @@ def test_list_runs_newest_first_within_a_limit(server: Running, client: Client) 
     runs = client.list_runs(wf)
     assert {run.run_id for run in runs} == made
     assert {run.workflow_id for run in runs} == {wf}
-    started = [run.created_at_ms for run in runs]
+    started = [run.created_at.ToMilliseconds() for run in runs]
     assert started == sorted(started, reverse=True)
     assert [run.run_id for run in client.list_runs(wf, limit=2)] == [r.run_id for r in runs[:2]]
     assert {run.run_id for run in client.list_runs()} == {*made, other}

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from trellis.v1 import options_pb2 as trellis_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15trellis/v1/jobs.proto\x12\ntrellis.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x18trellis/v1/options.proto\"\x9e\x02\n\x07\x42\x61\x63koff\x12\x31\n\x04none\x18\x01 \x01(\x0b\x32\x1b.trellis.v1.Backoff.NoDelayH\x00R\x04None\x12\x31\n\x05\x66ixed\x18\x02 \x01(\x0b\x32\x19.trellis.v1.Backoff.FixedH\x00R\x05\x46ixed\x12\x43\n\x0b\x65xponential\x18\x03 \x01(\x0b\x32\x1f.trellis.v1.Backoff.ExponentialH\x00R\x0b\x45xponential\x1a\t\n\x07NoDelay\x1a\x1b\n\x05\x46ixed\x12\x12\n\ndelay_secs\x18\x01 \x01(\r\x1a\x32\n\x0b\x45xponential\x12\x11\n\tbase_secs\x18\x01 \x01(\r\x12\x10\n\x08max_secs\x18\x02 \x01(\r:\x04\xe0\xf3\x18\x01\x42\x06\n\x04kind\"H\n\x0bRetryPolicy\x12\x13\n\x0bmax_retries\x18\x01 \x01(\r\x12$\n\x07\x62\x61\x63koff\x18\x02 \x01(\x0b\x32\x13.trellis.v1.Backoff\"\xb0\x05\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x14.trellis.v1.JobStateB\x04\xe2\x41\x01\x03\x12\x0f\n\x07\x63ommand\x18\x04 \x01(\t\x12 \n\rduration_secs\x18\x05 \x01(\x04\x42\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x1d\n\nstarted_at\x18\x06 \x01(\x01\x42\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x12\n\ndepends_on\x18\x07 \x03(\t\x12\x19\n\x06output\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03H\x02\x88\x01\x01\x12\x17\n\x0frequired_labels\x18\t \x03(\t\x12\x13\n\x0bmax_retries\x18\n \x01(\r\x12\x15\n\x07\x61ttempt\x18\x0b \x01(\rB\x04\xe2\x41\x01\x03\x12-\n\x0cretry_policy\x18\x0c \x01(\x0b\x32\x17.trellis.v1.RetryPolicy\x12\x14\n\x0ctimeout_secs\x18\r \x01(\r\x12\x33\n\x07outputs\x18\x0e \x03(\x0b\x32\x1c.trellis.v1.Job.OutputsEntryB\x04\xe2\x41\x01\x03\x12\x1e\n\x10\x64\x65layed_until_ms\x18\x0f \x01(\x03\x42\x04\xe2\x41\x01\x03\x12%\n\x03\x65nv\x18\x10 \x03(\x0b\x32\x18.trellis.v1.Job.EnvEntry\x12 \n\x0ewaiting_reason\x18\x11 \x01(\tB\x08\xe2\x41\x01\x03\x80\xf4\x18\x01\x12\x32\n\x08\x61ttempts\x18\x12 \x03(\x0b\x32\x16.trellis.v1.JobAttemptB\x08\xe2\x41\x01\x03\x80\xf4\x18\x01\x1a.\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x10\n\x0e_duration_secsB\r\n\x0b_started_atB\t\n\x07_output\"\xaa\x01\n\nJobAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x15\n\rstarted_at_ms\x18\x04 \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\x05 \x01(\x03\x12+\n\x07outcome\x18\x06 \x01(\x0e\x32\x1a.trellis.v1.AttemptOutcome\x12\r\n\x05\x65rror\x18\x07 \x01(\t*\xee\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12!\n\x11JOB_STATE_PENDING\x10\x01\x1a\n\xea\xf3\x18\x06queued\x12\x14\n\x10JOB_STATE_QUEUED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12$\n\x13JOB_STATE_SUCCEEDED\x10\x04\x1a\x0b\xea\xf3\x18\x07success\x12!\n\x10JOB_STATE_FAILED\x10\x05\x1a\x0b\xea\xf3\x18\x07\x66\x61ilure\x12\x15\n\x11JOB_STATE_SKIPPED\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07*\xe7\x01\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41TTEMPT_OUTCOME_RUNNING\x10\x01\x12\x1d\n\x19\x41TTEMPT_OUTCOME_SUCCEEDED\x10\x02\x12\x1a\n\x16\x41TTEMPT_OUTCOME_FAILED\x10\x03\x12\x1e\n\x1a\x41TTEMPT_OUTCOME_LEASE_LOST\x10\x04\x12\x1d\n\x19\x41TTEMPT_OUTCOME_TIMED_OUT\x10\x05\x12\x1d\n\x19\x41TTEMPT_OUTCOME_CANCELLED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15trellis/v1/jobs.proto\x12\ntrellis.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18trellis/v1/options.proto\"\x9e\x02\n\x07\x42\x61\x63koff\x12\x31\n\x04none\x18\x01 \x01(\x0b\x32\x1b.trellis.v1.Backoff.NoDelayH\x00R\x04None\x12\x31\n\x05\x66ixed\x18\x02 \x01(\x0b\x32\x19.trellis.v1.Backoff.FixedH\x00R\x05\x46ixed\x12\x43\n\x0b\x65xponential\x18\x03 \x01(\x0b\x32\x1f.trellis.v1.Backoff.ExponentialH\x00R\x0b\x45xponential\x1a\t\n\x07NoDelay\x1a\x1b\n\x05\x46ixed\x12\x12\n\ndelay_secs\x18\x01 \x01(\r\x1a\x32\n\x0b\x45xponential\x12\x11\n\tbase_secs\x18\x01 \x01(\r\x12\x10\n\x08max_secs\x18\x02 \x01(\r:\x04\xe0\xf3\x18\x01\x42\x06\n\x04kind\"H\n\x0bRetryPolicy\x12\x13\n\x0bmax_retries\x18\x01 \x01(\r\x12$\n\x07\x62\x61\x63koff\x18\x02 \x01(\x0b\x32\x13.trellis.v1.Backoff\"\xf3\x05\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x14.trellis.v1.JobStateB\x04\xe2\x41\x01\x03\x12\x0f\n\x07\x63ommand\x18\x04 \x01(\t\x12 \n\rduration_secs\x18\x05 \x01(\x04\x42\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x38\n\nstarted_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\xe2\x41\x01\x03\x88\xf4\x18\x04\x12\x12\n\ndepends_on\x18\x07 \x03(\t\x12\x19\n\x06output\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x17\n\x0frequired_labels\x18\t \x03(\t\x12\x13\n\x0bmax_retries\x18\n \x01(\r\x12\x15\n\x07\x61ttempt\x18\x0b \x01(\rB\x04\xe2\x41\x01\x03\x12-\n\x0cretry_policy\x18\x0c \x01(\x0b\x32\x17.trellis.v1.RetryPolicy\x12\x14\n\x0ctimeout_secs\x18\r \x01(\r\x12\x33\n\x07outputs\x18\x0e \x03(\x0b\x32\x1c.trellis.v1.Job.OutputsEntryB\x04\xe2\x41\x01\x03\x12\x37\n\rdelayed_until\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12%\n\x03\x65nv\x18\x10 \x03(\x0b\x32\x18.trellis.v1.Job.EnvEntry\x12 \n\x0ewaiting_reason\x18\x11 \x01(\tB\x08\xe2\x41\x01\x03\x80\xf4\x18\x01\x12\x32\n\x08\x61ttempts\x18\x12 \x03(\x0b\x32\x16.trellis.v1.JobAttemptB\x08\xe2\x41\x01\x03\x80\xf4\x18\x01\x1a.\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x10\n\x0e_duration_secsB\t\n\x07_outputJ\x04\x08\x06\x10\x07J\x04\x08\x0f\x10\x10R\x10\x64\x65layed_until_ms\"\x84\x02\n\nJobAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\r\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07outcome\x18\x06 \x01(\x0e\x32\x1a.trellis.v1.AttemptOutcome\x12\r\n\x05\x65rror\x18\x07 \x01(\tJ\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06R\rstarted_at_msR\x0b\x65nded_at_ms*\xee\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12!\n\x11JOB_STATE_PENDING\x10\x01\x1a\n\xea\xf3\x18\x06queued\x12\x14\n\x10JOB_STATE_QUEUED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12$\n\x13JOB_STATE_SUCCEEDED\x10\x04\x1a\x0b\xea\xf3\x18\x07success\x12!\n\x10JOB_STATE_FAILED\x10\x05\x1a\x0b\xea\xf3\x18\x07\x66\x61ilure\x12\x15\n\x11JOB_STATE_SKIPPED\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07*\xe7\x01\n\x0e\x41ttemptOutcome\x12\x1f\n\x1b\x41TTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41TTEMPT_OUTCOME_RUNNING\x10\x01\x12\x1d\n\x19\x41TTEMPT_OUTCOME_SUCCEEDED\x10\x02\x12\x1a\n\x16\x41TTEMPT_OUTCOME_FAILED\x10\x03\x12\x1e\n\x1a\x41TTEMPT_OUTCOME_LEASE_LOST\x10\x04\x12\x1d\n\x19\x41TTEMPT_OUTCOME_TIMED_OUT\x10\x05\x12\x1d\n\x19\x41TTEMPT_OUTCOME_CANCELLED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,39 +51,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB'].fields_by_name['duration_secs']._loaded_options = None
   _globals['_JOB'].fields_by_name['duration_secs']._serialized_options = b'\342A\001\003'
   _globals['_JOB'].fields_by_name['started_at']._loaded_options = None
-  _globals['_JOB'].fields_by_name['started_at']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['started_at']._serialized_options = b'\342A\001\003\210\364\030\004'
   _globals['_JOB'].fields_by_name['output']._loaded_options = None
   _globals['_JOB'].fields_by_name['output']._serialized_options = b'\342A\001\003'
   _globals['_JOB'].fields_by_name['attempt']._loaded_options = None
   _globals['_JOB'].fields_by_name['attempt']._serialized_options = b'\342A\001\003'
   _globals['_JOB'].fields_by_name['outputs']._loaded_options = None
   _globals['_JOB'].fields_by_name['outputs']._serialized_options = b'\342A\001\003'
-  _globals['_JOB'].fields_by_name['delayed_until_ms']._loaded_options = None
-  _globals['_JOB'].fields_by_name['delayed_until_ms']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['delayed_until']._loaded_options = None
+  _globals['_JOB'].fields_by_name['delayed_until']._serialized_options = b'\342A\001\003'
   _globals['_JOB'].fields_by_name['waiting_reason']._loaded_options = None
   _globals['_JOB'].fields_by_name['waiting_reason']._serialized_options = b'\342A\001\003\200\364\030\001'
   _globals['_JOB'].fields_by_name['attempts']._loaded_options = None
   _globals['_JOB'].fields_by_name['attempts']._serialized_options = b'\342A\001\003\200\364\030\001'
-  _globals['_JOBSTATE']._serialized_start=1324
-  _globals['_JOBSTATE']._serialized_end=1562
-  _globals['_ATTEMPTOUTCOME']._serialized_start=1565
-  _globals['_ATTEMPTOUTCOME']._serialized_end=1796
-  _globals['_BACKOFF']._serialized_start=97
-  _globals['_BACKOFF']._serialized_end=383
-  _globals['_BACKOFF_NODELAY']._serialized_start=279
-  _globals['_BACKOFF_NODELAY']._serialized_end=288
-  _globals['_BACKOFF_FIXED']._serialized_start=290
-  _globals['_BACKOFF_FIXED']._serialized_end=317
-  _globals['_BACKOFF_EXPONENTIAL']._serialized_start=319
-  _globals['_BACKOFF_EXPONENTIAL']._serialized_end=369
-  _globals['_RETRYPOLICY']._serialized_start=385
-  _globals['_RETRYPOLICY']._serialized_end=457
-  _globals['_JOB']._serialized_start=460
-  _globals['_JOB']._serialized_end=1148
-  _globals['_JOB_OUTPUTSENTRY']._serialized_start=1014
-  _globals['_JOB_OUTPUTSENTRY']._serialized_end=1060
-  _globals['_JOB_ENVENTRY']._serialized_start=1062
-  _globals['_JOB_ENVENTRY']._serialized_end=1104
-  _globals['_JOBATTEMPT']._serialized_start=1151
-  _globals['_JOBATTEMPT']._serialized_end=1321
+  _globals['_JOBSTATE']._serialized_start=1514
+  _globals['_JOBSTATE']._serialized_end=1752
+  _globals['_ATTEMPTOUTCOME']._serialized_start=1755
+  _globals['_ATTEMPTOUTCOME']._serialized_end=1986
+  _globals['_BACKOFF']._serialized_start=130
+  _globals['_BACKOFF']._serialized_end=416
+  _globals['_BACKOFF_NODELAY']._serialized_start=312
+  _globals['_BACKOFF_NODELAY']._serialized_end=321
+  _globals['_BACKOFF_FIXED']._serialized_start=323
+  _globals['_BACKOFF_FIXED']._serialized_end=350
+  _globals['_BACKOFF_EXPONENTIAL']._serialized_start=352
+  _globals['_BACKOFF_EXPONENTIAL']._serialized_end=402
+  _globals['_RETRYPOLICY']._serialized_start=418
+  _globals['_RETRYPOLICY']._serialized_end=490
+  _globals['_JOB']._serialized_start=493
+  _globals['_JOB']._serialized_end=1248
+  _globals['_JOB_OUTPUTSENTRY']._serialized_start=1099
+  _globals['_JOB_OUTPUTSENTRY']._serialized_end=1145
+  _globals['_JOB_ENVENTRY']._serialized_start=1147
+  _globals['_JOB_ENVENTRY']._serialized_end=1189
+  _globals['_JOBATTEMPT']._serialized_start=1251
+  _globals['_JOBATTEMPT']._serialized_end=1511
 # @@protoc_insertion_point(module_scope)

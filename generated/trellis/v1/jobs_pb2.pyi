@@ -1,4 +1,7 @@
+import datetime
+
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from trellis.v1 import options_pb2 as _options_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -79,7 +82,7 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_retries: _Optional[int] = ..., backoff: _Optional[_Union[Backoff, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "name", "status", "command", "duration_secs", "started_at", "depends_on", "output", "required_labels", "max_retries", "attempt", "retry_policy", "timeout_secs", "outputs", "delayed_until_ms", "env", "waiting_reason", "attempts")
+    __slots__ = ("id", "name", "status", "command", "duration_secs", "started_at", "depends_on", "output", "required_labels", "max_retries", "attempt", "retry_policy", "timeout_secs", "outputs", "delayed_until", "env", "waiting_reason", "attempts")
     class OutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -108,7 +111,7 @@ class Job(_message.Message):
     RETRY_POLICY_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
-    DELAYED_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    DELAYED_UNTIL_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
@@ -117,7 +120,7 @@ class Job(_message.Message):
     status: JobState
     command: str
     duration_secs: int
-    started_at: float
+    started_at: _timestamp_pb2.Timestamp
     depends_on: _containers.RepeatedScalarFieldContainer[str]
     output: str
     required_labels: _containers.RepeatedScalarFieldContainer[str]
@@ -126,26 +129,26 @@ class Job(_message.Message):
     retry_policy: RetryPolicy
     timeout_secs: int
     outputs: _containers.ScalarMap[str, str]
-    delayed_until_ms: int
+    delayed_until: _timestamp_pb2.Timestamp
     env: _containers.ScalarMap[str, str]
     waiting_reason: str
     attempts: _containers.RepeatedCompositeFieldContainer[JobAttempt]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[JobState, str]] = ..., command: _Optional[str] = ..., duration_secs: _Optional[int] = ..., started_at: _Optional[float] = ..., depends_on: _Optional[_Iterable[str]] = ..., output: _Optional[str] = ..., required_labels: _Optional[_Iterable[str]] = ..., max_retries: _Optional[int] = ..., attempt: _Optional[int] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_secs: _Optional[int] = ..., outputs: _Optional[_Mapping[str, str]] = ..., delayed_until_ms: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., waiting_reason: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[JobAttempt, _Mapping]]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[JobState, str]] = ..., command: _Optional[str] = ..., duration_secs: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., depends_on: _Optional[_Iterable[str]] = ..., output: _Optional[str] = ..., required_labels: _Optional[_Iterable[str]] = ..., max_retries: _Optional[int] = ..., attempt: _Optional[int] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_secs: _Optional[int] = ..., outputs: _Optional[_Mapping[str, str]] = ..., delayed_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., env: _Optional[_Mapping[str, str]] = ..., waiting_reason: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[JobAttempt, _Mapping]]] = ...) -> None: ...
 
 class JobAttempt(_message.Message):
-    __slots__ = ("attempt", "lease_id", "worker_id", "started_at_ms", "ended_at_ms", "outcome", "error")
+    __slots__ = ("attempt", "lease_id", "worker_id", "started_at", "ended_at", "outcome", "error")
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
-    STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
-    ENDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     attempt: int
     lease_id: str
     worker_id: str
-    started_at_ms: int
-    ended_at_ms: int
+    started_at: _timestamp_pb2.Timestamp
+    ended_at: _timestamp_pb2.Timestamp
     outcome: AttemptOutcome
     error: str
-    def __init__(self, attempt: _Optional[int] = ..., lease_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., ended_at_ms: _Optional[int] = ..., outcome: _Optional[_Union[AttemptOutcome, str]] = ..., error: _Optional[str] = ...) -> None: ...
+    def __init__(self, attempt: _Optional[int] = ..., lease_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[_Union[AttemptOutcome, str]] = ..., error: _Optional[str] = ...) -> None: ...

@@ -24,11 +24,12 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from trellis.v1 import jobs_pb2 as trellis_dot_v1_dot_jobs__pb2
 from trellis.v1 import options_pb2 as trellis_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15trellis/v1/logs.proto\x12\ntrellis.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x15trellis/v1/jobs.proto\x1a\x18trellis/v1/options.proto\"\xcb\x01\n\x08LogChunk\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\x12%\n\x06stream\x18\x06 \x01(\x0e\x32\x15.trellis.v1.LogStream\x12\x10\n\x02id\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06run_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x61ttempt\x18\t \x01(\rB\x04\xe2\x41\x01\x03\"O\n\x0fPushLogsRequest\x12\x16\n\x08lease_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12$\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x14.trellis.v1.LogChunk\"$\n\x10PushLogsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"\x8b\x01\n\x0fListLogsRequest\x12\x19\n\x0bworkflow_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06job_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x10\n\x08\x61\x66ter_id\x18\x04 \x01(\x03\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\t\"g\n\x10ListLogsResponse\x12$\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x14.trellis.v1.LogChunk\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x1d\n\x0fnext_page_token\x18\x03 \x01(\tB\x04\x80\xf4\x18\x01\"f\n\x11\x46ollowLogsRequest\x12\x19\n\x0bworkflow_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06job_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x10\n\x08\x61\x66ter_id\x18\x04 \x01(\x03\"y\n\x12\x46ollowLogsResponse\x12$\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x14.trellis.v1.LogChunk\x12\x14\n\x0cjob_finished\x18\x02 \x01(\x08\x12\'\n\tjob_state\x18\x03 \x01(\x0e\x32\x14.trellis.v1.JobState*U\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02\x32\x9e\x04\n\nLogService\x12|\n\x08PushLogs\x12\x1b.trellis.v1.PushLogsRequest\x1a\x1c.trellis.v1.PushLogsResponse\"5\xda\xf3\x18\tjobs:work\xf8\xf3\x18\x05\x82\xd3\xe4\x93\x02\x1e\"\x19/api/jobs/{lease_id}/logs:\x01*\x12\\\n\nUploadLogs\x12\x1b.trellis.v1.PushLogsRequest\x1a\x1c.trellis.v1.PushLogsResponse\"\x11\xda\xf3\x18\tjobs:work\xf8\xf3\x18\x05(\x01\x12\xa8\x01\n\x08ListLogs\x12\x1b.trellis.v1.ListLogsRequest\x1a\x1c.trellis.v1.ListLogsResponse\"a\xda\xf3\x18\tlogs:read\xf8\xf3\x18\x03\xe2\xf4\x18\r\x12\x0bworkflow_id\x82\xd3\xe4\x93\x02\x39\x12//api/workflows/{workflow_id}/jobs/{job_id}/logsb\x06\x63hunks\x12q\n\nFollowLogs\x12\x1d.trellis.v1.FollowLogsRequest\x1a\x1e.trellis.v1.FollowLogsResponse\"\"\xda\xf3\x18\tlogs:read\xf8\xf3\x18\x03\xe2\xf4\x18\r\x12\x0bworkflow_id0\x01\x1a\x16\xca\xf3\x18\x12\n\x0eworkflow-graph\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15trellis/v1/logs.proto\x12\ntrellis.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15trellis/v1/jobs.proto\x1a\x18trellis/v1/options.proto\"\xf8\x01\n\x08LogChunk\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\t\x12-\n\ttimestamp\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x06stream\x18\x06 \x01(\x0e\x32\x15.trellis.v1.LogStream\x12\x10\n\x02id\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06run_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x61ttempt\x18\t \x01(\rB\x04\xe2\x41\x01\x03J\x04\x08\x05\x10\x06R\x0ctimestamp_ms\"O\n\x0fPushLogsRequest\x12\x16\n\x08lease_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12$\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x14.trellis.v1.LogChunk\"$\n\x10PushLogsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"\x8b\x01\n\x0fListLogsRequest\x12\x19\n\x0bworkflow_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06job_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x10\n\x08\x61\x66ter_id\x18\x04 \x01(\x03\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\t\"g\n\x10ListLogsResponse\x12$\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x14.trellis.v1.LogChunk\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x1d\n\x0fnext_page_token\x18\x03 \x01(\tB\x04\x80\xf4\x18\x01\"f\n\x11\x46ollowLogsRequest\x12\x19\n\x0bworkflow_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06job_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x10\n\x08\x61\x66ter_id\x18\x04 \x01(\x03\"y\n\x12\x46ollowLogsResponse\x12$\n\x06\x63hunks\x18\x01 \x03(\x0b\x32\x14.trellis.v1.LogChunk\x12\x14\n\x0cjob_finished\x18\x02 \x01(\x08\x12\'\n\tjob_state\x18\x03 \x01(\x0e\x32\x14.trellis.v1.JobState*U\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02\x32\xa0\x04\n\nLogService\x12|\n\x08PushLogs\x12\x1b.trellis.v1.PushLogsRequest\x1a\x1c.trellis.v1.PushLogsResponse\"5\xda\xf3\x18\tjobs:work\xf8\xf3\x18\x05\x82\xd3\xe4\x93\x02\x1e\"\x19/api/jobs/{lease_id}/logs:\x01*\x12\\\n\nUploadLogs\x12\x1b.trellis.v1.PushLogsRequest\x1a\x1c.trellis.v1.PushLogsResponse\"\x11\xda\xf3\x18\tjobs:work\xf8\xf3\x18\x05(\x01\x12\xa8\x01\n\x08ListLogs\x12\x1b.trellis.v1.ListLogsRequest\x1a\x1c.trellis.v1.ListLogsResponse\"a\xda\xf3\x18\tlogs:read\xf8\xf3\x18\x03\xe2\xf4\x18\r\x12\x0bworkflow_id\x82\xd3\xe4\x93\x02\x39\x12//api/workflows/{workflow_id}/jobs/{job_id}/logsb\x06\x63hunks\x12q\n\nFollowLogs\x12\x1d.trellis.v1.FollowLogsRequest\x1a\x1e.trellis.v1.FollowLogsResponse\"\"\xda\xf3\x18\tlogs:read\xf8\xf3\x18\x03\xe2\xf4\x18\r\x12\x0bworkflow_id0\x01\x1a\x18\xca\xf3\x18\x14\n\x0eworkflow-graph\x10\x01\x30\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,7 +55,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FOLLOWLOGSREQUEST'].fields_by_name['job_id']._loaded_options = None
   _globals['_FOLLOWLOGSREQUEST'].fields_by_name['job_id']._serialized_options = b'\342A\001\002'
   _globals['_LOGSERVICE']._loaded_options = None
-  _globals['_LOGSERVICE']._serialized_options = b'\312\363\030\022\n\016workflow-graph\020\001'
+  _globals['_LOGSERVICE']._serialized_options = b'\312\363\030\024\n\016workflow-graph\020\0010\003'
   _globals['_LOGSERVICE'].methods_by_name['PushLogs']._loaded_options = None
   _globals['_LOGSERVICE'].methods_by_name['PushLogs']._serialized_options = b'\332\363\030\tjobs:work\370\363\030\005\202\323\344\223\002\036\"\031/api/jobs/{lease_id}/logs:\001*'
   _globals['_LOGSERVICE'].methods_by_name['UploadLogs']._loaded_options = None
@@ -63,22 +64,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOGSERVICE'].methods_by_name['ListLogs']._serialized_options = b'\332\363\030\tlogs:read\370\363\030\003\342\364\030\r\022\013workflow_id\202\323\344\223\0029\022//api/workflows/{workflow_id}/jobs/{job_id}/logsb\006chunks'
   _globals['_LOGSERVICE'].methods_by_name['FollowLogs']._loaded_options = None
   _globals['_LOGSERVICE'].methods_by_name['FollowLogs']._serialized_options = b'\332\363\030\tlogs:read\370\363\030\003\342\364\030\r\022\013workflow_id'
-  _globals['_LOGSTREAM']._serialized_start=948
-  _globals['_LOGSTREAM']._serialized_end=1033
-  _globals['_LOGCHUNK']._serialized_start=150
-  _globals['_LOGCHUNK']._serialized_end=353
-  _globals['_PUSHLOGSREQUEST']._serialized_start=355
-  _globals['_PUSHLOGSREQUEST']._serialized_end=434
-  _globals['_PUSHLOGSRESPONSE']._serialized_start=436
-  _globals['_PUSHLOGSRESPONSE']._serialized_end=472
-  _globals['_LISTLOGSREQUEST']._serialized_start=475
-  _globals['_LISTLOGSREQUEST']._serialized_end=614
-  _globals['_LISTLOGSRESPONSE']._serialized_start=616
-  _globals['_LISTLOGSRESPONSE']._serialized_end=719
-  _globals['_FOLLOWLOGSREQUEST']._serialized_start=721
-  _globals['_FOLLOWLOGSREQUEST']._serialized_end=823
-  _globals['_FOLLOWLOGSRESPONSE']._serialized_start=825
-  _globals['_FOLLOWLOGSRESPONSE']._serialized_end=946
-  _globals['_LOGSERVICE']._serialized_start=1036
-  _globals['_LOGSERVICE']._serialized_end=1578
+  _globals['_LOGSTREAM']._serialized_start=1026
+  _globals['_LOGSTREAM']._serialized_end=1111
+  _globals['_LOGCHUNK']._serialized_start=183
+  _globals['_LOGCHUNK']._serialized_end=431
+  _globals['_PUSHLOGSREQUEST']._serialized_start=433
+  _globals['_PUSHLOGSREQUEST']._serialized_end=512
+  _globals['_PUSHLOGSRESPONSE']._serialized_start=514
+  _globals['_PUSHLOGSRESPONSE']._serialized_end=550
+  _globals['_LISTLOGSREQUEST']._serialized_start=553
+  _globals['_LISTLOGSREQUEST']._serialized_end=692
+  _globals['_LISTLOGSRESPONSE']._serialized_start=694
+  _globals['_LISTLOGSRESPONSE']._serialized_end=797
+  _globals['_FOLLOWLOGSREQUEST']._serialized_start=799
+  _globals['_FOLLOWLOGSREQUEST']._serialized_end=901
+  _globals['_FOLLOWLOGSRESPONSE']._serialized_start=903
+  _globals['_FOLLOWLOGSRESPONSE']._serialized_end=1024
+  _globals['_LOGSERVICE']._serialized_start=1114
+  _globals['_LOGSERVICE']._serialized_end=1658
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,8 @@
+import datetime
+
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from trellis.v1 import jobs_pb2 as _jobs_pb2
 from trellis.v1 import options_pb2 as _options_pb2
 from google.protobuf.internal import containers as _containers
@@ -21,12 +24,12 @@ LOG_STREAM_STDOUT: LogStream
 LOG_STREAM_STDERR: LogStream
 
 class LogChunk(_message.Message):
-    __slots__ = ("workflow_id", "job_id", "sequence", "data", "timestamp_ms", "stream", "id", "run_id", "attempt")
+    __slots__ = ("workflow_id", "job_id", "sequence", "data", "timestamp", "stream", "id", "run_id", "attempt")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
-    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     STREAM_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -35,12 +38,12 @@ class LogChunk(_message.Message):
     job_id: str
     sequence: int
     data: str
-    timestamp_ms: int
+    timestamp: _timestamp_pb2.Timestamp
     stream: LogStream
     id: int
     run_id: str
     attempt: int
-    def __init__(self, workflow_id: _Optional[str] = ..., job_id: _Optional[str] = ..., sequence: _Optional[int] = ..., data: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., stream: _Optional[_Union[LogStream, str]] = ..., id: _Optional[int] = ..., run_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+    def __init__(self, workflow_id: _Optional[str] = ..., job_id: _Optional[str] = ..., sequence: _Optional[int] = ..., data: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stream: _Optional[_Union[LogStream, str]] = ..., id: _Optional[int] = ..., run_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class PushLogsRequest(_message.Message):
     __slots__ = ("lease_id", "chunks")

@@ -13,6 +13,8 @@ class TimeFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TIME_FORMAT_UNSPECIFIED: _ClassVar[TimeFormat]
     TIME_FORMAT_ISO_SECONDS: _ClassVar[TimeFormat]
     TIME_FORMAT_EPOCH_MS: _ClassVar[TimeFormat]
+    TIME_FORMAT_EPOCH_MS_OR_ZERO: _ClassVar[TimeFormat]
+    TIME_FORMAT_EPOCH_MS_UNSUFFIXED: _ClassVar[TimeFormat]
 
 class ErrorStyle(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -51,6 +53,8 @@ class RateLimitBucket(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 TIME_FORMAT_UNSPECIFIED: TimeFormat
 TIME_FORMAT_ISO_SECONDS: TimeFormat
 TIME_FORMAT_EPOCH_MS: TimeFormat
+TIME_FORMAT_EPOCH_MS_OR_ZERO: TimeFormat
+TIME_FORMAT_EPOCH_MS_UNSUFFIXED: TimeFormat
 ERROR_STYLE_UNSPECIFIED: ErrorStyle
 ERROR_STYLE_GOOGLE: ErrorStyle
 ERROR_STYLE_SUCCESS_FLAG: ErrorStyle
@@ -87,6 +91,8 @@ JSON_SHAPE_FIELD_NUMBER: _ClassVar[int]
 json_shape: _descriptor.FieldDescriptor
 ADDITIONAL_FIELD_NUMBER: _ClassVar[int]
 additional: _descriptor.FieldDescriptor
+TIMES_FIELD_NUMBER: _ClassVar[int]
+times: _descriptor.FieldDescriptor
 JSON_VALUE_FIELD_NUMBER: _ClassVar[int]
 json_value: _descriptor.FieldDescriptor
 

@@ -1,5 +1,8 @@
+import datetime
+
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from trellis.v1 import jobs_pb2 as _jobs_pb2
 from trellis.v1 import options_pb2 as _options_pb2
 from google.protobuf.internal import containers as _containers
@@ -48,20 +51,20 @@ RUN_EVENT_TYPE_JOB_CANCELLED: RunEventType
 RUN_EVENT_TYPE_RUN_FINISHED: RunEventType
 
 class Run(_message.Message):
-    __slots__ = ("run_id", "workflow_id", "workflow_version", "state", "created_at_ms", "finished_at_ms")
+    __slots__ = ("run_id", "workflow_id", "workflow_version", "state", "created_at", "finished_at")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
-    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
-    FINISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     workflow_id: str
     workflow_version: int
     state: RunState
-    created_at_ms: int
-    finished_at_ms: int
-    def __init__(self, run_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., state: _Optional[_Union[RunState, str]] = ..., created_at_ms: _Optional[int] = ..., finished_at_ms: _Optional[int] = ...) -> None: ...
+    created_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    def __init__(self, run_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., state: _Optional[_Union[RunState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RunDetail(_message.Message):
     __slots__ = ("run", "jobs")
@@ -110,19 +113,19 @@ class StreamRunEventsRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., after_id: _Optional[int] = ...) -> None: ...
 
 class RunEvent(_message.Message):
-    __slots__ = ("id", "run_id", "type", "job_id", "attempt", "time_ms", "message")
+    __slots__ = ("id", "run_id", "type", "job_id", "attempt", "occurred_at", "message")
     ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
-    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     id: int
     run_id: str
     type: RunEventType
     job_id: str
     attempt: int
-    time_ms: int
+    occurred_at: _timestamp_pb2.Timestamp
     message: str
-    def __init__(self, id: _Optional[int] = ..., run_id: _Optional[str] = ..., type: _Optional[_Union[RunEventType, str]] = ..., job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., time_ms: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., run_id: _Optional[str] = ..., type: _Optional[_Union[RunEventType, str]] = ..., job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...

@@ -1,5 +1,8 @@
+import datetime
+
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from trellis.v1 import jobs_pb2 as _jobs_pb2
 from trellis.v1 import options_pb2 as _options_pb2
 from google.protobuf.internal import containers as _containers
@@ -31,22 +34,22 @@ class WorkerCapabilities(_message.Message):
     def __init__(self, handlers: _Optional[_Iterable[str]] = ..., shell: _Optional[bool] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("worker_id", "labels", "registered_at_ms", "last_heartbeat_ms", "current_job", "status", "capabilities")
+    __slots__ = ("worker_id", "labels", "registered_at", "last_heartbeat", "current_job", "status", "capabilities")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
-    REGISTERED_AT_MS_FIELD_NUMBER: _ClassVar[int]
-    LAST_HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     CURRENT_JOB_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     labels: _containers.RepeatedScalarFieldContainer[str]
-    registered_at_ms: int
-    last_heartbeat_ms: int
+    registered_at: _timestamp_pb2.Timestamp
+    last_heartbeat: _timestamp_pb2.Timestamp
     current_job: str
     status: WorkerStatus
     capabilities: WorkerCapabilities
-    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., registered_at_ms: _Optional[int] = ..., last_heartbeat_ms: _Optional[int] = ..., current_job: _Optional[str] = ..., status: _Optional[_Union[WorkerStatus, str]] = ..., capabilities: _Optional[_Union[WorkerCapabilities, _Mapping]] = ...) -> None: ...
+    def __init__(self, worker_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_job: _Optional[str] = ..., status: _Optional[_Union[WorkerStatus, str]] = ..., capabilities: _Optional[_Union[WorkerCapabilities, _Mapping]] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
     __slots__ = ("worker_id", "labels", "capabilities")
@@ -75,7 +78,7 @@ class ListWorkersResponse(_message.Message):
     def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class QueuedJob(_message.Message):
-    __slots__ = ("job_id", "workflow_id", "command", "required_labels", "retry_policy", "attempt", "upstream_outputs", "enqueued_at_ms", "delayed_until_ms", "run_id", "name", "env", "timeout_secs")
+    __slots__ = ("job_id", "workflow_id", "command", "required_labels", "retry_policy", "attempt", "upstream_outputs", "enqueued_at", "delayed_until", "run_id", "name", "env", "timeout_secs")
     class UpstreamOutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -97,8 +100,8 @@ class QueuedJob(_message.Message):
     RETRY_POLICY_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
-    ENQUEUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
-    DELAYED_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    ENQUEUED_AT_FIELD_NUMBER: _ClassVar[int]
+    DELAYED_UNTIL_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
@@ -110,13 +113,13 @@ class QueuedJob(_message.Message):
     retry_policy: _jobs_pb2.RetryPolicy
     attempt: int
     upstream_outputs: _containers.MessageMap[str, Outputs]
-    enqueued_at_ms: int
-    delayed_until_ms: int
+    enqueued_at: _timestamp_pb2.Timestamp
+    delayed_until: _timestamp_pb2.Timestamp
     run_id: str
     name: str
     env: _containers.ScalarMap[str, str]
     timeout_secs: int
-    def __init__(self, job_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., command: _Optional[str] = ..., required_labels: _Optional[_Iterable[str]] = ..., retry_policy: _Optional[_Union[_jobs_pb2.RetryPolicy, _Mapping]] = ..., attempt: _Optional[int] = ..., upstream_outputs: _Optional[_Mapping[str, Outputs]] = ..., enqueued_at_ms: _Optional[int] = ..., delayed_until_ms: _Optional[int] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., timeout_secs: _Optional[int] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., command: _Optional[str] = ..., required_labels: _Optional[_Iterable[str]] = ..., retry_policy: _Optional[_Union[_jobs_pb2.RetryPolicy, _Mapping]] = ..., attempt: _Optional[int] = ..., upstream_outputs: _Optional[_Mapping[str, Outputs]] = ..., enqueued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delayed_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., timeout_secs: _Optional[int] = ...) -> None: ...
 
 class Outputs(_message.Message):
     __slots__ = ("values",)
@@ -132,24 +135,24 @@ class Outputs(_message.Message):
     def __init__(self, values: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("lease_id", "job_id", "workflow_id", "worker_id", "ttl_secs", "granted_at_ms", "expires_at_ms", "run_id")
+    __slots__ = ("lease_id", "job_id", "workflow_id", "worker_id", "ttl_secs", "granted_at", "expires_at", "run_id")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     TTL_SECS_FIELD_NUMBER: _ClassVar[int]
-    GRANTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
-    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     job_id: str
     workflow_id: str
     worker_id: str
     ttl_secs: int
-    granted_at_ms: int
-    expires_at_ms: int
+    granted_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
     run_id: str
-    def __init__(self, lease_id: _Optional[str] = ..., job_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., ttl_secs: _Optional[int] = ..., granted_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., run_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, lease_id: _Optional[str] = ..., job_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., ttl_secs: _Optional[int] = ..., granted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("job", "lease")
@@ -232,16 +235,16 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., lease_ttl_secs: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("lease_id", "expires_at_ms", "cancelled", "lease_lost")
+    __slots__ = ("lease_id", "expires_at", "cancelled", "lease_lost")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
-    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
     LEASE_LOST_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
-    expires_at_ms: int
+    expires_at: _timestamp_pb2.Timestamp
     cancelled: bool
     lease_lost: bool
-    def __init__(self, lease_id: _Optional[str] = ..., expires_at_ms: _Optional[int] = ..., cancelled: _Optional[bool] = ..., lease_lost: _Optional[bool] = ...) -> None: ...
+    def __init__(self, lease_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled: _Optional[bool] = ..., lease_lost: _Optional[bool] = ...) -> None: ...
 
 class CompleteJobRequest(_message.Message):
     __slots__ = ("lease_id", "outputs")
@@ -273,12 +276,12 @@ class FailJobRequest(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
 
 class FailJobResponse(_message.Message):
-    __slots__ = ("will_retry", "delayed_until_ms")
+    __slots__ = ("will_retry", "delayed_until")
     WILL_RETRY_FIELD_NUMBER: _ClassVar[int]
-    DELAYED_UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    DELAYED_UNTIL_FIELD_NUMBER: _ClassVar[int]
     will_retry: bool
-    delayed_until_ms: int
-    def __init__(self, will_retry: _Optional[bool] = ..., delayed_until_ms: _Optional[int] = ...) -> None: ...
+    delayed_until: _timestamp_pb2.Timestamp
+    def __init__(self, will_retry: _Optional[bool] = ..., delayed_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class JobResult(_message.Message):
     __slots__ = ("complete", "fail")

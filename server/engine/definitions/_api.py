@@ -38,15 +38,23 @@ _JOB_KEYS = (
 )
 
 
+_TIMESTAMP = "google.protobuf.Timestamp"
+
+
 def _output_only(message: Any) -> tuple[str, ...]:
     """The fields the contract marks OUTPUT_ONLY: a definition read back from the
-    API may carry them, and they are ignored rather than refused."""
-    return tuple(
-        f.name
-        for f in message.fields
-        if field_behavior_pb2.OUTPUT_ONLY
-        in f.GetOptions().Extensions[field_behavior_pb2.field_behavior]
-    )
+    API may carry them, and they are ignored rather than refused. A Timestamp may
+    come under its name or, as epoch-milliseconds surfaces render it, with ``_ms``."""
+    names: list[str] = []
+    for f in message.fields:
+        if (
+            field_behavior_pb2.OUTPUT_ONLY
+            in f.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+        ):
+            names.append(f.name)
+            if f.message_type is not None and f.message_type.full_name == _TIMESTAMP:
+                names.append(f.name + "_ms")
+    return tuple(names)
 
 
 _WORKFLOW_OUTPUT_ONLY = _output_only(workflows_pb2.Workflow.DESCRIPTOR)

@@ -46,7 +46,7 @@ class LogOps(Base):
                     "stream": stream,
                     "sequence": c.sequence,
                     "data": c.data,
-                    "timestamp_ms": c.timestamp_ms,
+                    "timestamp_ms": c.timestamp.ToMilliseconds(),
                 }
             )
         org, owner = principal.org_id, principal.subject

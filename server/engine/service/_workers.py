@@ -14,6 +14,7 @@ from trellis.server.core.principal import Principal
 from trellis.server.engine import _machine as machine
 from trellis.server.engine._capabilities import Capabilities
 from trellis.server.engine._machine import Effects, leases, workers
+from trellis.server.engine._render import stamp
 from trellis.server.engine._states import LeaseState
 from trellis.server.engine.service._base import Base
 from trellis.server.engine.service._checks import check_worker
@@ -120,8 +121,8 @@ class WorkerOps(Base):
             msg = workers_pb2.Worker(
                 worker_id=row.worker_id,
                 labels=row.labels,
-                registered_at_ms=row.registered_at_ms,
-                last_heartbeat_ms=row.last_heartbeat_ms,
+                registered_at=stamp(row.registered_at_ms),
+                last_heartbeat=stamp(row.last_heartbeat_ms),
             )
             capabilities = Capabilities.from_json(row.capabilities)
             if capabilities is not None:
