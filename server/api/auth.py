@@ -10,7 +10,7 @@ import grpc
 from trellis.server.api._auth import client_address, current_principal
 from trellis.server.api._engine import unary
 from trellis.server.api._paging import page_request, send_page_headers, token_page
-from trellis.server.api._times import iso, parse_iso
+from trellis.server.api._times import parse_iso, timestamp
 from trellis.server.identity import AuditEvent, Identity, PolicyRule, StoredPolicy
 from trellis.v1 import auth_pb2, auth_pb2_grpc
 
@@ -34,7 +34,7 @@ def _policy(p: StoredPolicy) -> auth_pb2.Policy:
         name=p.name,
         version=p.version,
         enabled=p.enabled,
-        created_at=iso(p.created_at_ms),
+        created_at=timestamp(p.created_at_ms),
         rules=[
             auth_pb2.PolicyRule(
                 effect=r.effect,
@@ -51,7 +51,7 @@ def _policy(p: StoredPolicy) -> auth_pb2.Policy:
 def _audit_log(e: AuditEvent) -> auth_pb2.AuditLog:
     return auth_pb2.AuditLog(
         id=str(e.id),
-        timestamp=iso(e.at_ms),
+        timestamp=timestamp(e.at_ms),
         user_id=e.actor,
         action=e.action,
         resource=e.resource,
@@ -78,7 +78,7 @@ class Auth(auth_pb2_grpc.AuthServiceServicer):
         u = result.user
         return auth_pb2.LoginResponse(
             token=result.access_token,
-            expires_at=iso(result.expires_at_ms),
+            expires_at=timestamp(result.expires_at_ms),
             refresh_token=result.refresh_token or "",
             user=auth_pb2.UserSummary(
                 id=u.id, username=u.username, email=u.email, roles=list(u.roles)
@@ -92,7 +92,7 @@ class Auth(auth_pb2_grpc.AuthServiceServicer):
         result = self.i.refresh(request.token, ip=client_address(context))
         return auth_pb2.RefreshResponse(
             token=result.access_token,
-            expires_at=iso(result.expires_at_ms),
+            expires_at=timestamp(result.expires_at_ms),
             refresh_token=result.refresh_token or "",
         )
 

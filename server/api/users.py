@@ -8,21 +8,14 @@ binding in proto, so nothing here knows which path a call came from.
 from __future__ import annotations
 
 import grpc
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
 from trellis.server.api import _status
 from trellis.server.api._auth import current_principal
 from trellis.server.api._engine import unary
+from trellis.server.api._times import timestamp
 from trellis.server.identity import Identity, UserInfo, store
 from trellis.v1 import users_pb2, users_pb2_grpc
-
-
-def _time(ms: int | None) -> timestamp_pb2.Timestamp | None:
-    if not ms:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMilliseconds(ms)
-    return stamp
 
 
 def user_message(u: UserInfo) -> users_pb2.User:
@@ -33,8 +26,8 @@ def user_message(u: UserInfo) -> users_pb2.User:
         email=u.email,
         roles=list(u.roles),
         enabled=u.enabled,
-        created_at=_time(u.created_at_ms),
-        last_login=_time(u.last_login_ms),
+        created_at=timestamp(u.created_at_ms),
+        last_login=timestamp(u.last_login_ms),
     )
 
 
