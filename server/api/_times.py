@@ -6,12 +6,8 @@ Each REST surface spells a Timestamp as its document does (the bridge's
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
-
-from trellis.server.core.errors import InvalidArgument
 
 
 def timestamp(ms: int | None) -> timestamp_pb2.Timestamp | None:
@@ -29,16 +25,3 @@ def millis(message: Message, field: str) -> int | None:
         return None
     stamp: timestamp_pb2.Timestamp = getattr(message, field)
     return stamp.ToMilliseconds()
-
-
-def parse_iso(text: str, field: str) -> int | None:
-    """An ISO 8601 time as epoch milliseconds (UTC unless it says otherwise)."""
-    if not text:
-        return None
-    try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidArgument(f"{field}: not an ISO 8601 time: {text[:40]!r}") from None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return int(at.timestamp() * 1000)

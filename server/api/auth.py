@@ -10,15 +10,19 @@ import grpc
 from trellis.server.api._auth import client_address, current_principal
 from trellis.server.api._engine import unary
 from trellis.server.api._paging import page_request, send_page_headers, token_page
-from trellis.server.api._times import parse_iso, timestamp
+from trellis.server.api._times import millis, timestamp
 from trellis.server.identity import AuditEvent, Identity, PolicyRule, StoredPolicy
 from trellis.v1 import auth_pb2, auth_pb2_grpc
 
+_EFFECTS = {auth_pb2.POLICY_EFFECT_ALLOW: "allow", auth_pb2.POLICY_EFFECT_DENY: "deny"}
+_EFFECT_VALUES = {text: value for value, text in _EFFECTS.items()}
+
 
 def _rules(rules: Iterable[auth_pb2.PolicyRule]) -> list[PolicyRule]:
+    # An unset or unknown effect reaches the service as "", which it refuses.
     return [
         PolicyRule(
-            effect=r.effect,
+            effect=_EFFECTS.get(r.effect, ""),
             actions=tuple(r.action),
             resources=(r.resource,),
             subjects=tuple(r.subjects),
@@ -37,7 +41,8 @@ def _policy(p: StoredPolicy) -> auth_pb2.Policy:
         created_at=timestamp(p.created_at_ms),
         rules=[
             auth_pb2.PolicyRule(
-                effect=r.effect,
+                # Rows written before effects were an enum keep the case given.
+                effect=_EFFECT_VALUES.get(r.effect.lower(), auth_pb2.POLICY_EFFECT_UNSPECIFIED),
                 resource=",".join(r.resources),
                 action=list(r.actions),
                 subjects=list(r.subjects),
@@ -163,8 +168,8 @@ class Auth(auth_pb2_grpc.AuthServiceServicer):
             actor_filter=request.user_id or None,
             action=request.action or None,
             resource=request.resource or None,
-            since_ms=parse_iso(getattr(request, "from"), "from"),
-            until_ms=parse_iso(request.to, "to"),
+            since_ms=millis(request, "from"),
+            until_ms=millis(request, "to"),
             page=page_request(request),
         )
         send_page_headers(context, page)

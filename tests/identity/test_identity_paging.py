@@ -59,7 +59,11 @@ def test_each_identity_listing_pages_through_every_item_once(server: Running) ->
         auth.CreatePolicy(
             auth_pb2.CreatePolicyRequest(
                 name=name,
-                rules=[auth_pb2.PolicyRule(effect="Deny", resource="workflows:x", action=["run"])],
+                rules=[
+                    auth_pb2.PolicyRule(
+                        effect=auth_pb2.POLICY_EFFECT_DENY, resource="workflows:x", action=["run"]
+                    )
+                ],
             ),
             timeout=RPC_TIMEOUT,
         )
