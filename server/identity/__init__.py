@@ -85,6 +85,7 @@ from __future__ import annotations
 
 from trellis.server.identity._accounts import (
     DEFAULT_PAT_DAYS,
+    DEFAULT_ROLES,
     MAX_PAT_DAYS,
     CreatedMachineUser,
     CreatedPat,
@@ -120,6 +121,7 @@ from trellis.server.identity.store import (
 
 __all__ = [
     "DEFAULT_PAT_DAYS",
+    "DEFAULT_ROLES",
     "MACHINE_SCOPES",
     "MAX_PAT_DAYS",
     "AuditEvent",

@@ -14,7 +14,9 @@ from trellis.server.identity._paging import FIRST_PAGE, Listing, PageRequest, li
 from trellis.server.identity.principal import PermissionDenied, Principal, PrincipalKind
 from trellis.server.identity.scopes import Scope, parse_scope_string
 from trellis.server.identity.secrets_ import TokenKind, new_token, parse
-from trellis.server.identity.store import Page
+
+# The roles of a user created without any: the least privileged one.
+DEFAULT_ROLES: Final = ("viewer",)
 
 # A PAT's lifetime in days: tokens expire, by default after a month.
 DEFAULT_PAT_DAYS: Final = 30
@@ -73,13 +75,14 @@ class Accounts(Base):
         username: str,
         email: str,
         password: str,
-        roles: Iterable[str] = ("viewer",),
+        roles: Iterable[str] = (),
         enabled: bool = True,
     ) -> UserInfo:
+        """A new user of the caller's organization (``DEFAULT_ROLES`` without roles)."""
         self.require(actor, Scope.ADMIN_USERS, "user.create")
         if not username.strip():
             raise InvalidArgument("username must not be empty")
-        checked = check_roles(roles)
+        checked = check_roles(tuple(roles) or DEFAULT_ROLES)
         problem = passwords.check_strength(password)
         if problem is not None:
             raise InvalidArgument(problem)
@@ -114,12 +117,28 @@ class Accounts(Base):
         role: str | None = None,
         enabled: bool | None = None,
         include_deleted: bool = False,
-        limit: int = store.DEFAULT_LIMIT,
-        offset: int = 0,
-    ) -> Page[UserInfo]:
+        page: PageRequest = FIRST_PAGE,
+    ) -> Listing[UserInfo]:
+        """The organization's users, oldest first, by token or by limit/offset."""
         self.require(actor, Scope.ADMIN_USERS, "user.list")
+        scope = listing_scope("users", actor.org_id, role, enabled, include_deleted)
         with self.db.read() as conn:
-            page = store.list_users(
+            if page.by_token:
+                size = page.size()
+                rows = store.list_users_after(
+                    conn,
+                    actor.org_id,
+                    role=role,
+                    enabled=enabled,
+                    include_deleted=include_deleted,
+                    after=self.resume_after(page, scope),
+                    limit=size + 1,
+                )
+                found = self.keyset_listing(scope, rows, size, _user_key)
+                users = tuple(UserInfo.of(u) for u in found.items)
+                return Listing(users, None, found.limit, 0, found.next_page_token)
+            limit, offset = page.bounds()
+            listed = store.list_users(
                 conn,
                 actor.org_id,
                 role=role,
@@ -128,7 +147,11 @@ class Accounts(Base):
                 limit=limit,
                 offset=offset,
             )
-        return Page(tuple(UserInfo.of(u) for u in page.items), page.total)
+        items = listed.items
+        more = bool(items) and offset + len(items) < listed.total
+        token = self.page_tokens().encode(scope, _user_key(items[-1])) if more else ""
+        users = tuple(UserInfo.of(u) for u in items)
+        return Listing(users, listed.total, limit, offset, token)
 
     def get_user(self, actor: Principal, user_id: str) -> UserInfo:
         # Anyone may read their own record; others' need admin:users.
@@ -477,6 +500,10 @@ class Accounts(Base):
                 detail={"name": name, "created": created},
             )
         return RegisteredBackend(backend, created)
+
+
+def _user_key(user: store.User) -> tuple[int, str]:
+    return user.created_at_ms, user.id
 
 
 def _machine_only(principal: Principal) -> None:

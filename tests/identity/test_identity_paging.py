@@ -19,6 +19,8 @@ from trellis.v1 import (
     identity_pb2_grpc,
     machine_pb2,
     machine_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
 )
 
 
@@ -206,3 +208,40 @@ def test_limit_and_offset_pages_still_answer_with_their_rest_headers(server: Run
     )
     assert [o.id for o in rest_of_it.organizations] == names[1:]
     assert rest_of_it.next_page_token == ""
+
+
+def test_users_page_by_token_and_still_by_limit_and_offset(server: Running) -> None:
+    users = users_pb2_grpc.UserServiceStub(server.channel)
+    names = [uid("u") for _ in range(5)]
+    for name in names:
+        users.CreateUser(
+            users_pb2.CreateUserRequest(username=name, password="Correct-horse-battery-9"),
+            timeout=RPC_TIMEOUT,
+        )
+
+    def page(token: str, **filters: Any) -> Any:
+        request = users_pb2.ListUsersRequest(page_size=2, page_token=token, **filters)
+        return users.ListUsers(request, timeout=RPC_TIMEOUT)
+
+    listed, pages = walk(page, "users")
+    # Oldest first: the administrator made at start-up, then the new users.
+    assert [u.username for u in listed][1:] == names and pages == 3
+    viewers, _ = walk(lambda t: page(t, role="viewer"), "users")
+    assert [u.username for u in viewers] == names
+
+    # A token is bound to the filters of the listing that issued it.
+    token = page("", role="viewer").next_page_token
+    assert "other filters" in invalid_argument(lambda: page(token, role="admin"))
+    assert "not both" in invalid_argument(
+        lambda: users.ListUsers(
+            users_pb2.ListUsersRequest(page_size=2, offset=1), timeout=RPC_TIMEOUT
+        )
+    )
+
+    by_offset = rest(server).get("/users?role=viewer&limit=2&offset=3")
+    assert by_offset.status == 200
+    assert [u["username"] for u in by_offset.json["data"]] == names[3:]
+    assert (by_offset.headers["X-Total-Count"], by_offset.headers["X-Limit"]) == ("5", "2")
+    by_token = rest(server).get(f"/api/v1/admin/users?role=viewer&page_size=2&page_token={token}")
+    assert [u["username"] for u in by_token.json] == names[2:4]
+    assert "X-Total-Count" not in by_token.headers
