@@ -245,3 +245,36 @@ def test_users_page_by_token_and_still_by_limit_and_offset(server: Running) -> N
     by_token = rest(server).get(f"/api/v1/admin/users?role=viewer&page_size=2&page_token={token}")
     assert [u["username"] for u in by_token.json] == names[2:4]
     assert "X-Total-Count" not in by_token.headers
+
+
+def test_an_audit_page_token_resumes_after_its_last_event_as_new_ones_arrive(
+    server: Running,
+) -> None:
+    ident = identity_pb2_grpc.IdentityServiceStub(server.channel)
+    auth = auth_pb2_grpc.AuthServiceStub(server.channel)
+
+    def create_org() -> str:
+        name = uid("n")
+        ident.CreateOrganization(
+            identity_pb2.CreateOrganizationRequest(id=name, name=name), timeout=RPC_TIMEOUT
+        )
+        return f"org:{name}"
+
+    older = [create_org() for _ in range(4)]
+
+    def page(token: str = "", **paging: Any) -> Any:
+        request = auth_pb2.ListAuditLogsRequest(action="org.create", page_token=token, **paging)
+        return auth.ListAuditLogs(request, timeout=RPC_TIMEOUT)
+
+    first = page(page_size=2)
+    assert [e.resource for e in first.logs] == older[:1:-1]
+    # Events logged meanwhile are newer: they neither shift nor repeat the next page.
+    create_org()
+    second = page(first.next_page_token)
+    assert [e.resource for e in second.logs][:2] == older[1::-1]
+
+    # A limit/offset page names the page after it the same way.
+    by_offset = page(limit=1, offset=1)
+    assert [e.resource for e in by_offset.logs] == older[-1:]
+    after_it = page(by_offset.next_page_token, page_size=2)
+    assert [e.resource for e in after_it.logs] == older[-2:-4:-1]
