@@ -23,6 +23,8 @@ from ._json_values import CodecError, Json, describe
 
 TIMESTAMP = "google.protobuf.Timestamp"
 
+_IN_MS = frozenset({options_pb2.TIME_FORMAT_EPOCH_MS, options_pb2.TIME_FORMAT_EPOCH_MS_OR_ZERO})
+
 TimeRenderer = Callable[[Any], Json]
 """Renders one set Timestamp (unset ones are the caller's: see ``unset_time``)."""
 
@@ -38,7 +40,7 @@ def is_time(field: FieldDescriptor) -> bool:
 
 def time_key(key: str, times: int, *, json_names: bool) -> str:
     """The JSON key of a Timestamp field whose plain key is ``key``."""
-    if times == options_pb2.TIME_FORMAT_EPOCH_MS:
+    if times in _IN_MS:
         return key + ("Ms" if json_names else "_ms")
     return key
 
@@ -52,14 +54,16 @@ def time_renderer(times: int) -> TimeRenderer:
     """Renders a set Timestamp in a ``trellis.v1.TimeFormat``."""
     if times == options_pb2.TIME_FORMAT_ISO_SECONDS:
         return lambda ts: datetime.fromtimestamp(ts.seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if times == options_pb2.TIME_FORMAT_EPOCH_MS:
+    if times in _IN_MS:
         return lambda ts: ts.seconds * 1000 + ts.nanos // 1_000_000
     return lambda ts: ts.ToJsonString()
 
 
 def unset_time(times: int) -> Json:
     """How an unset Timestamp field renders in a ``trellis.v1.TimeFormat``."""
-    return "" if times == options_pb2.TIME_FORMAT_ISO_SECONDS else None
+    if times == options_pb2.TIME_FORMAT_ISO_SECONDS:
+        return ""
+    return 0 if times == options_pb2.TIME_FORMAT_EPOCH_MS_OR_ZERO else None
 
 
 def parse_time_text(text: str, path: str) -> timestamp_pb2.Timestamp | None:

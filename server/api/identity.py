@@ -41,9 +41,9 @@ def _pat(p: Pat) -> identity_pb2.PersonalAccessToken:
         name=p.name,
         scopes=list(p.scopes),
         hint=p.hint,
-        created_at_ms=p.created_at_ms,
-        expires_at_ms=p.expires_at_ms or 0,
-        last_used_at_ms=p.last_used_at_ms or 0,
+        created_at=timestamp(p.created_at_ms),
+        expires_at=timestamp(p.expires_at_ms),
+        last_used_at=timestamp(p.last_used_at_ms),
         user_id=p.user_id,
     )
 

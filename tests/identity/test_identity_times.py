@@ -74,3 +74,20 @@ def test_a_time_that_is_no_time_is_the_servers_refusal(server: Running) -> None:
     assert answer.status == 400
     assert answer.json == {"success": False, "error": "to: not an ISO 8601 time: 'soon'"}
     assert answer.headers["X-RateLimit-Limit"]
+
+
+def test_pat_times_are_timestamps_and_never_is_zero_on_api_v1(server: Running) -> None:
+    created = identity_pb2_grpc.IdentityServiceStub(server.channel).CreatePersonalAccessToken(
+        identity_pb2.CreatePersonalAccessTokenRequest(name=uid("pat"), expires_in_days=2),
+        timeout=RPC_TIMEOUT,
+    )
+    pat = created.token
+    created_ms = pat.created_at.ToMilliseconds()
+    assert pat.expires_at.ToMilliseconds() == created_ms + 2 * 86_400_000
+    assert not pat.HasField("last_used_at")
+
+    listed = rest(server).get("/api/v1/oauth2/tokens")
+    [shown] = [t for t in listed.json if t["id"] == pat.id]
+    assert shown["created_at_ms"] == created_ms
+    assert shown["expires_at_ms"] == pat.expires_at.ToMilliseconds()
+    assert shown["last_used_at_ms"] == 0

@@ -29,6 +29,7 @@ from trellis.v1 import options_pb2, users_pb2
 RFC3339 = options_pb2.TIME_FORMAT_UNSPECIFIED
 ISO_SECONDS = options_pb2.TIME_FORMAT_ISO_SECONDS
 EPOCH_MS = options_pb2.TIME_FORMAT_EPOCH_MS
+EPOCH_MS_OR_ZERO = options_pb2.TIME_FORMAT_EPOCH_MS_OR_ZERO
 # 2025-09-26T10:00:00.250Z
 MS = 1758880800250
 
@@ -54,6 +55,7 @@ def _times(rendered: Any) -> dict[str, Any]:
         (ISO_SECONDS, False, {"created_at": "2025-09-26T10:00:00Z", "last_login": ""}),
         (EPOCH_MS, False, {"created_at_ms": MS, "last_login_ms": None}),
         (EPOCH_MS, True, {"createdAtMs": MS, "lastLoginMs": None}),
+        (EPOCH_MS_OR_ZERO, False, {"created_at_ms": MS, "last_login_ms": 0}),
         (ISO_SECONDS, True, {"createdAt": "2025-09-26T10:00:00Z", "lastLogin": ""}),
     ],
 )

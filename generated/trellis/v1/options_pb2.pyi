@@ -13,6 +13,7 @@ class TimeFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TIME_FORMAT_UNSPECIFIED: _ClassVar[TimeFormat]
     TIME_FORMAT_ISO_SECONDS: _ClassVar[TimeFormat]
     TIME_FORMAT_EPOCH_MS: _ClassVar[TimeFormat]
+    TIME_FORMAT_EPOCH_MS_OR_ZERO: _ClassVar[TimeFormat]
 
 class ErrorStyle(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -51,6 +52,7 @@ class RateLimitBucket(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 TIME_FORMAT_UNSPECIFIED: TimeFormat
 TIME_FORMAT_ISO_SECONDS: TimeFormat
 TIME_FORMAT_EPOCH_MS: TimeFormat
+TIME_FORMAT_EPOCH_MS_OR_ZERO: TimeFormat
 ERROR_STYLE_UNSPECIFIED: ErrorStyle
 ERROR_STYLE_GOOGLE: ErrorStyle
 ERROR_STYLE_SUCCESS_FLAG: ErrorStyle
