@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 
 from ._descriptors import descriptor_of
 from ._enums import EnumCodec, enum_codec
-from ._json_values import CodecError, Json, child_path, describe, index_path
+from ._json_values import CodecError, Json, ServerRefusal, child_path, describe, index_path
 from ._parse import TextSetter, field_setter, message_parser, query_setters, text_setter
 from ._render import MessageRenderer, field_renderer, message_renderer
 
@@ -37,6 +37,7 @@ __all__ = [
     "InvalidJsonError",
     "Json",
     "MessageRenderer",
+    "ServerRefusal",
     "TextSetter",
     "UnsupportedBodyError",
     "body_binder",

@@ -51,6 +51,9 @@ class EnumCodec:
             by_text.setdefault(text, number)
         self._by_text = by_text
         self._choices = sorted({s for s in self._rendered.values() if s is not None})
+        self._unknown_wording: str = option(
+            descriptor.GetOptions(), options_pb2.unknown_value_error
+        )
 
     def render(self, number: int) -> Json:
         """The JSON spelling of a value; unknown numbers render as themselves."""
@@ -76,6 +79,9 @@ class EnumCodec:
             return number
         if text.lstrip("-").isdigit():
             return self.parse(int(text), path)
+        if self._unknown_wording:
+            parent, _, name = path.rpartition(".")
+            raise CodecError(parent, f"{name} {self._unknown_wording}, got {text.lower()!r}")
         raise CodecError(path, f"expected one of {self._choice_text()}, got {describe(text)}")
 
     def _choice_text(self) -> str:

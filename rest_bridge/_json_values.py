@@ -21,6 +21,11 @@ class CodecError(ValueError):
         self.problem = problem
 
 
+class ServerRefusal(CodecError):
+    """A value of a ``(trellis.v1.refused_by_server)`` field that does not fit: the
+    server refuses the call with this message, after its checks of the caller."""
+
+
 def describe(value: object) -> str:
     """A short JSON spelling of a value for error messages (``"x"``, ``1.5``, ``null``)."""
     try:

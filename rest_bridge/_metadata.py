@@ -13,6 +13,11 @@ _FORWARDED_HEADERS = (
 )
 
 
+# The metadata of a call the server is to refuse with the bridge's message
+# (`trellis.v1.refused_by_server`); `-bin`, as the message may be any text.
+REFUSAL_KEY = "trellis-refusal-bin"
+
+
 class InvalidHeaderError(ValueError):
     """A header that cannot travel as gRPC metadata (non-ASCII or control characters)."""
 

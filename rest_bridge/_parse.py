@@ -29,9 +29,18 @@ from ._descriptors import (
     json_shape,
     map_shape_field,
     message_type,
+    option,
     tagged_oneof,
 )
-from ._json_values import CodecError, Json, child_path, describe, entry_path, index_path
+from ._json_values import (
+    CodecError,
+    Json,
+    ServerRefusal,
+    child_path,
+    describe,
+    entry_path,
+    index_path,
+)
 from ._per_type import PerType
 from ._scalars import scalar_parser, text_parser
 from ._times import is_time, ms_keys, time_setter, time_text_setter
@@ -78,7 +87,7 @@ def _build(descriptor: Descriptor) -> MessageParser:
             output_only=is_output_only(field),
             # Synthetic oneofs of `optional` fields have one member: no conflicts.
             oneof=oneof.name if oneof is not None and len(oneof.fields) > 1 else None,
-            assign=field_setter(field),
+            assign=_refusals(field, field_setter(field)),
             clear_to_null_value=(
                 field.type == FieldDescriptor.TYPE_MESSAGE
                 and not field.is_repeated
@@ -88,7 +97,7 @@ def _build(descriptor: Descriptor) -> MessageParser:
         for key in input_keys(field):
             plans[key] = plan
         if is_time(field) and not field.is_repeated:
-            in_ms = dataclasses.replace(plan, assign=time_setter(field, ms=True))
+            in_ms = dataclasses.replace(plan, assign=_refusals(field, time_setter(field, ms=True)))
             for key in ms_keys(field):
                 plans.setdefault(key, in_ms)
 
@@ -118,6 +127,34 @@ def _build(descriptor: Descriptor) -> MessageParser:
             plan.assign(message, item, child_path(path, key))
 
     return parse
+
+
+def _refusals(field: FieldDescriptor, setter: FieldSetter) -> FieldSetter:
+    """``setter``, its refusals left to the server for ``(refused_by_server)`` fields."""
+    if not option(field.GetOptions(), options_pb2.refused_by_server):
+        return setter
+
+    def set_or_refuse(message: Message, value: Json, path: str) -> None:
+        try:
+            setter(message, value, path)
+        except CodecError as error:
+            raise ServerRefusal(error.path, error.problem) from None
+
+    return set_or_refuse
+
+
+def _text_refusals(field: FieldDescriptor, setter: TextSetter) -> TextSetter:
+    """The URL-text counterpart of ``_refusals``."""
+    if not option(field.GetOptions(), options_pb2.refused_by_server):
+        return setter
+
+    def set_or_refuse(message: Message, texts: Sequence[str]) -> None:
+        try:
+            setter(message, texts)
+        except CodecError as error:
+            raise ServerRefusal(error.path, error.problem) from None
+
+    return set_or_refuse
 
 
 def field_setter(field: FieldDescriptor) -> FieldSetter:
@@ -307,11 +344,11 @@ def query_setters(
                 continue
             if is_time(field) and not field.is_repeated:
                 dotted = ".".join(f.name for f in here)
-                as_text = time_text_setter(here, dotted, ms=False)
+                as_text = _text_refusals(field, time_text_setter(here, dotted, ms=False))
                 for key in {dotted, ".".join(f.json_name for f in here)}:
                     setters[key] = as_text
                 prefix = ".".join(f.name for f in chain)
-                as_ms = time_text_setter(here, dotted + "_ms", ms=True)
+                as_ms = _text_refusals(field, time_text_setter(here, dotted + "_ms", ms=True))
                 for key in ms_keys(field):
                     setters.setdefault(f"{prefix}.{key}" if prefix else key, as_ms)
                 continue
@@ -328,7 +365,7 @@ def query_setters(
                 walk(sub, here, seen | {sub.full_name})
                 continue
             dotted = ".".join(f.name for f in here)
-            setter = text_setter(here, dotted)
+            setter = _text_refusals(field, text_setter(here, dotted))
             for key in {dotted, ".".join(f.json_name for f in here)}:
                 setters[key] = setter
 

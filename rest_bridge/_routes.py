@@ -15,6 +15,7 @@ from ._codec import (
     CodecError,
     InvalidFormError,
     InvalidJsonError,
+    ServerRefusal,
     UnsupportedBodyError,
     body_binder,
     form_binder,
@@ -28,7 +29,7 @@ from ._codec import (
 from ._descriptors import INTEGER_TYPES, message_class
 from ._errors import error_response, json_response, rpc_error_response
 from ._http_rules import HttpBinding
-from ._metadata import InvalidHeaderError, forwarded_metadata
+from ._metadata import REFUSAL_KEY, InvalidHeaderError, forwarded_metadata
 from ._response_headers import apply_headers, call_headers
 
 #: The request field that asks the server to wait (long polling); the call's
@@ -118,6 +119,8 @@ class TranscodedRoute:
         try:
             metadata = forwarded_metadata(request)
             self._bind(request, message, path_args)
+        except ServerRefusal as refusal:
+            return self._refused_by_server(refusal, metadata)
         except (CodecError, InvalidJsonError, InvalidFormError, InvalidHeaderError) as error:
             return error_response(400, str(error), style=self._style)
         except UnsupportedBodyError as error:
@@ -132,6 +135,22 @@ class TranscodedRoute:
         answer = json_response(self.surface.wrap(self._render(response)), self._success_code)
         apply_headers(answer, self.surface.headers)
         return apply_headers(answer, call_headers(call))
+
+    def _refused_by_server(
+        self, refusal: ServerRefusal, metadata: tuple[tuple[str, str], ...]
+    ) -> flask.Response:
+        """The server's refusal of a value the bridge could not read (its auth and
+        limit checks come first, and their headers with the answer)."""
+        try:
+            self._stub.with_call(
+                self._request_class(),
+                timeout=self._call_timeout,
+                metadata=(*metadata, (REFUSAL_KEY, str(refusal).encode())),
+            )
+        except grpc.RpcError as error:
+            return rpc_error_response(error, style=self._style)
+        # A server that does not know the convention took the call as empty.
+        return error_response(400, str(refusal), style=self._style)
 
     def _bind(self, request: flask.Request, message: Message, path_args: dict[str, str]) -> None:
         # Later sources win: body, then query, then path (the URL names the resource).

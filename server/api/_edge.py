@@ -63,6 +63,19 @@ def abort(context: grpc.ServicerContext, exc: TrellisError) -> NoReturn:
     )
 
 
+# The REST bridge's request for a refusal (`trellis.v1.refused_by_server` in
+# options.proto): a value it could not read, to be refused here after the
+# interceptors have checked the caller and counted the call.
+_REFUSAL_KEY = "trellis-refusal-bin"
+
+
+def _check_refusal(context: grpc.ServicerContext) -> None:
+    for key, value in context.invocation_metadata():
+        if key == _REFUSAL_KEY:
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            raise InvalidArgument(text)
+
+
 def unary(fn: F) -> F:
     """Maps domain errors of a unary handler to gRPC statuses (the call
     interceptor, ``_wire``, answers anything else)."""
@@ -70,6 +83,7 @@ def unary(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            _check_refusal(context)
             return fn(self, request, context)
         except TrellisError as exc:
             abort(context, exc)
@@ -83,6 +97,7 @@ def streaming(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
+            _check_refusal(context)
             yield from fn(self, request, context)
         except TrellisError as exc:
             abort(context, exc)

@@ -10,15 +10,19 @@ import grpc
 from trellis.server.api._auth import client_address, current_principal
 from trellis.server.api._engine import unary
 from trellis.server.api._paging import page_request, send_page_headers, token_page
-from trellis.server.api._times import iso, parse_iso
+from trellis.server.api._times import millis, timestamp
 from trellis.server.identity import AuditEvent, Identity, PolicyRule, StoredPolicy
 from trellis.v1 import auth_pb2, auth_pb2_grpc
 
+_EFFECTS = {auth_pb2.POLICY_EFFECT_ALLOW: "allow", auth_pb2.POLICY_EFFECT_DENY: "deny"}
+_EFFECT_VALUES = {text: value for value, text in _EFFECTS.items()}
+
 
 def _rules(rules: Iterable[auth_pb2.PolicyRule]) -> list[PolicyRule]:
+    # An unset or unknown effect reaches the service as "", which it refuses.
     return [
         PolicyRule(
-            effect=r.effect,
+            effect=_EFFECTS.get(r.effect, ""),
             actions=tuple(r.action),
             resources=(r.resource,),
             subjects=tuple(r.subjects),
@@ -34,10 +38,11 @@ def _policy(p: StoredPolicy) -> auth_pb2.Policy:
         name=p.name,
         version=p.version,
         enabled=p.enabled,
-        created_at=iso(p.created_at_ms),
+        created_at=timestamp(p.created_at_ms),
         rules=[
             auth_pb2.PolicyRule(
-                effect=r.effect,
+                # Rows written before effects were an enum keep the case given.
+                effect=_EFFECT_VALUES.get(r.effect.lower(), auth_pb2.POLICY_EFFECT_UNSPECIFIED),
                 resource=",".join(r.resources),
                 action=list(r.actions),
                 subjects=list(r.subjects),
@@ -51,7 +56,7 @@ def _policy(p: StoredPolicy) -> auth_pb2.Policy:
 def _audit_log(e: AuditEvent) -> auth_pb2.AuditLog:
     return auth_pb2.AuditLog(
         id=str(e.id),
-        timestamp=iso(e.at_ms),
+        timestamp=timestamp(e.at_ms),
         user_id=e.actor,
         action=e.action,
         resource=e.resource,
@@ -78,7 +83,7 @@ class Auth(auth_pb2_grpc.AuthServiceServicer):
         u = result.user
         return auth_pb2.LoginResponse(
             token=result.access_token,
-            expires_at=iso(result.expires_at_ms),
+            expires_at=timestamp(result.expires_at_ms),
             refresh_token=result.refresh_token or "",
             user=auth_pb2.UserSummary(
                 id=u.id, username=u.username, email=u.email, roles=list(u.roles)
@@ -92,7 +97,7 @@ class Auth(auth_pb2_grpc.AuthServiceServicer):
         result = self.i.refresh(request.token, ip=client_address(context))
         return auth_pb2.RefreshResponse(
             token=result.access_token,
-            expires_at=iso(result.expires_at_ms),
+            expires_at=timestamp(result.expires_at_ms),
             refresh_token=result.refresh_token or "",
         )
 
@@ -163,8 +168,8 @@ class Auth(auth_pb2_grpc.AuthServiceServicer):
             actor_filter=request.user_id or None,
             action=request.action or None,
             resource=request.resource or None,
-            since_ms=parse_iso(getattr(request, "from"), "from"),
-            until_ms=parse_iso(request.to, "to"),
+            since_ms=millis(request, "from"),
+            until_ms=millis(request, "to"),
             page=page_request(request),
         )
         send_page_headers(context, page)

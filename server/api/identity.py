@@ -8,6 +8,7 @@ import grpc
 from trellis.server.api._auth import current_principal
 from trellis.server.api._engine import unary
 from trellis.server.api._paging import page_request, send_page_headers, token_page
+from trellis.server.api._times import timestamp
 from trellis.server.identity import (
     FirstAdmin,
     Identity,
@@ -29,8 +30,8 @@ def _org(o: Organization) -> identity_pb2.Organization:
         id=o.id,
         name=o.name,
         status=_ORG_STATUS[o.status],
-        created_at_ms=o.created_at_ms,
-        updated_at_ms=o.updated_at_ms,
+        created_at=timestamp(o.created_at_ms),
+        updated_at=timestamp(o.updated_at_ms),
     )
 
 
@@ -40,9 +41,9 @@ def _pat(p: Pat) -> identity_pb2.PersonalAccessToken:
         name=p.name,
         scopes=list(p.scopes),
         hint=p.hint,
-        created_at_ms=p.created_at_ms,
-        expires_at_ms=p.expires_at_ms or 0,
-        last_used_at_ms=p.last_used_at_ms or 0,
+        created_at=timestamp(p.created_at_ms),
+        expires_at=timestamp(p.expires_at_ms),
+        last_used_at=timestamp(p.last_used_at_ms),
         user_id=p.user_id,
     )
 
@@ -55,7 +56,7 @@ def _client(c: OAuthClient) -> identity_pb2.OAuthClient:
         redirect_uris=list(c.redirect_uris),
         grant_types=list(c.grant_types),
         scopes=list(c.scopes),
-        created_at_ms=c.created_at_ms,
+        created_at=timestamp(c.created_at_ms),
     )
 
 

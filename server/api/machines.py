@@ -8,7 +8,7 @@ import grpc
 from trellis.server.api._auth import current_principal
 from trellis.server.api._engine import unary
 from trellis.server.api._paging import token_page
-from trellis.server.api._times import iso
+from trellis.server.api._times import timestamp
 from trellis.server.identity import Identity, MachineUser
 from trellis.v1 import machine_pb2, machine_pb2_grpc
 
@@ -20,7 +20,7 @@ def _machine(m: MachineUser) -> machine_pb2.MachineUser:
         name=m.name,
         enabled=m.enabled,
         hint=m.hint,
-        created_at=iso(m.created_at_ms),
+        created_at=timestamp(m.created_at_ms),
     )
 
 
@@ -67,7 +67,7 @@ class Machines(machine_pb2_grpc.MachineUserServiceServicer):
             callback_url=backend.callback_url,
             machine_user_id=backend.machine_user_id,
             description=backend.description,
-            created_at=iso(backend.created_at_ms),
+            created_at=timestamp(backend.created_at_ms),
         )
 
     @unary

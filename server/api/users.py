@@ -8,21 +8,14 @@ binding in proto, so nothing here knows which path a call came from.
 from __future__ import annotations
 
 import grpc
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
-from trellis.server.api import _status
 from trellis.server.api._auth import current_principal
 from trellis.server.api._engine import unary
-from trellis.server.identity import Identity, UserInfo, store
+from trellis.server.api._paging import page_request, send_page_headers
+from trellis.server.api._times import timestamp
+from trellis.server.identity import Identity, UserInfo
 from trellis.v1 import users_pb2, users_pb2_grpc
-
-
-def _time(ms: int | None) -> timestamp_pb2.Timestamp | None:
-    if not ms:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMilliseconds(ms)
-    return stamp
 
 
 def user_message(u: UserInfo) -> users_pb2.User:
@@ -33,8 +26,8 @@ def user_message(u: UserInfo) -> users_pb2.User:
         email=u.email,
         roles=list(u.roles),
         enabled=u.enabled,
-        created_at=_time(u.created_at_ms),
-        last_login=_time(u.last_login_ms),
+        created_at=timestamp(u.created_at_ms),
+        last_login=timestamp(u.last_login_ms),
     )
 
 
@@ -46,27 +39,17 @@ class Users(users_pb2_grpc.UserServiceServicer):
     def ListUsers(
         self, request: users_pb2.ListUsersRequest, context: grpc.ServicerContext
     ) -> users_pb2.ListUsersResponse:
-        limit = request.limit if request.HasField("limit") else store.DEFAULT_LIMIT
-        limit = max(1, min(int(limit), store.MAX_LIMIT))
-        offset = int(request.offset)
         page = self.i.list_users(
             current_principal(),
             role=request.role or None,
             enabled=request.enabled if request.HasField("enabled") else None,
             include_deleted=request.include_deleted,
-            limit=limit,
-            offset=offset,
+            page=page_request(request),
         )
-        # Seed 002's pagination headers (the bridge copies them to HTTP).
-        _status.add_trailers(
-            context,
-            (
-                ("x-total-count", str(page.total)),
-                ("x-limit", str(limit)),
-                ("x-offset", str(offset)),
-            ),
+        send_page_headers(context, page)
+        return users_pb2.ListUsersResponse(
+            users=[user_message(u) for u in page.items], next_page_token=page.next_page_token
         )
-        return users_pb2.ListUsersResponse(users=[user_message(u) for u in page.items])
 
     @unary
     def CreateUser(
@@ -77,7 +60,7 @@ class Users(users_pb2_grpc.UserServiceServicer):
             username=request.username,
             email=request.email,
             password=request.password,
-            roles=list(request.roles) or ["viewer"],
+            roles=list(request.roles),
             enabled=request.enabled if request.HasField("enabled") else True,
         )
         return user_message(created)

@@ -13,11 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
-from sqlalchemy import ColumnElement, Connection
+from sqlalchemy import ColumnElement, Connection, select
 
 from trellis.server.core import _sql
 from trellis.server.core.errors import InvalidArgument
 from trellis.server.core.models import AuditEventRow, table
+from trellis.server.core.pagination import KeyValue, after_key
 from trellis.server.core.paging import DEFAULT_LIMIT, Page, page_bounds, page_of
 
 audit_events = table(AuditEventRow)
@@ -167,6 +168,56 @@ def list_audit(
     """The org's audit events, newest first; filters are exact matches, the time
     range is ``since_ms <= at_ms < until_ms``."""
     limit, offset = page_bounds(limit, offset)
+    conditions = _filters(org_id, actor, action, resource, result, since_ms, until_ms)
+    order = [column.desc() for column in _ORDER]
+    return page_of(conn, audit_events, conditions, order, limit, offset, _audit)
+
+
+def list_audit_after(
+    conn: Connection,
+    org_id: str,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    resource: str | None = None,
+    result: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    after: Sequence[KeyValue] | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> list[AuditEvent]:
+    """At most ``limit`` of the events ``list_audit`` lists, in its order, strictly
+    after the sort key ``after`` (``audit_key`` of the last event seen) when given."""
+    conditions = _filters(org_id, actor, action, resource, result, since_ms, until_ms)
+    if after is not None:
+        conditions.append(after_key(_ORDER, after, descending=(True, True)))
+    stmt = (
+        select(audit_events)
+        .where(*conditions)
+        .order_by(*(column.desc() for column in _ORDER))
+        .limit(max(1, limit))
+    )
+    return [_audit(m) for m in conn.execute(stmt).mappings()]
+
+
+def audit_key(event: AuditEvent) -> tuple[int, int]:
+    """The sort key of an event in the listing order, for ``after``."""
+    return event.at_ms, event.id
+
+
+# Newest first; the id breaks ties between events of one millisecond.
+_ORDER: Final = (audit_events.c.at_ms, audit_events.c.id)
+
+
+def _filters(
+    org_id: str,
+    actor: str | None,
+    action: str | None,
+    resource: str | None,
+    result: str | None,
+    since_ms: int | None,
+    until_ms: int | None,
+) -> list[ColumnElement[bool]]:
     a = audit_events.c
     conditions: list[ColumnElement[bool]] = [a.org_id == org_id]
     for column, wanted in ((a.actor, actor), (a.action, action), (a.resource, resource)):
@@ -178,8 +229,7 @@ def list_audit(
         conditions.append(a.at_ms >= since_ms)
     if until_ms is not None:
         conditions.append(a.at_ms < until_ms)
-    order = (a.at_ms.desc(), a.id.desc())
-    return page_of(conn, audit_events, conditions, order, limit, offset, _audit)
+    return conditions
 
 
 __all__ = [
@@ -187,7 +237,9 @@ __all__ = [
     "AuditEvent",
     "AuditResult",
     "append_audit",
+    "audit_key",
     "audit_row",
     "list_audit",
+    "list_audit_after",
     "write_audit",
 ]

@@ -105,6 +105,7 @@ from trellis.server.identity._oauth_types import (
 from trellis.server.identity._paging import Listing, PageRequest
 from trellis.server.identity._service import Identity
 from trellis.server.identity._sessions import LoginResult
+from trellis.server.identity._users import DEFAULT_ROLES
 from trellis.server.identity.scopes import scope_catalogue
 from trellis.server.identity.secrets_ import basic_credentials
 from trellis.server.identity.store import (
@@ -120,6 +121,7 @@ from trellis.server.identity.store import (
 
 __all__ = [
     "DEFAULT_PAT_DAYS",
+    "DEFAULT_ROLES",
     "MACHINE_SCOPES",
     "MAX_PAT_DAYS",
     "AuditEvent",

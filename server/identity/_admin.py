@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from trellis.server.core.audit import AuditEvent, list_audit
+from trellis.server.core.audit import AuditEvent, audit_key, list_audit, list_audit_after
 from trellis.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from trellis.server.identity import passwords, policies, store
 from trellis.server.identity._base import Base, well_formed_org
@@ -341,15 +341,22 @@ class Admin(Base):
             "audit", actor.org_id, actor_filter, action, resource, result, since_ms, until_ms
         )
         if page.by_token:
-            # The audit log is read by offset, so its tokens carry one.
-            limit, offset = page.size(), 0
-            if page.page_token:
-                resumed = self.resume_after(page, scope) or ()
-                if len(resumed) != 1 or not isinstance(resumed[0], int) or resumed[0] < 0:
-                    raise InvalidArgument("page_token does not fit this listing")
-                offset = resumed[0]
-        else:
-            limit, offset = page.bounds()
+            size = page.size()
+            with self.db.read() as conn:
+                rows = list_audit_after(
+                    conn,
+                    actor.org_id,
+                    actor=actor_filter,
+                    action=action,
+                    resource=resource,
+                    result=result,
+                    since_ms=since_ms,
+                    until_ms=until_ms,
+                    after=self.resume_after(page, scope),
+                    limit=size + 1,
+                )
+            return self.keyset_listing(scope, rows, size, audit_key)
+        limit, offset = page.bounds()
         with self.db.read() as conn:
             found = list_audit(
                 conn,
@@ -363,14 +370,9 @@ class Admin(Base):
                 limit=limit,
                 offset=offset,
             )
-        shown = offset + len(found.items)
-        token = (
-            self.page_tokens().encode(scope, (shown,))
-            if found.items and shown < found.total
-            else ""
-        )
-        total = None if page.by_token else found.total
-        return Listing(found.items, total, limit, offset, token)
+        more = bool(found.items) and offset + len(found.items) < found.total
+        token = self.page_tokens().encode(scope, audit_key(found.items[-1])) if more else ""
+        return Listing(found.items, found.total, limit, offset, token)
 
 
 def _checked_rules(name: str, rules: Sequence[PolicyRule]) -> list[PolicyRule]:

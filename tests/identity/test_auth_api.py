@@ -9,6 +9,7 @@ by hand.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -127,7 +128,7 @@ def test_refresh_rotates_and_reuse_ends_the_session_and_logout_revokes(server: R
         auth_pb2.LoginRequest(username=ADMIN_USERNAME, password=ADMIN_PASSWORD),
         timeout=RPC_TIMEOUT,
     )
-    assert first.token and first.refresh_token and first.expires_at.endswith("Z")
+    assert first.token and first.refresh_token and first.expires_at.ToSeconds() > time.time()
     second = auth_stub(server.anonymous_channel).Refresh(
         auth_pb2.RefreshRequest(token=first.refresh_token), timeout=RPC_TIMEOUT
     )
@@ -383,7 +384,11 @@ def test_another_organizations_objects_are_invisible_to_all_its_principals(
     policy = auth_stub(server.channel).CreatePolicy(
         auth_pb2.CreatePolicyRequest(
             name="mine",
-            rules=[auth_pb2.PolicyRule(effect="Deny", resource="workflows:x", action=["run"])],
+            rules=[
+                auth_pb2.PolicyRule(
+                    effect=auth_pb2.POLICY_EFFECT_DENY, resource="workflows:x", action=["run"]
+                )
+            ],
         ),
         timeout=RPC_TIMEOUT,
     )
@@ -638,9 +643,13 @@ def test_policies_take_away_what_scopes_grant_and_never_add(server: Running) -> 
         auth_pb2.CreatePolicyRequest(
             name="no_prod_runs",
             rules=[
-                auth_pb2.PolicyRule(effect="Deny", resource="workflows:prod-*", action=["run"]),
+                auth_pb2.PolicyRule(
+                    effect=auth_pb2.POLICY_EFFECT_DENY, resource="workflows:prod-*", action=["run"]
+                ),
                 # An Allow grants nothing beyond the scopes.
-                auth_pb2.PolicyRule(effect="Allow", resource="workflows:*", action=["run"]),
+                auth_pb2.PolicyRule(
+                    effect=auth_pb2.POLICY_EFFECT_ALLOW, resource="workflows:*", action=["run"]
+                ),
             ],
         ),
         timeout=RPC_TIMEOUT,

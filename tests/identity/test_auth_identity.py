@@ -19,7 +19,7 @@ from conftest import race
 
 from trellis.server.core.db import Database
 from trellis.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
-from trellis.server.identity import MACHINE_SCOPES, Identity, store, totp
+from trellis.server.identity import MACHINE_SCOPES, Identity, PageRequest, store, totp
 from trellis.server.identity.principal import (
     DEFAULT_ORG,
     MissingOrganization,
@@ -254,7 +254,7 @@ def test_user_administration(ident: Identity) -> None:
         add_user(ident, admin, "bob", ["viewer"])
     add_user(ident, admin, "carol", ["viewer"])
     assert ident.list_users(admin, role="viewer").total == 1
-    assert ident.list_users(admin, limit=1, offset=1).items[0].username == "bob"
+    assert ident.list_users(admin, page=PageRequest(limit=1, offset=1)).items[0].username == "bob"
     updated = ident.update_user(admin, bob, email="b@example.com", password="new passphrase!")
     assert updated.email == "b@example.com"
     assert ident.login("bob", "new passphrase!").access_token

@@ -7,7 +7,14 @@ import pytest
 from test_auth_identity import admin_of, ident
 
 from trellis.server.core.errors import InvalidArgument
-from trellis.server.identity import DEFAULT_PAT_DAYS, MAX_PAT_DAYS, Identity, PolicyRule
+from trellis.server.identity import (
+    DEFAULT_PAT_DAYS,
+    DEFAULT_ROLES,
+    MAX_PAT_DAYS,
+    Identity,
+    PageRequest,
+    PolicyRule,
+)
 from trellis.server.identity.principal import PermissionDenied
 from trellis.server.identity.scopes import ROLE_SCOPES
 
@@ -64,3 +71,14 @@ def test_only_machine_users_check_themselves_and_only_users_authorize(ident: Ide
     assert checked.valid and checked.machine_user_id == machine.machine_user.id
     with pytest.raises(PermissionDenied, match="only a signed-in user"):
         ident.authorize(principal, "client", None, None, None, None, None)
+
+
+def test_a_user_is_a_viewer_unless_told_and_user_pages_are_clamped(ident: Identity) -> None:
+    admin = admin_of(ident)
+    made = ident.create_user(admin, username="quiet", email="", password="Correct-horse-battery-9")
+    assert made.roles == DEFAULT_ROLES == ("viewer",)
+    assert ident.list_users(admin).limit == 50
+    widest = ident.list_users(admin, page=PageRequest(limit=5000))
+    assert (widest.limit, widest.total) == (1000, 2)
+    narrowest = ident.list_users(admin, page=PageRequest(limit=0, offset=1))
+    assert (narrowest.limit, [u.username for u in narrowest.items]) == (1, ["quiet"])

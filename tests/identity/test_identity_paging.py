@@ -19,6 +19,8 @@ from trellis.v1 import (
     identity_pb2_grpc,
     machine_pb2,
     machine_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
 )
 
 
@@ -59,7 +61,11 @@ def test_each_identity_listing_pages_through_every_item_once(server: Running) ->
         auth.CreatePolicy(
             auth_pb2.CreatePolicyRequest(
                 name=name,
-                rules=[auth_pb2.PolicyRule(effect="Deny", resource="workflows:x", action=["run"])],
+                rules=[
+                    auth_pb2.PolicyRule(
+                        effect=auth_pb2.POLICY_EFFECT_DENY, resource="workflows:x", action=["run"]
+                    )
+                ],
             ),
             timeout=RPC_TIMEOUT,
         )
@@ -202,3 +208,73 @@ def test_limit_and_offset_pages_still_answer_with_their_rest_headers(server: Run
     )
     assert [o.id for o in rest_of_it.organizations] == names[1:]
     assert rest_of_it.next_page_token == ""
+
+
+def test_users_page_by_token_and_still_by_limit_and_offset(server: Running) -> None:
+    users = users_pb2_grpc.UserServiceStub(server.channel)
+    names = [uid("u") for _ in range(5)]
+    for name in names:
+        users.CreateUser(
+            users_pb2.CreateUserRequest(username=name, password="Correct-horse-battery-9"),
+            timeout=RPC_TIMEOUT,
+        )
+
+    def page(token: str, **filters: Any) -> Any:
+        request = users_pb2.ListUsersRequest(page_size=2, page_token=token, **filters)
+        return users.ListUsers(request, timeout=RPC_TIMEOUT)
+
+    listed, pages = walk(page, "users")
+    # Oldest first: the administrator made at start-up, then the new users.
+    assert [u.username for u in listed][1:] == names and pages == 3
+    viewers, _ = walk(lambda t: page(t, role="viewer"), "users")
+    assert [u.username for u in viewers] == names
+
+    # A token is bound to the filters of the listing that issued it.
+    token = page("", role="viewer").next_page_token
+    assert "other filters" in invalid_argument(lambda: page(token, role="admin"))
+    assert "not both" in invalid_argument(
+        lambda: users.ListUsers(
+            users_pb2.ListUsersRequest(page_size=2, offset=1), timeout=RPC_TIMEOUT
+        )
+    )
+
+    by_offset = rest(server).get("/users?role=viewer&limit=2&offset=3")
+    assert by_offset.status == 200
+    assert [u["username"] for u in by_offset.json["data"]] == names[3:]
+    assert (by_offset.headers["X-Total-Count"], by_offset.headers["X-Limit"]) == ("5", "2")
+    by_token = rest(server).get(f"/api/v1/admin/users?role=viewer&page_size=2&page_token={token}")
+    assert [u["username"] for u in by_token.json] == names[2:4]
+    assert "X-Total-Count" not in by_token.headers
+
+
+def test_an_audit_page_token_resumes_after_its_last_event_as_new_ones_arrive(
+    server: Running,
+) -> None:
+    ident = identity_pb2_grpc.IdentityServiceStub(server.channel)
+    auth = auth_pb2_grpc.AuthServiceStub(server.channel)
+
+    def create_org() -> str:
+        name = uid("n")
+        ident.CreateOrganization(
+            identity_pb2.CreateOrganizationRequest(id=name, name=name), timeout=RPC_TIMEOUT
+        )
+        return f"org:{name}"
+
+    older = [create_org() for _ in range(4)]
+
+    def page(token: str = "", **paging: Any) -> Any:
+        request = auth_pb2.ListAuditLogsRequest(action="org.create", page_token=token, **paging)
+        return auth.ListAuditLogs(request, timeout=RPC_TIMEOUT)
+
+    first = page(page_size=2)
+    assert [e.resource for e in first.logs] == older[:1:-1]
+    # Events logged meanwhile are newer: they neither shift nor repeat the next page.
+    create_org()
+    second = page(first.next_page_token)
+    assert [e.resource for e in second.logs][:2] == older[1::-1]
+
+    # A limit/offset page names the page after it the same way.
+    by_offset = page(limit=1, offset=1)
+    assert [e.resource for e in by_offset.logs] == older[-1:]
+    after_it = page(by_offset.next_page_token, page_size=2)
+    assert [e.resource for e in after_it.logs] == older[-2:-4:-1]

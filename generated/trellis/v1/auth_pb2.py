@@ -24,16 +24,23 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from trellis.v1 import options_pb2 as trellis_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15trellis/v1/auth.proto\x12\ntrellis.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x18trellis/v1/options.proto\"P\n\x0cLoginRequest\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08mfa_code\x18\x03 \x01(\t\"p\n\rLoginResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\t\x12%\n\x04user\x18\x03 \x01(\x0b\x32\x17.trellis.v1.UserSummary\x12\x15\n\rrefresh_token\x18\x04 \x01(\t\"I\n\x0bUserSummary\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\"%\n\x0eRefreshRequest\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"K\n\x0fRefreshResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\"\x0f\n\rLogoutRequest\"\"\n\x0fMessageResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\")\n\x10\x45nableMfaRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"(\n\x11\x45nableMfaResponse\x12\x13\n\x0botpauth_uri\x18\x01 \x01(\t\"*\n\x11\x44isableMfaRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"c\n\nPolicyRule\x12\x0e\n\x06\x65\x66\x66\x65\x63t\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x03(\t\x12\x10\n\x08subjects\x18\x04 \x03(\t\x12\x11\n\tcondition\x18\x05 \x01(\t\"\x8b\x01\n\x06Policy\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12%\n\x05rules\x18\x04 \x03(\x0b\x32\x16.trellis.v1.PolicyRule\x12\x18\n\ncreated_at\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\"<\n\x13ListPoliciesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"[\n\x14ListPoliciesResponse\x12$\n\x08policies\x18\x01 \x03(\x0b\x32\x12.trellis.v1.Policy\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\x80\xf4\x18\x01\"\x83\x01\n\x13\x43reatePolicyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07version\x18\x02 \x01(\t\x12%\n\x05rules\x18\x03 \x03(\x0b\x32\x16.trellis.v1.PolicyRule\x12\x14\n\x07\x65nabled\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\n\n\x08_enabled\"\xca\x01\n\x13UpdatePolicyRequest\x12\x17\n\tpolicy_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07version\x18\x03 \x01(\tH\x01\x88\x01\x01\x12%\n\x05rules\x18\x04 \x03(\x0b\x32\x16.trellis.v1.PolicyRule\x12\x13\n\x0b\x63lear_rules\x18\x05 \x01(\x08\x12\x14\n\x07\x65nabled\x18\x06 \x01(\x08H\x02\x88\x01\x01\x42\x07\n\x05_nameB\n\n\x08_versionB\n\n\x08_enabled\"\xd0\x01\n\x08\x41uditLog\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x10\n\x08resource\x18\x05 \x01(\t\x12\x0e\n\x06result\x18\x06 \x01(\t\x12\x32\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32!.trellis.v1.AuditLog.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb8\x01\n\x14ListAuditLogsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x0c\n\x04\x66rom\x18\x04 \x01(\t\x12\n\n\x02to\x18\x05 \x01(\t\x12\x12\n\x05limit\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06offset\x18\x07 \x01(\r\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\tB\x08\n\x06_limit\"Z\n\x15ListAuditLogsResponse\x12\"\n\x04logs\x18\x01 \x03(\x0b\x32\x14.trellis.v1.AuditLog\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\x80\xf4\x18\x01\x32\xea\x08\n\x0b\x41uthService\x12\\\n\x05Login\x12\x18.trellis.v1.LoginRequest\x1a\x19.trellis.v1.LoginResponse\"\x1e\xf0\xf3\x18\x01\xf8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x10\"\x0b/auth/login:\x01*\x12\x64\n\x07Refresh\x12\x1a.trellis.v1.RefreshRequest\x1a\x1b.trellis.v1.RefreshResponse\" \xf0\xf3\x18\x01\xf8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x12\"\r/auth/refresh:\x01*\x12m\n\x06Logout\x12\x19.trellis.v1.LogoutRequest\x1a\x1b.trellis.v1.MessageResponse\"+\xda\xf3\x18\x03\x61ny\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1a\"\x0c/auth/logout:\x01*b\x07message\x12t\n\tEnableMfa\x12\x1c.trellis.v1.EnableMfaRequest\x1a\x1d.trellis.v1.EnableMfaResponse\"*\xda\xf3\x18\x03\x61ny\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x19\"\x14/users/{user_id}/mfa:\x01*\x12\x82\x01\n\nDisableMfa\x12\x1d.trellis.v1.DisableMfaRequest\x1a\x1b.trellis.v1.MessageResponse\"8\xda\xf3\x18\x0b\x61\x64min:users\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1f*\x14/users/{user_id}/mfab\x07message\x12\x84\x01\n\x0cListPolicies\x12\x1f.trellis.v1.ListPoliciesRequest\x1a .trellis.v1.ListPoliciesResponse\"1\xda\xf3\x18\x0epolicies:write\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x15\x12\t/policiesb\x08policies\x12v\n\x0c\x43reatePolicy\x12\x1f.trellis.v1.CreatePolicyRequest\x1a\x12.trellis.v1.Policy\"1\xd2\xf3\x18\x03\x08\xc9\x01\xda\xf3\x18\x0epolicies:write\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x0e\"\t/policies:\x01*\x12\x8d\x01\n\x0cUpdatePolicy\x12\x1f.trellis.v1.UpdatePolicyRequest\x1a\x1b.trellis.v1.MessageResponse\"?\xda\xf3\x18\x0epolicies:write\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02#\x1a\x15/policies/{policy_id}:\x01*b\x07message\x12\x81\x01\n\rListAuditLogs\x12 .trellis.v1.ListAuditLogsRequest\x1a!.trellis.v1.ListAuditLogsResponse\"+\xda\xf3\x18\naudit:read\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x13\x12\x0b/audit/logsb\x04logs\x1a\x1a\xca\xf3\x18\x16\n\x0e\x63ontrol-center\x10\x02\x18\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15trellis/v1/auth.proto\x12\ntrellis.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18trellis/v1/options.proto\"P\n\x0cLoginRequest\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08mfa_code\x18\x03 \x01(\t\"\x92\x01\n\rLoginResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04user\x18\x03 \x01(\x0b\x32\x17.trellis.v1.UserSummary\x12\x15\n\rrefresh_token\x18\x04 \x01(\tJ\x04\x08\x02\x10\x03\"I\n\x0bUserSummary\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\"%\n\x0eRefreshRequest\x12\x13\n\x05token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"m\n\x0fRefreshResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x03 \x01(\tJ\x04\x08\x02\x10\x03\"\x0f\n\rLogoutRequest\"\"\n\x0fMessageResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\")\n\x10\x45nableMfaRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"(\n\x11\x45nableMfaResponse\x12\x13\n\x0botpauth_uri\x18\x01 \x01(\t\"*\n\x11\x44isableMfaRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x89\x01\n\nPolicyRule\x12.\n\x06\x65\x66\x66\x65\x63t\x18\x06 \x01(\x0e\x32\x18.trellis.v1.PolicyEffectB\x04\xe8\xf4\x18\x01\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x03(\t\x12\x10\n\x08subjects\x18\x04 \x03(\t\x12\x11\n\tcondition\x18\x05 \x01(\tJ\x04\x08\x01\x10\x02\"\xad\x01\n\x06Policy\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12%\n\x05rules\x18\x04 \x03(\x0b\x32\x16.trellis.v1.PolicyRule\x12\x34\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08J\x04\x08\x05\x10\x06\"<\n\x13ListPoliciesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"[\n\x14ListPoliciesResponse\x12$\n\x08policies\x18\x01 \x03(\x0b\x32\x12.trellis.v1.Policy\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\x80\xf4\x18\x01\"\x83\x01\n\x13\x43reatePolicyRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07version\x18\x02 \x01(\t\x12%\n\x05rules\x18\x03 \x03(\x0b\x32\x16.trellis.v1.PolicyRule\x12\x14\n\x07\x65nabled\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\n\n\x08_enabled\"\xca\x01\n\x13UpdatePolicyRequest\x12\x17\n\tpolicy_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07version\x18\x03 \x01(\tH\x01\x88\x01\x01\x12%\n\x05rules\x18\x04 \x03(\x0b\x32\x16.trellis.v1.PolicyRule\x12\x13\n\x0b\x63lear_rules\x18\x05 \x01(\x08\x12\x14\n\x07\x65nabled\x18\x06 \x01(\x08H\x02\x88\x01\x01\x42\x07\n\x05_nameB\n\n\x08_versionB\n\n\x08_enabled\"\xf2\x01\n\x08\x41uditLog\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x10\n\x08resource\x18\x05 \x01(\t\x12\x0e\n\x06result\x18\x06 \x01(\t\x12\x32\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32!.trellis.v1.AuditLog.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x02\x10\x03\"\x88\x02\n\x14ListAuditLogsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12.\n\x04\x66rom\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe8\xf4\x18\x01\x12,\n\x02to\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe8\xf4\x18\x01\x12\x12\n\x05limit\x18\x06 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06offset\x18\x07 \x01(\r\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\tB\x08\n\x06_limitJ\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06\"Z\n\x15ListAuditLogsResponse\x12\"\n\x04logs\x18\x01 \x03(\x0b\x32\x14.trellis.v1.AuditLog\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\x80\xf4\x18\x01*\x92\x01\n\x0cPolicyEffect\x12\x1d\n\x19POLICY_EFFECT_UNSPECIFIED\x10\x00\x12\"\n\x13POLICY_EFFECT_ALLOW\x10\x01\x1a\t\xea\xf3\x18\x05\x41llow\x12 \n\x12POLICY_EFFECT_DENY\x10\x02\x1a\x08\xea\xf3\x18\x04\x44\x65ny\x1a\x1d\xe2\xf4\x18\x19must be \'allow\' or \'deny\'2\xea\x08\n\x0b\x41uthService\x12\\\n\x05Login\x12\x18.trellis.v1.LoginRequest\x1a\x19.trellis.v1.LoginResponse\"\x1e\xf0\xf3\x18\x01\xf8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x10\"\x0b/auth/login:\x01*\x12\x64\n\x07Refresh\x12\x1a.trellis.v1.RefreshRequest\x1a\x1b.trellis.v1.RefreshResponse\" \xf0\xf3\x18\x01\xf8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x12\"\r/auth/refresh:\x01*\x12m\n\x06Logout\x12\x19.trellis.v1.LogoutRequest\x1a\x1b.trellis.v1.MessageResponse\"+\xda\xf3\x18\x03\x61ny\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1a\"\x0c/auth/logout:\x01*b\x07message\x12t\n\tEnableMfa\x12\x1c.trellis.v1.EnableMfaRequest\x1a\x1d.trellis.v1.EnableMfaResponse\"*\xda\xf3\x18\x03\x61ny\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x19\"\x14/users/{user_id}/mfa:\x01*\x12\x82\x01\n\nDisableMfa\x12\x1d.trellis.v1.DisableMfaRequest\x1a\x1b.trellis.v1.MessageResponse\"8\xda\xf3\x18\x0b\x61\x64min:users\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1f*\x14/users/{user_id}/mfab\x07message\x12\x84\x01\n\x0cListPolicies\x12\x1f.trellis.v1.ListPoliciesRequest\x1a .trellis.v1.ListPoliciesResponse\"1\xda\xf3\x18\x0epolicies:write\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x15\x12\t/policiesb\x08policies\x12v\n\x0c\x43reatePolicy\x12\x1f.trellis.v1.CreatePolicyRequest\x1a\x12.trellis.v1.Policy\"1\xd2\xf3\x18\x03\x08\xc9\x01\xda\xf3\x18\x0epolicies:write\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x0e\"\t/policies:\x01*\x12\x8d\x01\n\x0cUpdatePolicy\x12\x1f.trellis.v1.UpdatePolicyRequest\x1a\x1b.trellis.v1.MessageResponse\"?\xda\xf3\x18\x0epolicies:write\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02#\x1a\x15/policies/{policy_id}:\x01*b\x07message\x12\x81\x01\n\rListAuditLogs\x12 .trellis.v1.ListAuditLogsRequest\x1a!.trellis.v1.ListAuditLogsResponse\"+\xda\xf3\x18\naudit:read\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x13\x12\x0b/audit/logsb\x04logs\x1a\x1a\xca\xf3\x18\x16\n\x0e\x63ontrol-center\x10\x02\x18\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trellis.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_POLICYEFFECT']._loaded_options = None
+  _globals['_POLICYEFFECT']._serialized_options = b'\342\364\030\031must be \'allow\' or \'deny\''
+  _globals['_POLICYEFFECT'].values_by_name["POLICY_EFFECT_ALLOW"]._loaded_options = None
+  _globals['_POLICYEFFECT'].values_by_name["POLICY_EFFECT_ALLOW"]._serialized_options = b'\352\363\030\005Allow'
+  _globals['_POLICYEFFECT'].values_by_name["POLICY_EFFECT_DENY"]._loaded_options = None
+  _globals['_POLICYEFFECT'].values_by_name["POLICY_EFFECT_DENY"]._serialized_options = b'\352\363\030\004Deny'
   _globals['_LOGINREQUEST'].fields_by_name['username']._loaded_options = None
   _globals['_LOGINREQUEST'].fields_by_name['username']._serialized_options = b'\342A\001\002'
   _globals['_LOGINREQUEST'].fields_by_name['password']._loaded_options = None
@@ -44,6 +51,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENABLEMFAREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
   _globals['_DISABLEMFAREQUEST'].fields_by_name['user_id']._loaded_options = None
   _globals['_DISABLEMFAREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
+  _globals['_POLICYRULE'].fields_by_name['effect']._loaded_options = None
+  _globals['_POLICYRULE'].fields_by_name['effect']._serialized_options = b'\350\364\030\001'
   _globals['_POLICY'].fields_by_name['id']._loaded_options = None
   _globals['_POLICY'].fields_by_name['id']._serialized_options = b'\342A\001\003'
   _globals['_POLICY'].fields_by_name['created_at']._loaded_options = None
@@ -56,6 +65,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEPOLICYREQUEST'].fields_by_name['policy_id']._serialized_options = b'\342A\001\002'
   _globals['_AUDITLOG_DETAILSENTRY']._loaded_options = None
   _globals['_AUDITLOG_DETAILSENTRY']._serialized_options = b'8\001'
+  _globals['_LISTAUDITLOGSREQUEST'].fields_by_name['from']._loaded_options = None
+  _globals['_LISTAUDITLOGSREQUEST'].fields_by_name['from']._serialized_options = b'\350\364\030\001'
+  _globals['_LISTAUDITLOGSREQUEST'].fields_by_name['to']._loaded_options = None
+  _globals['_LISTAUDITLOGSREQUEST'].fields_by_name['to']._serialized_options = b'\350\364\030\001'
   _globals['_LISTAUDITLOGSRESPONSE'].fields_by_name['next_page_token']._loaded_options = None
   _globals['_LISTAUDITLOGSRESPONSE'].fields_by_name['next_page_token']._serialized_options = b'\200\364\030\001'
   _globals['_AUTHSERVICE']._loaded_options = None
@@ -78,46 +91,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHSERVICE'].methods_by_name['UpdatePolicy']._serialized_options = b'\332\363\030\016policies:write\370\363\030\003\202\323\344\223\002#\032\025/policies/{policy_id}:\001*b\007message'
   _globals['_AUTHSERVICE'].methods_by_name['ListAuditLogs']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['ListAuditLogs']._serialized_options = b'\332\363\030\naudit:read\370\363\030\003\202\323\344\223\002\023\022\013/audit/logsb\004logs'
-  _globals['_LOGINREQUEST']._serialized_start=126
-  _globals['_LOGINREQUEST']._serialized_end=206
-  _globals['_LOGINRESPONSE']._serialized_start=208
-  _globals['_LOGINRESPONSE']._serialized_end=320
-  _globals['_USERSUMMARY']._serialized_start=322
-  _globals['_USERSUMMARY']._serialized_end=395
-  _globals['_REFRESHREQUEST']._serialized_start=397
-  _globals['_REFRESHREQUEST']._serialized_end=434
-  _globals['_REFRESHRESPONSE']._serialized_start=436
-  _globals['_REFRESHRESPONSE']._serialized_end=511
-  _globals['_LOGOUTREQUEST']._serialized_start=513
-  _globals['_LOGOUTREQUEST']._serialized_end=528
-  _globals['_MESSAGERESPONSE']._serialized_start=530
-  _globals['_MESSAGERESPONSE']._serialized_end=564
-  _globals['_ENABLEMFAREQUEST']._serialized_start=566
-  _globals['_ENABLEMFAREQUEST']._serialized_end=607
-  _globals['_ENABLEMFARESPONSE']._serialized_start=609
-  _globals['_ENABLEMFARESPONSE']._serialized_end=649
-  _globals['_DISABLEMFAREQUEST']._serialized_start=651
-  _globals['_DISABLEMFAREQUEST']._serialized_end=693
-  _globals['_POLICYRULE']._serialized_start=695
-  _globals['_POLICYRULE']._serialized_end=794
-  _globals['_POLICY']._serialized_start=797
-  _globals['_POLICY']._serialized_end=936
-  _globals['_LISTPOLICIESREQUEST']._serialized_start=938
-  _globals['_LISTPOLICIESREQUEST']._serialized_end=998
-  _globals['_LISTPOLICIESRESPONSE']._serialized_start=1000
-  _globals['_LISTPOLICIESRESPONSE']._serialized_end=1091
-  _globals['_CREATEPOLICYREQUEST']._serialized_start=1094
-  _globals['_CREATEPOLICYREQUEST']._serialized_end=1225
-  _globals['_UPDATEPOLICYREQUEST']._serialized_start=1228
-  _globals['_UPDATEPOLICYREQUEST']._serialized_end=1430
-  _globals['_AUDITLOG']._serialized_start=1433
-  _globals['_AUDITLOG']._serialized_end=1641
-  _globals['_AUDITLOG_DETAILSENTRY']._serialized_start=1595
-  _globals['_AUDITLOG_DETAILSENTRY']._serialized_end=1641
-  _globals['_LISTAUDITLOGSREQUEST']._serialized_start=1644
-  _globals['_LISTAUDITLOGSREQUEST']._serialized_end=1828
-  _globals['_LISTAUDITLOGSRESPONSE']._serialized_start=1830
-  _globals['_LISTAUDITLOGSRESPONSE']._serialized_end=1920
-  _globals['_AUTHSERVICE']._serialized_start=1923
-  _globals['_AUTHSERVICE']._serialized_end=3053
+  _globals['_POLICYEFFECT']._serialized_start=2212
+  _globals['_POLICYEFFECT']._serialized_end=2358
+  _globals['_LOGINREQUEST']._serialized_start=159
+  _globals['_LOGINREQUEST']._serialized_end=239
+  _globals['_LOGINRESPONSE']._serialized_start=242
+  _globals['_LOGINRESPONSE']._serialized_end=388
+  _globals['_USERSUMMARY']._serialized_start=390
+  _globals['_USERSUMMARY']._serialized_end=463
+  _globals['_REFRESHREQUEST']._serialized_start=465
+  _globals['_REFRESHREQUEST']._serialized_end=502
+  _globals['_REFRESHRESPONSE']._serialized_start=504
+  _globals['_REFRESHRESPONSE']._serialized_end=613
+  _globals['_LOGOUTREQUEST']._serialized_start=615
+  _globals['_LOGOUTREQUEST']._serialized_end=630
+  _globals['_MESSAGERESPONSE']._serialized_start=632
+  _globals['_MESSAGERESPONSE']._serialized_end=666
+  _globals['_ENABLEMFAREQUEST']._serialized_start=668
+  _globals['_ENABLEMFAREQUEST']._serialized_end=709
+  _globals['_ENABLEMFARESPONSE']._serialized_start=711
+  _globals['_ENABLEMFARESPONSE']._serialized_end=751
+  _globals['_DISABLEMFAREQUEST']._serialized_start=753
+  _globals['_DISABLEMFAREQUEST']._serialized_end=795
+  _globals['_POLICYRULE']._serialized_start=798
+  _globals['_POLICYRULE']._serialized_end=935
+  _globals['_POLICY']._serialized_start=938
+  _globals['_POLICY']._serialized_end=1111
+  _globals['_LISTPOLICIESREQUEST']._serialized_start=1113
+  _globals['_LISTPOLICIESREQUEST']._serialized_end=1173
+  _globals['_LISTPOLICIESRESPONSE']._serialized_start=1175
+  _globals['_LISTPOLICIESRESPONSE']._serialized_end=1266
+  _globals['_CREATEPOLICYREQUEST']._serialized_start=1269
+  _globals['_CREATEPOLICYREQUEST']._serialized_end=1400
+  _globals['_UPDATEPOLICYREQUEST']._serialized_start=1403
+  _globals['_UPDATEPOLICYREQUEST']._serialized_end=1605
+  _globals['_AUDITLOG']._serialized_start=1608
+  _globals['_AUDITLOG']._serialized_end=1850
+  _globals['_AUDITLOG_DETAILSENTRY']._serialized_start=1798
+  _globals['_AUDITLOG_DETAILSENTRY']._serialized_end=1844
+  _globals['_LISTAUDITLOGSREQUEST']._serialized_start=1853
+  _globals['_LISTAUDITLOGSREQUEST']._serialized_end=2117
+  _globals['_LISTAUDITLOGSRESPONSE']._serialized_start=2119
+  _globals['_LISTAUDITLOGSRESPONSE']._serialized_end=2209
+  _globals['_AUTHSERVICE']._serialized_start=2361
+  _globals['_AUTHSERVICE']._serialized_end=3491
 # @@protoc_insertion_point(module_scope)

@@ -1,13 +1,26 @@
+import datetime
+
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from trellis.v1 import options_pb2 as _options_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PolicyEffect(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POLICY_EFFECT_UNSPECIFIED: _ClassVar[PolicyEffect]
+    POLICY_EFFECT_ALLOW: _ClassVar[PolicyEffect]
+    POLICY_EFFECT_DENY: _ClassVar[PolicyEffect]
+POLICY_EFFECT_UNSPECIFIED: PolicyEffect
+POLICY_EFFECT_ALLOW: PolicyEffect
+POLICY_EFFECT_DENY: PolicyEffect
 
 class LoginRequest(_message.Message):
     __slots__ = ("username", "password", "mfa_code")
@@ -26,10 +39,10 @@ class LoginResponse(_message.Message):
     USER_FIELD_NUMBER: _ClassVar[int]
     REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     token: str
-    expires_at: str
+    expires_at: _timestamp_pb2.Timestamp
     user: UserSummary
     refresh_token: str
-    def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[str] = ..., user: _Optional[_Union[UserSummary, _Mapping]] = ..., refresh_token: _Optional[str] = ...) -> None: ...
+    def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., user: _Optional[_Union[UserSummary, _Mapping]] = ..., refresh_token: _Optional[str] = ...) -> None: ...
 
 class UserSummary(_message.Message):
     __slots__ = ("id", "username", "email", "roles")
@@ -55,9 +68,9 @@ class RefreshResponse(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     token: str
-    expires_at: str
+    expires_at: _timestamp_pb2.Timestamp
     refresh_token: str
-    def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[str] = ..., refresh_token: _Optional[str] = ...) -> None: ...
+    def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., refresh_token: _Optional[str] = ...) -> None: ...
 
 class LogoutRequest(_message.Message):
     __slots__ = ()
@@ -94,12 +107,12 @@ class PolicyRule(_message.Message):
     ACTION_FIELD_NUMBER: _ClassVar[int]
     SUBJECTS_FIELD_NUMBER: _ClassVar[int]
     CONDITION_FIELD_NUMBER: _ClassVar[int]
-    effect: str
+    effect: PolicyEffect
     resource: str
     action: _containers.RepeatedScalarFieldContainer[str]
     subjects: _containers.RepeatedScalarFieldContainer[str]
     condition: str
-    def __init__(self, effect: _Optional[str] = ..., resource: _Optional[str] = ..., action: _Optional[_Iterable[str]] = ..., subjects: _Optional[_Iterable[str]] = ..., condition: _Optional[str] = ...) -> None: ...
+    def __init__(self, effect: _Optional[_Union[PolicyEffect, str]] = ..., resource: _Optional[str] = ..., action: _Optional[_Iterable[str]] = ..., subjects: _Optional[_Iterable[str]] = ..., condition: _Optional[str] = ...) -> None: ...
 
 class Policy(_message.Message):
     __slots__ = ("id", "name", "version", "rules", "created_at", "enabled")
@@ -113,9 +126,9 @@ class Policy(_message.Message):
     name: str
     version: str
     rules: _containers.RepeatedCompositeFieldContainer[PolicyRule]
-    created_at: str
+    created_at: _timestamp_pb2.Timestamp
     enabled: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[PolicyRule, _Mapping]]] = ..., created_at: _Optional[str] = ..., enabled: _Optional[bool] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[PolicyRule, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., enabled: _Optional[bool] = ...) -> None: ...
 
 class ListPoliciesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
@@ -178,13 +191,13 @@ class AuditLog(_message.Message):
     RESULT_FIELD_NUMBER: _ClassVar[int]
     DETAILS_FIELD_NUMBER: _ClassVar[int]
     id: str
-    timestamp: str
+    timestamp: _timestamp_pb2.Timestamp
     user_id: str
     action: str
     resource: str
     result: str
     details: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., timestamp: _Optional[str] = ..., user_id: _Optional[str] = ..., action: _Optional[str] = ..., resource: _Optional[str] = ..., result: _Optional[str] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., user_id: _Optional[str] = ..., action: _Optional[str] = ..., resource: _Optional[str] = ..., result: _Optional[str] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListAuditLogsRequest(_message.Message):
     __slots__ = ("user_id", "action", "resource", "to", "limit", "offset", "page_size", "page_token")
@@ -200,12 +213,12 @@ class ListAuditLogsRequest(_message.Message):
     user_id: str
     action: str
     resource: str
-    to: str
+    to: _timestamp_pb2.Timestamp
     limit: int
     offset: int
     page_size: int
     page_token: str
-    def __init__(self, user_id: _Optional[str] = ..., action: _Optional[str] = ..., resource: _Optional[str] = ..., to: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., **kwargs) -> None: ...
+    def __init__(self, user_id: _Optional[str] = ..., action: _Optional[str] = ..., resource: _Optional[str] = ..., to: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., **kwargs) -> None: ...
 
 class ListAuditLogsResponse(_message.Message):
     __slots__ = ("logs", "next_page_token")

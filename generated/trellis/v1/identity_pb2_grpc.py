@@ -28,7 +28,7 @@ if _version_not_supported:
 class IdentityServiceStub:
     """Organizations, personal access tokens and OAuth2 client registrations
     (the /api/v1 surface: errors as {"error": "<reason>", "message": "..."}).
-    Times are epoch milliseconds.
+    Times render as epoch milliseconds under a `_ms` key, 0 for none.
     """
 
     def __init__(self, channel):
@@ -107,7 +107,7 @@ class IdentityServiceStub:
 class IdentityServiceServicer:
     """Organizations, personal access tokens and OAuth2 client registrations
     (the /api/v1 surface: errors as {"error": "<reason>", "message": "..."}).
-    Times are epoch milliseconds.
+    Times render as epoch milliseconds under a `_ms` key, 0 for none.
     """
 
     def ListOrganizations(self, request, context):
@@ -284,7 +284,7 @@ def add_IdentityServiceServicer_to_server(servicer, server):
 class IdentityService:
     """Organizations, personal access tokens and OAuth2 client registrations
     (the /api/v1 surface: errors as {"error": "<reason>", "message": "..."}).
-    Times are epoch milliseconds.
+    Times render as epoch milliseconds under a `_ms` key, 0 for none.
     """
 
     @staticmethod

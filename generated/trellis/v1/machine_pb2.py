@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from trellis.v1 import options_pb2 as trellis_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18trellis/v1/machine.proto\x12\ntrellis.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x18trellis/v1/options.proto\"I\n\x1aValidateMachineUserRequest\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\xa8\x01\n\x1bValidateMachineUserResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x16\n\ttenant_id\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x1c\n\x0fmachine_user_id\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x04 \x01(\tH\x02\x88\x01\x01:\x04\xe0\xf3\x18\x03\x42\x0c\n\n_tenant_idB\x12\n\x10_machine_user_idB\x08\n\x06_error\"\x19\n\x17\x43heckMachineUserRequest\"]\n\x18\x43heckMachineUserResponse\x12\x15\n\rauthenticated\x18\x01 \x01(\x08\x12\x17\n\x0fmachine_user_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"n\n\x16RegisterBackendRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0c\x63\x61llback_url\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07replace\x18\x04 \x01(\x08\"{\n\x07\x42\x61\x63kend\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61llback_url\x18\x03 \x01(\t\x12\x17\n\x0fmachine_user_id\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\t\"~\n\x0bMachineUser\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x12\n\x04hint\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ncreated_at\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\"@\n\x18\x43reateMachineUserRequest\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04name\x18\x02 \x01(\t\"\\\n\x12\x43reatedMachineUser\x12-\n\x0cmachine_user\x18\x01 \x01(\x0b\x32\x17.trellis.v1.MachineUser\x12\x17\n\x0fgenerated_token\x18\x02 \x01(\t\"@\n\x17ListMachineUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"i\n\x18ListMachineUsersResponse\x12.\n\rmachine_users\x18\x01 \x03(\x0b\x32\x17.trellis.v1.MachineUser\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\x80\xf4\x18\x01\"N\n\x1cSetMachineUserEnabledRequest\x12\x1d\n\x0fmachine_user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x32\xa3\x07\n\x12MachineUserService\x12\x95\x01\n\x13ValidateMachineUser\x12&.trellis.v1.ValidateMachineUserRequest\x1a\'.trellis.v1.ValidateMachineUserResponse\"-\xf0\xf3\x18\x01\xf8\xf3\x18\x02\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/validate-machine-user:\x01*\x12\x84\x01\n\x10\x43heckMachineUser\x12#.trellis.v1.CheckMachineUserRequest\x1a$.trellis.v1.CheckMachineUserResponse\"%\xda\xf3\x18\x03\x61ny\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x14\x12\x12/api/machine/check\x12\x7f\n\x0fRegisterBackend\x12\".trellis.v1.RegisterBackendRequest\x1a\x13.trellis.v1.Backend\"3\xda\xf3\x18\x03\x61ny\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\"\"\x1d/api/machine/register-backend:\x01*\x12\x92\x01\n\x11\x43reateMachineUser\x12$.trellis.v1.CreateMachineUserRequest\x1a\x1e.trellis.v1.CreatedMachineUser\"7\xd2\xf3\x18\x03\x08\xc9\x01\xda\xf3\x18\x0b\x61\x64min:users\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x17\"\x12/api/machine-users:\x01*\x12\x9b\x01\n\x10ListMachineUsers\x12#.trellis.v1.ListMachineUsersRequest\x1a$.trellis.v1.ListMachineUsersResponse\"<\xda\xf3\x18\x0b\x61\x64min:users\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02#\x12\x12/api/machine-usersb\rmachine_users\x12\xa6\x01\n\x15SetMachineUserEnabled\x12(.trellis.v1.SetMachineUserEnabledRequest\x1a\x17.trellis.v1.MachineUser\"J\xda\xf3\x18\x0b\x61\x64min:users\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x31\",/api/machine-users/{machine_user_id}/enabled:\x01*\x1a\x11\xca\xf3\x18\r\n\x07manager\x10\x03 \x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18trellis/v1/machine.proto\x12\ntrellis.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18trellis/v1/options.proto\"I\n\x1aValidateMachineUserRequest\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\xa8\x01\n\x1bValidateMachineUserResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x16\n\ttenant_id\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x1c\n\x0fmachine_user_id\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x04 \x01(\tH\x02\x88\x01\x01:\x04\xe0\xf3\x18\x03\x42\x0c\n\n_tenant_idB\x12\n\x10_machine_user_idB\x08\n\x06_error\"\x19\n\x17\x43heckMachineUserRequest\"]\n\x18\x43heckMachineUserResponse\x12\x15\n\rauthenticated\x18\x01 \x01(\x08\x12\x17\n\x0fmachine_user_id\x18\x02 \x01(\t\x12\x11\n\ttenant_id\x18\x03 \x01(\t\"n\n\x16RegisterBackendRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0c\x63\x61llback_url\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07replace\x18\x04 \x01(\x08\"\x9d\x01\n\x07\x42\x61\x63kend\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61llback_url\x18\x03 \x01(\t\x12\x17\n\x0fmachine_user_id\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x06\x10\x07\"\xa0\x01\n\x0bMachineUser\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x12\n\x04hint\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03J\x04\x08\x06\x10\x07\"@\n\x18\x43reateMachineUserRequest\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04name\x18\x02 \x01(\t\"\\\n\x12\x43reatedMachineUser\x12-\n\x0cmachine_user\x18\x01 \x01(\x0b\x32\x17.trellis.v1.MachineUser\x12\x17\n\x0fgenerated_token\x18\x02 \x01(\t\"@\n\x17ListMachineUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"i\n\x18ListMachineUsersResponse\x12.\n\rmachine_users\x18\x01 \x03(\x0b\x32\x17.trellis.v1.MachineUser\x12\x1d\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\x80\xf4\x18\x01\"N\n\x1cSetMachineUserEnabledRequest\x12\x1d\n\x0fmachine_user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x32\xa5\x07\n\x12MachineUserService\x12\x95\x01\n\x13ValidateMachineUser\x12&.trellis.v1.ValidateMachineUserRequest\x1a\'.trellis.v1.ValidateMachineUserResponse\"-\xf0\xf3\x18\x01\xf8\xf3\x18\x02\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/validate-machine-user:\x01*\x12\x84\x01\n\x10\x43heckMachineUser\x12#.trellis.v1.CheckMachineUserRequest\x1a$.trellis.v1.CheckMachineUserResponse\"%\xda\xf3\x18\x03\x61ny\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x14\x12\x12/api/machine/check\x12\x7f\n\x0fRegisterBackend\x12\".trellis.v1.RegisterBackendRequest\x1a\x13.trellis.v1.Backend\"3\xda\xf3\x18\x03\x61ny\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\"\"\x1d/api/machine/register-backend:\x01*\x12\x92\x01\n\x11\x43reateMachineUser\x12$.trellis.v1.CreateMachineUserRequest\x1a\x1e.trellis.v1.CreatedMachineUser\"7\xd2\xf3\x18\x03\x08\xc9\x01\xda\xf3\x18\x0b\x61\x64min:users\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x17\"\x12/api/machine-users:\x01*\x12\x9b\x01\n\x10ListMachineUsers\x12#.trellis.v1.ListMachineUsersRequest\x1a$.trellis.v1.ListMachineUsersResponse\"<\xda\xf3\x18\x0b\x61\x64min:users\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02#\x12\x12/api/machine-usersb\rmachine_users\x12\xa6\x01\n\x15SetMachineUserEnabled\x12(.trellis.v1.SetMachineUserEnabledRequest\x1a\x17.trellis.v1.MachineUser\"J\xda\xf3\x18\x0b\x61\x64min:users\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x31\",/api/machine-users/{machine_user_id}/enabled:\x01*\x1a\x13\xca\xf3\x18\x0f\n\x07manager\x10\x03 \x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,7 +58,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETMACHINEUSERENABLEDREQUEST'].fields_by_name['machine_user_id']._loaded_options = None
   _globals['_SETMACHINEUSERENABLEDREQUEST'].fields_by_name['machine_user_id']._serialized_options = b'\342A\001\002'
   _globals['_MACHINEUSERSERVICE']._loaded_options = None
-  _globals['_MACHINEUSERSERVICE']._serialized_options = b'\312\363\030\r\n\007manager\020\003 \001'
+  _globals['_MACHINEUSERSERVICE']._serialized_options = b'\312\363\030\017\n\007manager\020\003 \0010\001'
   _globals['_MACHINEUSERSERVICE'].methods_by_name['ValidateMachineUser']._loaded_options = None
   _globals['_MACHINEUSERSERVICE'].methods_by_name['ValidateMachineUser']._serialized_options = b'\360\363\030\001\370\363\030\002\202\323\344\223\002\037\"\032/api/validate-machine-user:\001*'
   _globals['_MACHINEUSERSERVICE'].methods_by_name['CheckMachineUser']._loaded_options = None
@@ -70,30 +71,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MACHINEUSERSERVICE'].methods_by_name['ListMachineUsers']._serialized_options = b'\332\363\030\013admin:users\370\363\030\003\202\323\344\223\002#\022\022/api/machine-usersb\rmachine_users'
   _globals['_MACHINEUSERSERVICE'].methods_by_name['SetMachineUserEnabled']._loaded_options = None
   _globals['_MACHINEUSERSERVICE'].methods_by_name['SetMachineUserEnabled']._serialized_options = b'\332\363\030\013admin:users\370\363\030\003\202\323\344\223\0021\",/api/machine-users/{machine_user_id}/enabled:\001*'
-  _globals['_VALIDATEMACHINEUSERREQUEST']._serialized_start=129
-  _globals['_VALIDATEMACHINEUSERREQUEST']._serialized_end=202
-  _globals['_VALIDATEMACHINEUSERRESPONSE']._serialized_start=205
-  _globals['_VALIDATEMACHINEUSERRESPONSE']._serialized_end=373
-  _globals['_CHECKMACHINEUSERREQUEST']._serialized_start=375
-  _globals['_CHECKMACHINEUSERREQUEST']._serialized_end=400
-  _globals['_CHECKMACHINEUSERRESPONSE']._serialized_start=402
-  _globals['_CHECKMACHINEUSERRESPONSE']._serialized_end=495
-  _globals['_REGISTERBACKENDREQUEST']._serialized_start=497
-  _globals['_REGISTERBACKENDREQUEST']._serialized_end=607
-  _globals['_BACKEND']._serialized_start=609
-  _globals['_BACKEND']._serialized_end=732
-  _globals['_MACHINEUSER']._serialized_start=734
-  _globals['_MACHINEUSER']._serialized_end=860
-  _globals['_CREATEMACHINEUSERREQUEST']._serialized_start=862
-  _globals['_CREATEMACHINEUSERREQUEST']._serialized_end=926
-  _globals['_CREATEDMACHINEUSER']._serialized_start=928
-  _globals['_CREATEDMACHINEUSER']._serialized_end=1020
-  _globals['_LISTMACHINEUSERSREQUEST']._serialized_start=1022
-  _globals['_LISTMACHINEUSERSREQUEST']._serialized_end=1086
-  _globals['_LISTMACHINEUSERSRESPONSE']._serialized_start=1088
-  _globals['_LISTMACHINEUSERSRESPONSE']._serialized_end=1193
-  _globals['_SETMACHINEUSERENABLEDREQUEST']._serialized_start=1195
-  _globals['_SETMACHINEUSERENABLEDREQUEST']._serialized_end=1273
-  _globals['_MACHINEUSERSERVICE']._serialized_start=1276
-  _globals['_MACHINEUSERSERVICE']._serialized_end=2207
+  _globals['_VALIDATEMACHINEUSERREQUEST']._serialized_start=162
+  _globals['_VALIDATEMACHINEUSERREQUEST']._serialized_end=235
+  _globals['_VALIDATEMACHINEUSERRESPONSE']._serialized_start=238
+  _globals['_VALIDATEMACHINEUSERRESPONSE']._serialized_end=406
+  _globals['_CHECKMACHINEUSERREQUEST']._serialized_start=408
+  _globals['_CHECKMACHINEUSERREQUEST']._serialized_end=433
+  _globals['_CHECKMACHINEUSERRESPONSE']._serialized_start=435
+  _globals['_CHECKMACHINEUSERRESPONSE']._serialized_end=528
+  _globals['_REGISTERBACKENDREQUEST']._serialized_start=530
+  _globals['_REGISTERBACKENDREQUEST']._serialized_end=640
+  _globals['_BACKEND']._serialized_start=643
+  _globals['_BACKEND']._serialized_end=800
+  _globals['_MACHINEUSER']._serialized_start=803
+  _globals['_MACHINEUSER']._serialized_end=963
+  _globals['_CREATEMACHINEUSERREQUEST']._serialized_start=965
+  _globals['_CREATEMACHINEUSERREQUEST']._serialized_end=1029
+  _globals['_CREATEDMACHINEUSER']._serialized_start=1031
+  _globals['_CREATEDMACHINEUSER']._serialized_end=1123
+  _globals['_LISTMACHINEUSERSREQUEST']._serialized_start=1125
+  _globals['_LISTMACHINEUSERSREQUEST']._serialized_end=1189
+  _globals['_LISTMACHINEUSERSRESPONSE']._serialized_start=1191
+  _globals['_LISTMACHINEUSERSRESPONSE']._serialized_end=1296
+  _globals['_SETMACHINEUSERENABLEDREQUEST']._serialized_start=1298
+  _globals['_SETMACHINEUSERENABLEDREQUEST']._serialized_end=1376
+  _globals['_MACHINEUSERSERVICE']._serialized_start=1379
+  _globals['_MACHINEUSERSERVICE']._serialized_end=2312
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,8 @@
+import datetime
+
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from trellis.v1 import options_pb2 as _options_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -68,8 +71,8 @@ class Backend(_message.Message):
     callback_url: str
     machine_user_id: str
     description: str
-    created_at: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., callback_url: _Optional[str] = ..., machine_user_id: _Optional[str] = ..., description: _Optional[str] = ..., created_at: _Optional[str] = ...) -> None: ...
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., callback_url: _Optional[str] = ..., machine_user_id: _Optional[str] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class MachineUser(_message.Message):
     __slots__ = ("id", "username", "name", "enabled", "hint", "created_at")
@@ -84,8 +87,8 @@ class MachineUser(_message.Message):
     name: str
     enabled: bool
     hint: str
-    created_at: str
-    def __init__(self, id: _Optional[str] = ..., username: _Optional[str] = ..., name: _Optional[str] = ..., enabled: _Optional[bool] = ..., hint: _Optional[str] = ..., created_at: _Optional[str] = ...) -> None: ...
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., username: _Optional[str] = ..., name: _Optional[str] = ..., enabled: _Optional[bool] = ..., hint: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateMachineUserRequest(_message.Message):
     __slots__ = ("username", "name")

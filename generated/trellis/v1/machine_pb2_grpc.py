@@ -28,7 +28,7 @@ if _version_not_supported:
 class MachineUserServiceStub:
     """Machine users: service accounts that authenticate with a generated token
     (errors as {"error": "...", "code": "INVALID_CREDENTIALS", "status": 401},
-    fields in camelCase).
+    fields in camelCase, times as ISO 8601 UTC strings to the second).
     """
 
     def __init__(self, channel):
@@ -72,7 +72,7 @@ class MachineUserServiceStub:
 class MachineUserServiceServicer:
     """Machine users: service accounts that authenticate with a generated token
     (errors as {"error": "...", "code": "INVALID_CREDENTIALS", "status": 401},
-    fields in camelCase).
+    fields in camelCase, times as ISO 8601 UTC strings to the second).
     """
 
     def ValidateMachineUser(self, request, context):
@@ -166,7 +166,7 @@ def add_MachineUserServiceServicer_to_server(servicer, server):
 class MachineUserService:
     """Machine users: service accounts that authenticate with a generated token
     (errors as {"error": "...", "code": "INVALID_CREDENTIALS", "status": 401},
-    fields in camelCase).
+    fields in camelCase, times as ISO 8601 UTC strings to the second).
     """
 
     @staticmethod

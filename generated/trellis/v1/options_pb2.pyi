@@ -95,6 +95,10 @@ TIMES_FIELD_NUMBER: _ClassVar[int]
 times: _descriptor.FieldDescriptor
 JSON_VALUE_FIELD_NUMBER: _ClassVar[int]
 json_value: _descriptor.FieldDescriptor
+UNKNOWN_VALUE_ERROR_FIELD_NUMBER: _ClassVar[int]
+unknown_value_error: _descriptor.FieldDescriptor
+REFUSED_BY_SERVER_FIELD_NUMBER: _ClassVar[int]
+refused_by_server: _descriptor.FieldDescriptor
 
 class SurfaceConventions(_message.Message):
     __slots__ = ("name", "error_style", "envelope", "field_names", "additional_fields", "times")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
 
+from trellis.server.core.pagination import KeyValue
 from trellis.server.identity.store._common import (
     DEFAULT_LIMIT,
     Page,
@@ -16,6 +17,7 @@ from trellis.server.identity.store._common import (
     _guarded_rows,
     _insert,
     _json_list_has,
+    _keyset_rows,
     _new_id,
     _page,
     _page_bounds,
@@ -138,6 +140,31 @@ def list_users(
     """Users of the org, oldest first, optionally those holding ``role`` or with
     the given ``enabled`` flag."""
     limit, offset = _page_bounds(limit, offset)
+    conditions = _user_filters(conn, org_id, role, enabled, include_deleted)
+    order = (users.c.created_at_ms, users.c.id)
+    return _page(conn, users, conditions, order, limit, offset, _user)
+
+
+def list_users_after(
+    conn: Connection,
+    org_id: str,
+    *,
+    role: str | None = None,
+    enabled: bool | None = None,
+    include_deleted: bool = False,
+    after: Sequence[KeyValue] | None = None,
+    limit: int | None = None,
+) -> list[User]:
+    """The users ``list_users`` lists, oldest first: ``(created_at_ms, id)``, the
+    sort key ``after`` resumes from."""
+    conditions = _user_filters(conn, org_id, role, enabled, include_deleted)
+    order = ((users.c.created_at_ms, False), (users.c.id, False))
+    return _keyset_rows(conn, users, conditions, order, _user, after=after, limit=limit)
+
+
+def _user_filters(
+    conn: Connection, org_id: str, role: str | None, enabled: bool | None, include_deleted: bool
+) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [users.c.org_id == org_id]
     if not include_deleted:
         conditions.append(_NOT_DELETED)
@@ -145,8 +172,7 @@ def list_users(
         conditions.append(users.c.enabled == enabled)
     if role is not None:
         conditions.append(_json_list_has(conn, users.c.roles, role))
-    order = (users.c.created_at_ms, users.c.id)
-    return _page(conn, users, conditions, order, limit, offset, _user)
+    return conditions
 
 
 def _update_user(
