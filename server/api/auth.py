@@ -10,7 +10,7 @@ import grpc
 from trellis.server.api._auth import client_address, current_principal
 from trellis.server.api._engine import unary
 from trellis.server.api._paging import page_request, send_page_headers, token_page
-from trellis.server.api._times import millis, timestamp
+from trellis.server.core.times import millis, timestamp
 from trellis.server.identity import AuditEvent, Identity, PolicyRule, StoredPolicy
 from trellis.v1 import auth_pb2, auth_pb2_grpc
 

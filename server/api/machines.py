@@ -8,7 +8,7 @@ import grpc
 from trellis.server.api._auth import current_principal
 from trellis.server.api._engine import unary
 from trellis.server.api._paging import token_page
-from trellis.server.api._times import timestamp
+from trellis.server.core.times import timestamp
 from trellis.server.identity import Identity, MachineUser
 from trellis.v1 import machine_pb2, machine_pb2_grpc
 

@@ -13,7 +13,7 @@ from google.protobuf import empty_pb2
 from trellis.server.api._auth import current_principal
 from trellis.server.api._engine import unary
 from trellis.server.api._paging import page_request, send_page_headers
-from trellis.server.api._times import timestamp
+from trellis.server.core.times import timestamp
 from trellis.server.identity import Identity, UserInfo
 from trellis.v1 import users_pb2, users_pb2_grpc
 

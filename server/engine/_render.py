@@ -6,8 +6,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from trellis.server.core.times import timestamp
 from trellis.server.engine._machine.claims import Claimed
 from trellis.server.engine._states import JobState, LeaseState, LogStream, RunState
 from trellis.server.engine.definitions import Backoff, JobDef
@@ -51,15 +50,6 @@ LOG_STREAMS = {
     LogStream.STDOUT.value: logs_pb2.LOG_STREAM_STDOUT,
     LogStream.STDERR.value: logs_pb2.LOG_STREAM_STDERR,
 }
-
-
-def stamp(ms: int) -> Timestamp | None:
-    """Epoch milliseconds as rows hold them, as a Timestamp; None (unset) for the 0
-    that rows hold for no time."""
-    if not ms:
-        return None
-    seconds, millis = divmod(ms, 1000)
-    return Timestamp(seconds=seconds, nanos=millis * 1_000_000)
 
 
 def retry_policy(max_retries: int, backoff: Backoff) -> jobs_pb2.RetryPolicy:
@@ -118,7 +108,7 @@ def job_from_row(row: Mapping[Any, Any], now: int) -> jobs_pb2.Job:
         timeout_secs=row["timeout_secs"],
         outputs=row["outputs"] or {},
         env=row["env"] or {},
-        started_at=stamp(row["started_at_ms"]),
+        started_at=timestamp(row["started_at_ms"]),
     )
     started, finished = row["started_at_ms"], row["finished_at_ms"]
     if started and finished:
@@ -136,8 +126,8 @@ def attempt(lease: Any) -> jobs_pb2.JobAttempt:
         attempt=lease.attempt,
         lease_id=lease.id,
         worker_id=lease.worker_id,
-        started_at=stamp(lease.granted_at_ms),
-        ended_at=stamp(lease.finished_at_ms),
+        started_at=timestamp(lease.granted_at_ms),
+        ended_at=timestamp(lease.finished_at_ms),
         outcome=ATTEMPT_OUTCOMES[lease.state],
         error=lease.error or "",
     )
@@ -149,8 +139,8 @@ def run_from_row(row: Mapping[Any, Any]) -> runs_pb2.Run:
         workflow_id=row["workflow_id"],
         workflow_version=row["workflow_version"],
         state=RUN_STATES[row["state"]],
-        created_at=stamp(row["created_at_ms"]),
-        finished_at=stamp(row["finished_at_ms"]),
+        created_at=timestamp(row["created_at_ms"]),
+        finished_at=timestamp(row["finished_at_ms"]),
     )
 
 
@@ -169,8 +159,8 @@ def assignment(claimed: Claimed, worker_id: str) -> workers_pb2.Assignment:
             upstream_outputs={
                 k: workers_pb2.Outputs(values=v) for k, v in claimed.upstream_outputs.items()
             },
-            enqueued_at=stamp(job["enqueued_at_ms"]),
-            delayed_until=stamp(job["ready_at_ms"]),
+            enqueued_at=timestamp(job["enqueued_at_ms"]),
+            delayed_until=timestamp(job["ready_at_ms"]),
             env=job["env"] or {},
             timeout_secs=job["timeout_secs"],
         ),
@@ -181,8 +171,8 @@ def assignment(claimed: Claimed, worker_id: str) -> workers_pb2.Assignment:
             run_id=job["run_id"],
             worker_id=worker_id,
             ttl_secs=claimed.ttl_secs,
-            granted_at=stamp(claimed.granted_at_ms),
-            expires_at=stamp(claimed.expires_at_ms),
+            granted_at=timestamp(claimed.granted_at_ms),
+            expires_at=timestamp(claimed.expires_at_ms),
         ),
     )
 
@@ -196,7 +186,7 @@ def log_chunk(row: Mapping[Any, Any]) -> logs_pb2.LogChunk:
         attempt=row["attempt"],
         sequence=row["sequence"],
         data=row["data"],
-        timestamp=stamp(row["timestamp_ms"]),
+        timestamp=timestamp(row["timestamp_ms"]),
         stream=LOG_STREAMS.get(row["stream"], logs_pb2.LOG_STREAM_UNSPECIFIED),
     )
 
@@ -210,6 +200,6 @@ def run_event(row: Mapping[Any, Any]) -> runs_pb2.RunEvent:
         ),
         job_id=row["job_key"],
         attempt=row["attempt"],
-        occurred_at=stamp(row["time_ms"]),
+        occurred_at=timestamp(row["time_ms"]),
         message=row["message"],
     )

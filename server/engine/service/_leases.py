@@ -13,9 +13,9 @@ from sqlalchemy import Connection
 from trellis.server.core._group_commit import GroupCommit, Member
 from trellis.server.core.errors import InvalidArgument
 from trellis.server.core.principal import Principal
+from trellis.server.core.times import timestamp
 from trellis.server.engine import _machine as machine
 from trellis.server.engine._machine import Effects, Result, Verdict
-from trellis.server.engine._render import stamp
 from trellis.server.engine._states import JobState
 from trellis.server.engine.service._base import Base
 from trellis.server.engine.service._checks import MAX_BATCH, check_text, ttl
@@ -56,7 +56,7 @@ class LeaseOps(Base):
         # A shorter TTL may bring the lease's expiry before the reaper's wake.
         self._expiry.announce(expires)
         return workers_pb2.HeartbeatResponse(
-            lease_id=lease_id, expires_at=stamp(expires), cancelled=cancelled
+            lease_id=lease_id, expires_at=timestamp(expires), cancelled=cancelled
         )
 
     def report(self, principal: Principal, results: Sequence[Result]) -> list[Verdict]:

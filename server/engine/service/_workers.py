@@ -11,10 +11,10 @@ from sqlalchemy import Connection, select
 from trellis.server.core import _sql
 from trellis.server.core.pagination import after_key
 from trellis.server.core.principal import Principal
+from trellis.server.core.times import timestamp
 from trellis.server.engine import _machine as machine
 from trellis.server.engine._capabilities import Capabilities
 from trellis.server.engine._machine import Effects, leases, workers
-from trellis.server.engine._render import stamp
 from trellis.server.engine._states import LeaseState
 from trellis.server.engine.service._base import Base
 from trellis.server.engine.service._checks import check_worker
@@ -121,8 +121,8 @@ class WorkerOps(Base):
             msg = workers_pb2.Worker(
                 worker_id=row.worker_id,
                 labels=row.labels,
-                registered_at=stamp(row.registered_at_ms),
-                last_heartbeat=stamp(row.last_heartbeat_ms),
+                registered_at=timestamp(row.registered_at_ms),
+                last_heartbeat=timestamp(row.last_heartbeat_ms),
             )
             capabilities = Capabilities.from_json(row.capabilities)
             if capabilities is not None:
