@@ -12,6 +12,7 @@ import grpc
 from trellis.server.api import _status
 from trellis.server.api._auth import client_address, current_principal
 from trellis.server.core.errors import (
+    Conflict,
     FailedPrecondition,
     InvalidArgument,
     LeaseConflict,
@@ -26,7 +27,6 @@ from trellis.server.identity.principal import (
     RateLimited,
     Unauthenticated,
 )
-from trellis.server.identity.store import Conflict
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -33,3 +33,7 @@ class FailedPrecondition(TrellisError):
 
 class Unavailable(TrellisError):
     """The server is shutting down or the database is unreachable."""
+
+
+class Conflict(TrellisError):
+    """A uniqueness rule was violated (ALREADY_EXISTS / 409); nothing was changed."""

@@ -23,7 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from trellis.server.core.errors import InvalidArgument, TrellisError
+from trellis.server.core.errors import Conflict as Conflict
+from trellis.server.core.errors import InvalidArgument
 from trellis.server.core.models import (
     ApiTokenRow,
     AuditEventRow,
@@ -65,14 +66,6 @@ audit_events = table(AuditEventRow)
 # The store's areas page by offset (their surfaces document limit/offset).
 _page_bounds = page_bounds
 _page = page_of
-
-
-class Conflict(TrellisError):
-    """A uniqueness rule was violated (ALREADY_EXISTS / 409); nothing was changed.
-
-    A ``TrellisError`` so the edges' error mapping sees it; the message is safe
-    to show to the caller.
-    """
 
 
 def _new_id() -> str:
