@@ -15,7 +15,6 @@ from trellis.server.identity import (
     OAuthClient,
     Organization,
     Pat,
-    scope_catalogue,
 )
 from trellis.v1 import identity_pb2, identity_pb2_grpc
 
@@ -187,6 +186,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     def ListScopes(
         self, request: identity_pb2.ListScopesRequest, context: grpc.ServicerContext
     ) -> identity_pb2.ListScopesResponse:
+        page = self.i.list_scopes(current_principal(), token_page(request))
         return identity_pb2.ListScopesResponse(
-            scopes=[identity_pb2.ScopeInfo(name=n, description=d) for n, d in scope_catalogue()]
+            scopes=[identity_pb2.ScopeInfo(name=n, description=d) for n, d in page.items],
+            next_page_token=page.next_page_token,
         )

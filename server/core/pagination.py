@@ -76,13 +76,13 @@ class PageTokens:
             raw = b""
         body, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if len(raw) <= _MAC_BYTES or not hmac.compare_digest(mac, self._mac(body)):
-            raise InvalidArgument("page_token is not a token this server issued")
+            raise InvalidArgument("page_token: not a token from a previous response")
         values = json.loads(body)
         if not isinstance(values, list) or not values or values[0] != self._scope(scope):
-            raise InvalidArgument("page_token belongs to a listing with other filters")
+            raise InvalidArgument("page_token: from a listing with other filters")
         key = tuple(values[1:])
         if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in key):
-            raise InvalidArgument("page_token is not a token this server issued")
+            raise InvalidArgument("page_token: not a token from a previous response")
         return key
 
     def _mac(self, body: bytes) -> bytes:
@@ -105,7 +105,7 @@ def after_key(
     still seek to the first row.
     """
     if len(columns) != len(key) or len(columns) != len(descending):
-        raise InvalidArgument("page_token does not fit this listing")
+        raise InvalidArgument("page_token: not a token from a previous response")
     terms: list[ColumnElement[bool]] = []
     for i, (column, value, desc) in enumerate(zip(columns, key, descending, strict=True)):
         equal = [c == v for c, v in zip(columns[:i], key[:i], strict=True)]

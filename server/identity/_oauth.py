@@ -39,7 +39,7 @@ from trellis.server.identity.principal import (
     Principal,
     PrincipalKind,
 )
-from trellis.server.identity.scopes import ROLE_SCOPES, Role, Scope, narrow
+from trellis.server.identity.scopes import ROLE_SCOPES, Role, Scope, narrow, scope_catalogue
 from trellis.server.identity.secrets_ import TokenKind, new_token, parse
 
 GRANT_TYPES: Final = frozenset({"client_credentials", "authorization_code"})
@@ -421,6 +421,27 @@ class OAuth(Authn):
     def server_metadata(self, public_url: str) -> ServerMetadata:
         """RFC 8414 metadata for this server, reached at ``public_url``."""
         return server_metadata(self.issuer, public_url)
+
+    def list_scopes(
+        self, caller: Principal, page: PageRequest = FIRST_PAGE
+    ) -> Listing[tuple[str, str]]:
+        """The ``(scope, description)`` pairs Trellis knows, in declaration
+        order; a page holds all of them unless sized. Public: a client reads it
+        before it has a token."""
+        catalogue = scope_catalogue()
+        scope = listing_scope("scopes")
+        after = self.resume_after(page, scope)
+        start = int(after[0]) + 1 if after else 0
+        size = page.size(default=store.MAX_LIMIT)
+        rows = [(i, entry) for i, entry in enumerate(catalogue)][start : start + size + 1]
+        listed = self.keyset_listing(scope, rows, size, lambda row: (row[0],))
+        return Listing(
+            tuple(entry for _, entry in listed.items),
+            None,
+            listed.limit,
+            0,
+            listed.next_page_token,
+        )
 
     def introspect(self, caller: Principal, token: str) -> Introspection:
         """RFC 7662: inactive for anything not currently usable, and for

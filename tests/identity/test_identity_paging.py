@@ -278,3 +278,20 @@ def test_an_audit_page_token_resumes_after_its_last_event_as_new_ones_arrive(
     assert [e.resource for e in by_offset.logs] == older[-1:]
     after_it = page(by_offset.next_page_token, page_size=2)
     assert [e.resource for e in after_it.logs] == older[-2:-4:-1]
+
+
+def test_the_scope_catalogue_pages_like_any_listing(server: Running) -> None:
+    ident = identity_pb2_grpc.IdentityServiceStub(server.anonymous_channel)
+    whole = ident.ListScopes(identity_pb2.ListScopesRequest(), timeout=RPC_TIMEOUT)
+    assert whole.next_page_token == "" and len(whole.scopes) > 3
+
+    def page(token: str) -> identity_pb2.ListScopesResponse:
+        request = identity_pb2.ListScopesRequest(page_size=3, page_token=token)
+        return ident.ListScopes(request, timeout=RPC_TIMEOUT)
+
+    paged, pages = walk(page, "scopes")
+    assert [s.name for s in paged] == [s.name for s in whole.scopes]
+    assert pages == -(-len(whole.scopes) // 3)
+    token = page("").next_page_token
+    forged = token[:-1] + ("B" if token[-1] == "A" else "A")
+    assert "page_token" in invalid_argument(lambda: page(forged))

@@ -235,11 +235,17 @@ class ScopeInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class ListScopesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListScopesResponse(_message.Message):
-    __slots__ = ("scopes",)
+    __slots__ = ("scopes", "next_page_token")
     SCOPES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     scopes: _containers.RepeatedCompositeFieldContainer[ScopeInfo]
-    def __init__(self, scopes: _Optional[_Iterable[_Union[ScopeInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, scopes: _Optional[_Iterable[_Union[ScopeInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

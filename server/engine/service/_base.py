@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from trellis.server.core.audit import AuditResult, audit_row, write_audit
 from trellis.server.core.db import Database
-from trellis.server.core.errors import InvalidArgument, NotFound, TrellisError, Unavailable
+from trellis.server.core.errors import NotFound, TrellisError, Unavailable
 from trellis.server.core.models import WorkflowRow, WorkflowVersionRow, table
 from trellis.server.core.pagination import PageTokens, page_size, page_token_key
 from trellis.server.core.principal import Principal
@@ -39,7 +39,6 @@ versions = table(WorkflowVersionRow)
 
 DEFINITION_CACHE_SIZE = 256
 _RETRYABLE_PG_CODES = {"40001", "40P01"}  # serialization failure, deadlock
-_BAD_TOKEN = "page_token: not a token from a previous response"
 
 
 @dataclass(frozen=True)
@@ -205,10 +204,7 @@ class Base:
         """The sort key a listing's ``token`` resumes after (None: the start)."""
         if not token:
             return None
-        try:
-            return self._tokens().decode(scope, token)
-        except InvalidArgument:
-            raise InvalidArgument(_BAD_TOKEN) from None
+        return self._tokens().decode(scope, token)
 
     @staticmethod
     def _page_size(requested: int, default: int, maximum: int) -> int:
