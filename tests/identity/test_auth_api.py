@@ -677,7 +677,11 @@ def test_a_policy_judges_the_workflow_a_request_names_in_either_field(server: Ru
         auth_pb2.CreatePolicyRequest(
             name="prod_is_frozen",
             rules=[
-                auth_pb2.PolicyRule(effect="Deny", resource="workflows:prod-*", action=["write"])
+                auth_pb2.PolicyRule(
+                    effect=auth_pb2.POLICY_EFFECT_DENY,
+                    resource="workflows:prod-*",
+                    action=["write"],
+                )
             ],
         ),
         timeout=RPC_TIMEOUT,
