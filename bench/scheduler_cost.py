@@ -107,13 +107,16 @@ class Drive:
 def drive(service: Any, body: dict[str, Any], n: int, *, max_secs: float = MAX_DRIVE_SECS) -> Drive:
     """Runs one workflow through claim/report until it is finished, or until
     ``max_secs`` have passed (then the run is cancelled)."""
+    from google.protobuf import json_format
+
     from trellis.server.core.principal import Principal, PrincipalKind
     from trellis.server.engine import Result
-    from trellis.v1 import runs_pb2
+    from trellis.v1 import runs_pb2, workflows_pb2
 
     caller = Principal(ORG, f"machine:{WORKER}", PrincipalKind.MACHINE, frozenset())
     wf_id = f"sched-{short_id()}"
-    service.create_workflow(caller, {**body, "id": wf_id})
+    workflow = json_format.ParseDict({**body, "id": wf_id}, workflows_pb2.Workflow())
+    service.create_workflow(caller, workflows_pb2.CreateWorkflowRequest(workflow=workflow))
 
     clock = time.perf_counter
     started = clock()
