@@ -7,10 +7,14 @@ talks to the gRPC server over a channel, like any gateway.
     channel = grpc.insecure_channel("127.0.0.1:50051")
     server = RestServer(create_app(channel), port=3000)
     server.start()
+
+:func:`rpc_failure` reads a failed call the way the bridge does for its error
+answers: code, message, and the ``reason`` REST surfaces render.
 """
 
 from ._app import create_app
 from ._http_rules import UnsupportedRuleError
 from ._server import RestServer
+from ._status_details import RpcFailure, rpc_failure
 
-__all__ = ["RestServer", "UnsupportedRuleError", "create_app"]
+__all__ = ["RestServer", "RpcFailure", "UnsupportedRuleError", "create_app", "rpc_failure"]

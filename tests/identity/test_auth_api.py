@@ -18,7 +18,7 @@ import pytest
 from conftest import ADMIN_PASSWORD, ADMIN_USERNAME, Running, login
 from engine_helpers import RPC_TIMEOUT, create_workflow, job, must_claim, start_run, uid
 
-from trellis.rest_bridge._status_details import rpc_failure
+from trellis.rest_bridge import rpc_failure
 from trellis.server.identity.ratelimit import Limit
 from trellis.v1 import (
     auth_pb2,
@@ -677,7 +677,11 @@ def test_a_policy_judges_the_workflow_a_request_names_in_either_field(server: Ru
         auth_pb2.CreatePolicyRequest(
             name="prod_is_frozen",
             rules=[
-                auth_pb2.PolicyRule(effect="Deny", resource="workflows:prod-*", action=["write"])
+                auth_pb2.PolicyRule(
+                    effect=auth_pb2.POLICY_EFFECT_DENY,
+                    resource="workflows:prod-*",
+                    action=["write"],
+                )
             ],
         ),
         timeout=RPC_TIMEOUT,
