@@ -11,6 +11,9 @@ from contextlib import ExitStack
 import pytest
 
 from trellis.server.engine import Notifier, Subscription
+
+# The NOTIFY payload's size limit and its wake-everyone fallback are a wire format
+# between replicas; checking them exactly needs the codec itself.
 from trellis.server.engine._pgbridge import decode, encode
 
 
