@@ -14,6 +14,9 @@ import pytest
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2, wrappers_pb2
 
 from trellis.rest_bridge import create_app
+
+# The codec's refusals and spellings are checked over every option combination the
+# contract allows, most of which no documented route happens to use.
 from trellis.rest_bridge._codec import (
     CodecError,
     InvalidJsonError,

@@ -17,6 +17,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, ti
 from google.protobuf.message import Message
 from rest_helpers import rest, uid
 
+# A request type with its own (times) option is built here; only the codec can
+# render it, since no route of the contract carries it.
 from trellis.rest_bridge._codec import (
     CodecError,
     parse_message,
