@@ -21,19 +21,17 @@ from conftest import Running
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from trellis.rest_bridge import create_app, rpc_failure
+from trellis.rest_bridge import CodecError, create_app, render_message, rpc_failure
 
 # Each surface's error styles, envelopes and headers are checked over combinations of
 # options and upstream trailers that no documented route produces on its own.
 from trellis.rest_bridge._attribution import SurfaceLocator
 from trellis.rest_bridge._codec import (
-    CodecError,
     InvalidFormError,
     body_binder,
     form_binder,
     load_form,
     query_setters,
-    render_message,
     response_renderer,
 )
 from trellis.rest_bridge._errors import error_body, error_response, rpc_error_response
