@@ -7,10 +7,29 @@ talks to the gRPC server over a channel, like any gateway.
     channel = grpc.insecure_channel("127.0.0.1:50051")
     server = RestServer(create_app(channel), port=3000)
     server.start()
+
+:func:`render_message` gives the JSON a message renders as by its type's conventions
+(and a surface's field names and time format), :func:`parse_message` reads such JSON
+back, raising :class:`CodecError` naming the field. :func:`rpc_failure` reads a
+failed call the way the bridge does for its error answers: code, message, and the
+``reason`` REST surfaces render.
 """
 
 from ._app import create_app
+from ._codec import parse_message, render_message
 from ._http_rules import UnsupportedRuleError
+from ._json_values import CodecError, Json
 from ._server import RestServer
+from ._status_details import RpcFailure, rpc_failure
 
-__all__ = ["RestServer", "UnsupportedRuleError", "create_app"]
+__all__ = [
+    "CodecError",
+    "Json",
+    "RestServer",
+    "RpcFailure",
+    "UnsupportedRuleError",
+    "create_app",
+    "parse_message",
+    "render_message",
+    "rpc_failure",
+]

@@ -10,6 +10,8 @@ from typing import Any
 import grpc
 import pytest
 
+# The in-process channel is internal to `trellis serve`; only its own API can put it
+# side by side with a network channel to the same handlers.
 from trellis.server.api import _status
 from trellis.server.api._auth import client_address
 from trellis.server.api._local_channel import HandlerRegistry, LocalChannel

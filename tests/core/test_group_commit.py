@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import pytest
 from conftest import wait_until
 
+# Group commit is the engine's internal batching; its joins, leader hand-over and
+# failures can be ordered deterministically only through its own API.
 from trellis.server.core._group_commit import GroupCommit, Member
 
 

@@ -18,6 +18,8 @@ from engine_helpers import (
     wait_run_state,
 )
 
+# Grouped claims need a deterministic interleaving of claimers that only the
+# scheduler's grouped-claim API gives; concurrent RPCs would group by chance.
 from trellis.server.engine import _machine as sched
 from trellis.v1 import jobs_pb2, runs_pb2
 

@@ -9,9 +9,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
+from conftest import wait_until
 
-from trellis.server.engine import Notifier, Subscription
-from trellis.server.engine._pgbridge import decode, encode
+from trellis.server.engine import Notifier, PgBridge, Subscription
+
+# Long enough for a notification to cross PostgreSQL under a loaded test run; each
+# wait returns as soon as it arrives.
+DELIVERY = 20.0
 
 
 @pytest.fixture
@@ -125,19 +129,81 @@ def test_wake_all_reaches_claimers_and_topic_subscribers(notifier: Notifier) -> 
         assert claimer.wait(0) and follower.wait(0)
 
 
-def test_payloads_round_trip_and_degrade_to_wake_everyone_when_too_large() -> None:
-    ready = {("org", "gpu,linux", "c"): 3, ("o2", "", "c"): 1}
-    assert decode(encode(["run:1", "logs:7"], ready)) == (["run:1", "logs:7"], ready)
+@pytest.fixture
+def replicas(database_url: str) -> Iterator[tuple[Notifier, Notifier]]:
+    """Two notifiers bridged over one PostgreSQL database, as two replicas' are;
+    the second already hears what the first fires."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("replicas share wake-ups only through PostgreSQL")
+    with ExitStack() as stack:
+        pair = (Notifier(), Notifier())
+        for notifier in pair:
+            stack.callback(notifier.close)
+            bridge = PgBridge(notifier, database_url)
+            bridge.start()
+            stack.callback(bridge.stop)
+        sender, listener = pair
+        # The listener connects on a thread of its own: fire until it hears one.
+        with listener.subscribe("listening") as probe:
+            wait_until(lambda: sender.fire(["listening"]) or probe.wait(0.05), DELIVERY)
+        yield pair
+
+
+def settled(sender: Notifier, listener: Notifier) -> None:
+    """Returns once everything ``sender`` fired before has reached ``listener``
+    (one channel delivers in order)."""
+    with listener.subscribe("fence") as fence:
+        sender.fire(["fence"])
+        assert fence.wait(DELIVERY)
+
+
+def test_topics_and_ready_work_reach_the_other_replica(
+    replicas: tuple[Notifier, Notifier],
+) -> None:
+    sender, listener = replicas
+    with ExitStack() as stack:
+        run = stack.enter_context(listener.subscribe("run:1"))
+        logs = stack.enter_context(listener.subscribe("logs:7"))
+        bystander = stack.enter_context(listener.subscribe("run:2"))
+        gpu = stack.enter_context(listener.subscribe(work=("org", ("gpu", "linux"))))
+        elsewhere = stack.enter_context(listener.subscribe(work=("o2", ())))
+        sender.fire(["run:1", "logs:7"], {("org", "gpu,linux", "c"): 3, ("o2", "", "c"): 1})
+        assert run.wait(DELIVERY) and logs.wait(DELIVERY)
+        assert gpu.wait(DELIVERY) and elsewhere.wait(DELIVERY)
+        assert listener.take_work(gpu) == {("org", "gpu,linux", "c"): 3}
+        assert listener.take_work(elsewhere) == {("o2", "", "c"): 1}
+        settled(sender, listener)
+        assert not bystander.wait(0)
+
+
+def test_a_shell_script_travels_as_work_for_claimers_that_run_anything(
+    replicas: tuple[Notifier, Notifier],
+) -> None:
     # A shell script is no handler's name: it travels as the empty command,
     # which only claimers that run anything take.
+    sender, listener = replicas
     script = "echo " + "x" * 300
-    assert decode(encode([], {("org", "", script): 2, ("org", "", "y" * 301): 1})) == (
-        [],
-        {("org", "", ""): 3},
-    )
-    huge = [f"logs:{i}" for i in range(2000)]
-    assert encode(huge, {}) == "*"
-    assert decode("*") is None
+    with ExitStack() as stack:
+        handler = stack.enter_context(
+            listener.subscribe(work=("org", ()), commands=frozenset({"echo"}))
+        )
+        anything = stack.enter_context(listener.subscribe(work=("org", ())))
+        sender.fire((), {("org", "", script): 2, ("org", "", "y" * 301): 1})
+        assert anything.wait(DELIVERY)
+        assert listener.take_work(anything) == {("org", "", ""): 3}
+        settled(sender, listener)
+        assert not handler.wait(0)
+
+
+def test_wake_ups_too_large_to_send_wake_everyone_on_the_other_replica(
+    replicas: tuple[Notifier, Notifier],
+) -> None:
+    sender, listener = replicas
+    with ExitStack() as stack:
+        unrelated = stack.enter_context(listener.subscribe("run:unrelated"))
+        claimer = stack.enter_context(listener.subscribe(work=("org", ())))
+        sender.fire([f"logs:{i}" for i in range(2000)])
+        assert unrelated.wait(DELIVERY) and claimer.wait(DELIVERY)
 
 
 def test_each_woken_claimer_holds_its_share_of_the_work(notifier: Notifier) -> None:

@@ -31,6 +31,9 @@ from sdk_helpers import (
 )
 
 from trellis.server.engine import Capabilities, Claimed
+
+# Claims drawn together in one statement need a deterministic batch of asks, which
+# only the scheduler's grouped-claim API gives; concurrent RPCs would interleave by chance.
 from trellis.server.engine._machine import ClaimAsk, claim
 from trellis.v1 import jobs_pb2, runs_pb2, workers_pb2
 from trellis.worker_sdk import Client, JobContext, Worker

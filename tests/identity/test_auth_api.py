@@ -18,7 +18,7 @@ import pytest
 from conftest import ADMIN_PASSWORD, ADMIN_USERNAME, Running, login
 from engine_helpers import RPC_TIMEOUT, create_workflow, job, must_claim, start_run, uid
 
-from trellis.rest_bridge._status_details import rpc_failure
+from trellis.rest_bridge import rpc_failure
 from trellis.server.identity.ratelimit import Limit
 from trellis.v1 import (
     auth_pb2,

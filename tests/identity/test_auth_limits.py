@@ -15,6 +15,8 @@ from rest_helpers import Rest
 from sqlalchemy import select, text
 from test_auth_api import code_of, reason_of, refused
 
+# Refusing a contract whose methods lack buckets needs synthetic protos that no
+# running server can be given, so the table is built by the interceptor's own reader.
 from trellis.server.api import _engine
 from trellis.server.api._auth import method_access
 from trellis.server.core.db import Database, connect

@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 
 from trellis.rest_bridge import UnsupportedRuleError
+
+# Bindings the bridge must refuse at start-up come from contracts compiled here, so
+# they are read with the bridge's own rule reader rather than a running app.
 from trellis.rest_bridge._http_rules import HttpBinding, discover_bindings
 from trellis.v1 import options_pb2
 

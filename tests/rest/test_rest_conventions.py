@@ -21,16 +21,17 @@ from conftest import Running
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from trellis.rest_bridge import create_app
+from trellis.rest_bridge import CodecError, create_app, render_message, rpc_failure
+
+# Each surface's error styles, envelopes and headers are checked over combinations of
+# options and upstream trailers that no documented route produces on its own.
 from trellis.rest_bridge._attribution import SurfaceLocator
 from trellis.rest_bridge._codec import (
-    CodecError,
     InvalidFormError,
     body_binder,
     form_binder,
     load_form,
     query_setters,
-    render_message,
     response_renderer,
 )
 from trellis.rest_bridge._errors import error_body, error_response, rpc_error_response
@@ -42,7 +43,6 @@ from trellis.rest_bridge._status_details import (
     decode_status_details,
     details_from_metadata,
     reason_for_code,
-    rpc_failure,
 )
 from trellis.rest_bridge._surface import DEFAULT_SURFACE, Surface, surface_of
 from trellis.v1 import options_pb2, workers_pb2, workflows_pb2

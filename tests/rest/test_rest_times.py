@@ -17,11 +17,12 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, ti
 from google.protobuf.message import Message
 from rest_helpers import rest, uid
 
+from trellis.rest_bridge import CodecError, parse_message, render_message
+
+# A request type with its own (times) option is built here; only the codec's
+# renderers and query setters take it, since no route of the contract carries it.
 from trellis.rest_bridge._codec import (
-    CodecError,
-    parse_message,
     query_setters,
-    render_message,
     response_renderer,
 )
 from trellis.v1 import jobs_pb2, options_pb2, runs_pb2, users_pb2

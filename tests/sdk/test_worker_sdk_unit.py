@@ -39,6 +39,9 @@ from trellis.worker_sdk import (
     Unauthenticated,
     Worker,
 )
+
+# Backoff's jitter bounds and the shell runner's kills and timeouts are not part of
+# the SDK's API and cannot be timed deterministically through a running Worker.
 from trellis.worker_sdk._backoff import Backoff
 from trellis.worker_sdk._shell import run_shell
 from trellis.worker_sdk.cli import add_client_commands, format_table
