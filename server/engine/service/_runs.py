@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, RowMapping, select
 
 from trellis.server.core import _sql
 from trellis.server.core.audit import AUDIT_INSERT
@@ -111,14 +111,7 @@ class RunOps(Base):
         org = principal.org_id
 
         def tx(conn: Connection, now: int) -> runs_pb2.RunDetail:
-            row = (
-                conn.execute(select(runs).where(runs.c.id == run_id, runs.c.org_id == org))
-                .mappings()
-                .first()
-            )
-            if row is None:
-                raise NotFound(f"run {run_id!r} not found")
-            detail = runs_pb2.RunDetail(run=render.run_from_row(row))
+            detail = runs_pb2.RunDetail(run=render.run_from_row(_run_row(conn, org, run_id)))
             attempts: dict[int, list[jobs_pb2.JobAttempt]] = defaultdict(list)
             for lease in _sql.query(conn, _ATTEMPTS_OF_RUN, run_id=run_id):
                 attempts[lease.job_id].append(render.attempt(lease))
@@ -182,14 +175,7 @@ class RunOps(Base):
 
     def _run(self, org: str, run_id: str) -> runs_pb2.Run:
         def tx(conn: Connection, _now: int) -> runs_pb2.Run:
-            row = (
-                conn.execute(select(runs).where(runs.c.id == run_id, runs.c.org_id == org))
-                .mappings()
-                .first()
-            )
-            if row is None:
-                raise NotFound(f"run {run_id!r} not found")
-            return render.run_from_row(row)
+            return render.run_from_row(_run_row(conn, org, run_id))
 
         return self._read(tx)
 
@@ -221,3 +207,12 @@ def _events_after(conn: Connection, _now: int, *, run_id: str, after: int) -> li
 
 
 __all__ = ["RunOps"]
+
+
+def _run_row(conn: Connection, org: str, run_id: str) -> RowMapping:
+    """The org's run ``run_id``; NotFound when there is none."""
+    row = conn.execute(select(runs).where(runs.c.id == run_id, runs.c.org_id == org)).mappings()
+    found = row.first()
+    if found is None:
+        raise NotFound(f"run {run_id!r} not found")
+    return found
