@@ -138,6 +138,11 @@ def is_output_only(field: FieldDescriptor) -> bool:
     return field_behavior_pb2.OUTPUT_ONLY in behaviors
 
 
+def is_omitted_unset(field: FieldDescriptor) -> bool:
+    """Whether answers leave the field out while unset (``(trellis.v1.omit_unset)``)."""
+    return bool(option(field.GetOptions(), options_pb2.omit_unset))
+
+
 def is_additional(field: FieldDescriptor) -> bool:
     """Whether the field is marked ``(trellis.v1.additional)``: beyond the documented shapes."""
     return bool(option(field.GetOptions(), options_pb2.additional))

@@ -29,6 +29,7 @@ from ._descriptors import (
     is_additional,
     is_empty_message,
     is_map,
+    is_omitted_unset,
     json_shape,
     map_shape_field,
     message_type,
@@ -143,14 +144,17 @@ def _build(
         return _tagged_renderer(descriptor, json_names, additional, times)
     if shape == options_pb2.JSON_SHAPE_MAP:
         return _map_renderer(map_shape_field(descriptor), json_names, additional, times)
+    shown = [field for field in descriptor.fields if additional or not is_additional(field)]
     fields = [
         (
             _key(field, json_names, times),
             field_renderer(field, json_names=json_names, additional=additional, times=times),
         )
-        for field in descriptor.fields
-        if additional or not is_additional(field)
+        for field in shown
+        if not is_omitted_unset(field)
     ]
+    if any(is_omitted_unset(field) for field in shown):
+        return _omitting_renderer(descriptor, shown, fields, json_names, additional, times)
     if shape == options_pb2.JSON_SHAPE_OMIT_UNSET:
         optional = frozenset(
             (field.json_name if json_names else output_key(field))
@@ -173,6 +177,38 @@ def _build(
 
     def render(message: Message) -> Json:
         return {key: render_field(message) for key, render_field in fields}
+
+    return render
+
+
+def _omitting_renderer(
+    descriptor: Descriptor,
+    shown: list[FieldDescriptor],
+    fields: list[tuple[str, MessageRenderer]],
+    json_names: bool,
+    additional: bool,
+    times: int,
+) -> MessageRenderer:
+    """Renders ``fields``, then the ``(omit_unset)`` fields of ``shown`` that are set."""
+    omitted = [
+        (
+            _key(field, json_names, times),
+            field.name,
+            field.is_repeated,  # maps too: a map is a repeated field of entries
+            field_renderer(field, json_names=json_names, additional=additional, times=times),
+        )
+        for field in shown
+        if is_omitted_unset(field)
+    ]
+    if json_shape(descriptor) == options_pb2.JSON_SHAPE_OMIT_UNSET:
+        raise ValueError(f"{descriptor.full_name}: omit_unset fields in an OMIT_UNSET message")
+
+    def render(message: Message) -> Json:
+        out = {key: render_field(message) for key, render_field in fields}
+        for key, name, repeated, render_field in omitted:
+            if len(getattr(message, name)) if repeated else message.HasField(name):
+                out[key] = render_field(message)
+        return out
 
     return render
 

@@ -212,9 +212,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 reason="insufficient_scope",
             )
         if self._check_policy is not None and access.scope != ANY_SCOPE:
-            resource, action = policy_target(access, request)
             try:
-                self._check_policy(principal, resource, action)
+                for resource, action in policy_targets(access, request):
+                    self._check_policy(principal, resource, action)
             except AuthError as exc:
                 _abort_auth(context, exc)
         if not by_address:
@@ -271,17 +271,30 @@ def client_address(
     return peer
 
 
-def policy_target(access: MethodAccess, request: Any) -> tuple[str, str]:
-    """The (resource, action) policies judge a call by: the method's resource
-    kind, narrowed to the name its request gives, and its scope's action."""
+def policy_targets(access: MethodAccess, request: Any) -> list[tuple[str, str]]:
+    """The (resource, action) pairs policies judge a call by: the method's
+    resource kind, narrowed to the name its request gives, and its scope's
+    action. A name inside a repeated field (a batch's items) gives one pair
+    per item, each of which the call must pass."""
     action = (access.scope or "").partition(":")[2]
     for path in access.name_fields if request is not None else ():
-        value = request
-        for part in path.split("."):
-            value = getattr(value, part)
-        if value:
-            return f"{access.policy_kind}:{value}", action
-    return f"{access.policy_kind}:*", action
+        names = sorted({str(v) for v in _values_at(request, path.split(".")) if v})
+        if names:
+            return [(f"{access.policy_kind}:{name}", action) for name in names]
+    return [(f"{access.policy_kind}:*", action)]
+
+
+def _values_at(message: Any, parts: list[str]) -> Iterator[Any]:
+    """The values at a dotted path, through repeated fields."""
+    value = getattr(message, parts[0])
+    # A message or a string is one value; anything else here is a repeated field.
+    one = isinstance(value, str) or hasattr(value, "DESCRIPTOR")
+    items = (value,) if one else value
+    for item in items:
+        if len(parts) == 1:
+            yield item
+        else:
+            yield from _values_at(item, parts[1:])
 
 
 def _peer_address(peer: str) -> str:

@@ -99,6 +99,8 @@ UNKNOWN_VALUE_ERROR_FIELD_NUMBER: _ClassVar[int]
 unknown_value_error: _descriptor.FieldDescriptor
 REFUSED_BY_SERVER_FIELD_NUMBER: _ClassVar[int]
 refused_by_server: _descriptor.FieldDescriptor
+OMIT_UNSET_FIELD_NUMBER: _ClassVar[int]
+omit_unset: _descriptor.FieldDescriptor
 
 class SurfaceConventions(_message.Message):
     __slots__ = ("name", "error_style", "envelope", "field_names", "additional_fields", "times")

@@ -2,6 +2,7 @@ import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from trellis.v1 import jobs_pb2 as _jobs_pb2
 from trellis.v1 import options_pb2 as _options_pb2
@@ -78,7 +79,7 @@ class ListWorkersResponse(_message.Message):
     def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class QueuedJob(_message.Message):
-    __slots__ = ("job_id", "workflow_id", "command", "required_labels", "retry_policy", "attempt", "upstream_outputs", "enqueued_at", "delayed_until", "run_id", "name", "env", "timeout_secs")
+    __slots__ = ("job_id", "workflow_id", "command", "required_labels", "retry_policy", "attempt", "upstream_outputs", "enqueued_at", "delayed_until", "run_id", "name", "env", "timeout_secs", "inputs")
     class UpstreamOutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +107,7 @@ class QueuedJob(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     workflow_id: str
     command: str
@@ -119,7 +121,8 @@ class QueuedJob(_message.Message):
     name: str
     env: _containers.ScalarMap[str, str]
     timeout_secs: int
-    def __init__(self, job_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., command: _Optional[str] = ..., required_labels: _Optional[_Iterable[str]] = ..., retry_policy: _Optional[_Union[_jobs_pb2.RetryPolicy, _Mapping]] = ..., attempt: _Optional[int] = ..., upstream_outputs: _Optional[_Mapping[str, Outputs]] = ..., enqueued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delayed_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., timeout_secs: _Optional[int] = ...) -> None: ...
+    inputs: _struct_pb2.Struct
+    def __init__(self, job_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., command: _Optional[str] = ..., required_labels: _Optional[_Iterable[str]] = ..., retry_policy: _Optional[_Union[_jobs_pb2.RetryPolicy, _Mapping]] = ..., attempt: _Optional[int] = ..., upstream_outputs: _Optional[_Mapping[str, Outputs]] = ..., enqueued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delayed_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_id: _Optional[str] = ..., name: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., timeout_secs: _Optional[int] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Outputs(_message.Message):
     __slots__ = ("values",)

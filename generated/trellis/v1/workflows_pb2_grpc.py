@@ -56,6 +56,11 @@ class WorkflowServiceStub:
                 request_serializer=trellis_dot_v1_dot_workflows__pb2.RunWorkflowRequest.SerializeToString,
                 response_deserializer=trellis_dot_v1_dot_runs__pb2.Run.FromString,
                 _registered_method=True)
+        self.BatchRunWorkflows = channel.unary_unary(
+                '/trellis.v1.WorkflowService/BatchRunWorkflows',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.BatchRunWorkflowsRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.BatchRunWorkflowsResponse.FromString,
+                _registered_method=True)
         self.CancelWorkflow = channel.unary_unary(
                 '/trellis.v1.WorkflowService/CancelWorkflow',
                 request_serializer=trellis_dot_v1_dot_workflows__pb2.CancelWorkflowRequest.SerializeToString,
@@ -95,6 +100,15 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchRunWorkflows(self, request, context):
+        """Starts many runs, each of its own workflow with its own inputs, in one
+        transaction: all of them or, when one item is refused, none (the error
+        names the item's index). Answers the runs in the order of the requests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelWorkflow(self, request, context):
         """Cancels the workflow's active run: queued and waiting jobs are cancelled,
         running jobs are told to stop.
@@ -125,6 +139,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.RunWorkflow,
                     request_deserializer=trellis_dot_v1_dot_workflows__pb2.RunWorkflowRequest.FromString,
                     response_serializer=trellis_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'BatchRunWorkflows': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchRunWorkflows,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.BatchRunWorkflowsRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.BatchRunWorkflowsResponse.SerializeToString,
             ),
             'CancelWorkflow': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelWorkflow,
@@ -241,6 +260,33 @@ class WorkflowService:
             '/trellis.v1.WorkflowService/RunWorkflow',
             trellis_dot_v1_dot_workflows__pb2.RunWorkflowRequest.SerializeToString,
             trellis_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchRunWorkflows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/BatchRunWorkflows',
+            trellis_dot_v1_dot_workflows__pb2.BatchRunWorkflowsRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.BatchRunWorkflowsResponse.FromString,
             options,
             channel_credentials,
             insecure,
