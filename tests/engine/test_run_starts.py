@@ -294,3 +294,17 @@ def test_inputs_are_part_of_the_request(server: Running) -> None:
     )
     assert_status(error, grpc.StatusCode.ALREADY_EXISTS, "greet-1")
     assert run_ids(server, wf) == [first.run_id]
+
+
+def test_a_start_runs_the_version_another_replica_just_stored(
+    start_server: Callable[..., Running],
+) -> None:
+    here, there = start_server(rest_enabled=False), start_server(rest_enabled=False)
+    wf = create_workflow(here, [job("v1")])
+    assert start(here, wf).workflow_version == 1  # `here` now knows version 1
+    create_workflow(there, [job("v2")], workflow_id=wf)
+    run = start(here, wf)
+    assert run.workflow_version == 2
+    assert [j.id for j in get_run(here, run.run_id).jobs] == ["v2"]
+    # The next start knows the new version without looking twice.
+    assert start(here, wf).workflow_version == 2
