@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from google.api import field_behavior_pb2  # type: ignore[import-untyped]
+from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from trellis.server.engine.definitions._checks import (
@@ -24,7 +25,7 @@ from trellis.server.engine.definitions._model import MAX_TIMEOUT_SECS, WorkflowD
 from trellis.server.engine.definitions._validate import build
 from trellis.v1 import jobs_pb2, workflows_pb2
 
-_WORKFLOW_KEYS = ("id", "name", "trigger", "env", "jobs")
+_WORKFLOW_KEYS = ("id", "name", "trigger", "env", "jobs", "inputs")
 _JOB_KEYS = (
     "id",
     "name",
@@ -91,7 +92,31 @@ def parse_message(
     data = plain(workflow)
     # A message always has a (perhaps empty) list of jobs.
     data.setdefault("jobs", [])
+    if workflow.inputs:
+        data["inputs"] = {name: _input(spec) for name, spec in workflow.inputs.items()}
     return parse_api_mapping(data, source=source, workflow_id=workflow_id)
+
+
+_INPUT_TYPES: dict[int, Any] = {
+    workflows_pb2.INPUT_TYPE_UNSPECIFIED: "string",
+    workflows_pb2.INPUT_TYPE_STRING: "string",
+    workflows_pb2.INPUT_TYPE_NUMBER: "number",
+    workflows_pb2.INPUT_TYPE_BOOLEAN: "boolean",
+    workflows_pb2.INPUT_TYPE_JSON: "json",
+}
+
+
+def _input(spec: workflows_pb2.WorkflowInput) -> dict[str, Any]:
+    """A ``WorkflowInput`` in the mapping form; an unset or null ``default`` is none."""
+    # An enum number this contract does not know is passed on to be refused by number.
+    found: dict[str, Any] = {
+        "type": _INPUT_TYPES.get(spec.type, spec.type),
+        "required": spec.required,
+        "description": spec.description,
+    }
+    if spec.HasField("default") and spec.default.WhichOneof("kind") is not None:
+        found["default"] = json_format.MessageToDict(spec.default)
+    return found
 
 
 def plain(message: Message) -> dict[str, Any]:
@@ -145,6 +170,7 @@ def read_api_mapping(data: Any, *, source: str, workflow_id: str) -> Draft:
         trigger=top.get("trigger"),
         env=top.get("env"),
         jobs=jobs,
+        inputs=top.get("inputs"),
     )
 
 
