@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from google.api import field_behavior_pb2  # type: ignore[import-untyped]
-from google.protobuf import json_format
+from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from trellis.server.engine.definitions._checks import (
@@ -23,6 +23,7 @@ from trellis.server.engine.definitions._errors import DefinitionError, Where, qu
 from trellis.server.engine.definitions._file import parse_text
 from trellis.server.engine.definitions._model import MAX_TIMEOUT_SECS, WorkflowDef
 from trellis.server.engine.definitions._validate import build
+from trellis.server.engine.definitions._values import MAX_JSON_DEPTH
 from trellis.v1 import jobs_pb2, workflows_pb2
 
 _WORKFLOW_KEYS = ("id", "name", "trigger", "env", "jobs", "inputs")
@@ -93,7 +94,8 @@ def parse_message(
     # A message always has a (perhaps empty) list of jobs.
     data.setdefault("jobs", [])
     if workflow.inputs:
-        data["inputs"] = {name: _input(spec) for name, spec in workflow.inputs.items()}
+        # A map has no order; by name, the same message always gives the same definition.
+        data["inputs"] = {name: _input(workflow.inputs[name]) for name in sorted(workflow.inputs)}
     return parse_api_mapping(data, source=source, workflow_id=workflow_id)
 
 
@@ -114,9 +116,25 @@ def _input(spec: workflows_pb2.WorkflowInput) -> dict[str, Any]:
         "required": spec.required,
         "description": spec.description,
     }
-    if spec.HasField("default") and spec.default.WhichOneof("kind") is not None:
-        found["default"] = json_format.MessageToDict(spec.default)
+    if spec.HasField("default"):
+        found["default"] = _value(spec.default)
     return found
+
+
+def _value(value: struct_pb2.Value, depth: int = 0) -> Any:
+    """A Value as the plain value it holds; unlike json_format, this keeps an infinite or
+    NaN number, so that it is refused by the rules of numbers rather than by the codec."""
+    kind = value.WhichOneof("kind")
+    # Past the deepest nesting a value may have, the rules refuse it whatever lies below.
+    if depth > MAX_JSON_DEPTH:
+        return None
+    if kind == "struct_value":
+        return {key: _value(item, depth + 1) for key, item in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_value(item, depth + 1) for item in value.list_value.values]
+    if kind is None or kind == "null_value":
+        return None
+    return getattr(value, kind)
 
 
 def plain(message: Message) -> dict[str, Any]:

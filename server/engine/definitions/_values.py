@@ -46,17 +46,25 @@ def check_value(kind: InputType, value: Any) -> Any:
     """``value`` as an input of type ``kind`` holds it (whole floats as ints), or Refused."""
     if kind == "string":
         if not isinstance(value, str):
-            raise Refused(f"expected a string, got {show(value)}")
+            raise Refused(f"expected a string, got {_show(value)}")
         return _text(value)
     if kind == "number":
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise Refused(f"expected a number, got {show(value)}")
+            raise Refused(f"expected a number, got {_show(value)}")
         return _number(value)
     if kind == "boolean":
         if not isinstance(value, bool):
-            raise Refused(f"expected true or false, got {show(value)}")
+            raise Refused(f"expected true or false, got {_show(value)}")
         return value
     return _json(value, "", 0)
+
+
+def _show(value: Any) -> str:
+    # A Struct carries every number as a double: 5 sent as JSON arrives as 5.0, and is
+    # shown as it was sent, as JavaScript would show it.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    return show(value)
 
 
 def _text(value: str) -> str:
@@ -75,11 +83,13 @@ def _text(value: str) -> str:
 def _number(value: int | float) -> int | float:
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise Refused(f"expected a finite number, got {show(value)}")
+            raise Refused(f"expected a finite number, got {_show(value)}")
         if not value.is_integer():
             return float(value)
     if not -MAX_EXACT_INT <= value <= MAX_EXACT_INT:
-        raise Refused(f"{show(value)} is not within ±2**53, the whole numbers JSON carries exactly")
+        raise Refused(
+            f"{_show(value)} is not within ±2**53, the whole numbers JSON carries exactly"
+        )
     return int(value)
 
 
@@ -98,7 +108,7 @@ def _json(value: Any, path: str, depth: int) -> Any:
             found: dict[str, Any] = {}
             for key, item in value.items():
                 if not isinstance(key, str):
-                    raise Refused(f"object keys must be strings, got {show(key)}")
+                    raise Refused(f"object keys must be strings, got {_show(key)}")
                 found[_text(key)] = _json(item, f"{path}.{key}" if path else key, depth + 1)
             return found
         if isinstance(value, list | tuple):
@@ -107,7 +117,7 @@ def _json(value: Any, path: str, depth: int) -> Any:
         if path and not refused.problem.startswith("at "):
             raise Refused(f"at {path}: {refused.problem}") from None
         raise
-    raise Refused(f"expected a JSON value, got {show(value)}")
+    raise Refused(f"expected a JSON value, got {_show(value)}")
 
 
 def resolve(declared: Sequence[InputDef], values: Any) -> dict[str, Any]:
