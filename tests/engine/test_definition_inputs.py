@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import pickle
+import random
 import re
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -554,6 +555,38 @@ def test_defaults_count_towards_the_limit() -> None:
     assert input_error({"more": "y" * 600}, wf) == "inputs: larger than 65536 bytes as JSON"
 
 
+def test_json_values_with_more_items_than_the_limit_has_bytes() -> None:
+    wf = from_mapping({"x": {"type": "json"}, "y": {"type": "json"}})
+    assert input_error({"x": [0] * 65_537}, wf) == "inputs.x: larger than 65536 bytes as JSON"
+    # The count is shared by the values of one run.
+    assert input_error({"x": [0] * 40_000, "y": [[0] * 30_000]}, wf) == (
+        "inputs.y: at [0]: larger than 65536 bytes as JSON"
+    )
+
+
+def test_a_default_built_of_yaml_aliases_is_refused_without_expanding_it() -> None:
+    # Nine levels of nine aliases stand for 9**9 items; they must not all be visited.
+    lines = ["name: Bomb", "on: push", "x0: &x0 [a, a, a, a, a, a, a, a, a]"]
+    for level in range(1, 10):
+        lines.append(f"x{level}: &x{level} [" + ", ".join([f"*x{level - 1}"] * 9) + "]")
+    text = "\n".join(lines[:2]) + "\ninputs:\n  big:\n    type: json\n    default:\n"
+    text += "".join(f"      - {line.split(': ', 1)[1]}\n" for line in lines[2:])
+    text += "jobs:\n  a: {run: echo}\n"
+    with pytest.raises(DefinitionError) as caught:
+        parse_text(text, source="bomb.yml", workflow_id="bomb")
+    message = str(caught.value)
+    assert message.startswith("bomb.yml: input 'big': `default`: at [")
+    assert message.endswith("]: larger than 65536 bytes as JSON")
+
+
+def test_defaults_together_must_fit_in_one_run() -> None:
+    inputs = {"a": {"default": "x" * 40_000}, "b": {"default": "y" * 40_000}}
+    for source in SOURCES:
+        assert refusal(source, inputs) == (
+            "the inputs' defaults together are larger than 65536 bytes as JSON"
+        ), source
+
+
 def test_a_run_cannot_change_the_definition_through_a_default() -> None:
     first = resolved({"target": "t"})
     first["blob"]["k"].append(2)
@@ -570,6 +603,44 @@ def test_input_error_shape() -> None:
     assert (type(again), str(again), again.name) == (InputError, str(error), "target")
     missing = InputError("missing required input 'x'")
     assert (missing.name, str(missing)) == (None, "inputs: missing required input 'x'")
+
+
+def junk(rng: random.Random, depth: int = 0) -> Any:
+    pick = rng.randrange(9 if depth < 3 else 6)
+    if pick == 0:
+        return rng.choice([None, True, False])
+    if pick == 1:
+        return rng.choice([0, -1, 3, 2**53, 2**53 + 1, 10**400, 2.5, 3.0, float("nan"), 1e300])
+    if pick in (2, 3):
+        return rng.choice(["", "t", "target", "count", "x\x00", "\ud800", "é", "flag", "blob"])
+    if pick == 4:
+        return rng.choice([b"bytes", object(), (1, "a"), {1, 2}])
+    if pick == 5:
+        return rng.choice(["target", "count", "flag", "blob", "note", "other"])
+    if pick == 6:
+        return [junk(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = [junk(rng, 3) for _ in range(rng.randrange(5))]
+    return {key: junk(rng, depth + 1) for key in keys if isinstance(key, Hashable)}
+
+
+def test_any_values_give_a_checked_set_or_an_input_error() -> None:
+    rng = random.Random(1105)
+    accepted = 0
+    for _ in range(5000):
+        values = junk(rng)
+        if rng.random() < 0.7:
+            given = {"target": "t"} if rng.random() < 0.5 else {}
+            values = {**given, **(values if isinstance(values, dict) else {"blob": values})}
+        try:
+            got = DECLARED.resolve_inputs(values)
+        except InputError as exc:
+            assert str(exc).startswith("inputs")
+            continue
+        accepted += 1
+        # What is accepted is plain JSON, and checking it again changes nothing.
+        assert json.loads(json.dumps(got, allow_nan=False)) == got
+        assert DECLARED.resolve_inputs(got) == got
+    assert accepted > 100
 
 
 @pytest.mark.parametrize(
@@ -680,7 +751,7 @@ def test_stored_inputs_are_checked_again() -> None:
     cases: list[tuple[Any, str]] = [
         ({"name": "x", "type": "choice"}, "input 'x': `type` 'choice' is not supported"),
         ({"name": "x", "type": "number", "default": "a"}, "input 'x': `default`: expected a"),
-        ({"type": "string"}, "inputs[0]: `name` must be a new name, got null"),
+        ({"type": "string"}, "inputs[0]: `name` must be a string, got null"),
         ("x", "inputs[0]: the input must be a mapping, got 'x'"),
     ]
     for item, fragment in cases:
@@ -688,7 +759,7 @@ def test_stored_inputs_are_checked_again() -> None:
             WorkflowDef.from_json({**good, "inputs": [item]})
         assert str(caught.value).startswith(f"{where}: {fragment}"), caught.value
     twice = [{"name": "x"}, {"name": "x"}]
-    with pytest.raises(DefinitionError, match=r"inputs\[1\]: `name` must be a new name"):
+    with pytest.raises(DefinitionError, match=r"inputs\[1\]: input 'x' is stored twice"):
         WorkflowDef.from_json({**good, "inputs": twice})
     with pytest.raises(DefinitionError, match="`inputs` must be a list, got a mapping"):
         WorkflowDef.from_json({**good, "inputs": {}})

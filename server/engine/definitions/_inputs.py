@@ -13,7 +13,13 @@ from typing import Any
 from trellis.server.engine.definitions._checks import mapping, reject_unknown, text
 from trellis.server.engine.definitions._errors import Where, quote, show
 from trellis.server.engine.definitions._model import MAX_ID_LENGTH, MAX_INPUTS, InputDef, InputType
-from trellis.server.engine.definitions._values import Refused, check_value, input_env_name
+from trellis.server.engine.definitions._values import (
+    MAX_INPUTS_BYTES,
+    Refused,
+    check_value,
+    input_env_name,
+    json_size,
+)
 
 INPUT_KEYS = ("type", "required", "default", "description")
 INPUT_TYPES: tuple[InputType, ...] = ("string", "number", "boolean", "json")
@@ -40,6 +46,13 @@ def declared_inputs(value: Any, where: Where) -> tuple[InputDef, ...]:
                 f"environment variable {env_name}"
             )
         found.append(spec)
+    # Runs that leave out every input with a default get them all, so together they must
+    # fit in what one run may be given.
+    defaults = {spec.name: spec.default for spec in found if spec.has_default}
+    if defaults and json_size(defaults) > MAX_INPUTS_BYTES:
+        where.fail(
+            f"the inputs' defaults together are larger than {MAX_INPUTS_BYTES} bytes as JSON"
+        )
     return tuple(found)
 
 

@@ -102,7 +102,7 @@ class WorkflowDef:
     env: Mapping[str, str] = field(hash=False)
     jobs: tuple[JobDef, ...]
     inputs: tuple[InputDef, ...] = ()
-    """In declaration order."""
+    """In declaration order; by name from a ``Workflow`` message, whose map has no order."""
 
     def resolve_inputs(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The input values of a run (plain JSON values, as ``json.loads`` or a Struct give

@@ -63,10 +63,13 @@ def _inputs(value: Any, where: Where) -> dict[str, Any] | None:
         where.fail(f"`inputs` must be a list, got {show(value)}")
     found: dict[str, Any] = {}
     for index, body in enumerate(value):
-        spec = mapping(body, "the input", where.within(f"inputs[{index}]"))
+        at = where.within(f"inputs[{index}]")
+        spec = mapping(body, "the input", at)
         name = spec.get("name")
-        if not isinstance(name, str) or name in found:
-            where.within(f"inputs[{index}]").fail(f"`name` must be a new name, got {show(name)}")
+        if not isinstance(name, str):
+            at.fail(f"`name` must be a string, got {show(name)}")
+        if name in found:
+            at.fail(f"input {quote(name)} is stored twice")
         # Keys written by a newer server are left out, as elsewhere in stored rows.
         found[name] = {key: spec[key] for key in INPUT_KEYS if key in spec}
     return found

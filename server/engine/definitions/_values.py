@@ -35,15 +35,21 @@ def input_env_name(name: str) -> str:
 
 
 class Refused(Exception):
-    """A value broke its type's rules; ``problem`` says how, without saying where."""
+    """A value broke its type's rules; ``problem`` says how, ``where`` where inside it."""
 
     def __init__(self, problem: str) -> None:
         super().__init__(problem)
         self.problem = problem
+        self.where = ""
 
 
-def check_value(kind: InputType, value: Any) -> Any:
-    """``value`` as an input of type ``kind`` holds it (whole floats as ints), or Refused."""
+def check_value(kind: InputType, value: Any, budget: list[int] | None = None) -> Any:
+    """``value`` as an input of type ``kind`` holds it (whole floats as ints), or Refused.
+
+    ``budget`` counts down the items of JSON values, shared by the values of one run: a
+    value with more items than its JSON has bytes is too large, and YAML aliases can make
+    a small document hold a huge one.
+    """
     if kind == "string":
         if not isinstance(value, str):
             raise Refused(f"expected a string, got {_show(value)}")
@@ -56,7 +62,12 @@ def check_value(kind: InputType, value: Any) -> Any:
         if not isinstance(value, bool):
             raise Refused(f"expected true or false, got {_show(value)}")
         return value
-    return _json(value, "", 0)
+    try:
+        return _json(value, 0, [MAX_INPUTS_BYTES] if budget is None else budget)
+    except Refused as refused:
+        if refused.where:
+            refused.problem = f"at {refused.where.removeprefix('.')}: {refused.problem}"
+        raise
 
 
 def _show(value: Any) -> str:
@@ -93,31 +104,40 @@ def _number(value: int | float) -> int | float:
     return int(value)
 
 
-def _json(value: Any, path: str, depth: int) -> Any:
+def _json(value: Any, depth: int, budget: list[int]) -> Any:
     """A copy of ``value`` in plain JSON types, its numbers checked as inputs' are."""
-    try:
-        if value is None or isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            return _text(value)
-        if isinstance(value, int | float):
-            return _number(value)
-        if depth >= MAX_JSON_DEPTH:
-            raise Refused(f"nested deeper than {MAX_JSON_DEPTH} levels")
-        if isinstance(value, Mapping):
-            found: dict[str, Any] = {}
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise Refused(f"object keys must be strings, got {_show(key)}")
-                found[_text(key)] = _json(item, f"{path}.{key}" if path else key, depth + 1)
-            return found
-        if isinstance(value, list | tuple):
-            return [_json(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
-    except Refused as refused:
-        if path and not refused.problem.startswith("at "):
-            raise Refused(f"at {path}: {refused.problem}") from None
-        raise
-    raise Refused(f"expected a JSON value, got {_show(value)}")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, int | float):
+        return _number(value)
+    if not isinstance(value, Mapping | list | tuple):
+        raise Refused(f"expected a JSON value, got {_show(value)}")
+    if depth >= MAX_JSON_DEPTH:
+        raise Refused(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    budget[0] -= len(value)
+    if budget[0] < 0:
+        raise Refused(f"larger than {MAX_INPUTS_BYTES} bytes as JSON")
+    if isinstance(value, Mapping):
+        found: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise Refused(f"object keys must be strings, got {_show(key)}")
+            try:
+                found[_text(key)] = _json(item, depth + 1, budget)
+            except Refused as refused:
+                refused.where = f".{key}{refused.where}"
+                raise
+        return found
+    items: list[Any] = []
+    for index, item in enumerate(value):
+        try:
+            items.append(_json(item, depth + 1, budget))
+        except Refused as refused:
+            refused.where = f"[{index}]{refused.where}"
+            raise
+    return items
 
 
 def resolve(declared: Sequence[InputDef], values: Any) -> dict[str, Any]:
@@ -136,9 +156,10 @@ def resolve(declared: Sequence[InputDef], values: Any) -> dict[str, Any]:
     if missing:
         raise InputError(f"missing required input {quote(min(missing))}")
     checked: dict[str, Any] = {}
+    budget = [MAX_INPUTS_BYTES]
     for name in sorted(values):
         try:
-            checked[name] = check_value(by_name[name].type, values[name])
+            checked[name] = check_value(by_name[name].type, values[name], budget)
         except Refused as refused:
             raise InputError(refused.problem, name) from None
     resolved: dict[str, Any] = {}
@@ -151,10 +172,14 @@ def resolve(declared: Sequence[InputDef], values: Any) -> dict[str, Any]:
             resolved[spec.name] = (
                 copy.deepcopy(default) if isinstance(default, dict | list) else default
             )
-    size = len(json.dumps(resolved, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-    if size > MAX_INPUTS_BYTES:
+    if json_size(resolved) > MAX_INPUTS_BYTES:
         raise InputError(f"larger than {MAX_INPUTS_BYTES} bytes as JSON")
     return resolved
+
+
+def json_size(values: Mapping[str, Any]) -> int:
+    """Bytes of ``values`` as compact UTF-8 JSON (checked values: nothing can fail)."""
+    return len(json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
 def _takes(names: list[str]) -> str:
