@@ -38,7 +38,10 @@ workflows = table(WorkflowRow)
 versions = table(WorkflowVersionRow)
 
 DEFINITION_CACHE_SIZE = 256
-_RETRYABLE_PG_CODES = {"40001", "40P01"}  # serialization failure, deadlock
+# A serialization failure, a deadlock, and a unique key that a concurrent
+# transaction took first (racing starts under one request id): run again,
+# the transaction reads what the other one committed.
+_RETRYABLE_PG_CODES = {"40001", "40P01", "23505"}
 
 
 @dataclass(frozen=True)
