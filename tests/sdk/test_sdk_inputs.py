@@ -40,6 +40,7 @@ from trellis.worker_sdk import (
     TrellisError,
     Worker,
 )
+from trellis.worker_sdk._shell import job_env
 
 # One input of each type: a required one, defaults of each kind, and one
 # with neither (absent from runs that do not give it).
@@ -215,6 +216,32 @@ def test_shell_jobs_get_inputs_as_variables_that_the_shell_never_interprets(
     assert "TRELLIS_TOKEN" not in seen and "DEPLOY_KEY" not in seen
     assert server.token not in text and WORKER_TOKEN_SECRET not in text
     assert seen["TRELLIS_JOB_ID"] == "env"
+
+
+def test_a_jobs_input_variables_are_exactly_its_runs_inputs() -> None:
+    def env_for(inputs: dict[str, Any]) -> dict[str, str]:
+        return job_env(
+            job_id="j",
+            run_id="r",
+            workflow_id="w",
+            attempt=0,
+            env={"TRELLIS_INPUT_GHOST": "from-the-workflow", "MINE": "1"},
+            upstream_outputs={},
+            base={"PATH": "/bin", "TRELLIS_INPUT_STALE": "from-the-worker"},
+            inputs=inputs,
+        )
+
+    seen = env_for({"dry-run": True, "list": [1, "two"], "none": None, "text": "a b"})
+    assert {k: v for k, v in seen.items() if k.startswith("TRELLIS_INPUT_")} == {
+        "TRELLIS_INPUT_DRY_RUN": "true",
+        "TRELLIS_INPUT_LIST": '[1,"two"]',
+        "TRELLIS_INPUT_NONE": "null",
+        "TRELLIS_INPUT_TEXT": "a b",
+    }
+    assert seen["MINE"] == "1" and seen["PATH"] == "/bin"
+    # No environment variable can hold a NUL: refused by name, not by a crash.
+    with pytest.raises(ValueError, match=r"^input 'note' holds a NUL character"):
+        env_for({"note": "a\x00b"})
 
 
 # -- idempotent starts -------------------------------------------------------------
