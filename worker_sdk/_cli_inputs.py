@@ -14,6 +14,7 @@ import yaml
 
 from ._cli_manage import STDIN, _read
 from ._client import Client
+from ._errors import PermissionDenied
 from ._inputs import to_struct
 from ._pb import workflows_pb2
 
@@ -76,7 +77,16 @@ def run_inputs(
         return None
     inputs = dict(from_file)
     if pairs:
-        declared = client.get_workflow(workflow_id).inputs
+        try:
+            declared = client.get_workflow(workflow_id).inputs
+        except PermissionDenied as err:
+            # A token may start runs without reading workflows (workflows:run
+            # without workflows:read): say what needed the read.
+            err.message += (
+                " (--input reads the workflow's declared input types; "
+                "--inputs-file gives typed values without that)"
+            )
+            raise
         for name, text in pairs:
             inputs[name] = _typed(name, text, declared.get(name))
     return inputs

@@ -453,6 +453,24 @@ def test_run_refuses_bad_inputs_with_one_line_and_starts_nothing(
     assert client.list_runs(wf) == []
 
 
+def test_input_options_need_a_token_that_reads_workflows_a_file_does_not(
+    server: Running, client: Client, tmp_path: Path
+) -> None:
+    wf = queued_workflow(client)
+    run_only = client.create_personal_access_token("runner", ["workflows:run"])
+    as_runner = ["--target", server.grpc_target, "--token", run_only, "--organization-id"]
+    as_runner.append("default")
+    typed = tmp_path / "inputs.json"
+    typed.write_text('{"count": 2}')
+
+    refused = trellis("run", wf, "--input", "count=2", *as_runner)
+    assert refused.returncode == 1
+    assert "--input reads the workflow's declared input types" in one_error_line(refused)
+    done = trellis("run", wf, "--inputs-file", str(typed), *as_runner)
+    assert done.returncode == 0, done.stderr
+    assert inputs_of(client.get_run(done.stdout.strip()).run) == {**DEFAULTS, "count": 2}
+
+
 def test_status_and_runs_show_a_runs_inputs(server: Running, client: Client) -> None:
     wf = queued_workflow(client)
     target = ["--target", server.grpc_target]
