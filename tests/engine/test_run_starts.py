@@ -263,7 +263,7 @@ def test_inputs_are_stored_with_defaults_and_reach_every_job(server: Running) ->
         ({"who": "a", "colour": "red"}, ("unknown input 'colour'",)),
         ({"who": 7}, ("inputs.who", "string")),
         ({"who": "a", "times": "3"}, ("inputs.times", "number")),
-        ({"who": "a", "loud": "yes"}, ("inputs.loud", "boolean")),
+        ({"who": "a", "loud": "yes"}, ("inputs.loud", "true or false")),
     ],
 )
 def test_bad_inputs_are_refused_and_nothing_is_stored(
@@ -294,3 +294,17 @@ def test_inputs_are_part_of_the_request(server: Running) -> None:
     )
     assert_status(error, grpc.StatusCode.ALREADY_EXISTS, "greet-1")
     assert run_ids(server, wf) == [first.run_id]
+
+
+def test_a_start_runs_the_version_another_replica_just_stored(
+    start_server: Callable[..., Running],
+) -> None:
+    here, there = start_server(rest_enabled=False), start_server(rest_enabled=False)
+    wf = create_workflow(here, [job("v1")])
+    assert start(here, wf).workflow_version == 1  # `here` now knows version 1
+    create_workflow(there, [job("v2")], workflow_id=wf)
+    run = start(here, wf)
+    assert run.workflow_version == 2
+    assert [j.id for j in get_run(here, run.run_id).jobs] == ["v2"]
+    # The next start knows the new version without looking twice.
+    assert start(here, wf).workflow_version == 2

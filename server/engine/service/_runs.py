@@ -15,7 +15,7 @@ from sqlalchemy import Connection, RowMapping, select
 
 from trellis.server.core import _sql
 from trellis.server.core.audit import AUDIT_INSERT
-from trellis.server.core.errors import Conflict, InvalidArgument, NotFound
+from trellis.server.core.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from trellis.server.core.pagination import after_key
 from trellis.server.core.principal import Principal
 from trellis.server.engine import _machine as machine
@@ -26,16 +26,23 @@ from trellis.server.engine.definitions import InputError
 from trellis.server.engine.service._base import Audit, Base, versions, workflows
 from trellis.v1 import jobs_pb2, runs_pb2
 
+_WORKFLOW_VERSION = _sql.Sql(
+    "SELECT version FROM workflows WHERE org_id = :org AND id = :workflow_id"
+)
 _WORKFLOW_VERSIONS = _sql.Sql(
     "SELECT id, version FROM workflows WHERE org_id = :org AND id IN_LIST(:workflow_ids)"
 )
+# Also the check that the version a start took as current still is.
 _SET_LATEST_RUN = _sql.Sql(
-    "UPDATE workflows SET latest_run_id = :run_id WHERE org_id = :org AND id = :workflow_id"
+    """UPDATE workflows SET latest_run_id = :run_id
+    WHERE org_id = :org AND id = :workflow_id AND version = :version RETURNING id"""
 )
 _RUNS_OF_REQUESTS = _sql.Sql(
     "SELECT * FROM runs WHERE org_id = :org AND request_id IN_LIST(:request_ids)"
 )
 MAX_BATCH_RUNS = 1000
+# Starts made again because a workflow changed meanwhile (each try reads afresh).
+_MAX_STALE_RETRIES = 10
 MAX_REQUEST_ID_LENGTH = 200
 # The tries at a run's jobs: their leases, but for those handed back
 # undelivered (which never reached a worker).
@@ -50,6 +57,15 @@ MAX_RUNS_PAGE = 1000
 # Newest first; runs created in one millisecond in id order.
 _RUN_ORDER = (runs.c.created_at_ms, runs.c.id)
 _RUN_DESCENDING = (True, False)
+
+
+class _StaleVersions(Exception):
+    """Workflows whose version a start took as current had changed: the
+    start is rolled back and made again."""
+
+    def __init__(self, workflow_ids: list[str]) -> None:
+        super().__init__(", ".join(workflow_ids))
+        self.workflow_ids = workflow_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +134,7 @@ class RunOps(Base):
             if asked:
                 for row in _sql.query(conn, _RUNS_OF_REQUESTS, org=org, request_ids=asked):
                     prior[row.request_id] = (row.request_digest, row._asdict())
-            found = _sql.query(
-                conn,
-                _WORKFLOW_VERSIONS,
-                org=org,
-                workflow_ids=sorted({req.workflow_id for req in requests}),
-            )
-            current = dict(found)
+            current = self._current_versions(conn, org, {req.workflow_id for req in requests})
             new: list[NewRun] = []
             answers: list[Mapping[str, Any] | int] = []
             for i, req in enumerate(requests):
@@ -157,25 +167,37 @@ class RunOps(Base):
                 new.append(NewRun(wdef, version, inputs or None, req.request_id or None, digest))
             if not new:
                 return [a for a in answers if not isinstance(a, int)], Effects()
+            checks: dict[str, _sql.Pending] = {}
             created, effects = machine.create_runs(
                 conn,
                 org=org,
                 new=new,
                 now=now,
-                also=lambda batch, rows: also(batch, rows, now),
+                also=lambda batch, rows: also(batch, rows, now, current, checks),
             )
+            stale = sorted(wf for wf, check in checks.items() if not check.rows)
+            if stale:
+                raise _StaleVersions(stale)
             return [created[a] if isinstance(a, int) else a for a in answers], effects
 
-        def also(batch: _sql.Batch, rows: list[dict[str, Any]], now: int) -> None:
-            # The last run started of each workflow becomes its latest.
+        def also(
+            batch: _sql.Batch,
+            rows: list[dict[str, Any]],
+            now: int,
+            current: Mapping[str, int],
+            checks: dict[str, _sql.Pending],
+        ) -> None:
+            # The last run started of each workflow becomes its latest, if
+            # the workflow is still at the version the runs were made of.
             latest = {row["workflow_id"]: row["id"] for row in rows}
-            batch.execute_many(
-                _SET_LATEST_RUN,
-                [
-                    {"run_id": run_id, "org": org, "workflow_id": workflow_id}
-                    for workflow_id, run_id in latest.items()
-                ],
-            )
+            for workflow_id, run_id in latest.items():
+                checks[workflow_id] = batch.query(
+                    _SET_LATEST_RUN,
+                    run_id=run_id,
+                    org=org,
+                    workflow_id=workflow_id,
+                    version=current[workflow_id],
+                )
             # In the pipeline that stores the runs: no round trip of its own.
             audit_rows = [
                 Audit(
@@ -185,8 +207,34 @@ class RunOps(Base):
             ]
             batch.insert(AUDIT_INSERT, audit_rows)
 
-        # The runs as created: what a re-read right after the commit would show.
-        return [render.run_from_row(row) for row in self._write(tx, audit, audited=True)]
+        for _ in range(_MAX_STALE_RETRIES):
+            try:
+                # The runs as created: what a re-read right after the commit would show.
+                return [render.run_from_row(row) for row in self._write(tx, audit, audited=True)]
+            except _StaleVersions as exc:
+                # Changed (or gone) since last seen: read again. Each retry
+                # reads the versions afresh, so it ends.
+                for workflow_id in exc.workflow_ids:
+                    self._see_version(org, workflow_id, None)
+        raise Unavailable("the workflow changed during every try to start it; try again")
+
+    def _current_versions(
+        self, conn: Connection, org: str, workflow_ids: set[str]
+    ) -> dict[str, int]:
+        """The current version of each workflow that exists: as last seen
+        here, or read (the start's own write checks a version taken as seen)."""
+        found = {wf: self._seen_version(org, wf) for wf in workflow_ids}
+        unseen = sorted(wf for wf, version in found.items() if version is None)
+        if len(unseen) == 1:
+            rows = _sql.query(conn, _WORKFLOW_VERSION, org=org, workflow_id=unseen[0])
+            read = {unseen[0]: rows[0].version} if rows else {}
+        elif unseen:
+            read = dict(_sql.query(conn, _WORKFLOW_VERSIONS, org=org, workflow_ids=unseen))
+        else:
+            read = {}
+        for wf, version in read.items():
+            self._see_version(org, wf, version)
+        return {wf: v for wf, v in ({**found, **read}).items() if v is not None}
 
     def cancel_workflow(
         self, principal: Principal, workflow_id: str, *, ip: str = ""

@@ -91,7 +91,9 @@ class WorkflowOps(Base):
                 )
             return version, Effects()
 
-        self._write(tx, audit)
+        version = self._write(tx, audit)
+        # Runs started here from now on are of this version.
+        self._see_version(org, wdef.id, version)
         return self._get_workflow(org, wdef.id)
 
     def create_workflow(
@@ -196,7 +198,12 @@ class WorkflowOps(Base):
                 r.org_id, r.id, r.version, functools.partial(dict, r.definition)
             )
             msg = workflows_pb2.Workflow(
-                id=r.id, name=wdef.name, trigger=wdef.trigger, version=r.version, env=dict(wdef.env)
+                id=r.id,
+                name=wdef.name,
+                trigger=wdef.trigger,
+                version=r.version,
+                env=dict(wdef.env),
+                inputs=render.workflow_inputs(wdef.inputs),
             )
             if r.latest_run_id:
                 msg.run_id = r.latest_run_id
