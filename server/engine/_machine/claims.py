@@ -50,8 +50,6 @@ _UPSERT_WORKER = Sql(
 )
 # The claim picks the oldest claimable jobs and marks them running in one
 # statement; on PostgreSQL, rows another claimer holds are skipped, not waited on.
-# Each job goes out with its run's inputs, looked up by the run's key in the
-# same statement.
 CLAIM_TEMPLATE = f"""UPDATE jobs SET state = '{JobState.RUNNING}', started_at_ms = :now
     WHERE id IN (
         SELECT id FROM jobs
@@ -59,8 +57,7 @@ CLAIM_TEMPLATE = f"""UPDATE jobs SET state = '{JobState.RUNNING}', started_at_ms
             AND ready_at_ms <= :now
         ORDER BY id LIMIT :n FOR_UPDATE_SKIP_LOCKED)
     RETURNING id, run_id, workflow_id, "key", name, command, label_key, attempt,
-        max_retries, backoff, timeout_secs, env, parents, enqueued_at_ms, ready_at_ms,
-        (SELECT inputs FROM runs WHERE runs.id = jobs.run_id) AS inputs"""
+        max_retries, backoff, timeout_secs, env, parents, enqueued_at_ms, ready_at_ms"""
 # A worker that covers one label set (the usual case: most jobs need none) walks
 # the claimable index in id order and stops at the first rows; with several,
 # the candidates of all its sets are sorted. A worker that runs only its
@@ -95,6 +92,9 @@ _INSERT_LEASE = _sql.Insert(
     },
     constants={"state": f"'{LeaseState.ACTIVE}'", "finished_at_ms": "0"},
 )
+# The inputs of the claimed jobs' runs, read with the leases' writes. (Not in
+# the claim's RETURNING: SQLite scans the whole table for a subquery there.)
+_RUN_INPUTS = Sql("SELECT id, inputs FROM runs WHERE id IN_LIST(:run_ids) AND inputs IS NOT NULL")
 _UPSTREAM = Sql(
     """SELECT e.child_id, j."key", j.outputs FROM job_edges e JOIN jobs j ON j.id = e.parent_id
     WHERE e.child_id IN_LIST(:ids)"""
@@ -284,6 +284,10 @@ def grant(
             _lock_runs(batch, is_pg, {r.run_id for r in rows})
         batch.insert(_INSERT_LEASE, lease_rows)
         ev.flush(batch, effects)
+        found = batch.query(_RUN_INPUTS, run_ids=sorted({r.run_id for r in rows}))
+    inputs = {run_id: from_json(values) for run_id, values in found.rows}
+    for job in decoded:  # the mappings the leases hold
+        job["inputs"] = inputs.get(job["run_id"])
     effects.lease_expiry_ms = min([effects.lease_expiry_ms, *(c.expires_at_ms for c in claimed)])
     return claimed
 
@@ -291,7 +295,7 @@ def grant(
 def _decoded(row: Any) -> dict[str, Any]:
     """A claimed job's row as a mapping, its JSON columns decoded."""
     job: dict[str, Any] = row._asdict()
-    for col in ("backoff", "env", "parents", "inputs"):
+    for col in ("backoff", "env", "parents"):
         job[col] = from_json(job[col])
     return job
 
