@@ -392,6 +392,23 @@ def wait_run_finished(
         time.sleep(interval)
 
 
+def follow_run_to_finish(channel: grpc.Channel, run_id: str, *, timeout: float) -> None:
+    """Follows the run's events until RUN_FINISHED, which must say
+    "succeeded" (pushed by the server, so that a caller can go on as soon as
+    the run is over)."""
+    from trellis.v1 import runs_pb2, runs_pb2_grpc
+
+    runs = stub(runs_pb2_grpc.RunServiceStub, channel)
+    for event in runs.StreamRunEvents(
+        runs_pb2.StreamRunEventsRequest(run_id=run_id), timeout=timeout
+    ):
+        if event.type == runs_pb2.RUN_EVENT_TYPE_RUN_FINISHED:
+            if event.message != "succeeded":
+                raise AssertionError(f"run {run_id} finished {event.message!r}")
+            return
+    raise AssertionError(f"run {run_id}: event stream ended before RUN_FINISHED")
+
+
 def verify_run(
     channel: grpc.Channel, run_id: str, n_jobs: int, *, handled: Sequence[str] | None = None
 ) -> None:
