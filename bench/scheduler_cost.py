@@ -110,7 +110,7 @@ def drive(service: Any, body: dict[str, Any], n: int, *, max_secs: float = MAX_D
     from google.protobuf import json_format
 
     from trellis.server.core.principal import Principal, PrincipalKind
-    from trellis.server.engine import Result
+    from trellis.server.engine import Result, RunRequest
     from trellis.v1 import runs_pb2, workflows_pb2
 
     caller = Principal(ORG, f"machine:{WORKER}", PrincipalKind.MACHINE, frozenset())
@@ -120,7 +120,7 @@ def drive(service: Any, body: dict[str, Any], n: int, *, max_secs: float = MAX_D
 
     clock = time.perf_counter
     started = clock()
-    run = service.run_workflow(caller, wf_id)
+    run = service.run_workflow(caller, RunRequest(wf_id))
     result = Drive(n, clock() - started, [])
     deadline = started + max_secs
     done = 0

@@ -10,6 +10,8 @@ _FORWARDED_HEADERS = (
     ("Authorization", "authorization"),
     ("X-Organization-ID", "x-organization-id"),
     ("X-Request-ID", "x-request-id"),
+    # The request id of an idempotent start (RunWorkflow's `request_id`).
+    ("Idempotency-Key", "idempotency-key"),
 )
 
 

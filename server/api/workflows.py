@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import grpc
+from google.protobuf import json_format
 
 from trellis.server.api._edge import caller_of, principal_of, unary
-from trellis.server.engine import Service
+from trellis.server.core.errors import InvalidArgument
+from trellis.server.engine import RunRequest, Service
 from trellis.v1 import runs_pb2, workflows_pb2, workflows_pb2_grpc
 
 
@@ -44,7 +46,22 @@ class Workflows(workflows_pb2_grpc.WorkflowServiceServicer):
         self, request: workflows_pb2.RunWorkflowRequest, context: grpc.ServicerContext
     ) -> runs_pb2.Run:
         principal, ip = caller_of(context)
-        return self.s.run_workflow(principal, request.workflow_id, ip=ip)
+        key = _idempotency_key(context)
+        if key and request.request_id and key != request.request_id:
+            raise InvalidArgument(
+                "request_id: differs from the idempotency-key header; give one of them"
+            )
+        return self.s.run_workflow(principal, _run_request(request, key), ip=ip)
+
+    @unary
+    def BatchRunWorkflows(
+        self, request: workflows_pb2.BatchRunWorkflowsRequest, context: grpc.ServicerContext
+    ) -> workflows_pb2.BatchRunWorkflowsResponse:
+        principal, ip = caller_of(context)
+        started = self.s.run_workflows(
+            principal, [_run_request(item) for item in request.requests], ip=ip
+        )
+        return workflows_pb2.BatchRunWorkflowsResponse(runs=started)
 
     @unary
     def CancelWorkflow(
@@ -52,6 +69,21 @@ class Workflows(workflows_pb2_grpc.WorkflowServiceServicer):
     ) -> runs_pb2.Run:
         principal, ip = caller_of(context)
         return self.s.cancel_workflow(principal, request.workflow_id, ip=ip)
+
+
+def _run_request(request: workflows_pb2.RunWorkflowRequest, key: str = "") -> RunRequest:
+    # Struct numbers are doubles; the definition's check turns whole ones back
+    # into integers.
+    given = json_format.MessageToDict(request.inputs) if request.inputs.fields else {}
+    return RunRequest(request.workflow_id, given, request.request_id or key)
+
+
+def _idempotency_key(context: grpc.ServicerContext) -> str:
+    """The request id a REST caller gave as its ``Idempotency-Key`` header."""
+    for key, value in context.invocation_metadata():
+        if key == "idempotency-key" and isinstance(value, str):
+            return value
+    return ""
 
 
 def add_to(server: grpc.Server, service: Service) -> None:

@@ -28,9 +28,10 @@ from trellis.server.engine._states import (
     RunEventType,
     RunState,
 )
-from trellis.server.engine.service import Service
+from trellis.server.engine.service import MAX_BATCH_RUNS, RunRequest, Service
 
 __all__ = [
+    "MAX_BATCH_RUNS",
     "TERMINAL",
     "AuditAction",
     "Capabilities",
@@ -43,6 +44,7 @@ __all__ = [
     "PgBridge",
     "Result",
     "RunEventType",
+    "RunRequest",
     "RunState",
     "Service",
     "Stream",

@@ -6,6 +6,9 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+from google.protobuf import struct_pb2
+
+from trellis.server.core._sql import from_json
 from trellis.server.core.times import timestamp
 from trellis.server.engine._machine.claims import Claimed
 from trellis.server.engine._states import JobState, LeaseState, LogStream, RunState
@@ -141,7 +144,18 @@ def run_from_row(row: Mapping[Any, Any]) -> runs_pb2.Run:
         state=RUN_STATES[row["state"]],
         created_at=timestamp(row["created_at_ms"]),
         finished_at=timestamp(row["finished_at_ms"]),
+        inputs=_struct(row["inputs"]),
+        request_id=row["request_id"],
     )
+
+
+def _struct(values: Mapping[str, Any] | str | None) -> struct_pb2.Struct | None:
+    """A run's stored inputs as a Struct (None: the run has none)."""
+    if values is None:
+        return None
+    out = struct_pb2.Struct()
+    out.update(from_json(values))
+    return out
 
 
 def assignment(claimed: Claimed, worker_id: str) -> workers_pb2.Assignment:
@@ -163,6 +177,7 @@ def assignment(claimed: Claimed, worker_id: str) -> workers_pb2.Assignment:
             delayed_until=timestamp(job["ready_at_ms"]),
             env=job["env"] or {},
             timeout_secs=job["timeout_secs"],
+            inputs=_struct(job["inputs"]),
         ),
         lease=workers_pb2.Lease(
             lease_id=claimed.lease_id,

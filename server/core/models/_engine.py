@@ -59,7 +59,11 @@ class RunRow(Base):
     """
 
     __tablename__ = "runs"
-    __table_args__ = (Index(None, "org_id", "workflow_id", "created_at_ms"),)
+    __table_args__ = (
+        Index(None, "org_id", "workflow_id", "created_at_ms"),
+        # A retried start finds its run by the caller's request id.
+        Index(None, "org_id", "request_id", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     org_id: Mapped[str] = mapped_column(String(64))
@@ -71,6 +75,13 @@ class RunRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     finished_at_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The values the run was started with, defaults filled in; NULL: none.
+    inputs: Mapped[dict[str, Any] | None]
+    # The caller's id for the start, and a digest of what it asked for (the
+    # workflow and the inputs given), so a reuse for another request is told
+    # apart from a retry.
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    request_digest: Mapped[str | None] = mapped_column(String(64))
 
 
 class JobRow(Base):

@@ -29,17 +29,18 @@ from trellis.server.engine._machine.common import (
 from trellis.server.engine._machine.lease_changes import heartbeat, next_expiry, reap
 from trellis.server.engine._machine.logs import push_logs
 from trellis.server.engine._machine.reports import Result, Verdict, report_results
-from trellis.server.engine._machine.run_changes import cancel_run, create_run
+from trellis.server.engine._machine.run_changes import NewRun, cancel_run, create_runs
 
 __all__ = [
     "ClaimAsk",
     "Claimed",
     "Effects",
+    "NewRun",
     "Result",
     "Verdict",
     "cancel_run",
     "claim",
-    "create_run",
+    "create_runs",
     "eligible_label_keys",
     "events",
     "heartbeat",

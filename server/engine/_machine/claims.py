@@ -50,6 +50,8 @@ _UPSERT_WORKER = Sql(
 )
 # The claim picks the oldest claimable jobs and marks them running in one
 # statement; on PostgreSQL, rows another claimer holds are skipped, not waited on.
+# Each job goes out with its run's inputs, looked up by the run's key in the
+# same statement.
 CLAIM_TEMPLATE = f"""UPDATE jobs SET state = '{JobState.RUNNING}', started_at_ms = :now
     WHERE id IN (
         SELECT id FROM jobs
@@ -57,7 +59,8 @@ CLAIM_TEMPLATE = f"""UPDATE jobs SET state = '{JobState.RUNNING}', started_at_ms
             AND ready_at_ms <= :now
         ORDER BY id LIMIT :n FOR_UPDATE_SKIP_LOCKED)
     RETURNING id, run_id, workflow_id, "key", name, command, label_key, attempt,
-        max_retries, backoff, timeout_secs, env, parents, enqueued_at_ms, ready_at_ms"""
+        max_retries, backoff, timeout_secs, env, parents, enqueued_at_ms, ready_at_ms,
+        (SELECT inputs FROM runs WHERE runs.id = jobs.run_id) AS inputs"""
 # A worker that covers one label set (the usual case: most jobs need none) walks
 # the claimable index in id order and stops at the first rows; with several,
 # the candidates of all its sets are sorted. A worker that runs only its
@@ -288,7 +291,7 @@ def grant(
 def _decoded(row: Any) -> dict[str, Any]:
     """A claimed job's row as a mapping, its JSON columns decoded."""
     job: dict[str, Any] = row._asdict()
-    for col in ("backoff", "env", "parents"):
+    for col in ("backoff", "env", "parents", "inputs"):
         job[col] = from_json(job[col])
     return job
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, update
 
 from trellis.server.core import _sql
-from trellis.server.core._sql import Sql, to_json
+from trellis.server.core._sql import from_json, to_json
 from trellis.server.engine._machine.common import (
     Effects,
     Events,
@@ -23,11 +24,25 @@ from trellis.server.engine._machine.common import (
 from trellis.server.engine._states import UNFINISHED, JobState, LeaseState, RunEventType, RunState
 from trellis.server.engine.definitions import WorkflowDef
 
-_INSERT_RUN = Sql(
-    """INSERT INTO runs (id, org_id, workflow_id, workflow_version, state, unfinished_jobs,
-        failed_jobs, cancel_requested, created_at_ms, finished_at_ms)
-    VALUES (:id, :org_id, :workflow_id, :workflow_version, :state, :unfinished_jobs,
-        :failed_jobs, :cancel_requested, :created_at_ms, :finished_at_ms)"""
+_INSERT_RUN = _sql.Insert(
+    "runs",
+    {
+        "id": "text",
+        "org_id": "text",
+        "workflow_id": "text",
+        "workflow_version": "integer",
+        "unfinished_jobs": "integer",
+        "created_at_ms": "bigint",
+        "inputs": "json",
+        "request_id": "text",
+        "request_digest": "text",
+    },
+    constants={
+        "state": f"'{RunState.RUNNING}'",
+        "failed_jobs": "0",
+        "cancel_requested": "false",
+        "finished_at_ms": "0",
+    },
 )
 _INSERT_JOB = _sql.Insert(
     "jobs",
@@ -51,7 +66,7 @@ _INSERT_JOB = _sql.Insert(
     },
     constants={"attempt": "0", "ready_at_ms": "0", "started_at_ms": "0", "finished_at_ms": "0"},
 )
-_JOB_IDS_OF_RUN = Sql('SELECT "key", id FROM jobs WHERE run_id = :run_id')
+_JOB_IDS_OF_RUNS = _sql.Sql('SELECT run_id, "key", id FROM jobs WHERE run_id IN_LIST(:run_ids)')
 _INSERT_EDGE = _sql.Insert(
     "job_edges", {"parent_id": "bigint", "child_id": "bigint", "org_id": "text"}
 )
@@ -60,85 +75,122 @@ _INSERT_LABEL_SET = _sql.Insert(
 )
 
 
-def create_run(
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to create: of version ``version`` of ``wdef``, with its resolved
+    ``inputs`` (None: the run has none) and the caller's request id and the
+    digest of what that request asked for."""
+
+    wdef: WorkflowDef
+    version: int
+    inputs: Mapping[str, Any] | None = None
+    request_id: str | None = None
+    request_digest: str | None = None
+
+
+def create_runs(
     conn: Connection,
     *,
     org: str,
-    wdef: WorkflowDef,
-    version: int,
+    new: Sequence[NewRun],
     now: int,
-    also: Callable[[_sql.Batch, str], None] | None = None,
-) -> tuple[dict[str, Any], Effects]:
-    """Creates a run with all its jobs (roots are queued at once); returns the run's row.
+    also: Callable[[_sql.Batch, list[dict[str, Any]]], None] | None = None,
+) -> tuple[list[dict[str, Any]], Effects]:
+    """Creates runs with all their jobs (roots are queued at once); returns
+    the runs' rows, in the order of ``new``.
 
-    ``also(batch, run_id)`` adds the caller's own writes to the batch that
-    stores the run (one round trip on PostgreSQL).
+    ``also(batch, runs)`` adds the caller's own writes to the batch that
+    stores the runs: however many runs, that is one round trip on PostgreSQL
+    (and one more for the edges of runs whose jobs depend on others).
     """
-    run_id = new_id()
-    run: dict[str, Any] = {
-        "id": run_id,
-        "org_id": org,
-        "workflow_id": wdef.id,
-        "workflow_version": version,
-        "state": RunState.RUNNING,
-        "unfinished_jobs": len(wdef.jobs),
-        "failed_jobs": 0,
-        "cancel_requested": False,
-        "created_at_ms": now,
-        "finished_at_ms": 0,
-    }
     effects = Effects()
-    rows: list[dict[str, Any]] = []
-    for pos, job in enumerate(wdef.jobs):
-        is_root = not job.depends_on
-        rows.append(
+    ev = Events(org, now)
+    runs_: list[dict[str, Any]] = []
+    job_rows: list[dict[str, Any]] = []
+    keys: set[str] = set()
+    for start in new:
+        wdef = start.wdef
+        run_id = new_id()
+        runs_.append(
             {
+                "id": run_id,
                 "org_id": org,
-                "run_id": run_id,
                 "workflow_id": wdef.id,
-                "key": job.id,
-                "position": pos,
-                "name": job.name,
-                "command": job.command,
-                "label_key": label_key(job.required_labels),
-                "state": JobState.QUEUED if is_root else JobState.PENDING,
-                "max_retries": job.max_retries,
-                "backoff": to_json(job.backoff.to_json()),
-                "timeout_secs": job.timeout_secs,
-                "env": to_json(dict(job.env)),
-                "parents": to_json(list(job.depends_on)),
-                "pending_parents": len(job.depends_on),
-                "enqueued_at_ms": now if is_root else 0,
+                "workflow_version": start.version,
+                "state": RunState.RUNNING,
+                "unfinished_jobs": len(wdef.jobs),
+                "failed_jobs": 0,
+                "cancel_requested": False,
+                "created_at_ms": now,
+                "finished_at_ms": 0,
+                "inputs": None if start.inputs is None else to_json(dict(start.inputs)),
+                "request_id": start.request_id,
+                "request_digest": start.request_digest,
             }
         )
-    keys = sorted({label_key(job.required_labels) for job in wdef.jobs})
-    ev = Events(org, now)
-    ev.add(run_id, RunEventType.RUN_STARTED)
-    for job in wdef.jobs:
-        if not job.depends_on:
-            ev.add(run_id, RunEventType.JOB_QUEUED, job.id)
+        ev.add(run_id, RunEventType.RUN_STARTED)
+        for pos, job in enumerate(wdef.jobs):
+            is_root = not job.depends_on
+            key = label_key(job.required_labels)
+            keys.add(key)
+            job_rows.append(
+                {
+                    "org_id": org,
+                    "run_id": run_id,
+                    "workflow_id": wdef.id,
+                    "key": job.id,
+                    "position": pos,
+                    "name": job.name,
+                    "command": job.command,
+                    "label_key": key,
+                    "state": JobState.QUEUED if is_root else JobState.PENDING,
+                    "max_retries": job.max_retries,
+                    "backoff": to_json(job.backoff.to_json()),
+                    "timeout_secs": job.timeout_secs,
+                    "env": to_json(dict(job.env)),
+                    "parents": to_json(list(job.depends_on)),
+                    "pending_parents": len(job.depends_on),
+                    "enqueued_at_ms": now if is_root else 0,
+                }
+            )
+            if is_root:
+                ev.add(run_id, RunEventType.JOB_QUEUED, job.id)
+                effects.ready[(org, key, job.command)] += 1
+        effects.ready_runs.add(run_id)
     with _sql.pipelined(conn) as batch:
-        batch.execute(_INSERT_RUN, **run)
-        batch.insert(_INSERT_JOB, rows)
-        batch.insert(_INSERT_LABEL_SET, [{"org_id": org, "label_key": k} for k in keys])
+        batch.insert(_INSERT_RUN, runs_)
+        batch.insert(_INSERT_JOB, job_rows)
+        batch.insert(_INSERT_LABEL_SET, [{"org_id": org, "label_key": k} for k in sorted(keys)])
         ev.flush(batch, effects)
         if also is not None:
-            also(batch, run_id)
-    if any(job.depends_on for job in wdef.jobs):
-        ids: dict[str, int] = dict(_sql.query(conn, _JOB_IDS_OF_RUN, run_id=run_id))
+            also(batch, runs_)
+    with_edges = [
+        (run["id"], start.wdef)
+        for run, start in zip(runs_, new, strict=True)
+        if any(job.depends_on for job in start.wdef.jobs)
+    ]
+    if with_edges:
+        ids: dict[tuple[str, str], int] = {
+            (run_id, key): job_id
+            for run_id, key, job_id in _sql.query(
+                conn, _JOB_IDS_OF_RUNS, run_ids=[run_id for run_id, _ in with_edges]
+            )
+        }
         edge_rows = [
-            {"parent_id": ids[parent], "child_id": ids[job.id], "org_id": org}
+            {
+                "parent_id": ids[(run_id, parent)],
+                "child_id": ids[(run_id, job.id)],
+                "org_id": org,
+            }
+            for run_id, wdef in with_edges
             for job in wdef.jobs
             for parent in job.depends_on
         ]
         _sql.insert(conn, _INSERT_EDGE, edge_rows)
-    effects.ready.update(
-        (org, label_key(job.required_labels), job.command)
-        for job in wdef.jobs
-        if not job.depends_on
-    )
-    effects.ready_runs.add(run_id)
-    return run, effects
+    for run in runs_:
+        # As read back: JSON columns decoded.
+        run["inputs"] = None if run["inputs"] is None else from_json(run["inputs"])
+    return runs_, effects
 
 
 def cancel_run(conn: Connection, *, org: str, run_id: str, now: int) -> tuple[bool, Effects]:
@@ -183,4 +235,4 @@ def cancel_run(conn: Connection, *, org: str, run_id: str, now: int) -> tuple[bo
     return True, effects
 
 
-__all__ = ["cancel_run", "create_run"]
+__all__ = ["NewRun", "cancel_run", "create_runs"]

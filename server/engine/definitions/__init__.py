@@ -26,6 +26,7 @@ from trellis.server.engine.definitions._model import (
     MAX_TIMEOUT_SECS,
     Backoff,
     BackoffKind,
+    InputError,
     JobDef,
     WorkflowDef,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "Backoff",
     "BackoffKind",
     "DefinitionError",
+    "InputError",
     "JobDef",
     "WorkflowDef",
     "load_dir",

@@ -73,6 +73,10 @@ class JobDef:
     env: Mapping[str, str] = field(hash=False)
 
 
+class InputError(ValueError):
+    """A run's input values refused; the message names the input."""
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowDef:
     """A validated workflow: jobs in definition order, dependencies known and acyclic."""
@@ -90,6 +94,14 @@ class WorkflowDef:
             for parent in job.depends_on:
                 found[parent].append(job.id)
         return {job_id: tuple(kids) for job_id, kids in found.items()}
+
+    def resolve_inputs(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The run's inputs: ``values`` checked against the declaration."""
+        if values:
+            raise InputError(
+                f"inputs: unknown input {sorted(values)[0]!r}; the workflow takes no inputs"
+            )
+        return {}
 
     def to_json(self) -> dict[str, Any]:
         """A lossless, JSON-serialisable form for storage (see :meth:`from_json`)."""

@@ -18,7 +18,7 @@ from trellis.server.engine._notify import Notifier
 from trellis.server.engine.service._claims import ClaimOps
 from trellis.server.engine.service._leases import LeaseOps
 from trellis.server.engine.service._logs import LogOps
-from trellis.server.engine.service._runs import RunOps
+from trellis.server.engine.service._runs import MAX_BATCH_RUNS, RunOps, RunRequest
 from trellis.server.engine.service._workflows import WorkflowOps
 
 
@@ -46,4 +46,4 @@ class Service(WorkflowOps, RunOps, ClaimOps, LeaseOps, LogOps):
         self._reports = GroupCommit(self._report_group)
 
 
-__all__ = ["Service"]
+__all__ = ["MAX_BATCH_RUNS", "RunRequest", "Service"]

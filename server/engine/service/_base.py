@@ -38,7 +38,10 @@ workflows = table(WorkflowRow)
 versions = table(WorkflowVersionRow)
 
 DEFINITION_CACHE_SIZE = 256
-_RETRYABLE_PG_CODES = {"40001", "40P01"}  # serialization failure, deadlock
+# A serialization failure, a deadlock, and a unique key that a concurrent
+# transaction took first (racing starts under one request id): run again,
+# the transaction reads what the other one committed.
+_RETRYABLE_PG_CODES = {"40001", "40P01", "23505"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,9 @@ class Base:
         self._expiry = ExpiryAlarm()
         self._closing = threading.Event()
         self._defs: OrderedDict[tuple[str, str, int], WorkflowDef] = OrderedDict()
+        # The version each workflow had when this replica last looked: a
+        # start takes it as current and checks that in its own writes.
+        self._versions: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._defs_lock = threading.Lock()
         self._page_tokens: PageTokens | None = None
 
@@ -233,6 +239,23 @@ class Base:
             while len(self._defs) > DEFINITION_CACHE_SIZE:
                 self._defs.popitem(last=False)
         return wdef
+
+    def _seen_version(self, org: str, workflow_id: str) -> int | None:
+        """The workflow's version when last seen here (None: not seen lately)."""
+        with self._defs_lock:
+            return self._versions.get((org, workflow_id))
+
+    def _see_version(self, org: str, workflow_id: str, version: int | None) -> None:
+        """Records the workflow's current version (None: forget it)."""
+        key = (org, workflow_id)
+        with self._defs_lock:
+            if version is None:
+                self._versions.pop(key, None)
+                return
+            self._versions[key] = version
+            self._versions.move_to_end(key)
+            while len(self._versions) > DEFINITION_CACHE_SIZE:
+                self._versions.popitem(last=False)
 
     def _jobs_of(
         self, conn: Connection, now: int, org: str, rows: Iterable[Mapping[Any, Any]]

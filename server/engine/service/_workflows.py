@@ -91,7 +91,9 @@ class WorkflowOps(Base):
                 )
             return version, Effects()
 
-        self._write(tx, audit)
+        version = self._write(tx, audit)
+        # Runs started here from now on are of this version.
+        self._see_version(org, wdef.id, version)
         return self._get_workflow(org, wdef.id)
 
     def create_workflow(
