@@ -247,15 +247,38 @@ def _well_known_renderer(descriptor: Descriptor, json_names: bool) -> MessageRen
         # Wrappers render as their bare value; 64-bit ones as numbers like any int64.
         return field_renderer(descriptor.fields_by_name["value"], json_names=json_names)
 
+    if descriptor.full_name in _JSON_VALUE_TYPES:
+        # A Struct's numbers are doubles: 3 would come out as 3.0.
+        return lambda message: _whole_numbers(json_format.MessageToDict(message))
+
     def render(message: Message) -> Json:
-        # Timestamp, Duration, FieldMask, Struct, Value, ListValue, Any: their
-        # canonical JSON is what json_format produces.
+        # Timestamp, Duration, FieldMask, Any: their canonical JSON is what
+        # json_format produces.
         rendered: Json = json_format.MessageToDict(
             message, preserving_proto_field_name=not json_names
         )
         return rendered
 
     return render
+
+
+_JSON_VALUE_TYPES = frozenset(
+    {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"}
+)
+# Doubles up to here hold every whole number exactly.
+_EXACT = 2**53
+
+
+def _whole_numbers(value: Json) -> Json:
+    """``value`` with whole doubles (within the exact range) as integers, as
+    JSON that went into a Struct came in."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and -_EXACT <= value <= _EXACT else value
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
 
 
 def _renderers(json_names: bool, additional: bool, times: int) -> PerType[MessageRenderer]:

@@ -14,11 +14,12 @@ assigns to it::
 
     worker.run()  # until SIGTERM/SIGINT or worker.stop()
 
-:class:`Client` defines, starts and watches workflows. Every error either
-raises is a :class:`TrellisError`.
+:class:`Client` defines, starts and watches workflows; a handler reads its
+run's inputs from ``ctx.inputs``. Every error either raises is a
+:class:`TrellisError`.
 """
 
-from ._client import Client
+from ._client import Client, RunRequest
 from ._context import JobContext, StopReason
 from ._credentials import authorized_channel
 from ._errors import (
@@ -55,6 +56,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "ResourceExhausted",
+    "RunRequest",
     "StopReason",
     "TrellisError",
     "Unauthenticated",

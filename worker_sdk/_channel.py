@@ -146,6 +146,9 @@ class WorkflowRpc:
         self.GetWorkflow = _unary(ch, s, "GetWorkflow", m.GetWorkflowRequest, m.Workflow)
         self.CreateWorkflow = _unary(ch, s, "CreateWorkflow", m.CreateWorkflowRequest, m.Workflow)
         self.RunWorkflow = _unary(ch, s, "RunWorkflow", m.RunWorkflowRequest, runs_pb2.Run)
+        self.BatchRunWorkflows = _unary(
+            ch, s, "BatchRunWorkflows", m.BatchRunWorkflowsRequest, m.BatchRunWorkflowsResponse
+        )
         self.CancelWorkflow = _unary(ch, s, "CancelWorkflow", m.CancelWorkflowRequest, runs_pb2.Run)
 
 

@@ -21,9 +21,10 @@ from ._cli_base import (
     worker_status_name,
 )
 from ._errors import InvalidArgument
+from ._inputs import compact_json, from_struct
 from ._pb import runs_pb2, workers_pb2
 
-__all__ = ["add_manage_commands"]
+__all__ = ["add_manage_commands", "inputs_line"]
 
 STDIN = "-"
 
@@ -179,11 +180,28 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             run_state_name(run.state),
             format_time(run.created_at.ToMilliseconds()),
             format_time(run.finished_at.ToMilliseconds()),
+            _shortened(inputs_line(run), _MAX_INPUTS_CELL),
         ]
         for run in runs
     ]
-    print(format_table(("RUN", "WORKFLOW", "VERSION", "STATE", "STARTED", "ENDED"), rows))
+    header = ("RUN", "WORKFLOW", "VERSION", "STATE", "STARTED", "ENDED", "INPUTS")
+    print(format_table(header, rows))
     return EXIT_OK
+
+
+# The widest the INPUTS column of `trellis runs` gets; `--json` has them whole.
+_MAX_INPUTS_CELL = 60
+
+
+def inputs_line(run: runs_pb2.Run) -> str:
+    """The run's inputs as one line of compact JSON (``{"count":3}``); ``""``
+    when it has none."""
+    inputs = from_struct(run.inputs)
+    return compact_json(inputs) if inputs else ""
+
+
+def _shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _run_json(run: runs_pb2.Run) -> dict[str, Any]:
@@ -194,6 +212,8 @@ def _run_json(run: runs_pb2.Run) -> dict[str, Any]:
         "state": run_state_name(run.state),
         "created_at_ms": run.created_at.ToMilliseconds(),
         "finished_at_ms": run.finished_at.ToMilliseconds() or None,
+        "inputs": from_struct(run.inputs),
+        "request_id": run.request_id if run.HasField("request_id") else None,
     }
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 
 from ._channel import Connection
 from ._errors import ConnectionLost, DeadlineExceeded, TrellisError, wrap_rpc_error
+from ._inputs import to_struct
 from ._pb import (
     auth_pb2,
     identity_pb2,
@@ -29,6 +31,36 @@ DEFAULT_TARGET = "localhost:50051"
 _TERMINAL_RUN_STATES = frozenset(
     {runs_pb2.RUN_STATE_SUCCEEDED, runs_pb2.RUN_STATE_FAILED, runs_pb2.RUN_STATE_CANCELLED}
 )
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One run for :meth:`Client.run_workflows` to start.
+
+    Attributes:
+        workflow_id: the workflow whose current version runs.
+        inputs: values of the workflow's declared inputs (JSON-like: str,
+            int, float, bool, None, mappings and lists); defaults fill in the
+            rest.
+        request_id: a caller-chosen id that makes the start safe to retry:
+            a later start with the same id answers the first one's run.
+    """
+
+    workflow_id: str
+    inputs: Mapping[str, Any] | None = None
+    request_id: str | None = None
+
+
+def _run_request(
+    workflow_id: str,
+    inputs: Mapping[str, Any] | None,
+    request_id: str | None,
+    where: str = "inputs",
+) -> workflows_pb2.RunWorkflowRequest:
+    request = workflows_pb2.RunWorkflowRequest(workflow_id=workflow_id, request_id=request_id or "")
+    if inputs:
+        request.inputs.CopyFrom(to_struct(inputs, where))
+    return request
 
 
 class Client:
@@ -180,12 +212,52 @@ class Client:
             workflows_pb2.GetWorkflowRequest(workflow_id=workflow_id),
         )
 
-    def run_workflow(self, workflow_id: str) -> runs_pb2.Run:
-        """Starts a run of the workflow's current version; returns the ``Run``."""
+    def run_workflow(
+        self,
+        workflow_id: str,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> runs_pb2.Run:
+        """Starts a run of the workflow's current version; returns the ``Run``.
+
+        ``inputs`` are values of the workflow's declared inputs (JSON-like:
+        str, int, float, bool, None, mappings and lists); the server checks
+        them whole against the declaration (:class:`InvalidArgument` naming
+        the input) and fills in the defaults. With ``request_id`` the call is
+        safe to retry: a later call with the same id answers the same run and
+        starts none (:class:`AlreadyExists` when it names another workflow or
+        other inputs).
+
+        Raises ValueError, before any call, for a value JSON cannot carry
+        (or a number beyond ±2**53, which would lose digits).
+        """
         return self._unary(
-            self._conn.workflows.RunWorkflow,
-            workflows_pb2.RunWorkflowRequest(workflow_id=workflow_id),
+            self._conn.workflows.RunWorkflow, _run_request(workflow_id, inputs, request_id)
         )
+
+    def run_workflows(self, requests: Iterable[RunRequest]) -> list[runs_pb2.Run]:
+        """Starts one run per :class:`RunRequest`, all in one transaction;
+        returns the ``Run`` of each, in the order of the requests.
+
+        All or nothing: when the server refuses one item, no run starts and
+        the error names the item's index. Each item is checked as
+        :meth:`run_workflow` checks its arguments (a ValueError names
+        ``requests[i]``). No requests: no call, and no runs.
+        """
+        batch = workflows_pb2.BatchRunWorkflowsRequest()
+        for i, item in enumerate(requests):
+            if not isinstance(item, RunRequest):
+                raise TypeError(f"requests[{i}]: expected a RunRequest, got {type(item).__name__}")
+            batch.requests.append(
+                _run_request(
+                    item.workflow_id, item.inputs, item.request_id, f"requests[{i}].inputs"
+                )
+            )
+        if not batch.requests:
+            return []
+        response = self._unary(self._conn.workflows.BatchRunWorkflows, batch)
+        return list(response.runs)
 
     def cancel_workflow(self, workflow_id: str) -> runs_pb2.Run:
         """Cancels the workflow's active run; returns that ``Run``."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 import threading
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from ._errors import JobCancelled, LeaseLost
+from ._inputs import from_struct
 from ._pb import workers_pb2
 
 LogStreamName = Literal["stdout", "stderr"]
@@ -44,6 +45,7 @@ class JobContext:
 
     __slots__ = (
         "_env",
+        "_inputs",
         "_job",
         "_sink",
         "_upstream",
@@ -66,6 +68,7 @@ class JobContext:
         self._job = job
         self._sink = sink
         self._env: dict[str, str] | None = None
+        self._inputs: dict[str, Any] | None = None
         self._upstream: dict[str, dict[str, str]] | None = None
         self.job_id: str = job.job_id
         self.workflow_id: str = job.workflow_id
@@ -86,6 +89,18 @@ class JobContext:
         if self._env is None:
             self._env = dict(self._job.env)
         return self._env
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """The run's inputs (declared defaults filled in) as plain values, as
+        JSON parsing gives them: ``str``, ``int`` (a whole number within
+        ±2**53), ``float``, ``bool``, ``None``, lists and dicts.
+
+        The same dict on every read of this attempt; changing it changes
+        nothing beyond this context."""
+        if self._inputs is None:
+            self._inputs = from_struct(self._job.inputs)
+        return self._inputs
 
     @property
     def upstream_outputs(self) -> dict[str, dict[str, str]]:

@@ -51,15 +51,20 @@ class JobRunner:
     def _run_shell(self, job: HeldJob) -> workers_pb2.JobResult | None:
         ctx = job.ctx
         sink = self._logs
-        env = job_env(
-            job_id=ctx.job_id,
-            run_id=ctx.run_id,
-            workflow_id=ctx.workflow_id,
-            attempt=ctx.attempt,
-            env=ctx.env,
-            upstream_outputs=ctx.upstream_outputs,
-            base=self._env_policy.inherited,
-        )
+        try:
+            env = job_env(
+                job_id=ctx.job_id,
+                run_id=ctx.run_id,
+                workflow_id=ctx.workflow_id,
+                attempt=ctx.attempt,
+                env=ctx.env,
+                upstream_outputs=ctx.upstream_outputs,
+                base=self._env_policy.inherited,
+                inputs=ctx.inputs,
+            )
+        except ValueError as err:
+            # An input no environment can carry: every attempt would fail alike.
+            return fail_result(ctx.lease_id, str(err), False)
         result = run_shell(
             ctx.command,
             env=env,

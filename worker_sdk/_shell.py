@@ -11,7 +11,9 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Literal, Protocol
+from typing import IO, Any, Literal, Protocol
+
+from ._inputs import compact_json
 
 StreamName = Literal["stdout", "stderr"]
 
@@ -41,6 +43,29 @@ def upstream_env(upstream_outputs: Mapping[str, Mapping[str, str]]) -> dict[str,
     }
 
 
+INPUT_PREFIX = "TRELLIS_INPUT_"
+
+
+def input_env(inputs: Mapping[str, Any]) -> dict[str, str]:
+    """``TRELLIS_INPUT_<NAME>`` variables for a run's inputs: the name upper
+    case with ``-`` (and anything else not an ASCII letter or digit) as
+    ``_``, as the server derives it; a string value as it is, any other as
+    compact JSON (``true``, ``3``, ``{"a":1}``).
+
+    Raises ValueError for a string holding a NUL character, which no
+    environment variable can carry.
+    """
+    result: dict[str, str] = {}
+    for name, value in inputs.items():
+        text = value if isinstance(value, str) else compact_json(value)
+        if "\0" in text:
+            raise ValueError(
+                f"input {name!r} holds a NUL character, which an environment variable cannot carry"
+            )
+        result[env_name("TRELLIS_INPUT", name)] = text
+    return result
+
+
 def job_env(
     *,
     job_id: str,
@@ -50,12 +75,23 @@ def job_env(
     env: Mapping[str, str],
     upstream_outputs: Mapping[str, Mapping[str, str]],
     base: Mapping[str, str],
+    inputs: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """The environment of a shell job: ``base`` (what it inherits from the
     worker, see ``_env``), then the job's own variables, then the ``TRELLIS_*``
-    ones, which win."""
-    result = dict(base)
-    result.update(env)
+    ones, which win.
+
+    The ``TRELLIS_INPUT_*`` variables are exactly the run's ``inputs``: any
+    that ``base`` or ``env`` carry are dropped, so that a job can tell an
+    input the run was not given from one it was. Input values only ever
+    reach the command this way, never in its text.
+    """
+    result = {
+        name: value
+        for source in (base, env)
+        for name, value in source.items()
+        if not name.startswith(INPUT_PREFIX)
+    }
     result.update(
         {
             "TRELLIS_JOB_ID": job_id,
@@ -65,6 +101,8 @@ def job_env(
         }
     )
     result.update(upstream_env(upstream_outputs))
+    if inputs:
+        result.update(input_env(inputs))
     return result
 
 

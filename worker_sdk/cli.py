@@ -30,7 +30,8 @@ from ._cli_base import (
     job_state_name,
     run_state_name,
 )
-from ._cli_manage import add_manage_commands
+from ._cli_inputs import input_option, read_inputs_file, run_inputs
+from ._cli_manage import add_manage_commands, inputs_line
 from ._client import Client
 from ._errors import DeadlineExceeded, TrellisError
 from ._pb import jobs_pb2, logs_pb2, runs_pb2
@@ -94,6 +95,28 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         "--follow", action="store_true", help="print the jobs' logs as they run (implies --wait)"
     )
     p.add_argument("--timeout", type=float, metavar="SECS", help="give up waiting after SECS")
+    p.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        type=input_option,
+        default=[],
+        metavar="NAME=VALUE",
+        help="an input's value, read as the type the workflow declares for it: a number, "
+        "true/false, JSON, else the text as it is (repeatable)",
+    )
+    p.add_argument(
+        "--inputs-file",
+        metavar="FILE",
+        help="a JSON or YAML mapping of input names to values (- for stdin); "
+        "--input overrides its names",
+    )
+    p.add_argument(
+        "--request-id",
+        metavar="ID",
+        help="makes the start safe to retry: a start with the id of an earlier one "
+        "answers that run and starts none",
+    )
     p.set_defaults(func=_guard(_cmd_run))
 
     p = subparsers.add_parser("status", parents=[common], help="show jobs and their states")
@@ -249,8 +272,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from_file = read_inputs_file(args.inputs_file) if args.inputs_file else {}
     with _client(args) as client:
-        run = client.run_workflow(args.workflow_id)
+        inputs = run_inputs(client, args.workflow_id, from_file, args.inputs)
+        run = client.run_workflow(args.workflow_id, inputs=inputs, request_id=args.request_id)
         print(run.run_id, flush=True)
         if not (args.wait or args.follow):
             return EXIT_OK
@@ -366,11 +391,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
             detail = client.get_run(args.run_id)
             run = detail.run
             print(f"run {run.run_id} of {run.workflow_id}: {run_state_name(run.state)}")
+            _print_inputs(run)
             print(format_table(_JOB_HEADER, _job_rows(detail.jobs)))
         elif args.workflow_id:
             wf = client.get_workflow(args.workflow_id)
             if wf.run_id:
                 print(f"workflow {wf.id}, run {wf.run_id}: {run_state_name(wf.run_state)}")
+                _print_inputs(client.get_run(wf.run_id).run)
             else:
                 print(f"workflow {wf.id}: never run")
             print(format_table(_JOB_HEADER, _job_rows(wf.jobs)))
@@ -380,6 +407,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 rows.extend(_job_rows(wf.jobs, prefix=(wf.id,)))
             print(format_table(("WORKFLOW", *_JOB_HEADER), rows))
     return 0
+
+
+def _print_inputs(run: runs_pb2.Run) -> None:
+    line = inputs_line(run)
+    if line:
+        print(f"inputs: {line}")
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ are left alone.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -297,8 +298,12 @@ def _values_at(message: Any, parts: list[str]) -> Iterator[Any]:
             yield from _values_at(item, parts[1:])
 
 
+@functools.lru_cache(maxsize=4096)
 def _peer_address(peer: str) -> str:
-    """The address of a gRPC peer string such as ``ipv4:127.0.0.1:5000``."""
+    """The address of a gRPC peer string such as ``ipv4:127.0.0.1:5000``.
+
+    Kept per peer: a client makes all its calls on one connection, and
+    parsing an address costs more than the rest of admitting a call."""
     kind, _, rest = peer.partition(":")
     if kind == "ipv6":
         host = rest.rsplit(":", 1)[0].strip("[]")

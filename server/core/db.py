@@ -91,6 +91,34 @@ def normalize_url(url: str) -> str:
     return url
 
 
+class _Writer:
+    """SQLite's write connection, kept out of the pool.
+
+    Writers take turns on the write lock anyway; checking a connection out of
+    the pool and back in (with its reset) for each one costs as much Python
+    as the statements of a small transaction.
+    """
+
+    def __init__(self) -> None:
+        self._conn: Connection | None = None
+
+    def get(self, engine: Engine) -> Connection:
+        """The connection (called under the write lock); a new one after a failure."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            conn = self._conn = engine.connect()
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+
 @dataclass(frozen=True)
 class Database:
     """An engine plus what the engine needs to know about its dialect."""
@@ -105,6 +133,7 @@ class Database:
     _wal_keeper: WalKeeper | None = field(default=None, repr=False)
 
     _pg_clock: _PgClock = field(default_factory=lambda: _PgClock(), repr=False)
+    _writer: _Writer = field(default_factory=_Writer, repr=False)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
@@ -116,7 +145,8 @@ class Database:
         with self._write_lock:
             if self._wal_keeper is not None:
                 self._wal_keeper.before_write()
-            with self.engine.begin() as conn:
+            conn = self._writer.get(self.engine)
+            with conn.begin():
                 yield conn
 
     @contextlib.contextmanager
@@ -145,6 +175,8 @@ class Database:
         return self._pg_clock.now_ms(conn)
 
     def dispose(self) -> None:
+        with self._write_lock:
+            self._writer.close()
         self.engine.dispose()
 
     @contextlib.contextmanager
@@ -237,10 +269,13 @@ def _configure_sqlite(engine: Engine, *, autocheckpoint: bool, wal_limit: int) -
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get("trellis_readonly"):
-            conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # On the driver's connection: a statement through SQLAlchemy costs
+        # several times what SQLite takes to begin.
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.execute(
+            "BEGIN" if conn.get_execution_options().get("trellis_readonly") else "BEGIN IMMEDIATE"
+        )
 
 
 def upgrade_schema(db: Database, revision: str = "head") -> None:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from trellis.server.core._sql import from_json
 from trellis.server.core.times import timestamp
 from trellis.server.engine._machine.claims import Claimed
 from trellis.server.engine._states import JobState, LeaseState, LogStream, RunState
-from trellis.server.engine.definitions import Backoff, JobDef
-from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2, workers_pb2
+from trellis.server.engine.definitions import Backoff, InputDef, JobDef
+from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2, workers_pb2, workflows_pb2
 
 # Keyed by the stored text, which rows hold.
 JOB_STATES = {
@@ -78,6 +78,27 @@ def stored_policy(max_retries: int, backoff: Mapping[str, Any]) -> jobs_pb2.Retr
     The cached message is shared: callers copy it into theirs, never change it.
     """
     return _stored_policy(max_retries, tuple(sorted(backoff.items())))
+
+
+INPUT_TYPES = {
+    "string": workflows_pb2.INPUT_TYPE_STRING,
+    "number": workflows_pb2.INPUT_TYPE_NUMBER,
+    "boolean": workflows_pb2.INPUT_TYPE_BOOLEAN,
+    "json": workflows_pb2.INPUT_TYPE_JSON,
+}
+
+
+def workflow_inputs(inputs: Sequence[InputDef]) -> dict[str, workflows_pb2.WorkflowInput]:
+    """A definition's declared inputs as the ``Workflow`` message's map."""
+    found: dict[str, workflows_pb2.WorkflowInput] = {}
+    for spec in inputs:
+        msg = workflows_pb2.WorkflowInput(
+            type=INPUT_TYPES[spec.type], required=spec.required, description=spec.description
+        )
+        if spec.has_default:
+            msg.default.CopyFrom(json_format.ParseDict(spec.default, struct_pb2.Value()))
+        found[spec.name] = msg
+    return found
 
 
 def job_from_def(job: JobDef) -> jobs_pb2.Job:

@@ -1227,11 +1227,27 @@ KEYS = [
     "j0",
     "j1",
     "A",
+    "inputs",
+    "workflow_dispatch",
+    "type",
+    "required",
+    "default",
+    "description",
+    "string",
+    "number",
+    "boolean",
+    "json",
 ]
 
+VALID_INPUTS: dict[str, Any] = {
+    "t": {"type": "string", "required": True, "description": "d"},
+    "n": {"type": "number", "default": 2},
+    "j": {"type": "json", "default": {"a": [1, None]}},
+    "b": None,
+}
 VALID_FILE: dict[str, Any] = {
     "name": "Demo",
-    "on": {"push": {"branches": ["main"]}},
+    "on": {"push": {"branches": ["main"]}, "workflow_dispatch": {"inputs": VALID_INPUTS}},
     "env": {"A": "1", "B": 2},
     "jobs": {
         "j0": {"run": "echo", "retries": 2, "backoff": {"fixed": 3}, "timeout": "5m"},
@@ -1258,6 +1274,7 @@ VALID_API: dict[str, Any] = {
             "env": {"B": "2"},
         },
     ],
+    "inputs": VALID_INPUTS,
 }
 
 

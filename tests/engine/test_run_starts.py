@@ -263,7 +263,7 @@ def test_inputs_are_stored_with_defaults_and_reach_every_job(server: Running) ->
         ({"who": "a", "colour": "red"}, ("unknown input 'colour'",)),
         ({"who": 7}, ("inputs.who", "string")),
         ({"who": "a", "times": "3"}, ("inputs.times", "number")),
-        ({"who": "a", "loud": "yes"}, ("inputs.loud", "boolean")),
+        ({"who": "a", "loud": "yes"}, ("inputs.loud", "true or false")),
     ],
 )
 def test_bad_inputs_are_refused_and_nothing_is_stored(

@@ -42,12 +42,12 @@ def run_ids(client: Rest, workflow_id: str) -> list[str]:
 def test_a_run_takes_inputs_and_shows_them(server: Running) -> None:
     client = rest(server)
     wf = deploy_workflow(client)
-    run: dict[str, Any] = client.ok(
-        client.post(f"/api/workflows/{wf}/run", {"inputs": {"target": "eu-1", "replicas": 3}}),
-        202,
-    )
+    reply = client.post(f"/api/workflows/{wf}/run", {"inputs": {"target": "eu-1", "replicas": 3}})
+    run: dict[str, Any] = client.ok(reply, 202)
     expected = {"target": "eu-1", "replicas": 3, "dry-run": True}
     assert run["inputs"] == expected
+    # Whole numbers come back as JSON integers (a Struct holds doubles).
+    assert b'"replicas":3' in reply.raw and b'"replicas":3.0' not in reply.raw
     detail = client.ok(client.get(f"/api/runs/{run['run_id']}"))
     assert detail["run"]["inputs"] == expected
     worker = uid("worker")

@@ -374,7 +374,7 @@ def test_runs_lists_runs_newest_first(server: Running, client: Client) -> None:
     done = trellis("runs", wf, "--limit", "2", *target)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["RUN", "WORKFLOW", "VERSION", "STATE", "STARTED", "ENDED"]
+    assert lines[0].split() == ["RUN", "WORKFLOW", "VERSION", "STATE", "STARTED", "ENDED", "INPUTS"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert list(rows) == newest[:2]
     for run_id, row in rows.items():
@@ -394,6 +394,8 @@ def test_runs_lists_runs_newest_first(server: Running, client: Client) -> None:
         "state": "cancelled",
         "created_at_ms": cancelled.created_at.ToMilliseconds(),
         "finished_at_ms": cancelled.finished_at.ToMilliseconds(),
+        "inputs": {},
+        "request_id": None,
     }
     assert listed[made[1]]["finished_at_ms"] is None
     assert listed[hello]["workflow_id"] == "hello"

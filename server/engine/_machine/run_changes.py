@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,53 @@ class NewRun:
     request_digest: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What every run of one definition stores alike: its job rows but for
+    the run's own columns, its label sets, and its roots (job, label set,
+    command)."""
+
+    rows: tuple[dict[str, Any], ...]
+    label_keys: frozenset[str]
+    roots: tuple[tuple[str, str, str], ...]
+    has_edges: bool
+
+
+@functools.lru_cache(maxsize=256)
+def _shape(wdef: WorkflowDef) -> _Shape:
+    """Made once per definition, not once per run: for a small run, encoding
+    its columns costs more than storing them."""
+    rows: list[dict[str, Any]] = []
+    for pos, job in enumerate(wdef.jobs):
+        rows.append(
+            {
+                "workflow_id": wdef.id,
+                "key": job.id,
+                "position": pos,
+                "name": job.name,
+                "command": job.command,
+                "label_key": label_key(job.required_labels),
+                "state": JobState.PENDING if job.depends_on else JobState.QUEUED,
+                "max_retries": job.max_retries,
+                "backoff": to_json(job.backoff.to_json()),
+                "timeout_secs": job.timeout_secs,
+                "env": to_json(dict(job.env)),
+                "parents": to_json(list(job.depends_on)),
+                "pending_parents": len(job.depends_on),
+            }
+        )
+    return _Shape(
+        rows=tuple(rows),
+        label_keys=frozenset(row["label_key"] for row in rows),
+        roots=tuple(
+            (row["key"], row["label_key"], row["command"])
+            for row in rows
+            if row["state"] == JobState.QUEUED
+        ),
+        has_edges=any(job.depends_on for job in wdef.jobs),
+    )
+
+
 def create_runs(
     conn: Connection,
     *,
@@ -129,33 +177,20 @@ def create_runs(
             }
         )
         ev.add(run_id, RunEventType.RUN_STARTED)
-        for pos, job in enumerate(wdef.jobs):
-            is_root = not job.depends_on
-            key = label_key(job.required_labels)
-            keys.add(key)
-            job_rows.append(
-                {
-                    "org_id": org,
-                    "run_id": run_id,
-                    "workflow_id": wdef.id,
-                    "key": job.id,
-                    "position": pos,
-                    "name": job.name,
-                    "command": job.command,
-                    "label_key": key,
-                    "state": JobState.QUEUED if is_root else JobState.PENDING,
-                    "max_retries": job.max_retries,
-                    "backoff": to_json(job.backoff.to_json()),
-                    "timeout_secs": job.timeout_secs,
-                    "env": to_json(dict(job.env)),
-                    "parents": to_json(list(job.depends_on)),
-                    "pending_parents": len(job.depends_on),
-                    "enqueued_at_ms": now if is_root else 0,
-                }
-            )
-            if is_root:
-                ev.add(run_id, RunEventType.JOB_QUEUED, job.id)
-                effects.ready[(org, key, job.command)] += 1
+        shape = _shape(wdef)
+        keys.update(shape.label_keys)
+        job_rows.extend(
+            {
+                **row,
+                "org_id": org,
+                "run_id": run_id,
+                "enqueued_at_ms": now if row["state"] == JobState.QUEUED else 0,
+            }
+            for row in shape.rows
+        )
+        for job_key, key, command in shape.roots:
+            ev.add(run_id, RunEventType.JOB_QUEUED, job_key)
+            effects.ready[(org, key, command)] += 1
         effects.ready_runs.add(run_id)
     with _sql.pipelined(conn) as batch:
         batch.insert(_INSERT_RUN, runs_)
@@ -167,7 +202,7 @@ def create_runs(
     with_edges = [
         (run["id"], start.wdef)
         for run, start in zip(runs_, new, strict=True)
-        if any(job.depends_on for job in start.wdef.jobs)
+        if _shape(start.wdef).has_edges
     ]
     if with_edges:
         ids: dict[tuple[str, str], int] = {

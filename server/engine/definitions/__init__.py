@@ -7,10 +7,14 @@ same plain draft, which one validation pass turns into the immutable :class:`Wor
 the engine stores and runs. A definition is either accepted completely or rejected with one
 :class:`DefinitionError` that names the source and, where it applies, the job; no other
 exception escapes for any input.
+
+A definition may declare the inputs its runs take (:class:`InputDef`);
+:meth:`WorkflowDef.resolve_inputs` checks a run's values against them and raises
+:class:`InputError`, and :func:`input_env_name` names the variable a shell job sees one as.
 """
 
 from trellis.server.engine.definitions._api import parse_api_mapping, parse_message, parse_request
-from trellis.server.engine.definitions._errors import DefinitionError
+from trellis.server.engine.definitions._errors import DefinitionError, InputError
 from trellis.server.engine.definitions._file import (
     load_dir,
     parse_file,
@@ -26,10 +30,12 @@ from trellis.server.engine.definitions._model import (
     MAX_TIMEOUT_SECS,
     Backoff,
     BackoffKind,
-    InputError,
+    InputDef,
+    InputType,
     JobDef,
     WorkflowDef,
 )
+from trellis.server.engine.definitions._values import input_env_name
 
 __all__ = [
     "MAX_BACKOFF_SECS",
@@ -41,9 +47,12 @@ __all__ = [
     "Backoff",
     "BackoffKind",
     "DefinitionError",
+    "InputDef",
     "InputError",
+    "InputType",
     "JobDef",
     "WorkflowDef",
+    "input_env_name",
     "load_dir",
     "parse_api_mapping",
     "parse_file",

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from google.api import field_behavior_pb2  # type: ignore[import-untyped]
+from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from trellis.server.engine.definitions._checks import (
@@ -22,9 +23,10 @@ from trellis.server.engine.definitions._errors import DefinitionError, Where, qu
 from trellis.server.engine.definitions._file import parse_text
 from trellis.server.engine.definitions._model import MAX_TIMEOUT_SECS, WorkflowDef
 from trellis.server.engine.definitions._validate import build
+from trellis.server.engine.definitions._values import MAX_JSON_DEPTH
 from trellis.v1 import jobs_pb2, workflows_pb2
 
-_WORKFLOW_KEYS = ("id", "name", "trigger", "env", "jobs")
+_WORKFLOW_KEYS = ("id", "name", "trigger", "env", "jobs", "inputs")
 _JOB_KEYS = (
     "id",
     "name",
@@ -91,7 +93,48 @@ def parse_message(
     data = plain(workflow)
     # A message always has a (perhaps empty) list of jobs.
     data.setdefault("jobs", [])
+    if workflow.inputs:
+        # A map has no order; by name, the same message always gives the same definition.
+        data["inputs"] = {name: _input(workflow.inputs[name]) for name in sorted(workflow.inputs)}
     return parse_api_mapping(data, source=source, workflow_id=workflow_id)
+
+
+_INPUT_TYPES: dict[int, Any] = {
+    workflows_pb2.INPUT_TYPE_UNSPECIFIED: "string",
+    workflows_pb2.INPUT_TYPE_STRING: "string",
+    workflows_pb2.INPUT_TYPE_NUMBER: "number",
+    workflows_pb2.INPUT_TYPE_BOOLEAN: "boolean",
+    workflows_pb2.INPUT_TYPE_JSON: "json",
+}
+
+
+def _input(spec: workflows_pb2.WorkflowInput) -> dict[str, Any]:
+    """A ``WorkflowInput`` in the mapping form; an unset or null ``default`` is none."""
+    # An enum number this contract does not know is passed on to be refused by number.
+    found: dict[str, Any] = {
+        "type": _INPUT_TYPES.get(spec.type, spec.type),
+        "required": spec.required,
+        "description": spec.description,
+    }
+    if spec.HasField("default"):
+        found["default"] = _value(spec.default)
+    return found
+
+
+def _value(value: struct_pb2.Value, depth: int = 0) -> Any:
+    """A Value as the plain value it holds; unlike json_format, this keeps an infinite or
+    NaN number, so that it is refused by the rules of numbers rather than by the codec."""
+    kind = value.WhichOneof("kind")
+    # Past the deepest nesting a value may have, the rules refuse it whatever lies below.
+    if depth > MAX_JSON_DEPTH:
+        return None
+    if kind == "struct_value":
+        return {key: _value(item, depth + 1) for key, item in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_value(item, depth + 1) for item in value.list_value.values]
+    if kind is None or kind == "null_value":
+        return None
+    return getattr(value, kind)
 
 
 def plain(message: Message) -> dict[str, Any]:
@@ -145,6 +188,7 @@ def read_api_mapping(data: Any, *, source: str, workflow_id: str) -> Draft:
         trigger=top.get("trigger"),
         env=top.get("env"),
         jobs=jobs,
+        inputs=top.get("inputs"),
     )
 
 

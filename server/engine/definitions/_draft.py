@@ -80,3 +80,5 @@ class Draft:
     trigger: Any
     env: Any
     jobs: JobsReader
+    inputs: Any = None
+    """Input name -> ``{type, required, default, description}``, the form every source gives."""

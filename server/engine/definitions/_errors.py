@@ -69,3 +69,20 @@ def show(value: object) -> str:
     if isinstance(value, list | tuple):
         return "a list"
     return f"a value of type {type(value).__name__}"
+
+
+class InputError(ValueError):
+    """The input values of a run were refused.
+
+    ``name`` is the input concerned (if any) and ``problem`` the reason; ``str()`` joins
+    them, e.g. ``inputs.count: expected a number, got 'abc'`` or
+    ``inputs: missing required input 'target'``.
+    """
+
+    def __init__(self, problem: str, name: str | None = None) -> None:
+        self.problem = problem
+        self.name = name
+        super().__init__(f"inputs.{name}: {problem}" if name is not None else f"inputs: {problem}")
+
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, str | None]]:
+        return (type(self), (self.problem, self.name))

@@ -25,7 +25,7 @@ from trellis.server.engine.definitions._validate import build
 
 FORMATS: dict[str, Literal["yaml", "json"]] = {".yml": "yaml", ".yaml": "yaml", ".json": "json"}
 
-_FILE_KEYS = ("name", "on", "env", "jobs")
+_FILE_KEYS = ("name", "on", "env", "jobs", "inputs")
 _JOB_KEYS = (
     "name",
     "needs",
@@ -97,6 +97,16 @@ def read_file_mapping(data: Any, *, source: str, workflow_id: str) -> Draft:
             where.fail("`on` is given twice")
         fields[field_name] = value
 
+    inputs = fields.get("inputs")
+    dispatch = _dispatch(fields.get("on"))
+    if dispatch is not None and "inputs" in dispatch:
+        if "inputs" in fields:
+            where.fail(
+                "inputs are given both as `inputs` and as `on.workflow_dispatch.inputs`; "
+                "give them in one place"
+            )
+        inputs = dispatch["inputs"]
+
     def jobs() -> tuple[int, Iterator[DraftJob]]:
         raw_jobs = required(fields.get("jobs"), "jobs", where)
         jobs_map = mapping(raw_jobs, "`jobs` (job id -> job)", where)
@@ -113,7 +123,16 @@ def read_file_mapping(data: Any, *, source: str, workflow_id: str) -> Draft:
         trigger=fields.get("on"),
         env=fields.get("env"),
         jobs=jobs,
+        inputs=inputs,
     )
+
+
+def _dispatch(on: Any) -> Mapping[Any, Any] | None:
+    """GitHub's `on: {workflow_dispatch: {inputs: ...}}`, which declares inputs too."""
+    if not isinstance(on, Mapping):
+        return None
+    body = on.get("workflow_dispatch")
+    return body if isinstance(body, Mapping) else None
 
 
 def _job(job_id: str, body: Any, where: Where) -> DraftJob:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from trellis.server.engine.definitions._values import resolve
+
 BackoffKind = Literal["none", "fixed", "exponential"]
+InputType = Literal["string", "number", "boolean", "json"]
 
 MAX_JOBS = 20_000
 MAX_ID_LENGTH = 100
@@ -16,6 +20,7 @@ MAX_LABEL_LENGTH = 64
 MAX_RETRIES = 100
 MAX_BACKOFF_SECS = 86_400
 MAX_TIMEOUT_SECS = 7 * 86_400
+MAX_INPUTS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +78,18 @@ class JobDef:
     env: Mapping[str, str] = field(hash=False)
 
 
-class InputError(ValueError):
-    """A run's input values refused; the message names the input."""
+@dataclass(frozen=True, slots=True)
+class InputDef:
+    """One input a workflow's runs take."""
+
+    name: str
+    type: InputType
+    required: bool
+    has_default: bool
+    # A JSON value other than null, None when there is no default; left out of the hash
+    # because lists and objects cannot be hashed.
+    default: Any = field(hash=False)
+    description: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +101,20 @@ class WorkflowDef:
     trigger: str
     env: Mapping[str, str] = field(hash=False)
     jobs: tuple[JobDef, ...]
+    inputs: tuple[InputDef, ...] = ()
+    """In declaration order; by name from a ``Workflow`` message, whose map has no order."""
+
+    def resolve_inputs(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The input values of a run (plain JSON values, as ``json.loads`` or a Struct give
+        them) checked whole against the declared inputs, with defaults filled in.
+
+        Inputs given no value and declaring no default are absent; whole numbers come back
+        as ints. Raises :class:`InputError` naming the first problem: an unknown input, then
+        a missing required one, then a wrong value, each in order of name.
+        """
+        if not values and not self.inputs:
+            return {}
+        return resolve(self.inputs, values)
 
     def children(self) -> dict[str, tuple[str, ...]]:
         """Job id -> ids of the jobs that depend on it, in definition order."""
@@ -95,17 +124,13 @@ class WorkflowDef:
                 found[parent].append(job.id)
         return {job_id: tuple(kids) for job_id, kids in found.items()}
 
-    def resolve_inputs(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """The run's inputs: ``values`` checked against the declaration."""
-        if values:
-            raise InputError(
-                f"inputs: unknown input {sorted(values)[0]!r}; the workflow takes no inputs"
-            )
-        return {}
-
     def to_json(self) -> dict[str, Any]:
-        """A lossless, JSON-serialisable form for storage (see :meth:`from_json`)."""
-        return {
+        """A lossless, JSON-serialisable form for storage (see :meth:`from_json`).
+
+        ``inputs`` appears only when there are some, so that the storage form and the
+        fingerprint of a workflow without inputs stay what they were before inputs existed.
+        """
+        found: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "trigger": self.trigger,
@@ -125,6 +150,9 @@ class WorkflowDef:
                 for job in self.jobs
             ],
         }
+        if self.inputs:
+            found["inputs"] = [_input_json(spec) for spec in self.inputs]
+        return found
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> WorkflowDef:
@@ -137,3 +165,12 @@ class WorkflowDef:
         """sha256 of the canonical JSON form; equal definitions share a fingerprint."""
         canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _input_json(spec: InputDef) -> dict[str, Any]:
+    # `default` only when there is one, so that the form has one spelling of "none".
+    found: dict[str, Any] = {"name": spec.name, "type": spec.type, "required": spec.required}
+    if spec.has_default:
+        found["default"] = copy.deepcopy(spec.default)
+    found["description"] = spec.description
+    return found

@@ -17,6 +17,7 @@ from trellis.server.engine.definitions._checks import (
 )
 from trellis.server.engine.definitions._draft import Dialect, Draft, DraftJob
 from trellis.server.engine.definitions._errors import Where, quote, show
+from trellis.server.engine.definitions._inputs import INPUT_KEYS
 from trellis.server.engine.definitions._model import Backoff, WorkflowDef
 from trellis.server.engine.definitions._validate import build
 
@@ -50,7 +51,28 @@ def read_stored(data: Any) -> Draft:
         trigger=top.get("trigger"),
         env=top.get("env"),
         jobs=jobs,
+        inputs=_inputs(top.get("inputs"), where),
     )
+
+
+def _inputs(value: Any, where: Where) -> dict[str, Any] | None:
+    """The stored list of inputs in the mapping form every source gives."""
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple):
+        where.fail(f"`inputs` must be a list, got {show(value)}")
+    found: dict[str, Any] = {}
+    for index, body in enumerate(value):
+        at = where.within(f"inputs[{index}]")
+        spec = mapping(body, "the input", at)
+        name = spec.get("name")
+        if not isinstance(name, str):
+            at.fail(f"`name` must be a string, got {show(name)}")
+        if name in found:
+            at.fail(f"input {quote(name)} is stored twice")
+        # Keys written by a newer server are left out, as elsewhere in stored rows.
+        found[name] = {key: spec[key] for key in INPUT_KEYS if key in spec}
+    return found
 
 
 def _job(index: int, body: Any, where: Where) -> DraftJob:

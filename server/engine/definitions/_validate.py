@@ -16,6 +16,7 @@ from trellis.server.engine.definitions._checks import (
 )
 from trellis.server.engine.definitions._draft import Dialect, Draft, DraftJob
 from trellis.server.engine.definitions._graph import check_graph
+from trellis.server.engine.definitions._inputs import declared_inputs
 from trellis.server.engine.definitions._model import (
     MAX_JOBS,
     MAX_RETRIES,
@@ -34,6 +35,7 @@ def build(draft: Draft) -> WorkflowDef:
     name = text(required(draft.name, "name", where), "`name`", where)
     trigger = dialect.trigger(draft.trigger, where)
     wf_env = env(draft.env, "`env`", where, strings_only=not dialect.scalar_env)
+    inputs = declared_inputs(draft.inputs, where)
 
     count, drafts = draft.jobs()
     if count == 0:
@@ -54,7 +56,9 @@ def build(draft: Draft) -> WorkflowDef:
         first_at[job.id] = job.position
         jobs.append(built)
     check_graph(jobs, dialect.needs_verb, where)
-    return WorkflowDef(id=draft.id, name=name, trigger=trigger, env=wf_env, jobs=tuple(jobs))
+    return WorkflowDef(
+        id=draft.id, name=name, trigger=trigger, env=wf_env, jobs=tuple(jobs), inputs=inputs
+    )
 
 
 def _job(job: DraftJob, dialect: Dialect, wf_env: Mapping[str, str]) -> JobDef:

@@ -198,7 +198,12 @@ class WorkflowOps(Base):
                 r.org_id, r.id, r.version, functools.partial(dict, r.definition)
             )
             msg = workflows_pb2.Workflow(
-                id=r.id, name=wdef.name, trigger=wdef.trigger, version=r.version, env=dict(wdef.env)
+                id=r.id,
+                name=wdef.name,
+                trigger=wdef.trigger,
+                version=r.version,
+                env=dict(wdef.env),
+                inputs=render.workflow_inputs(wdef.inputs),
             )
             if r.latest_run_id:
                 msg.run_id = r.latest_run_id
