@@ -239,9 +239,11 @@ def server(
             "TRELLIS_ADMIN_USERNAME": ADMIN_USERNAME,
             "TRELLIS_ADMIN_PASSWORD": ADMIN_PASSWORD,
             # The benchmark's client starts hundreds of runs a minute, far
-            # beyond what the general limit lets one user do; the workers'
-            # own budget (TRELLIS_RATE_LIMIT_WORKER) stays at its default.
+            # beyond what the general and batch limits let one user do (as a
+            # producer of runs as tasks would); the workers' own budget
+            # (TRELLIS_RATE_LIMIT_WORKER) stays at its default.
             "TRELLIS_RATE_LIMIT_GENERAL": "100000000/min",
+            "TRELLIS_RATE_LIMIT_BATCH": "100000000/min",
         }
     )
     env.pop("REAP_INTERVAL_SECS", None)  # the default
