@@ -39,7 +39,7 @@ import grpc
 from google.protobuf.descriptor import Descriptor, FileDescriptor
 
 from trellis.server.api import _status
-from trellis.server.api._handlers import rewrap
+from trellis.server.api._handlers import Wrapped, rewrap
 from trellis.server.core.errors import Unavailable
 from trellis.server.identity import ratelimit
 from trellis.server.identity.principal import (
@@ -166,6 +166,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self._check_policy = check_policy
         self._limiter = limiter
         self._trusted = trusted_proxies
+        self._wrapped = Wrapped()
 
     def intercept_service(
         self,
@@ -176,7 +177,11 @@ class AuthInterceptor(grpc.ServerInterceptor):
         access = self._access.get(details.method)
         if handler is None or access is None:
             return handler
-        return _wrapped(handler, lambda context, request: self._admit(access, context, request))
+        return self._wrapped.get(
+            details.method,
+            handler,
+            lambda h: _wrapped(h, lambda context, request: self._admit(access, context, request)),
+        )
 
     # ------------------------------------------------------------ admission
 

@@ -4,6 +4,7 @@ kinds of method."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -46,3 +47,31 @@ def rewrap(
     return grpc.stream_stream_rpc_method_handler(
         lambda requests, context: around(ss, requests, context), **codec
     )
+
+
+class Wrapped:
+    """The handlers an interceptor made, by method: gRPC asks an interceptor
+    for every call, and building the handler anew each time costs as much as
+    a small call's own work. A handler is made again only when the one
+    beneath it changed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
+
+    def get(
+        self,
+        method: str,
+        handler: grpc.RpcMethodHandler[Any, Any],
+        make: Callable[[grpc.RpcMethodHandler[Any, Any]], grpc.RpcMethodHandler[Any, Any]],
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """``make(handler)``, or what it made for ``method`` from this ``handler`` before."""
+        made = self._made.get(method)
+        if made is not None and made[0] is handler:
+            return made[1]
+        wrapped = make(handler)
+        with self._lock:
+            self._made[method] = (handler, wrapped)
+        return wrapped

@@ -29,7 +29,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from trellis.server.api import _status
-from trellis.server.api._handlers import rewrap
+from trellis.server.api._handlers import Wrapped, rewrap
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,9 @@ def _guarded(
 class WireInterceptor(grpc.ServerInterceptor):
     """See the module docstring; put it first, before authentication."""
 
+    def __init__(self) -> None:
+        self._wrapped = Wrapped()
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
@@ -157,4 +160,5 @@ class WireInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None:
             return None
-        return _guarded(handler, details.method)
+        method = details.method
+        return self._wrapped.get(method, handler, lambda h: _guarded(h, method))
