@@ -239,9 +239,11 @@ def server(
             "TRELLIS_ADMIN_USERNAME": ADMIN_USERNAME,
             "TRELLIS_ADMIN_PASSWORD": ADMIN_PASSWORD,
             # The benchmark's client starts hundreds of runs a minute, far
-            # beyond what the general limit lets one user do; the workers'
-            # own budget (TRELLIS_RATE_LIMIT_WORKER) stays at its default.
+            # beyond what the general and batch limits let one user do (as a
+            # producer of runs as tasks would); the workers' own budget
+            # (TRELLIS_RATE_LIMIT_WORKER) stays at its default.
             "TRELLIS_RATE_LIMIT_GENERAL": "100000000/min",
+            "TRELLIS_RATE_LIMIT_BATCH": "100000000/min",
         }
     )
     env.pop("REAP_INTERVAL_SECS", None)  # the default
@@ -390,6 +392,23 @@ def wait_run_finished(
         if time.monotonic() > deadline:
             raise TimeoutError(f"run {run_id} still running after {timeout} s")
         time.sleep(interval)
+
+
+def follow_run_to_finish(channel: grpc.Channel, run_id: str, *, timeout: float) -> None:
+    """Follows the run's events until RUN_FINISHED, which must say
+    "succeeded" (pushed by the server, so that a caller can go on as soon as
+    the run is over)."""
+    from trellis.v1 import runs_pb2, runs_pb2_grpc
+
+    runs = stub(runs_pb2_grpc.RunServiceStub, channel)
+    for event in runs.StreamRunEvents(
+        runs_pb2.StreamRunEventsRequest(run_id=run_id), timeout=timeout
+    ):
+        if event.type == runs_pb2.RUN_EVENT_TYPE_RUN_FINISHED:
+            if event.message != "succeeded":
+                raise AssertionError(f"run {run_id} finished {event.message!r}")
+            return
+    raise AssertionError(f"run {run_id}: event stream ended before RUN_FINISHED")
 
 
 def verify_run(

@@ -32,7 +32,8 @@ class Figure:
     bench: str
     backend: str
     name: str
-    value: float
+    # None: not measurable against this server (the note says why).
+    value: float | None
     unit: str
     # e.g. ">= 2500": the comparison and the bound.
     target: str = ""
@@ -40,7 +41,7 @@ class Figure:
 
     @property
     def verdict(self) -> str:
-        if not self.target:
+        if not self.target or self.value is None:
             return ""
         op, bound = self.target.split()
         ok = self.value >= float(bound) if op == ">=" else self.value <= float(bound)
@@ -52,7 +53,9 @@ class Figure:
         return out
 
 
-def fmt_value(value: float) -> str:
+def fmt_value(value: float | None) -> str:
+    if value is None:
+        return "n/a"
     if value >= 100:
         return f"{value:,.0f}"
     if value >= 10:

@@ -110,9 +110,11 @@ class Pool:
     results: multiprocessing.queues.Queue[tuple[str, list[tuple[str, str, float]]]]
 
 
-def start_pool(kids: Any, srv: Any, configs: list[WorkerConfig]) -> Pool:
+def start_pool(kids: Any, srv: Any, configs: list[WorkerConfig], *, wait_idle: bool = True) -> Pool:
     """Starts one process per config under ``kids`` and returns once every
-    worker's assignment stream is open and the server lists it as idle."""
+    worker's assignment stream is open and (with ``wait_idle``) the server
+    lists it as idle; without, as soon as the streams are open, for workers
+    that find jobs queued and are busy at once."""
     from _common import MP, wait_workers_idle
 
     pool = Pool(
@@ -140,5 +142,6 @@ def start_pool(kids: Any, srv: Any, configs: list[WorkerConfig]) -> Pool:
         if not event.wait(60):
             kids.check_alive()
             raise TimeoutError("a worker did not connect within 60 s")
-    wait_workers_idle(srv.channel, pool.worker_ids, timeout=30)
+    if wait_idle:
+        wait_workers_idle(srv.channel, pool.worker_ids, timeout=30)
     return pool

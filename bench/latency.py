@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import _sdk_worker
-import grpc
 from _common import (
     Backend,
     Children,
@@ -26,6 +25,7 @@ from _common import (
     create_workflow,
     database,
     exit_on_sigterm,
+    follow_run_to_finish,
     log,
     ms_now,
     noop_workflow,
@@ -35,7 +35,6 @@ from _common import (
     run_workflow,
     server,
     short_id,
-    stub,
     workdir,
 )
 
@@ -45,22 +44,6 @@ WARMUP_ITERATIONS = 20
 N_WORKERS = 2
 SLOTS = 4
 P50_TARGET, P99_TARGET = "<= 3", "<= 10"
-
-
-def _wait_finished(channel: grpc.Channel, run_id: str, timeout: float) -> None:
-    """Follows the run's events until RUN_FINISHED (pushed by the server, so
-    the next iteration starts as soon as the previous one is over)."""
-    from trellis.v1 import runs_pb2, runs_pb2_grpc
-
-    runs = stub(runs_pb2_grpc.RunServiceStub, channel)
-    for event in runs.StreamRunEvents(
-        runs_pb2.StreamRunEventsRequest(run_id=run_id), timeout=timeout
-    ):
-        if event.type == runs_pb2.RUN_EVENT_TYPE_RUN_FINISHED:
-            if event.message != "succeeded":
-                raise AssertionError(f"run {run_id} finished {event.message!r}")
-            return
-    raise AssertionError(f"run {run_id}: event stream ended before RUN_FINISHED")
 
 
 def measure(
@@ -114,7 +97,7 @@ def measure(
                     samples.append(started - t0)
                     calls.append(t1 - t0)
                     dispatch.append(started - enqueued)
-                _wait_finished(srv.channel, run.run_id, timeout=30)
+                follow_run_to_finish(srv.channel, run.run_id, timeout=30)
         pool.stop.set()
         for _ in worker_ids:
             pool.results.get(timeout=60)

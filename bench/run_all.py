@@ -1,7 +1,7 @@
 """Runs every benchmark and prints one table, the machine at the top.
 
     python bench/run_all.py [--jobs 5000] [--backend sqlite|postgres|both]
-                            [--only throughput|latency|rest|scheduler|sustained]
+                            [--only throughput|latency|rest|scheduler|runs|sustained]
                             [--sustained [SECONDS]] [--json]
 
 The sustained load (SQLite only, 10 minutes by default) runs only when asked
@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import latency
 import rest_claim
+import runs
 import scheduler_cost
 import sustained
 import throughput
@@ -43,6 +44,7 @@ BENCHES: dict[str, Callable[[list[Backend], int], list[Figure]]] = {
     "latency": lambda backends, _jobs: latency.run(backends),
     "rest": lambda backends, jobs: rest_claim.run(backends, jobs=jobs),
     "scheduler": lambda backends, _jobs: scheduler_cost.run(backends),
+    "runs": lambda backends, _jobs: runs.run(backends),
 }
 # Long: only on request (see main).
 SUSTAINED = "sustained"
