@@ -308,3 +308,29 @@ def test_a_start_runs_the_version_another_replica_just_stored(
     assert [j.id for j in get_run(here, run.run_id).jobs] == ["v2"]
     # The next start knows the new version without looking twice.
     assert start(here, wf).workflow_version == 2
+
+
+def test_starts_made_together_are_judged_each_on_its_own(server: Running) -> None:
+    """Concurrent starts share transactions; a refused one takes none of the
+    others with it, and ids shared between them still start one run."""
+    wf = greeter(server)
+
+    def one(i: int) -> str:
+        inputs: dict[str, Any] = {"who": f"w{i}"} if i % 3 else {"who": i}  # every third mistyped
+        request_id = "shared" if i % 3 == 1 else ""
+        if request_id:
+            inputs = {"who": "shared"}
+        try:
+            return str(start(server, wf, inputs, request_id=request_id).run_id)
+        except grpc.RpcError as exc:
+            assert isinstance(exc, grpc.Call)
+            return exc.code().name
+
+    answers = race(24, one)
+    refused = [a for i, a in enumerate(answers) if i % 3 == 0]
+    shared = {a for i, a in enumerate(answers) if i % 3 == 1}
+    others = [a for i, a in enumerate(answers) if i % 3 == 2]
+    assert refused == ["INVALID_ARGUMENT"] * 8
+    assert len(shared) == 1
+    assert len(set(others)) == 8
+    assert sorted(run_ids(server, wf)) == sorted([*shared, *others])

@@ -18,11 +18,12 @@ from trellis.server.engine._notify import Notifier
 from trellis.server.engine.service._claims import ClaimOps
 from trellis.server.engine.service._leases import LeaseOps
 from trellis.server.engine.service._logs import LogOps
-from trellis.server.engine.service._runs import MAX_BATCH_RUNS, RunOps, RunRequest
+from trellis.server.engine.service._runs import RunOps
+from trellis.server.engine.service._starts import MAX_BATCH_RUNS, RunRequest, StartOps
 from trellis.server.engine.service._workflows import WorkflowOps
 
 
-class Service(WorkflowOps, RunOps, ClaimOps, LeaseOps, LogOps):
+class Service(WorkflowOps, StartOps, RunOps, ClaimOps, LeaseOps, LogOps):
     """All of Trellis' behaviour; safe to call from many threads at once."""
 
     def __init__(
@@ -41,7 +42,8 @@ class Service(WorkflowOps, RunOps, ClaimOps, LeaseOps, LogOps):
             offline_after_ms=offline_after_ms,
             max_lost_leases=max_lost_leases,
         )
-        # Concurrent claims, and concurrent reports, share transactions.
+        # Concurrent starts, concurrent claims and concurrent reports share transactions.
+        self._starts = GroupCommit(self._start_group)
         self._claims = GroupCommit(self._claim_group)
         self._reports = GroupCommit(self._report_group)
 
