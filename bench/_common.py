@@ -18,6 +18,7 @@ import os
 import shlex
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -533,3 +534,28 @@ __all__ = [
     "render_machine",
     "render_table",
 ]
+
+
+def raw_commit_rate(directory: Path, seconds: float) -> float:
+    """SQLite's own rate of one-row write transactions, configured as the
+    server's connections are (WAL, synchronous=NORMAL), on a fresh file."""
+    path = directory / f"reference-{short_id()}.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        body = "x" * 200
+        n = 0
+        t0 = time.perf_counter()
+        deadline = t0 + seconds
+        while time.perf_counter() < deadline:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t (body) VALUES (?)", (body,))
+            conn.execute("COMMIT")
+            n += 1
+        return n / (time.perf_counter() - t0)
+    finally:
+        conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)

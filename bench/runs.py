@@ -65,6 +65,7 @@ from _common import (
     percentile,
     print_figures,
     profiled,
+    raw_commit_rate,
     server,
     short_id,
     stub,
@@ -210,6 +211,33 @@ def check_inputs(answers: Sequence[Any], *, inputs: bool) -> None:
             )
 
 
+def commit_rate(backend: Backend, url: str, directory: Path, seconds: float = 2.0) -> float:
+    """The database's own rate of one-row write transactions, durable as the
+    server's are: on SQLite a fresh file in WAL mode with synchronous=NORMAL,
+    on PostgreSQL a table of the benchmark's database (dropped afterwards)."""
+    if backend == "sqlite":
+        return raw_commit_rate(directory, seconds)
+    import psycopg
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    table = f"bench_commits_{short_id()}"
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL)")
+        conn.commit()
+        try:
+            body = "x" * 200
+            n = 0
+            t0 = time.perf_counter()
+            while time.perf_counter() < t0 + seconds:
+                conn.execute(f"INSERT INTO {table} (body) VALUES (%s)", (body,))
+                conn.commit()
+                n += 1
+            return n / (time.perf_counter() - t0)
+        finally:
+            conn.execute(f"DROP TABLE {table}")
+            conn.commit()
+
+
 def _batch_unimplemented(exc: grpc.RpcError) -> bool:
     # What grpc raises for a call is also a grpc.Call, which the type omits.
     return bool(cast(Any, exc).code() == grpc.StatusCode.UNIMPLEMENTED)
@@ -229,6 +257,7 @@ class Repeat:
     """What one repeat measured (None: the phase could not run)."""
 
     echo: float
+    commit: float
     single: float
     single_drain: Drained
     bulk: float | None
@@ -244,6 +273,9 @@ class Bench:
 
     srv: ServerProc
     kids: Children
+    backend: Backend
+    url: str
+    workdir: Path
     n: int
     inputs: bool
     profile: Path | None
@@ -462,7 +494,11 @@ def one_repeat(b: Bench, r: int, echo_target: str, has_batch: bool) -> Repeat:
             single, echo, ids = enqueue_single(b, wf_single, echo_client)
     finally:
         echo_client.close()
-    log(f"{BENCH}: single enqueue {single:,.0f} runs/s, echo {echo:,.0f} calls/s")
+    commit = commit_rate(b.backend, b.url, b.workdir)
+    log(
+        f"{BENCH}: single enqueue {single:,.0f} runs/s, echo {echo:,.0f} calls/s, "
+        f"database {commit:,.0f} commits/s"
+    )
     with server_spy("single-drain"):
         single_drain = drain(b, "single", wf_single, ids)
     log(f"{BENCH}: single drain {single_drain.rate:,.0f} runs/s")
@@ -487,7 +523,7 @@ def one_repeat(b: Bench, r: int, echo_target: str, has_batch: bool) -> Repeat:
         f"p99 {percentile(starts, 99):.2f} ms"
     )
     checked += IDLE_WARMUP + IDLE_ITERATIONS
-    return Repeat(echo, single, single_drain, bulk, bulk_drain, starts, calls, checked)
+    return Repeat(echo, commit, single, single_drain, bulk, bulk_drain, starts, calls, checked)
 
 
 # --------------------------------------------------------------------------- figures
@@ -506,8 +542,12 @@ def figures(backend: Backend, reps: Sequence[Repeat], *, n: int, inputs: bool) -
         return Figure(BENCH, backend, name, value, unit, target, note)
 
     echo = [r.echo for r in reps]
+    commit = [r.commit for r in reps]
     single = [r.single for r in reps]
     pct = [100.0 * r.single / r.echo for r in reps]
+    # A start is a call and a durable commit, one after the other.
+    ceiling = [1.0 / (1.0 / r.echo + 1.0 / r.commit) for r in reps]
+    pct_ceiling = [100.0 * r.single / c for r, c in zip(reps, ceiling, strict=True)]
     single_drain = [r.single_drain.rate for r in reps]
     p50 = [percentile(r.idle_starts, 50) for r in reps]
     p99 = [percentile(r.idle_starts, 99) for r in reps]
@@ -534,6 +574,34 @@ def figures(backend: Backend, reps: Sequence[Repeat], *, n: int, inputs: bool) -
             "%",
             t.single_pct_of_echo,
             _spread(pct, "{:.0f}"),
+        ),
+        fig(
+            "database one-row commits (reference)",
+            statistics.median(commit),
+            "commits/s",
+            note="; ".join(
+                filter(
+                    None,
+                    [
+                        "INSERT + COMMIT in a row, durable as the server's (after single)",
+                        _spread(commit),
+                    ],
+                )
+            ),
+        ),
+        fig(
+            "  as % of echo + commit",
+            statistics.median(pct_ceiling),
+            "%",
+            note="; ".join(
+                filter(
+                    None,
+                    [
+                        f"ceiling {statistics.median(ceiling):,.0f}/s: one call, then one commit",
+                        _spread(pct_ceiling, "{:.0f}"),
+                    ],
+                )
+            ),
         ),
         fig(
             "single: drain",
@@ -629,7 +697,7 @@ def measure(
         Children() as echo_kids,
     ):
         spy_dir = profile / f"runs-{backend}" if profile else None
-        b = Bench(srv, kids, n, inputs, spy_dir)
+        b = Bench(srv, kids, backend, url, wd, n, inputs, spy_dir)
         echo_target = start_echo(echo_kids, lifetime)
         has_batch = warm_up(b)
         if not has_batch:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -40,6 +39,7 @@ from _common import (
     log,
     ms_now,
     print_figures,
+    raw_commit_rate,
     run_workflow,
     server,
     short_id,
@@ -73,31 +73,6 @@ def diamond(n_jobs: int) -> dict[str, Any]:
     jobs += [{"id": m, "command": "noop", "depends_on": ["first"]} for m in middle]
     jobs.append({"id": "last", "command": "noop", "depends_on": middle})
     return {"name": "sustained", "jobs": jobs}
-
-
-def raw_commit_rate(directory: Path, seconds: float = REFERENCE_SECS) -> float:
-    """SQLite's own rate of one-row write transactions, configured as the
-    server's connections are (WAL, synchronous=NORMAL), on a fresh file."""
-    path = directory / f"reference-{short_id()}.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-        body = "x" * 200
-        n = 0
-        t0 = time.perf_counter()
-        deadline = t0 + seconds
-        while time.perf_counter() < deadline:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO t (body) VALUES (?)", (body,))
-            conn.execute("COMMIT")
-            n += 1
-        return n / (time.perf_counter() - t0)
-    finally:
-        conn.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def file_size(path: Path) -> int:
@@ -257,7 +232,7 @@ def measure(
     with workdir() as wd, database("sqlite", wd) as url:
         db_file = Path(url.removeprefix("sqlite:///"))
         wal = WalSampler(Path(f"{db_file}-wal"))
-        ref_before = raw_commit_rate(wd)
+        ref_before = raw_commit_rate(wd, REFERENCE_SECS)
         log(f"{BENCH}: reference {ref_before:,.0f} raw SQLite commits/s")
         with server(url, wd) as srv, Children() as kids:
             wf_id = f"sus-{short_id()}"
@@ -280,7 +255,7 @@ def measure(
             _verify(load, jobs_per_run)
         wal_stopped = file_size(wal.path)
         db_bytes = file_size(db_file)
-        ref_after = raw_commit_rate(wd)
+        ref_after = raw_commit_rate(wd, REFERENCE_SECS)
         log(f"{BENCH}: reference {ref_after:,.0f} raw SQLite commits/s")
     return _figures(
         load,
