@@ -61,8 +61,16 @@ class RunRow(Base):
     __tablename__ = "runs"
     __table_args__ = (
         Index(None, "org_id", "workflow_id", "created_at_ms"),
-        # A retried start finds its run by the caller's request id.
-        Index(None, "org_id", "request_id", unique=True),
+        # A retried start finds its run by the caller's request id. Partial:
+        # a start without one writes no index entry.
+        Index(
+            None,
+            "org_id",
+            "request_id",
+            unique=True,
+            sqlite_where=text("request_id IS NOT NULL"),
+            postgresql_where=text("request_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

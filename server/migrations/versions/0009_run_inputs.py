@@ -23,7 +23,12 @@ def upgrade() -> None:
     op.add_column("runs", sa.Column("request_id", sa.String(200), nullable=True))
     op.add_column("runs", sa.Column("request_digest", sa.String(64), nullable=True))
     op.create_index(
-        op.f("ix_runs_org_id_request_id"), "runs", ["org_id", "request_id"], unique=True
+        op.f("ix_runs_org_id_request_id"),
+        "runs",
+        ["org_id", "request_id"],
+        unique=True,
+        sqlite_where=sa.text("request_id IS NOT NULL"),
+        postgresql_where=sa.text("request_id IS NOT NULL"),
     )
 
 
