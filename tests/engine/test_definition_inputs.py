@@ -869,8 +869,9 @@ def test_create_and_get_a_workflow_with_inputs_over_rest(server: Running) -> Non
         # JSON's null is no map value to the REST codec: an input with no settings is {}.
         "inputs": {**MESSAGE_INPUTS, "note": {}},
     }
+    # An input without a default shows none (`default` is left out, not null).
     shown = {
-        "target": {"type": "string", "required": True, "default": None, "description": "where"},
+        "target": {"type": "string", "required": True, "description": "where"},
         "count": {"type": "number", "required": False, "default": 3, "description": ""},
         "flag": {"type": "boolean", "required": False, "default": False, "description": ""},
         "config": {
@@ -879,7 +880,7 @@ def test_create_and_get_a_workflow_with_inputs_over_rest(server: Running) -> Non
             "default": {"a": [1, None]},
             "description": "",
         },
-        "note": {"type": "string", "required": False, "default": None, "description": ""},
+        "note": {"type": "string", "required": False, "description": ""},
     }
     created = client.ok(client.post("/api/workflows", body), 201)
     assert created["inputs"] == shown
