@@ -176,6 +176,10 @@ class Stream:
     def wait(self, timeout: float) -> bool:
         return self.sub.wait(timeout)
 
+    def woken(self) -> bool:
+        """Whether a wake-up came since the last ``wait``."""
+        return self.sub.is_set()
+
 
 class Handoff:
     """The jobs one transaction promised (``promised``, a stream once per job)

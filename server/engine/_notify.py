@@ -69,6 +69,10 @@ class Subscription:
     def set(self) -> None:
         self._event.set()
 
+    def is_set(self) -> bool:
+        """Whether a fire came since the last ``wait`` returned."""
+        return self._event.is_set()
+
     def wait(self, timeout: float) -> bool:
         """Waits for a fire (or the timeout) and re-arms; True if fired."""
         fired = self._event.wait(timeout)

@@ -114,6 +114,12 @@ class ClaimOps(WorkerOps):
             commands=commands_of(capabilities),
             topics=(machine.topic_worker(org, worker_id),),
         ) as stream:
+            # Whether the held leases were read since the last wait. A lease
+            # that ends fires the worker's topic once its change has
+            # committed, so without a wake-up since that read they are
+            # still as read: a busy stream reads them once per wake-up, not
+            # once per batch it sends.
+            settled = False
             while is_active() and not self.closing:
                 handed = stream.take()
                 if handed:
@@ -122,7 +128,8 @@ class ClaimOps(WorkerOps):
                         assignments=[render.assignment(c, worker_id) for c in handed]
                     )
                     continue
-                cancelled = self._settle(stream)
+                cancelled = self._settle(stream) if not settled or stream.woken() else []
+                settled = True
                 got = stream.fill(claim, stream.take_work())
                 if got or cancelled:
                     yield workers_pb2.StreamAssignmentsResponse(
@@ -133,6 +140,7 @@ class ClaimOps(WorkerOps):
                     # filled at once, which keeps batches large under load.
                     continue
                 stream.wait(self.poll_interval)
+                settled = False
 
     def _settle(self, stream: Stream) -> list[str]:
         """Drops the stream's finished leases; returns those cancelled."""
