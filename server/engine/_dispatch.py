@@ -32,8 +32,8 @@ from sqlalchemy import Connection
 
 from trellis.server.core import _sql
 from trellis.server.core._sql import Sql
-from trellis.server.engine._capabilities import Commands
-from trellis.server.engine._machine.claims import CLAIM_TEMPLATE, Claimed, grant
+from trellis.server.engine._capabilities import Capabilities, Commands, commands_of
+from trellis.server.engine._machine.claims import CLAIM_TEMPLATE, ClaimAsk, Claimed, claim, grant
 from trellis.server.engine._machine.common import Effects, Events, lock_runs_of_leases
 from trellis.server.engine._notify import Notifier, Ready, Subscription, WorkKey
 from trellis.server.engine._states import JobState, LeaseState, RunEventType
@@ -72,8 +72,11 @@ class Stream:
         "_lock",
         "_notifier",
         "_reserved",
+        "capabilities",
+        "labels",
         "org",
         "owner",
+        "refills",
         "slots",
         "sub",
         "ttl_secs",
@@ -91,6 +94,9 @@ class Stream:
         ttl_secs: int,
         owner: str,
         slots: int,
+        labels: tuple[str, ...] = (),
+        capabilities: Capabilities | None = None,
+        refills: bool = False,
     ) -> None:
         self._lock = lock
         self._notifier = notifier
@@ -101,6 +107,11 @@ class Stream:
         # The principal that leases handed to this claimer are bound to.
         self.owner = owner
         self.slots = slots
+        self.labels = labels
+        self.capabilities = capabilities
+        # Whether the slots that its leases free are filled by the
+        # transaction that ends them (see ``Dispatcher.offer``).
+        self.refills = refills
         self._held: set[str] = set()
         self._claiming = 0
         self._reserved = 0
@@ -189,18 +200,22 @@ class Handoff:
         self._dispatcher = dispatcher
         self.promised: list[Stream] = []
         self.handed: list[tuple[Stream, Claimed]] = []
+        # Held leases that the transaction ends, taken out of their streams.
+        self.ending: list[tuple[Stream, set[str]]] = []
 
     def abandon(self) -> None:
-        """The transaction rolled back: its promises are void."""
+        """The transaction rolled back: its promises are void, and the leases
+        it was ending are held again."""
+        self._dispatcher._restore(self.ending)
         self._dispatcher._settle(self.promised, [])
-        self.promised, self.handed = [], []
+        self.promised, self.handed, self.ending = [], [], []
 
     def deliver(self) -> None:
         """The transaction committed: its leases go to their streams (what a
         stream that left meanwhile can no longer take is handed back)."""
         if self.promised:
             self._dispatcher._settle(self.promised, self.handed)
-        self.promised, self.handed = [], []
+        self.promised, self.handed, self.ending = [], [], []
 
 
 class Dispatcher:
@@ -224,12 +239,22 @@ class Dispatcher:
         ttl_secs: int,
         owner: str,
         commands: Commands = None,
+        capabilities: Capabilities | None = None,
+        refills: bool = False,
         topics: Sequence[str] = (),
     ) -> Iterator[Stream]:
         """A stream that ready jobs of ``org`` matching ``labels`` and
-        ``commands`` (None: any) are handed to, at most ``slots`` unfinished
-        at once; also woken by ``topics``. Jobs delivered and not taken when
-        it closes are handed back."""
+        ``commands`` (None: any; given ``capabilities``, those they name)
+        are handed to, at most ``slots`` unfinished at once; also woken by
+        ``topics``. Jobs delivered and not taken when it closes are handed
+        back.
+
+        With ``refills``, the stream also gets jobs from the transactions
+        that end its leases: the slots they free are filled there, before
+        its worker asks (a claim with the worker's ``labels`` and
+        ``capabilities``)."""
+        if capabilities is not None:
+            commands = commands_of(capabilities)
         with self._notifier.subscribe(*topics, work=(org, labels), commands=commands) as sub:
             stream = Stream(
                 self._lock,
@@ -240,6 +265,9 @@ class Dispatcher:
                 ttl_secs=ttl_secs,
                 owner=owner,
                 slots=slots,
+                labels=tuple(labels),
+                capabilities=capabilities,
+                refills=refills,
             )
             with self._lock:
                 self._streams[sub] = stream
@@ -256,13 +284,17 @@ class Dispatcher:
 
     def offer(self, conn: Connection, now: int, effects: Effects) -> Handoff:
         """Leases the ready jobs of ``effects`` to streams waiting here with
-        room, inside the transaction that made them ready (whose caller then
+        room, inside the transaction that made them ready, and fills the
+        slots of streams here whose leases it ended (its caller then
         ``deliver``s or ``abandon``s the hand-off)."""
         handoff = Handoff(self)
-        if not effects.ready_runs:
+        if not effects.ready_runs and not effects.ended:
             return handoff
         try:
-            for (org, key, command), n in list(effects.ready.items()):
+            # Only jobs of ``ready_runs`` are looked for: without them, there
+            # is nothing to hand off.
+            ready = list(effects.ready.items()) if effects.ready_runs else []
+            for (org, key, command), n in ready:
                 streams = self._reserve((org, key, command), n)
                 if not streams:
                     continue
@@ -279,10 +311,65 @@ class Dispatcher:
                     effects=effects,
                 )
                 handoff.handed.extend(zip(streams, claimed, strict=False))
+            # After the hand-off of the ready jobs, which picks the claimers
+            # that suit them best (a handler before a shell).
+            self._refill(conn, now, effects, handoff)
         except BaseException:
             handoff.abandon()
             raise
         return handoff
+
+    def _refill(self, conn: Connection, now: int, effects: Effects, handoff: Handoff) -> None:
+        """Claims, for each stream here whose leases the transaction ends,
+        jobs for its free slots (those leases' among them).
+
+        The worker that reported is then sent its next jobs once the report
+        has committed, without a claim transaction of its own.
+        """
+        if not effects.ended:
+            return
+        asks: list[ClaimAsk] = []
+        takers: list[Stream] = []
+        with self._lock:
+            for stream in self._streams.values():
+                ended = effects.ended.get((stream.org, stream.worker_id))
+                if not ended or not stream.refills or stream._closed:
+                    continue
+                mine = stream._held & ended
+                if not mine:
+                    continue
+                stream._held -= mine
+                handoff.ending.append((stream, mine))
+                n = stream._room()
+                if n > 0:
+                    stream._reserved += n
+                    handoff.promised.extend([stream] * n)
+                    takers.append(stream)
+                    asks.append(
+                        ClaimAsk(
+                            stream.org,
+                            stream.worker_id,
+                            stream.labels,
+                            stream.ttl_secs,
+                            n,
+                            stream.owner,
+                            stream.capabilities,
+                        )
+                    )
+                stream._check()
+        if not asks:
+            return
+        granted, more = claim(conn, is_pg=self._is_pg, asks=asks, now=now)
+        effects.merge(more)
+        for stream, got in zip(takers, granted, strict=True):
+            handoff.handed.extend((stream, c) for c in got)
+
+    def _restore(self, ending: Sequence[tuple[Stream, set[str]]]) -> None:
+        """Puts back the leases a rolled-back transaction was ending."""
+        with self._lock:
+            for stream, lease_ids in ending:
+                if not stream._closed:
+                    stream._held |= lease_ids
 
     def _reserve(self, key: WorkKey, n: int) -> list[Stream]:
         """Promises up to ``n`` jobs of ``key`` to streams that can run them

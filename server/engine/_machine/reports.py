@@ -190,6 +190,7 @@ def apply(
     retry_updates: list[dict[str, Any]] = []
     for row, res in items:
         effects.topics.add(topic_worker(org, row.worker_id))
+        effects.ended.setdefault((org, row.worker_id), set()).add(row.id)
         effects.topics.add(topic_logs(row.job_id))
         if res.ok:
             succeeded.append((row, res))

@@ -112,6 +112,8 @@ class ClaimOps(WorkerOps):
             ttl_secs=lease_ttl,
             owner=owner,
             commands=commands_of(capabilities),
+            capabilities=capabilities,
+            refills=True,
             topics=(machine.topic_worker(org, worker_id),),
         ) as stream:
             # Whether the held leases were read since the last wait. A lease
