@@ -34,7 +34,12 @@ from trellis.server.core import _sql
 from trellis.server.core._sql import Sql
 from trellis.server.engine._capabilities import Capabilities, Commands, commands_of
 from trellis.server.engine._machine.claims import CLAIM_TEMPLATE, ClaimAsk, Claimed, claim, grant
-from trellis.server.engine._machine.common import Effects, Events, lock_runs_of_leases
+from trellis.server.engine._machine.common import (
+    Effects,
+    Events,
+    lock_runs_of_leases,
+    topic_worker,
+)
 from trellis.server.engine._notify import Notifier, Ready, Subscription, WorkKey
 from trellis.server.engine._states import JobState, LeaseState, RunEventType
 
@@ -187,9 +192,12 @@ class Stream:
     def wait(self, timeout: float) -> bool:
         return self.sub.wait(timeout)
 
-    def woken(self) -> bool:
-        """Whether a wake-up came since the last ``wait``."""
-        return self.sub.is_set()
+    def leases_changed(self) -> bool:
+        """Whether a lease of this stream's worker may have changed since the
+        last call: its topic fired (each change fires it once committed),
+        unless the change was a report whose transaction refilled the
+        stream, which keeps ``held`` itself."""
+        return self.sub.topic_fired()
 
 
 class Handoff:
@@ -213,8 +221,8 @@ class Handoff:
     def deliver(self) -> None:
         """The transaction committed: its leases go to their streams (what a
         stream that left meanwhile can no longer take is handed back)."""
-        if self.promised:
-            self._dispatcher._settle(self.promised, self.handed)
+        if self.promised or self.ending:
+            self._dispatcher._settle(self.promised, self.handed, [s for s, _ in self.ending])
         self.promised, self.handed, self.ending = [], [], []
 
 
@@ -330,15 +338,18 @@ class Dispatcher:
             return
         asks: list[ClaimAsk] = []
         takers: list[Stream] = []
+        kept: dict[tuple[str, str], set[str]] = {}
         with self._lock:
             for stream in self._streams.values():
-                ended = effects.ended.get((stream.org, stream.worker_id))
+                worker = (stream.org, stream.worker_id)
+                ended = effects.ended.get(worker)
                 if not ended or not stream.refills or stream._closed:
                     continue
                 mine = stream._held & ended
                 if not mine:
                     continue
                 stream._held -= mine
+                kept.setdefault(worker, set()).update(mine)
                 handoff.ending.append((stream, mine))
                 n = stream._room()
                 if n > 0:
@@ -357,6 +368,11 @@ class Dispatcher:
                         )
                     )
                 stream._check()
+        # A worker whose ended leases these streams all held needs no wake-up
+        # by its topic: the hand-off wakes its streams.
+        for worker, lease_ids in kept.items():
+            if lease_ids == effects.ended[worker]:
+                effects.topics.discard(topic_worker(*worker))
         if not asks:
             return
         granted, more = claim(conn, is_pg=self._is_pg, asks=asks, now=now)
@@ -399,9 +415,16 @@ class Dispatcher:
             self._notifier.to_back(key[0], (s.sub for s in dict.fromkeys(picked)))
         return picked
 
-    def _settle(self, promised: list[Stream], handed: list[tuple[Stream, Claimed]]) -> None:
+    def _settle(
+        self,
+        promised: list[Stream],
+        handed: list[tuple[Stream, Claimed]],
+        freed: Sequence[Stream] = (),
+    ) -> None:
         """Ends the promises of one transaction: what it leased goes into the
-        streams, unless a stream has closed meanwhile."""
+        streams, unless a stream has closed meanwhile. The streams it
+        ``freed`` slots of are woken even if it had no job for them, so
+        that they look for work themselves."""
         per_stream: dict[Stream, list[Claimed]] = {s: [] for s in promised}
         for stream, claimed in handed:
             per_stream[stream].append(claimed)
@@ -416,6 +439,7 @@ class Dispatcher:
                     stream._items.extend(items)
                     woken.append(stream)
                 stream._check()
+            woken.extend(s for s in freed if s not in per_stream or not per_stream[s])
         for stream in woken:
             stream.sub.set()
         for org, items in undelivered.items():
