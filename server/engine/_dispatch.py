@@ -422,9 +422,9 @@ class Dispatcher:
         freed: Sequence[Stream] = (),
     ) -> None:
         """Ends the promises of one transaction: what it leased goes into the
-        streams, unless a stream has closed meanwhile. The streams it
-        ``freed`` slots of are woken even if it had no job for them, so
-        that they look for work themselves."""
+        streams, unless a stream has closed meanwhile. A stream it ``freed``
+        slots of and had too few jobs for accepts ready work again: its own
+        claim would find none that this transaction did not see."""
         per_stream: dict[Stream, list[Claimed]] = {s: [] for s in promised}
         for stream, claimed in handed:
             per_stream[stream].append(claimed)
@@ -439,7 +439,9 @@ class Dispatcher:
                     stream._items.extend(items)
                     woken.append(stream)
                 stream._check()
-            woken.extend(s for s in freed if s not in per_stream or not per_stream[s])
+            accepting = [(s, s._room() > 0) for s in freed if not s._closed]
+        for stream, room in accepting:
+            self._notifier.set_accepting(stream.sub, room)
         for stream in woken:
             stream.sub.set()
         for org, items in undelivered.items():
