@@ -4,6 +4,9 @@ has committed.
 
 This is what keeps enqueue-to-start latency low with idle workers: a waiting
 assignment stream starts the jobs without a claim transaction of its own.
+The same goes for a busy one: the transaction that ends some of its leases (a
+report) claims jobs for the slots they free, so that a worker draining a queue
+gets its next batch as its report commits.
 Everything about which stream holds which job lives here: a stream's slots,
 the jobs promised to it by transactions under way (``offer``), those
 delivered and not yet taken (``Handoff.deliver``), the slots its own claims
@@ -19,6 +22,8 @@ the dispatcher's lock::
 is filling, ``reserved`` the jobs promised to it by transactions under way,
 ``items`` those delivered and not yet taken. A stream therefore never holds
 more jobs than it has slots, however hand-offs and its own claims interleave.
+A transaction that ends held leases takes them out of ``held`` when it
+reserves their slots (and puts them back if it rolls back).
 """
 
 from __future__ import annotations
