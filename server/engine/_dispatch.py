@@ -4,6 +4,9 @@ has committed.
 
 This is what keeps enqueue-to-start latency low with idle workers: a waiting
 assignment stream starts the jobs without a claim transaction of its own.
+The same goes for a busy one: the transaction that ends some of its leases (a
+report) claims jobs for the slots they free, so that a worker draining a queue
+gets its next batch as its report commits.
 Everything about which stream holds which job lives here: a stream's slots,
 the jobs promised to it by transactions under way (``offer``), those
 delivered and not yet taken (``Handoff.deliver``), the slots its own claims
@@ -19,6 +22,8 @@ the dispatcher's lock::
 is filling, ``reserved`` the jobs promised to it by transactions under way,
 ``items`` those delivered and not yet taken. A stream therefore never holds
 more jobs than it has slots, however hand-offs and its own claims interleave.
+A transaction that ends held leases takes them out of ``held`` when it
+reserves their slots (and puts them back if it rolls back).
 """
 
 from __future__ import annotations
@@ -32,9 +37,14 @@ from sqlalchemy import Connection
 
 from trellis.server.core import _sql
 from trellis.server.core._sql import Sql
-from trellis.server.engine._capabilities import Commands
-from trellis.server.engine._machine.claims import CLAIM_TEMPLATE, Claimed, grant
-from trellis.server.engine._machine.common import Effects, Events, lock_runs_of_leases
+from trellis.server.engine._capabilities import Capabilities, Commands, commands_of
+from trellis.server.engine._machine.claims import CLAIM_TEMPLATE, ClaimAsk, Claimed, claim, grant
+from trellis.server.engine._machine.common import (
+    Effects,
+    Events,
+    lock_runs_of_leases,
+    topic_worker,
+)
 from trellis.server.engine._notify import Notifier, Ready, Subscription, WorkKey
 from trellis.server.engine._states import JobState, LeaseState, RunEventType
 
@@ -72,8 +82,11 @@ class Stream:
         "_lock",
         "_notifier",
         "_reserved",
+        "capabilities",
+        "labels",
         "org",
         "owner",
+        "refills",
         "slots",
         "sub",
         "ttl_secs",
@@ -91,6 +104,9 @@ class Stream:
         ttl_secs: int,
         owner: str,
         slots: int,
+        labels: tuple[str, ...] = (),
+        capabilities: Capabilities | None = None,
+        refills: bool = False,
     ) -> None:
         self._lock = lock
         self._notifier = notifier
@@ -101,6 +117,11 @@ class Stream:
         # The principal that leases handed to this claimer are bound to.
         self.owner = owner
         self.slots = slots
+        self.labels = labels
+        self.capabilities = capabilities
+        # Whether the slots that its leases free are filled by the
+        # transaction that ends them (see ``Dispatcher.offer``).
+        self.refills = refills
         self._held: set[str] = set()
         self._claiming = 0
         self._reserved = 0
@@ -176,6 +197,13 @@ class Stream:
     def wait(self, timeout: float) -> bool:
         return self.sub.wait(timeout)
 
+    def leases_changed(self) -> bool:
+        """Whether a lease of this stream's worker may have changed since the
+        last call: its topic fired (each change fires it once committed),
+        unless the change was a report whose transaction refilled the
+        stream, which keeps ``held`` itself."""
+        return self.sub.topic_fired()
+
 
 class Handoff:
     """The jobs one transaction promised (``promised``, a stream once per job)
@@ -185,18 +213,22 @@ class Handoff:
         self._dispatcher = dispatcher
         self.promised: list[Stream] = []
         self.handed: list[tuple[Stream, Claimed]] = []
+        # Held leases that the transaction ends, taken out of their streams.
+        self.ending: list[tuple[Stream, set[str]]] = []
 
     def abandon(self) -> None:
-        """The transaction rolled back: its promises are void."""
+        """The transaction rolled back: its promises are void, and the leases
+        it was ending are held again."""
+        self._dispatcher._restore(self.ending)
         self._dispatcher._settle(self.promised, [])
-        self.promised, self.handed = [], []
+        self.promised, self.handed, self.ending = [], [], []
 
     def deliver(self) -> None:
         """The transaction committed: its leases go to their streams (what a
         stream that left meanwhile can no longer take is handed back)."""
-        if self.promised:
-            self._dispatcher._settle(self.promised, self.handed)
-        self.promised, self.handed = [], []
+        if self.promised or self.ending:
+            self._dispatcher._settle(self.promised, self.handed, [s for s, _ in self.ending])
+        self.promised, self.handed, self.ending = [], [], []
 
 
 class Dispatcher:
@@ -220,12 +252,22 @@ class Dispatcher:
         ttl_secs: int,
         owner: str,
         commands: Commands = None,
+        capabilities: Capabilities | None = None,
+        refills: bool = False,
         topics: Sequence[str] = (),
     ) -> Iterator[Stream]:
         """A stream that ready jobs of ``org`` matching ``labels`` and
-        ``commands`` (None: any) are handed to, at most ``slots`` unfinished
-        at once; also woken by ``topics``. Jobs delivered and not taken when
-        it closes are handed back."""
+        ``commands`` (None: any; given ``capabilities``, those they name)
+        are handed to, at most ``slots`` unfinished at once; also woken by
+        ``topics``. Jobs delivered and not taken when it closes are handed
+        back.
+
+        With ``refills``, the stream also gets jobs from the transactions
+        that end its leases: the slots they free are filled there, before
+        its worker asks (a claim with the worker's ``labels`` and
+        ``capabilities``)."""
+        if capabilities is not None:
+            commands = commands_of(capabilities)
         with self._notifier.subscribe(*topics, work=(org, labels), commands=commands) as sub:
             stream = Stream(
                 self._lock,
@@ -236,6 +278,9 @@ class Dispatcher:
                 ttl_secs=ttl_secs,
                 owner=owner,
                 slots=slots,
+                labels=tuple(labels),
+                capabilities=capabilities,
+                refills=refills,
             )
             with self._lock:
                 self._streams[sub] = stream
@@ -252,13 +297,17 @@ class Dispatcher:
 
     def offer(self, conn: Connection, now: int, effects: Effects) -> Handoff:
         """Leases the ready jobs of ``effects`` to streams waiting here with
-        room, inside the transaction that made them ready (whose caller then
+        room, inside the transaction that made them ready, and fills the
+        slots of streams here whose leases it ended (its caller then
         ``deliver``s or ``abandon``s the hand-off)."""
         handoff = Handoff(self)
-        if not effects.ready_runs:
+        if not effects.ready_runs and not effects.ended:
             return handoff
         try:
-            for (org, key, command), n in list(effects.ready.items()):
+            # Only jobs of ``ready_runs`` are looked for: without them, there
+            # is nothing to hand off.
+            ready = list(effects.ready.items()) if effects.ready_runs else []
+            for (org, key, command), n in ready:
                 streams = self._reserve((org, key, command), n)
                 if not streams:
                     continue
@@ -275,10 +324,73 @@ class Dispatcher:
                     effects=effects,
                 )
                 handoff.handed.extend(zip(streams, claimed, strict=False))
+            # After the hand-off of the ready jobs, which picks the claimers
+            # that suit them best (a handler before a shell).
+            self._refill(conn, now, effects, handoff)
         except BaseException:
             handoff.abandon()
             raise
         return handoff
+
+    def _refill(self, conn: Connection, now: int, effects: Effects, handoff: Handoff) -> None:
+        """Claims, for each stream here whose leases the transaction ends,
+        jobs for its free slots (those leases' among them).
+
+        The worker that reported is then sent its next jobs once the report
+        has committed, without a claim transaction of its own.
+        """
+        if not effects.ended:
+            return
+        asks: list[ClaimAsk] = []
+        takers: list[Stream] = []
+        kept: dict[tuple[str, str], set[str]] = {}
+        with self._lock:
+            for stream in self._streams.values():
+                worker = (stream.org, stream.worker_id)
+                ended = effects.ended.get(worker)
+                if not ended or not stream.refills or stream._closed:
+                    continue
+                mine = stream._held & ended
+                if not mine:
+                    continue
+                stream._held -= mine
+                kept.setdefault(worker, set()).update(mine)
+                handoff.ending.append((stream, mine))
+                n = stream._room()
+                if n > 0:
+                    stream._reserved += n
+                    handoff.promised.extend([stream] * n)
+                    takers.append(stream)
+                    asks.append(
+                        ClaimAsk(
+                            stream.org,
+                            stream.worker_id,
+                            stream.labels,
+                            stream.ttl_secs,
+                            n,
+                            stream.owner,
+                            stream.capabilities,
+                        )
+                    )
+                stream._check()
+        # A worker whose ended leases these streams all held needs no wake-up
+        # by its topic: the hand-off wakes its streams.
+        for worker, lease_ids in kept.items():
+            if lease_ids == effects.ended[worker]:
+                effects.topics.discard(topic_worker(*worker))
+        if not asks:
+            return
+        granted, more = claim(conn, is_pg=self._is_pg, asks=asks, now=now)
+        effects.merge(more)
+        for stream, got in zip(takers, granted, strict=True):
+            handoff.handed.extend((stream, c) for c in got)
+
+    def _restore(self, ending: Sequence[tuple[Stream, set[str]]]) -> None:
+        """Puts back the leases a rolled-back transaction was ending."""
+        with self._lock:
+            for stream, lease_ids in ending:
+                if not stream._closed:
+                    stream._held |= lease_ids
 
     def _reserve(self, key: WorkKey, n: int) -> list[Stream]:
         """Promises up to ``n`` jobs of ``key`` to streams that can run them
@@ -308,9 +420,16 @@ class Dispatcher:
             self._notifier.to_back(key[0], (s.sub for s in dict.fromkeys(picked)))
         return picked
 
-    def _settle(self, promised: list[Stream], handed: list[tuple[Stream, Claimed]]) -> None:
+    def _settle(
+        self,
+        promised: list[Stream],
+        handed: list[tuple[Stream, Claimed]],
+        freed: Sequence[Stream] = (),
+    ) -> None:
         """Ends the promises of one transaction: what it leased goes into the
-        streams, unless a stream has closed meanwhile."""
+        streams, unless a stream has closed meanwhile. A stream it ``freed``
+        slots of and had too few jobs for accepts ready work again: its own
+        claim would find none that this transaction did not see."""
         per_stream: dict[Stream, list[Claimed]] = {s: [] for s in promised}
         for stream, claimed in handed:
             per_stream[stream].append(claimed)
@@ -325,6 +444,9 @@ class Dispatcher:
                     stream._items.extend(items)
                     woken.append(stream)
                 stream._check()
+            accepting = [(s, s._room() > 0) for s in freed if not s._closed]
+        for stream, room in accepting:
+            self._notifier.set_accepting(stream.sub, room)
         for stream in woken:
             stream.sub.set()
         for org, items in undelivered.items():

@@ -52,7 +52,7 @@ Ready = Mapping[WorkKey, int]
 class Subscription:
     """A flag set by any fire of the subscribed topics (or by ready work)."""
 
-    __slots__ = ("_event", "accepting", "commands", "labels", "work")
+    __slots__ = ("_event", "_seen", "accepting", "commands", "fires", "labels", "work")
 
     def __init__(self, labels: frozenset[str] = frozenset(), commands: Commands = None) -> None:
         self._event = threading.Event()
@@ -65,9 +65,21 @@ class Subscription:
         # Cleared (through ``set_accepting`` or ``decline``) while the claimer
         # has no free slot, so that ready work goes to another one.
         self.accepting = True
+        # Counts the fires of subscribed topics (not ready work, nor a direct
+        # ``set``). Writers only increment it and the reader keeps what it
+        # saw apart, so no lock is needed: two increments that race still
+        # change it.
+        self.fires = 0
+        self._seen = 0
 
     def set(self) -> None:
         self._event.set()
+
+    def topic_fired(self) -> bool:
+        """Whether a topic fired since the last call (one reader only)."""
+        fires = self.fires
+        fired, self._seen = fires != self._seen, fires
+        return fired
 
     def wait(self, timeout: float) -> bool:
         """Waits for a fire (or the timeout) and re-arms; True if fired."""
@@ -141,9 +153,13 @@ class Notifier:
 
     def fire_local(self, topics: Iterable[str], ready: Ready | None = None) -> None:
         with self._lock:
-            targets = [sub for t in topics for sub in self._subs.get(t, ())]
+            topical = [sub for t in topics for sub in self._subs.get(t, ())]
+            targets: list[Subscription] = []
             for key, n in (ready or {}).items():
                 targets.extend(self._next_claimers(key, n))
+        for sub in topical:
+            sub.fires += 1
+            sub.set()
         for sub in targets:
             sub.set()
 
@@ -264,6 +280,7 @@ class Notifier:
             targets = {sub for subs in self._subs.values() for sub in subs}
             targets.update(sub for line in self._claimers.values() for sub in line)
         for sub in targets:
+            sub.fires += 1
             sub.set()
 
     def close(self) -> None:

@@ -135,6 +135,9 @@ def touch_worker(
     )
 
 
+Draw = tuple[str, tuple[str, ...], Commands, bool]
+
+
 @dataclass(frozen=True)
 class ClaimAsk:
     """One claimer's request: up to ``max_jobs`` ready jobs matching
@@ -174,7 +177,23 @@ def claim(
     statements, not a few per claimer.
     """
     effects = Effects()
-    orgs = sorted({a.org for a in asks})
+    # (org, label sets, commands, whether the label sets were looked up) ->
+    # the asks drawing from one statement
+    draws: dict[Draw, list[int]] = defaultdict(list)
+
+    def draw(i: int, keys: tuple[str, ...]) -> None:
+        a = asks[i]
+        commands = commands_of(a.capabilities)
+        if keys and a.max_jobs > 0 and commands != frozenset():
+            draws[(a.org, keys, commands, bool(a.labels))].append(i)
+
+    # A worker without labels runs only the jobs that require none: its claim
+    # needs no look-up of the label sets and goes in the first round trip.
+    for i, a in enumerate(asks):
+        if not a.labels:
+            draw(i, ("",))
+    labelled = sorted({a.org for a in asks if a.labels})
+    drawn: dict[Draw, _sql.Pending] = {}
     with _sql.pipelined(conn) as batch:
         for a in asks:
             touch_worker(
@@ -186,24 +205,25 @@ def claim(
                 now=now,
                 fresh_ms=1000,
             )
-        known = {org: batch.query(_LABEL_KEYS, org=org) for org in orgs}
-    draws: dict[tuple[str, tuple[str, ...], Commands], list[int]] = defaultdict(list)
-    for i, a in enumerate(asks):
-        keys = tuple(eligible_label_keys((k for (k,) in known[a.org].rows), a.labels))
-        commands = commands_of(a.capabilities)
-        if keys and a.max_jobs > 0 and commands != frozenset():
-            draws[(a.org, keys, commands)].append(i)
+        known = {org: batch.query(_LABEL_KEYS, org=org) for org in labelled}
+        for d, takers in draws.items():
+            drawn[d] = _draw(batch, d, sum(asks[i].max_jobs for i in takers), now)
+    if labelled:
+        for i, a in enumerate(asks):
+            if a.labels:
+                draw(i, tuple(eligible_label_keys((k for (k,) in known[a.org].rows), a.labels)))
+        with _sql.pipelined(conn) as batch:
+            for d, takers in draws.items():
+                if d not in drawn:
+                    drawn[d] = _draw(batch, d, sum(asks[i].max_jobs for i in takers), now)
     granted: dict[str, list[tuple[Any, int]]] = defaultdict(list)
-    for (org, keys, commands), takers in draws.items():
-        n = sum(asks[i].max_jobs for i in takers)
-        statement, params = _claim_statement(keys, commands)
-        rows = _sql.query(conn, statement, org=org, now=now, n=n, **params)
-        rows.sort(key=lambda r: r.id)
+    for d, takers in draws.items():
+        rows = sorted(drawn[d].rows, key=lambda r: r.id)
         taken = 0
         for i in takers:
             share = rows[taken : taken + asks[i].max_jobs]
             taken += len(share)
-            granted[org].extend((row, i) for row in share)
+            granted[d[0]].extend((row, i) for row in share)
     out: list[list[Claimed]] = [[] for _ in asks]
     # Orgs in order, so that two groups lock the runs they share in one order.
     for org in sorted(granted):
@@ -223,6 +243,13 @@ def claim(
         for lease, (_, i) in zip(claimed, pairs, strict=True):
             out[i].append(lease)
     return out, effects
+
+
+def _draw(batch: _sql.Batch, draw: Draw, n: int, now: int) -> _sql.Pending:
+    """Sends the claim of up to ``n`` jobs of one draw."""
+    org, keys, commands, _ = draw
+    statement, params = _claim_statement(keys, commands)
+    return batch.query(statement, org=org, now=now, n=n, **params)
 
 
 def grant(

@@ -72,6 +72,9 @@ class Effects:
     ready_runs: set[str] = field(default_factory=set)
     # The earliest expiry of the leases granted (for the reaper's alarm).
     lease_expiry_ms: int = NO_DEADLINE
+    # (org, worker id) -> the leases of that worker the transaction ended:
+    # ``dispatch`` fills the slots they free when the worker waits here.
+    ended: dict[tuple[str, str], set[str]] = field(default_factory=dict)
 
     def merge(self, other: Effects) -> None:
         """Adds the wake-ups of ``other`` (of a transaction run with this one)."""
@@ -80,6 +83,8 @@ class Effects:
         self.timers.extend(other.timers)
         self.ready_runs |= other.ready_runs
         self.lease_expiry_ms = min(self.lease_expiry_ms, other.lease_expiry_ms)
+        for worker, lease_ids in other.ended.items():
+            self.ended.setdefault(worker, set()).update(lease_ids)
 
 
 def new_id() -> str:

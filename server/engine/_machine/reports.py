@@ -190,6 +190,7 @@ def apply(
     retry_updates: list[dict[str, Any]] = []
     for row, res in items:
         effects.topics.add(topic_worker(org, row.worker_id))
+        effects.ended.setdefault((org, row.worker_id), set()).add(row.id)
         effects.topics.add(topic_logs(row.job_id))
         if res.ok:
             succeeded.append((row, res))
@@ -247,7 +248,9 @@ def apply(
             _FAIL_JOB,
             [{"jid": row.job_id, "err": res.error, "now": now} for row, res in failed_final],
         )
-        _count_finished(batch, finished_per_run, failed_per_run)
+        # The jobs' events go before their runs' RUN_FINISHED.
+        ev.flush(batch, effects)
+        _count_finished(batch, finished_per_run, failed_per_run, now=now)
         children = batch.query(_CHILDREN, ids=[row.job_id for row, _ in succeeded])
     if children.rows:
         _release_children(
@@ -259,8 +262,11 @@ def apply(
         )
         if skipped:
             with _sql.pipelined(conn) as batch:
-                _count_finished(batch, skipped, Counter())
-    _finish_runs(conn, list(finished_per_run), now=now, ev=ev, effects=effects)
+                ev.flush(batch, effects)
+                _count_finished(batch, skipped, Counter(), now=now)
+    if ev.rows:
+        with _sql.pipelined(conn) as batch:
+            ev.flush(batch, effects)
     return verdicts
 
 
@@ -353,36 +359,46 @@ def _skip_descendants(
     return skipped
 
 
+# A run's counters and, once it has no unfinished job left, its end (state,
+# finished_at_ms and RUN_FINISHED event) are written by the statements that
+# count its finished jobs, in the batch that finishes them: no read of the
+# counters in between. The SET expressions all see the row as it was.
 _COUNT_FINISHED = Sql(
-    """UPDATE runs SET unfinished_jobs = unfinished_jobs - :n, failed_jobs = failed_jobs + :failed
-    WHERE id = :run_id"""
+    f"""UPDATE runs SET unfinished_jobs = unfinished_jobs - :n,
+        failed_jobs = failed_jobs + :failed,
+        state = CASE WHEN state = '{RunState.RUNNING}' AND unfinished_jobs <= :n
+            THEN CASE WHEN failed_jobs + :failed > 0 THEN '{RunState.FAILED}'
+                ELSE '{RunState.SUCCEEDED}' END
+            ELSE state END,
+        finished_at_ms = CASE WHEN state = '{RunState.RUNNING}' AND unfinished_jobs <= :n
+            THEN :now ELSE finished_at_ms END
+    WHERE id IN_LIST(:ids)"""
 )
-_RUNS_DONE = Sql(
-    f"""SELECT id, failed_jobs FROM runs
-    WHERE id IN_LIST(:ids) AND unfinished_jobs <= 0 AND state = '{RunState.RUNNING}'"""
+# A run counted here ended in this transaction if it ended at all: a run
+# that ended before has no unfinished job left to count, and a cancelled one
+# keeps its state.
+_RUNS_FINISHED = Sql(
+    f"""INSERT INTO run_events (org_id, run_id, type, job_key, attempt, time_ms, message)
+    SELECT org_id, id, '{RunEventType.RUN_FINISHED}', '', 0, :now, state FROM runs
+    WHERE id IN_LIST(:ids) AND finished_at_ms = :now AND unfinished_jobs <= 0
+        AND state IN ('{RunState.SUCCEEDED}', '{RunState.FAILED}')
+    ORDER BY id"""
 )
-_FINISH_RUN = Sql("UPDATE runs SET state = :state, finished_at_ms = :now WHERE id = :run_id")
 
 
-def _count_finished(batch: _sql.Batch, finished: Counter[str], failed: Counter[str]) -> None:
-    batch.execute_many(
-        _COUNT_FINISHED,
-        [{"n": n, "failed": failed.get(r, 0), "run_id": r} for r, n in finished.items()],
-    )
-
-
-def _finish_runs(
-    conn: Connection, run_ids: Sequence[str], *, now: int, ev: Events, effects: Effects
+def _count_finished(
+    batch: _sql.Batch, finished: Counter[str], failed: Counter[str], *, now: int
 ) -> None:
-    """Ends the runs (of ``run_ids``) that have no unfinished job left, then
-    writes the transaction's events."""
-    done = _sql.query(conn, _RUNS_DONE, ids=run_ids) if run_ids else []
-    with _sql.pipelined(conn) as batch:
-        for run_id, n_failed in done:
-            state = RunState.FAILED if n_failed else RunState.SUCCEEDED
-            batch.execute(_FINISH_RUN, state=state, now=now, run_id=run_id)
-            ev.add(run_id, RunEventType.RUN_FINISHED, msg=state)
-        ev.flush(batch, effects)
+    """Counts ``finished`` jobs (``failed`` of them failed) per run, and ends
+    the runs left without unfinished jobs. Runs with the same counts share a
+    statement (every one-job run: one for the whole batch)."""
+    by_counts: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for run_id, n in finished.items():
+        by_counts[(n, failed.get(run_id, 0))].append(run_id)
+    for (n, n_failed), run_ids in by_counts.items():
+        batch.execute(_COUNT_FINISHED, n=n, failed=n_failed, now=now, ids=sorted(run_ids))
+    if finished:
+        batch.execute(_RUNS_FINISHED, now=now, ids=sorted(finished))
 
 
 __all__ = ["LEASE_COLS", "Result", "Verdict", "apply", "report_results"]

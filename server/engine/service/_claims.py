@@ -112,8 +112,14 @@ class ClaimOps(WorkerOps):
             ttl_secs=lease_ttl,
             owner=owner,
             commands=commands_of(capabilities),
+            capabilities=capabilities,
+            refills=True,
             topics=(machine.topic_worker(org, worker_id),),
         ) as stream:
+            # The held leases are read when they may have changed since the
+            # last read (see ``Stream.leases_changed``), and after each wait
+            # that ran out: a busy stream does not read them for each batch.
+            must_read = True
             while is_active() and not self.closing:
                 handed = stream.take()
                 if handed:
@@ -122,7 +128,10 @@ class ClaimOps(WorkerOps):
                         assignments=[render.assignment(c, worker_id) for c in handed]
                     )
                     continue
-                cancelled = self._settle(stream)
+                cancelled: list[str] = []
+                if stream.leases_changed() or must_read:
+                    cancelled = self._settle(stream)
+                must_read = False
                 got = stream.fill(claim, stream.take_work())
                 if got or cancelled:
                     yield workers_pb2.StreamAssignmentsResponse(
@@ -132,7 +141,7 @@ class ClaimOps(WorkerOps):
                     # Slots freed while the batch was on its way are
                     # filled at once, which keeps batches large under load.
                     continue
-                stream.wait(self.poll_interval)
+                must_read = not stream.wait(self.poll_interval)
 
     def _settle(self, stream: Stream) -> list[str]:
         """Drops the stream's finished leases; returns those cancelled."""
