@@ -13,7 +13,7 @@ Statements use ``:name`` placeholders and macros that differ by dialect:
   gets ``= ANY(:ids)`` (one prepared plan for every list length), SQLite
   ``IN (SELECT value FROM json_each(:ids))`` (no cap on the number of
   variables, so no chunking).
-- ``FOR_UPDATE``, ``FOR_UPDATE_SKIP_LOCKED`` and ``FOR_UPDATE_OF_LEASES``:
+- ``FOR_UPDATE``, ``FOR_UPDATE_SKIP_LOCKED``, ``FOR_UPDATE_NOWAIT`` and ``FOR_UPDATE_OF_LEASES``:
   row locks on PostgreSQL, nothing on SQLite (whose writers are serialised
   already).
 
@@ -42,6 +42,7 @@ UNNEST_FROM = 16
 # Longer macros first: FOR_UPDATE is a prefix of the others.
 _LOCKS = (
     ("FOR_UPDATE_SKIP_LOCKED", "FOR UPDATE SKIP LOCKED"),
+    ("FOR_UPDATE_NOWAIT", "FOR UPDATE NOWAIT"),
     ("FOR_UPDATE_OF_LEASES", "FOR UPDATE OF l"),
     ("FOR_UPDATE", "FOR UPDATE"),
 )

@@ -31,9 +31,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from trellis.server.core import _sql
 from trellis.server.core._sql import Sql
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 Write = Callable[[Callable[[Connection, int], tuple[None, Effects]]], None]
 
 # A claim among the jobs of some runs (those a transaction just made ready).
+# PostgreSQL's "lock not available", the answer to FOR UPDATE NOWAIT.
+_LOCK_NOT_AVAILABLE = "55P03"
 _LEASE_READY = Sql(
     CLAIM_TEMPLATE.format(keys="= :key AND command = :command AND run_id IN_LIST(:runs)")
 )
@@ -380,7 +383,19 @@ class Dispatcher:
                 effects.topics.discard(topic_worker(*worker))
         if not asks:
             return
-        granted, more = claim(conn, is_pg=self._is_pg, asks=asks, now=now)
+        try:
+            # This transaction holds the runs of the leases it ends already:
+            # a run of the jobs claimed here that another transaction holds
+            # is not waited for, since that one may wait for ours. The
+            # claim is undone instead and the workers claim for themselves.
+            # (SQLite has one writer: nothing to wait for, no savepoint needed.)
+            with conn.begin_nested() if self._is_pg else nullcontext():
+                granted, more = claim(conn, is_pg=self._is_pg, asks=asks, now=now, nowait=True)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            effects.topics.update(topic_worker(s.org, s.worker_id) for s in takers)
+            return
         effects.merge(more)
         for stream, got in zip(takers, granted, strict=True):
             handoff.handed.extend((stream, c) for c in got)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import grpc
+import psycopg
 import pytest
 from conftest import Running
 from engine_helpers import (
@@ -233,3 +234,38 @@ def test_malformed_heartbeat_ends_the_stream_without_losing_the_lease(server: Ru
     # The lease itself is fine: a bad request is not a lost lease.
     assert not heartbeat(server, lease_id).lease_lost
     complete(server, lease_id)
+
+
+def test_a_report_does_not_wait_for_a_run_its_refill_would_lock(
+    server: Running, database_url: str
+) -> None:
+    """A report that refills its worker's stream claims jobs of other runs;
+    when another transaction holds one of those runs, the report neither
+    waits for it (a cycle of such waits would deadlock) nor fails: the
+    refill is undone and the worker gets the job once the run is free."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks between transactions are PostgreSQL's")
+
+    wf = create_workflow(server, [job("only")])
+    worker = uid("refilled")
+    stream = server.workers.StreamAssignments(
+        workers_pb2.StreamAssignmentsRequest(worker_id=worker, slots=1, lease_ttl_secs=60),
+        timeout=RPC_TIMEOUT * 2,
+    )
+    holder = psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"))
+    try:
+        first = start_run(server, wf)
+        (a,) = next(stream).assignments
+        assert a.job.run_id == first
+        second = start_run(server, wf)  # queued: the one slot is taken
+        holder.execute("SELECT id FROM runs WHERE id = %s FOR UPDATE", (second,))
+        # Answers while the run stays locked (a wait would run into the deadline).
+        _report(server, a.lease.lease_id)
+        assert get_run(server, first).run.state == runs_pb2.RUN_STATE_SUCCEEDED
+        holder.rollback()  # the run is free: the worker claims it for itself
+        (b,) = next(stream).assignments
+        assert b.job.run_id == second
+        _report(server, b.lease.lease_id)
+    finally:
+        holder.close()
+        stream.cancel()

@@ -166,7 +166,7 @@ def _claim_statement(keys: Sequence[str], commands: Commands) -> tuple[Sql, dict
 
 
 def claim(
-    conn: Connection, *, is_pg: bool, asks: Sequence[ClaimAsk], now: int
+    conn: Connection, *, is_pg: bool, asks: Sequence[ClaimAsk], now: int, nowait: bool = False
 ) -> tuple[list[list[Claimed]], Effects]:
     """Claims ready jobs for each of ``asks``, oldest first; returns each
     ask's leases, in the order of ``asks``.
@@ -239,6 +239,7 @@ def claim(
             now=now,
             effects=effects,
             lock_runs=True,
+            nowait=nowait,
         )
         for lease, (_, i) in zip(claimed, pairs, strict=True):
             out[i].append(lease)
@@ -262,9 +263,11 @@ def grant(
     now: int,
     effects: Effects,
     lock_runs: bool,
+    nowait: bool = False,
 ) -> list[Claimed]:
     """Leases the claimed job ``rows`` (already marked running), row ``i`` to
-    the worker, TTL and owning principal ``to[i]``."""
+    the worker, TTL and owning principal ``to[i]`` (``nowait``: see
+    ``lock_runs``)."""
     decoded = [_decoded(r) for r in rows]
     upstream = _upstream_outputs(conn, [j["id"] for j in decoded if j["parents"]])
     claimed: list[Claimed] = []
@@ -308,7 +311,7 @@ def grant(
             # run first: the one cycle this allows (a cancel racing a claim
             # of the same run) is broken by PostgreSQL's deadlock detector and
             # the retry in the service layer.
-            _lock_runs(batch, is_pg, {r.run_id for r in rows})
+            _lock_runs(batch, is_pg, {r.run_id for r in rows}, nowait=nowait)
         batch.insert(_INSERT_LEASE, lease_rows)
         ev.flush(batch, effects)
         found = batch.query(_RUN_INPUTS, run_ids=sorted({r.run_id for r in rows}))

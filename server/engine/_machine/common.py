@@ -147,23 +147,30 @@ class Events:
 
 
 _LOCK_RUNS = Sql("SELECT id FROM runs WHERE id IN_LIST(:ids) ORDER BY id FOR_UPDATE")
+_LOCK_RUNS_NOWAIT = Sql("SELECT id FROM runs WHERE id IN_LIST(:ids) ORDER BY id FOR_UPDATE_NOWAIT")
 _LOCK_RUNS_OF_LEASES = Sql(
     """SELECT id FROM runs WHERE id IN (SELECT run_id FROM leases WHERE id IN_LIST(:ids))
     ORDER BY id FOR_UPDATE"""
 )
 
 
-def lock_runs(batch: _sql.Batch, is_pg: bool, run_ids: Iterable[str]) -> None:
+def lock_runs(
+    batch: _sql.Batch, is_pg: bool, run_ids: Iterable[str], *, nowait: bool = False
+) -> None:
     """Serialises the writers of a run on PostgreSQL.
 
     Event ids then commit in order within a run, so a follower resuming after
     an id never skips one; and two completions never update the same
-    children in opposite orders. Runs are locked in id order.
+    children in opposite orders. Runs are locked in id order. With
+    ``nowait``, a run another transaction holds fails the statement at once
+    (``LOCK_NOT_AVAILABLE``) instead of being waited for: for a transaction
+    that locks runs in a second round, after others, and so could close a
+    cycle of waits.
     """
     if is_pg:
         ids = sorted(run_ids)
         if ids:
-            batch.execute(_LOCK_RUNS, ids=ids)
+            batch.execute(_LOCK_RUNS_NOWAIT if nowait else _LOCK_RUNS, ids=ids)
 
 
 def lock_runs_of_leases(batch: _sql.Batch, is_pg: bool, lease_ids: Sequence[str]) -> None:
