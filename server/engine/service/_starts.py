@@ -69,11 +69,23 @@ class RunRequest:
     request_id: str = ""
 
     def digest(self) -> str:
-        """What the request asks for, to tell a retry from a reuse of its id."""
+        """What the request asks for, to tell a retry from a reuse of its id
+        (3 and 3.0 are one number: a Struct carries every number as a double)."""
         canonical = json.dumps(
-            [self.workflow_id, self.inputs], sort_keys=True, separators=(",", ":")
+            [self.workflow_id, _whole(self.inputs)], sort_keys=True, separators=(",", ":")
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _whole(value: Any) -> Any:
+    """``value`` with whole floats as ints, through mappings and lists."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: _whole(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_whole(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True, slots=True)
