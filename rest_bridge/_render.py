@@ -271,11 +271,12 @@ _EXACT = 2**53
 
 def _whole_numbers(value: Json) -> Json:
     """``value`` with whole doubles (within the exact range) as integers, as
-    JSON that went into a Struct came in."""
+    JSON that went into a Struct came in, and its objects' keys sorted like
+    every other map's (a Struct's own order differs between processes)."""
     if isinstance(value, float):
         return int(value) if value.is_integer() and -_EXACT <= value <= _EXACT else value
     if isinstance(value, dict):
-        return {k: _whole_numbers(v) for k, v in value.items()}
+        return {k: _whole_numbers(value[k]) for k in sorted(value)}
     if isinstance(value, list):
         return [_whole_numbers(v) for v in value]
     return value
