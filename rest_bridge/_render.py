@@ -38,7 +38,7 @@ from ._descriptors import (
 )
 from ._json_values import Json
 from ._per_type import PerType
-from ._scalars import scalar_renderer
+from ._scalars import render_double, scalar_renderer
 from ._times import field_times, is_time, time_key, time_renderer, unset_time
 
 MessageRenderer = Callable[[Message], Json]
@@ -265,16 +265,15 @@ def _well_known_renderer(descriptor: Descriptor, json_names: bool) -> MessageRen
 _JSON_VALUE_TYPES = frozenset(
     {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"}
 )
-# Doubles up to here hold every whole number exactly.
-_EXACT = 2**53
 
 
 def _whole_numbers(value: Json) -> Json:
-    """``value`` with whole doubles (within the exact range) as integers, as
-    JSON that went into a Struct came in, and its objects' keys sorted like
-    every other map's (a Struct's own order differs between processes)."""
+    """``value`` with its numbers rendered as double fields are (whole ones as
+    integers, as JSON that went into a Struct came in), and its objects' keys
+    sorted like every other map's (a Struct's own order differs between
+    processes)."""
     if isinstance(value, float):
-        return int(value) if value.is_integer() and -_EXACT <= value <= _EXACT else value
+        return render_double(value)
     if isinstance(value, dict):
         return {k: _whole_numbers(value[k]) for k in sorted(value)}
     if isinstance(value, list):

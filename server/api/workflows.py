@@ -58,6 +58,11 @@ class Workflows(workflows_pb2_grpc.WorkflowServiceServicer):
         self, request: workflows_pb2.BatchRunWorkflowsRequest, context: grpc.ServicerContext
     ) -> workflows_pb2.BatchRunWorkflowsResponse:
         principal, ip = caller_of(context)
+        if _idempotency_key(context):
+            raise InvalidArgument(
+                "idempotency-key: one key cannot stand for many starts; "
+                "give each request its request_id"
+            )
         started = self.s.run_workflows(
             principal, [_run_request(item) for item in request.requests], ip=ip
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from trellis.server.core import _sql, _wal
@@ -273,9 +275,15 @@ def _configure_sqlite(engine: Engine, *, autocheckpoint: bool, wal_limit: int) -
         # several times what SQLite takes to begin.
         raw = conn.connection.driver_connection
         assert raw is not None
-        raw.execute(
+        begin = (
             "BEGIN" if conn.get_execution_options().get("trellis_readonly") else "BEGIN IMMEDIATE"
         )
+        try:
+            raw.execute(begin)
+        except sqlite3.Error as exc:
+            # As SQLAlchemy raises it: callers catch DBAPIError (a database
+            # locked past the busy timeout is "unavailable", not a fault).
+            raise DBAPIError.instance(begin, None, exc, sqlite3.Error) from exc
 
 
 def upgrade_schema(db: Database, revision: str = "head") -> None:

@@ -240,9 +240,10 @@ def test_a_report_does_not_wait_for_a_run_its_refill_would_lock(
     server: Running, database_url: str
 ) -> None:
     """A report that refills its worker's stream claims jobs of other runs;
-    when another transaction holds one of those runs, the report neither
-    waits for it (a cycle of such waits would deadlock) nor fails: the
-    refill is undone and the worker gets the job once the run is free."""
+    when another transaction holds one of those runs (or the worker's row),
+    the report neither waits for it (a cycle of such waits would deadlock)
+    nor fails: the refill is undone and the worker gets the job once the run
+    is free."""
     if not database_url.startswith("postgresql"):
         pytest.skip("row locks between transactions are PostgreSQL's")
 
@@ -259,6 +260,8 @@ def test_a_report_does_not_wait_for_a_run_its_refill_would_lock(
         assert a.job.run_id == first
         second = start_run(server, wf)  # queued: the one slot is taken
         holder.execute("SELECT id FROM runs WHERE id = %s FOR UPDATE", (second,))
+        # The worker's row too, as a claim of its own would hold it.
+        holder.execute("SELECT 1 FROM workers WHERE worker_id = %s FOR UPDATE", (worker,))
         # Answers while the run stays locked (a wait would run into the deadline).
         _report(server, a.lease.lease_id)
         assert get_run(server, first).run.state == runs_pb2.RUN_STATE_SUCCEEDED

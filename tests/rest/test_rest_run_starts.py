@@ -105,3 +105,12 @@ def test_a_batch_starts_all_its_runs_or_none(server: Running) -> None:
     reply = client.post("/api/runs/batch", {"requests": bad})
     assert_error(reply, 400, "INVALID_ARGUMENT", "requests[1]", "target")
     assert len(run_ids(client, wf)) == 3
+
+
+def test_a_batch_refuses_one_idempotency_key_for_many_starts(server: Running) -> None:
+    client = rest(server)
+    wf = deploy_workflow(client)
+    body = {"requests": [{"workflow_id": wf, "inputs": {"target": "a"}}]}
+    reply = client.post("/api/runs/batch", body, headers={"Idempotency-Key": "k-1"})
+    assert_error(reply, 400, "INVALID_ARGUMENT", "idempotency-key", "request_id")
+    assert run_ids(client, wf) == []

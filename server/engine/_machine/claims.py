@@ -171,6 +171,10 @@ def claim(
     """Claims ready jobs for each of ``asks``, oldest first; returns each
     ask's leases, in the order of ``asks``.
 
+    With ``nowait``, for a transaction that holds locks already: the claim
+    waits for none. It locks runs NOWAIT (see ``lock_runs``) and leaves the
+    workers' rows alone, since touching one waits for whoever holds it.
+
     Asks of one org that match the same label sets and run the same commands
     draw from one statement (the first ask takes the oldest jobs), and all
     leases of an org are granted together, so a group of claimers costs a few
@@ -195,7 +199,7 @@ def claim(
     labelled = sorted({a.org for a in asks if a.labels})
     drawn: dict[Draw, _sql.Pending] = {}
     with _sql.pipelined(conn) as batch:
-        for a in asks:
+        for a in asks if not nowait else ():
             touch_worker(
                 batch,
                 org=a.org,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from trellis.server.engine._states import AuditAction
 from trellis.server.engine.definitions import InputError
 from trellis.server.engine.service._base import Audit, Base, versions
 from trellis.v1 import runs_pb2
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH_RUNS = 1000
 MAX_REQUEST_ID_LENGTH = 200
@@ -154,7 +157,7 @@ class StartOps(Base):
 
     def _start_group(self, members: Sequence[Member[Start, list[Mapping[str, Any]]]]) -> None:
         """Runs a group of starts in one transaction; refuses each bad one alone."""
-        refused: list[tuple[Member[Start, list[Mapping[str, Any]]], TrellisError]] = []
+        refused: list[tuple[Member[Start, list[Mapping[str, Any]]], Exception]] = []
         for _ in range(_MAX_STALE_RETRIES):
             try:
                 self._write(functools.partial(self._start_all, members=members, refused=refused))
@@ -165,7 +168,8 @@ class StartOps(Base):
                 continue
             for member, error in refused:
                 member.fail(error)
-                self._audit_refusal(member.work.audit(), error)
+                if isinstance(error, TrellisError):
+                    self._audit_refusal(member.work.audit(), error)
             return
         raise Unavailable("the workflow changed during every try to start it; try again")
 
@@ -174,7 +178,7 @@ class StartOps(Base):
         conn: Connection,
         now: int,
         members: Sequence[Member[Start, list[Mapping[str, Any]]]],
-        refused: list[tuple[Member[Start, list[Mapping[str, Any]]], TrellisError]],
+        refused: list[tuple[Member[Start, list[Mapping[str, Any]]], Exception]],
     ) -> tuple[None, Effects]:
         refused.clear()  # a transaction run again judges its starts again
         effects = Effects()
@@ -191,7 +195,7 @@ class StartOps(Base):
         now: int,
         org: str,
         members: Sequence[Member[Start, list[Mapping[str, Any]]]],
-        refused: list[tuple[Member[Start, list[Mapping[str, Any]]], TrellisError]],
+        refused: list[tuple[Member[Start, list[Mapping[str, Any]]], Exception]],
     ) -> Effects:
         requests = [req for m in members for req in m.work.requests]
         asked = sorted({req.request_id for req in requests if req.request_id})
@@ -210,6 +214,10 @@ class StartOps(Base):
             except TrellisError as exc:
                 refused.append((member, exc))
                 continue
+            except Exception as exc:  # a fault in one start is that start's alone
+                log.exception("a start of %s failed", member.work.audit().resource)
+                refused.append((member, exc))
+                continue
             for run in mine:
                 new.append(run)
                 owners.append(member.work)
@@ -222,8 +230,9 @@ class StartOps(Base):
             def also(batch: _sql.Batch, rows: list[dict[str, Any]]) -> None:
                 # The last run started of each workflow becomes its latest, if
                 # the workflow is still at the version the runs were made of.
+                # In id order: two groups lock the workflows they share in one order.
                 latest = {row["workflow_id"]: row["id"] for row in rows}
-                for workflow_id, run_id in latest.items():
+                for workflow_id, run_id in sorted(latest.items()):
                     checks[workflow_id] = batch.query(
                         _SET_LATEST_RUN,
                         run_id=run_id,
