@@ -12,9 +12,12 @@ Each repeat measures, on one server:
   (no options, the same token-sending interceptor), with the serialized
   RunWorkflow request as its payload, in slices of 250 calls alternating
   with those of RunWorkflow, so that both get the same share of a machine
-  that others may be using;
+  that others may be using; and the database's own durable one-row commits
+  in a row (a sequential start is one call and one commit);
 - bulk: the same N with ``BatchRunWorkflows`` of 100 requests each, then
   drained by a fresh worker (n/a when the server answers UNIMPLEMENTED);
+- parallel: the same N ``RunWorkflow`` calls from 8 client threads at once
+  (the concurrent starts that share transactions), then drained and checked;
 - idle: with a worker connected and idle, sequential ``RunWorkflow`` calls,
   each waiting for its run to finish; enqueue->start from just before the
   call to the handler's start, as ``latency.py`` measures it.
@@ -38,6 +41,7 @@ import contextlib
 import multiprocessing.queues
 import queue
 import statistics
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -77,6 +81,8 @@ DEFAULT_RUNS = 5000
 DEFAULT_REPEATS = 2
 SLOTS = 64
 BATCH = 100
+# The concurrent starts of the parallel phase: client threads on one channel.
+CLIENT_THREADS = 8
 IDLE_ITERATIONS = 300
 IDLE_WARMUP = 20
 # Warm-up before the first repeat (connection pools, statement caches): runs
@@ -262,6 +268,7 @@ class Repeat:
     single_drain: Drained
     bulk: float | None
     bulk_drain: Drained | None
+    parallel: float
     idle_starts: list[float]
     idle_calls: list[float]
     checked: int
@@ -349,6 +356,34 @@ def enqueue_single(b: Bench, wf_id: str, echo: EchoClient) -> tuple[float, float
         run_s += time.perf_counter() - t0
     check_inputs(answers, inputs=b.inputs)
     return b.n / run_s, b.n / echo_s, [a.run_id for a in answers]
+
+
+def enqueue_parallel(b: Bench, wf_id: str) -> tuple[float, list[str]]:
+    """N RunWorkflow calls from ``CLIENT_THREADS`` threads at once (the
+    concurrent starts that share transactions); runs/s and the run ids."""
+    requests = requests_for(wf_id, b.n, inputs=b.inputs)
+    call = b.workflows.RunWorkflow
+    share = [requests[i::CLIENT_THREADS] for i in range(CLIENT_THREADS)]
+    answers: list[list[Any]] = [[] for _ in share]
+    barrier = threading.Barrier(CLIENT_THREADS + 1)
+
+    def client(i: int) -> None:
+        barrier.wait()
+        answers[i].extend(call(req, timeout=CALL_TIMEOUT) for req in share[i])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENT_THREADS)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    runs = [run for mine in answers for run in mine]
+    if len(runs) != b.n:
+        raise AssertionError(f"{len(runs)} of {b.n} concurrent starts answered")
+    check_inputs(runs, inputs=b.inputs)
+    return b.n / elapsed, [r.run_id for r in runs]
 
 
 def enqueue_bulk(b: Bench, wf_id: str) -> tuple[float, list[str]]:
@@ -516,6 +551,13 @@ def one_repeat(b: Bench, r: int, echo_target: str, has_batch: bool) -> Repeat:
         log(f"{BENCH}: bulk drain {bulk_drain.rate:,.0f} runs/s")
         checked += len(ids)
 
+    wf_parallel = b.new_workflow("parallel")
+    with server_spy("parallel-enqueue"):
+        parallel, ids = enqueue_parallel(b, wf_parallel)
+    log(f"{BENCH}: {CLIENT_THREADS} clients at once: {parallel:,.0f} runs/s")
+    drain(b, "parallel", wf_parallel, ids)  # and checked, like the others
+    checked += len(ids)
+
     wf_idle = b.new_workflow("idle")
     starts, calls = idle(b, r, wf_idle)
     log(
@@ -523,7 +565,9 @@ def one_repeat(b: Bench, r: int, echo_target: str, has_batch: bool) -> Repeat:
         f"p99 {percentile(starts, 99):.2f} ms"
     )
     checked += IDLE_WARMUP + IDLE_ITERATIONS
-    return Repeat(echo, commit, single, single_drain, bulk, bulk_drain, starts, calls, checked)
+    return Repeat(
+        echo, commit, single, single_drain, bulk, bulk_drain, parallel, starts, calls, checked
+    )
 
 
 # --------------------------------------------------------------------------- figures
@@ -641,7 +685,22 @@ def figures(backend: Backend, reps: Sequence[Repeat], *, n: int, inputs: bool) -
             fig(f"bulk: BatchRunWorkflows({BATCH}) enqueue", None, "runs/s", t.bulk, why),
             fig("bulk: drain", None, "runs/s", t.drain),
         ]
+    parallel = [r.parallel for r in reps]
     out += [
+        fig(
+            f"parallel: RunWorkflow from {CLIENT_THREADS} clients",
+            statistics.median(parallel),
+            "runs/s",
+            note="; ".join(
+                filter(
+                    None,
+                    [
+                        f"{shape}, one call each from {CLIENT_THREADS} threads at once, no worker",
+                        _spread(parallel),
+                    ],
+                )
+            ),
+        ),
         fig(
             "idle enqueue->start p50",
             statistics.median(p50),
