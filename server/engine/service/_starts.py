@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from trellis.server.core import _sql
 from trellis.server.core._group_commit import GroupCommit, Member
@@ -214,6 +215,8 @@ class StartOps(Base):
             except TrellisError as exc:
                 refused.append((member, exc))
                 continue
+            except SQLAlchemyError:
+                raise  # the transaction's, not the start's (and maybe to be retried)
             except Exception as exc:  # a fault in one start is that start's alone
                 log.exception("a start of %s failed", member.work.audit().resource)
                 refused.append((member, exc))
