@@ -144,73 +144,49 @@ def _build(
         return _tagged_renderer(descriptor, json_names, additional, times)
     if shape == options_pb2.JSON_SHAPE_MAP:
         return _map_renderer(map_shape_field(descriptor), json_names, additional, times)
-    shown = [field for field in descriptor.fields if additional or not is_additional(field)]
+    omit_unset_optional = shape == options_pb2.JSON_SHAPE_OMIT_UNSET
     fields = [
         (
             _key(field, json_names, times),
             field_renderer(field, json_names=json_names, additional=additional, times=times),
+            _unset_test(field, omit_unset_optional),
         )
-        for field in shown
-        if not is_omitted_unset(field)
+        for field in descriptor.fields
+        if additional or not is_additional(field)
     ]
-    if any(is_omitted_unset(field) for field in shown):
-        return _omitting_renderer(descriptor, shown, fields, json_names, additional, times)
-    if shape == options_pb2.JSON_SHAPE_OMIT_UNSET:
-        optional = frozenset(
-            (field.json_name if json_names else output_key(field))
-            for field in descriptor.fields
-            if field.has_presence and field.message_type is None
-        )
-        names = {
-            (field.json_name if json_names else output_key(field)): field.name
-            for field in descriptor.fields
+    if all(is_unset is None for _, _, is_unset in fields):
+        always = [(key, render_field) for key, render_field, _ in fields]
+
+        def render(message: Message) -> Json:
+            return {key: render_field(message) for key, render_field in always}
+
+        return render
+
+    def render_present(message: Message) -> Json:
+        return {
+            key: render_field(message)
+            for key, render_field, is_unset in fields
+            if is_unset is None or not is_unset(message)
         }
 
-        def render_present(message: Message) -> Json:
-            return {
-                key: render_field(message)
-                for key, render_field in fields
-                if key not in optional or message.HasField(names[key])
-            }
-
-        return render_present
-
-    def render(message: Message) -> Json:
-        return {key: render_field(message) for key, render_field in fields}
-
-    return render
+    return render_present
 
 
-def _omitting_renderer(
-    descriptor: Descriptor,
-    shown: list[FieldDescriptor],
-    fields: list[tuple[str, MessageRenderer]],
-    json_names: bool,
-    additional: bool,
-    times: int,
-) -> MessageRenderer:
-    """Renders ``fields``, then the ``(omit_unset)`` fields of ``shown`` that are set."""
-    omitted = [
-        (
-            _key(field, json_names, times),
-            field.name,
-            field.is_repeated,  # maps too: a map is a repeated field of entries
-            field_renderer(field, json_names=json_names, additional=additional, times=times),
-        )
-        for field in shown
-        if is_omitted_unset(field)
-    ]
-    if json_shape(descriptor) == options_pb2.JSON_SHAPE_OMIT_UNSET:
-        raise ValueError(f"{descriptor.full_name}: omit_unset fields in an OMIT_UNSET message")
-
-    def render(message: Message) -> Json:
-        out = {key: render_field(message) for key, render_field in fields}
-        for key, name, repeated, render_field in omitted:
-            if len(getattr(message, name)) if repeated else message.HasField(name):
-                out[key] = render_field(message)
-        return out
-
-    return render
+def _unset_test(
+    field: FieldDescriptor, omit_unset_optional: bool
+) -> Callable[[Message], bool] | None:
+    """Whether an answer leaves ``field`` out of ``message``, when it may:
+    a field marked ``(omit_unset)`` while unset (a map or list while empty),
+    and in a ``JSON_SHAPE_OMIT_UNSET`` message an optional scalar without a
+    value; None for a field always rendered."""
+    name = field.name
+    if is_omitted_unset(field):
+        if field.is_repeated:  # maps too: a map is a repeated field of entries
+            return lambda message: not len(getattr(message, name))
+        return lambda message: not message.HasField(name)
+    if omit_unset_optional and field.has_presence and field.message_type is None:
+        return lambda message: not message.HasField(name)
+    return None
 
 
 def _tagged_renderer(
