@@ -53,6 +53,26 @@ def free_port() -> int:
         return port
 
 
+def trellis(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs the ``trellis`` command with ``args`` (``stdin`` its input)."""
+    return subprocess.run(
+        [str(TRELLIS), *args],
+        capture_output=True,
+        text=True,
+        timeout=PROC_TIMEOUT,
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+    )
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The single ``trellis: error:`` line a failed command printed, without the prefix."""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trellis: error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    return lines[0].removeprefix("trellis: error: ")
+
+
 def client_for(running: Running | str) -> Client:
     target = running if isinstance(running, str) else running.grpc_target
     return Client(target, timeout=RUN_TIMEOUT)

@@ -4,7 +4,6 @@ against a real server with an SDK shell worker. Runs on SQLite and PostgreSQL.""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -14,12 +13,13 @@ import pytest
 from conftest import ROOT, Running, wait_until
 from sdk_helpers import (
     PROC_TIMEOUT,
-    TRELLIS,
     WAIT_FOR_GO,
     client_for,
     free_port,
     job_by_id,
+    one_error_line,
     started_worker,
+    trellis,
     uid,
 )
 
@@ -42,25 +42,6 @@ def client(server: Running) -> Iterator[Client]:
 def worker(server: Running) -> Iterator[Worker]:
     with started_worker(Worker(server.grpc_target, shell=True, slots=2)) as w:
         yield w
-
-
-def trellis(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(TRELLIS), *args],
-        capture_output=True,
-        text=True,
-        timeout=PROC_TIMEOUT,
-        input=stdin,
-        stdin=subprocess.DEVNULL if stdin is None else None,
-    )
-
-
-def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
-    """The single ``trellis: error:`` line a failed command printed, without the prefix."""
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("trellis: error: "), done.stderr
-    assert "Traceback" not in done.stderr
-    return lines[0].removeprefix("trellis: error: ")
 
 
 def test_run_wait_status_logs_and_workflows(

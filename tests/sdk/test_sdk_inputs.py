@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ import pytest
 from conftest import Running, race
 from google.protobuf import json_format
 from sdk_helpers import (
-    PROC_TIMEOUT,
     RUN_TIMEOUT,
     TRELLIS,
     Proc,
@@ -25,7 +23,9 @@ from sdk_helpers import (
     free_port,
     job_by_id,
     log_text,
+    one_error_line,
     started_worker,
+    trellis,
     uid,
 )
 
@@ -84,23 +84,6 @@ def queued_workflow(client: Client) -> str:
 def inputs_of(run: runs_pb2.Run) -> dict[str, Any]:
     # Struct numbers are doubles: 3.0 == 3, so comparisons with ints hold.
     return json_format.MessageToDict(run.inputs)
-
-
-def trellis(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(TRELLIS), *args],
-        capture_output=True,
-        text=True,
-        timeout=PROC_TIMEOUT,
-        input=stdin,
-        stdin=subprocess.DEVNULL if stdin is None else None,
-    )
-
-
-def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("trellis: error: "), done.stderr
-    return lines[0].removeprefix("trellis: error: ")
 
 
 # -- handlers and shell jobs -----------------------------------------------------
