@@ -241,7 +241,12 @@ def test_policies_deny_wins_and_audit_listing(ident: Identity) -> None:
     ident.check_policy(bob, "workflows/other", "workflows:run")
     ident.update_policy(admin, deny.id, enabled=False)
     ident.check_policy(bob, "workflows/etl-daily", "workflows:run")
-    assert [p.name for p in ident.list_policies(admin).items] == ["ops", "no-etl"]
+    # Oldest first, by (created_at_ms, id): two made in one millisecond are in id order.
+    listed = ident.list_policies(admin).items
+    assert sorted(p.name for p in listed) == ["no-etl", "ops"]
+    assert [(p.created_at_ms, p.id) for p in listed] == sorted(
+        (p.created_at_ms, p.id) for p in (allow, deny)
+    )
     ident.delete_policy(admin, allow.id)
     with pytest.raises(NotFound):
         ident.get_policy(admin, allow.id)
