@@ -4,6 +4,8 @@ one job or edge at a time, concurrent edits, and export/import."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 from conftest import Running
 from engine_helpers import (
@@ -157,6 +159,25 @@ def test_a_disabled_workflow_cannot_be_run_while_its_running_run_goes_on(
     )
     assert enabled.enabled
     assert start_run(server, wf) != run_id
+
+
+def test_a_workflow_disabled_by_one_replica_is_refused_by_another(
+    start_server: Callable[..., Running],
+) -> None:
+    one, two = start_server(), start_server()
+    wf = create_workflow(one, [job("a")])
+    # The second replica has seen the workflow's version (and keeps it).
+    start_run(two, wf)
+    one.workflows.DisableWorkflow(W.DisableWorkflowRequest(workflow_id=wf), timeout=RPC_TIMEOUT)
+    refused = rpc_error(two.workflows.RunWorkflow, W.RunWorkflowRequest(workflow_id=wf))
+    assert_status(refused, grpc.StatusCode.FAILED_PRECONDITION, wf, "disabled")
+    one.workflows.EnableWorkflow(W.EnableWorkflowRequest(workflow_id=wf), timeout=RPC_TIMEOUT)
+    start_run(two, wf)
+    # An edit on one replica is what the other runs next.
+    one.workflows.AddWorkflowJob(
+        W.AddWorkflowJobRequest(workflow_id=wf, job=job("b")), timeout=RPC_TIMEOUT
+    )
+    assert get_run(two, start_run(two, wf)).run.workflow_version == 2
 
 
 def test_a_deleted_workflow_leaves_its_runs_readable_and_its_id_free(server: Running) -> None:
