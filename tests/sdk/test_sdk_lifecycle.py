@@ -3,13 +3,17 @@ against a real server, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Running
-from sdk_helpers import client_for, one_error_line, trellis, uid
+from conftest import ROOT, Running
+from sdk_helpers import PROC_TIMEOUT, TRELLIS, client_for, one_error_line, trellis, uid
 
+from trellis.server.engine.definitions import dump_documents, parse_documents
 from trellis.v1 import jobs_pb2
 from trellis.worker_sdk import Aborted, Client, FailedPrecondition, InvalidArgument
 
@@ -99,3 +103,33 @@ def test_trellis_workflow_commands(server: Running, client: Client, tmp_path: Pa
     assert ok("export", wf) == exported
     bad = trellis("workflow", "import", "-", *target, stdin="id: x\nname: [\n")
     assert bad.returncode == 1 and "invalid YAML" in one_error_line(bad)
+
+
+def _readme_block(kind: str) -> str:
+    section = (ROOT / "README.md").read_text().split("## Workflow lifecycle\n", 1)[1]
+    found = re.search(rf"```{kind}\n(.*?)```", section.split("\n## ", 1)[0], re.DOTALL)
+    assert found is not None
+    return found.group(1)
+
+
+def test_the_readme_commands_run_as_written(server: Running, tmp_path: Path) -> None:
+    env = {**os.environ, "TRELLIS_TARGET": server.grpc_target}
+    for line in _readme_block("sh").splitlines():
+        command = line.replace(".venv/bin/trellis", str(TRELLIS))
+        done = subprocess.run(
+            ["sh", "-c", command],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=PROC_TIMEOUT,
+        )
+        assert done.returncode == 0, f"{line}: {done.stderr}"
+    assert "id: ci\n" in (tmp_path / "workflows.yml").read_text()
+
+
+def test_the_readme_export_is_what_an_export_writes() -> None:
+    text = _readme_block("yaml").split("\n", 1)[1]
+    found, errors = parse_documents(text)
+    assert not errors and [w.id for w in found] == ["etl"]
+    assert dump_documents(found) == text
