@@ -105,6 +105,23 @@ def test_job_and_edge_edits(server: Running) -> None:
     job_c = next(j for j in patched["workflow"]["jobs"] if j["id"] == "c")
     assert job_c["command"] == "make c" and job_c["timeout_secs"] == 0
 
+    # The mask in FieldMask's JSON spelling; a snake_case path is refused.
+    body = {
+        "job": {"timeout_secs": 30, "depends_on": ["a"]},
+        "update_mask": "timeoutSecs,dependsOn",
+    }
+    patched = client.ok(client.request("PATCH", f"/api/workflows/{wf}/jobs/c", body))
+    job_c = next(j for j in patched["workflow"]["jobs"] if j["id"] == "c")
+    assert job_c["timeout_secs"] == 30 and job_c["depends_on"] == ["a"]
+    assert patched["workflow"]["enabled"] is True
+    assert_error(
+        client.request(
+            "PATCH", f"/api/workflows/{wf}/jobs/c", {"job": {}, "update_mask": "timeout_secs"}
+        ),
+        400,
+        "INVALID_ARGUMENT",
+        "update_mask",
+    )
     client.ok(client.post(f"/api/workflows/{wf}/jobs/a/rename", {"new_job_id": "first"}))
     assert _jobs(client, wf) == {"first": [], "b": [], "c": ["first"]}
     client.ok(client.post(f"/api/workflows/{wf}/edges", {"from_job": "b", "to_job": "c"}), 201)

@@ -287,7 +287,8 @@ class WorkflowServiceServicer:
     def UpdateWorkflowJob(self, request, context):
         """Changes the fields of a job named by `update_mask` (all of them when
         it is empty); its id is changed by RenameWorkflowJob. Over REST the
-        body is the request: `{"job": {...}, "update_mask": "command,env"}`.
+        body is the request, the mask in FieldMask's JSON form (lowerCamelCase,
+        comma-separated): `{"job": {...}, "update_mask": "command,timeoutSecs"}`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

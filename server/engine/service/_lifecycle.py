@@ -78,7 +78,7 @@ class LifecycleOps(WorkflowOps):
         after = self._after(scope, page_token)
 
         def tx(conn: Connection, now: int) -> workflows_pb2.ListWorkflowVersionsResponse:
-            self._require(conn, org, workflow_id)
+            enabled = bool(self._require(conn, org, workflow_id).enabled)
             q = select(versions).where(
                 versions.c.org_id == org,
                 versions.c.workflow_id == workflow_id,
@@ -90,7 +90,7 @@ class LifecycleOps(WorkflowOps):
                 q = q.where(after_key([versions.c.version], after, descending=[True]))
             rows = conn.execute(q.order_by(versions.c.version.desc()).limit(size + 1)).all()
             resp = workflows_pb2.ListWorkflowVersionsResponse(
-                versions=[self._version_of(row) for row in rows[:size]]
+                versions=[self._version_of(row, enabled) for row in rows[:size]]
             )
             if len(rows) > size:
                 resp.next_page_token = self._tokens().encode(scope, (int(rows[size - 1].version),))
@@ -106,7 +106,7 @@ class LifecycleOps(WorkflowOps):
 
         def tx(conn: Connection, now: int) -> workflows_pb2.WorkflowVersion:
             row = self._version_row(conn, org, workflow_id, version, deleted_too=True)
-            return self._version_of(row)
+            return self._version_of(row, self._enabled(conn, org, workflow_id))
 
         return self._read(tx)
 
@@ -599,14 +599,25 @@ class LifecycleOps(WorkflowOps):
             raise NotFound(f"version {version} of workflow {workflow_id!r} not found")
         return row
 
-    def _version_of(self, row: Any) -> workflows_pb2.WorkflowVersion:
+    def _enabled(self, conn: Connection, org: str, workflow_id: str) -> bool:
+        """Whether the workflow exists and is enabled."""
+        found = conn.execute(
+            select(workflows.c.enabled).where(
+                workflows.c.org_id == org, workflows.c.id == workflow_id
+            )
+        ).scalar()
+        return bool(found)
+
+    def _version_of(self, row: Any, enabled: bool) -> workflows_pb2.WorkflowVersion:
         wdef = self._definition(row.org_id, row.workflow_id, row.version, lambda: row.definition)
-        return workflows_pb2.WorkflowVersion(
+        found = workflows_pb2.WorkflowVersion(
             workflow_id=row.workflow_id,
             version=row.version,
             workflow=_workflow_message(wdef, row.version),
             created_at=timestamp(row.created_at_ms),
         )
+        found.workflow.enabled = enabled
+        return found
 
     def _edit(
         self,
@@ -653,7 +664,10 @@ class LifecycleOps(WorkflowOps):
         # Runs started here from now on are of this version.
         self._see_version(org, workflow_id, version)
         return self._read(
-            lambda conn, _now: self._version_of(self._version_row(conn, org, workflow_id, version))
+            lambda conn, _now: self._version_of(
+                self._version_row(conn, org, workflow_id, version),
+                self._enabled(conn, org, workflow_id),
+            )
         )
 
 
