@@ -230,8 +230,9 @@ class WorkflowServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CloneWorkflow(self, request, context):
-        """Creates a new workflow with the current definition of another; the
-        copy starts its own history at version 1, enabled, with no runs.
+        """Creates a new workflow with the current definition of another: enabled,
+        with no runs and a history of its own (from version 1, or after the
+        last version of a deleted workflow that had its id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
