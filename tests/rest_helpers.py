@@ -23,7 +23,17 @@ HTTP_TIMEOUT = 30.0
 
 # --- the JSON shapes Trellis renders (the seed page's fields and a few more) ---------
 
-WORKFLOW_KEYS = {"id", "name", "trigger", "jobs", "version", "run_id", "run_state", "env"}
+WORKFLOW_KEYS = {
+    "id",
+    "name",
+    "trigger",
+    "jobs",
+    "version",
+    "run_id",
+    "run_state",
+    "env",
+    "enabled",
+}
 JOB_KEYS = {
     "id",
     "name",

@@ -12,7 +12,16 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from ._pb import auth_pb2, identity_pb2, logs_pb2, machine_pb2, runs_pb2, workers_pb2, workflows_pb2
+from ._pb import (
+    auth_pb2,
+    identity_pb2,
+    jobs_pb2,
+    logs_pb2,
+    machine_pb2,
+    runs_pb2,
+    workers_pb2,
+    workflows_pb2,
+)
 
 # Codes after which the same request may succeed later: the server was
 # unreachable, overloaded, restarting, or the call was cut off.
@@ -150,6 +159,56 @@ class WorkflowRpc:
             ch, s, "BatchRunWorkflows", m.BatchRunWorkflowsRequest, m.BatchRunWorkflowsResponse
         )
         self.CancelWorkflow = _unary(ch, s, "CancelWorkflow", m.CancelWorkflowRequest, runs_pb2.Run)
+        # The lifecycle calls (see _client_lifecycle).
+        self.ListWorkflowVersions = _unary(
+            ch,
+            s,
+            "ListWorkflowVersions",
+            m.ListWorkflowVersionsRequest,
+            m.ListWorkflowVersionsResponse,
+        )
+        self.GetWorkflowVersion = _unary(
+            ch, s, "GetWorkflowVersion", m.GetWorkflowVersionRequest, m.WorkflowVersion
+        )
+        self.RevertWorkflow = _unary(
+            ch, s, "RevertWorkflow", m.RevertWorkflowRequest, m.WorkflowVersion
+        )
+        self.CloneWorkflow = _unary(ch, s, "CloneWorkflow", m.CloneWorkflowRequest, m.Workflow)
+        self.EnableWorkflow = _unary(ch, s, "EnableWorkflow", m.EnableWorkflowRequest, m.Workflow)
+        self.DisableWorkflow = _unary(
+            ch, s, "DisableWorkflow", m.DisableWorkflowRequest, m.Workflow
+        )
+        self.DeleteWorkflow = _unary(
+            ch, s, "DeleteWorkflow", m.DeleteWorkflowRequest, m.DeleteWorkflowResponse
+        )
+        self.ListWorkflowJobs = _unary(
+            ch, s, "ListWorkflowJobs", m.ListWorkflowJobsRequest, m.ListWorkflowJobsResponse
+        )
+        self.GetWorkflowJob = _unary(ch, s, "GetWorkflowJob", m.GetWorkflowJobRequest, jobs_pb2.Job)
+        self.AddWorkflowJob = _unary(
+            ch, s, "AddWorkflowJob", m.AddWorkflowJobRequest, m.WorkflowVersion
+        )
+        self.UpdateWorkflowJob = _unary(
+            ch, s, "UpdateWorkflowJob", m.UpdateWorkflowJobRequest, m.WorkflowVersion
+        )
+        self.RenameWorkflowJob = _unary(
+            ch, s, "RenameWorkflowJob", m.RenameWorkflowJobRequest, m.WorkflowVersion
+        )
+        self.RemoveWorkflowJob = _unary(
+            ch, s, "RemoveWorkflowJob", m.RemoveWorkflowJobRequest, m.WorkflowVersion
+        )
+        self.AddWorkflowEdge = _unary(
+            ch, s, "AddWorkflowEdge", m.AddWorkflowEdgeRequest, m.WorkflowVersion
+        )
+        self.RemoveWorkflowEdge = _unary(
+            ch, s, "RemoveWorkflowEdge", m.RemoveWorkflowEdgeRequest, m.WorkflowVersion
+        )
+        self.ExportWorkflows = _unary(
+            ch, s, "ExportWorkflows", m.ExportWorkflowsRequest, m.ExportWorkflowsResponse
+        )
+        self.ImportWorkflows = _unary(
+            ch, s, "ImportWorkflows", m.ImportWorkflowsRequest, m.ImportWorkflowsResponse
+        )
 
 
 class RunRpc:

@@ -1,6 +1,6 @@
 """Client subcommands of the ``trellis`` command line: worker, run, status, logs,
-workflows, the operations ones (apply, cancel, runs, workers) and the credentials
-ones: login, machine-user, token."""
+workflows, the operations ones (apply, cancel, runs, workers), ``workflow ...`` (a
+workflow's lifecycle) and the credentials ones: login, machine-user, token."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from ._cli_base import (
     run_state_name,
 )
 from ._cli_inputs import input_option, read_inputs_file, run_inputs
+from ._cli_lifecycle import add_lifecycle_commands
 from ._cli_manage import add_manage_commands, inputs_line
 from ._client import Client
 from ._errors import DeadlineExceeded, TrellisError
@@ -135,6 +136,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     p.set_defaults(func=_guard(_cmd_workflows))
 
     add_manage_commands(subparsers, common)
+    add_lifecycle_commands(subparsers, common)
 
     p = subparsers.add_parser(
         "login",

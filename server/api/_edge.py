@@ -12,6 +12,7 @@ import grpc
 from trellis.server.api import _status
 from trellis.server.api._auth import client_address, current_principal
 from trellis.server.core.errors import (
+    Aborted,
     Conflict,
     FailedPrecondition,
     InvalidArgument,
@@ -34,6 +35,7 @@ _CODES: dict[type[TrellisError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     LeaseConflict: grpc.StatusCode.ABORTED,
+    Aborted: grpc.StatusCode.ABORTED,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     Conflict: grpc.StatusCode.ALREADY_EXISTS,

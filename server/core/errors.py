@@ -27,6 +27,11 @@ class LeaseConflict(TrellisError):
     reason = "lease_lost"
 
 
+class Aborted(TrellisError):
+    """A concurrent change came first, e.g. an edit made against a version
+    that is no longer current (ABORTED / 409); nothing was changed."""
+
+
 class FailedPrecondition(TrellisError):
     """The request is valid but the resource is not in a state to honour it."""
 

@@ -69,6 +69,11 @@ class AuditAction(StrEnum):
     """The engine's changes that the audit log records."""
 
     WORKFLOW_CREATE = "workflow.create"
+    WORKFLOW_UPDATE = "workflow.update"
+    WORKFLOW_ENABLE = "workflow.enable"
+    WORKFLOW_DISABLE = "workflow.disable"
+    WORKFLOW_DELETE = "workflow.delete"
+    WORKFLOW_IMPORT = "workflow.import"
     WORKFLOW_RUN = "workflow.run"
     RUN_CANCEL = "run.cancel"
 

@@ -332,6 +332,7 @@ def test_wrong_methods_are_json_405s_and_unknown_paths_json_404s(server: Running
         ("GET", "/api/jobs/claim", "POST"),
         ("PUT", "/api/workflows", "GET, HEAD, POST"),
         ("POST", "/api/workflows/ci/status", "GET, HEAD"),
+        ("POST", "/api/workflows/ci", "DELETE"),
         ("POST", "/api/workers", "GET, HEAD"),
         ("DELETE", "/api/workflows/ci/jobs/build/logs/stream", "GET, HEAD"),
     ]:
@@ -340,7 +341,7 @@ def test_wrong_methods_are_json_405s_and_unknown_paths_json_404s(server: Running
         assert reply.headers["Allow"] == allowed
     for method, path in [
         ("GET", "/api/nothing/here"),
-        ("POST", "/api/workflows/ci"),
+        ("POST", "/api/workflows/ci/nothing"),
         ("GET", "/api/workflows/"),
         ("GET", "/api//workflows"),
         ("GET", "/"),

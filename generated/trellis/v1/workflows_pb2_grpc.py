@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from trellis.v1 import jobs_pb2 as trellis_dot_v1_dot_jobs__pb2
 from trellis.v1 import runs_pb2 as trellis_dot_v1_dot_runs__pb2
 from trellis.v1 import workflows_pb2 as trellis_dot_v1_dot_workflows__pb2
 
@@ -66,6 +67,91 @@ class WorkflowServiceStub:
                 request_serializer=trellis_dot_v1_dot_workflows__pb2.CancelWorkflowRequest.SerializeToString,
                 response_deserializer=trellis_dot_v1_dot_runs__pb2.Run.FromString,
                 _registered_method=True)
+        self.ListWorkflowVersions = channel.unary_unary(
+                '/trellis.v1.WorkflowService/ListWorkflowVersions',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.ListWorkflowVersionsRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.ListWorkflowVersionsResponse.FromString,
+                _registered_method=True)
+        self.GetWorkflowVersion = channel.unary_unary(
+                '/trellis.v1.WorkflowService/GetWorkflowVersion',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.GetWorkflowVersionRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+                _registered_method=True)
+        self.RevertWorkflow = channel.unary_unary(
+                '/trellis.v1.WorkflowService/RevertWorkflow',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.RevertWorkflowRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+                _registered_method=True)
+        self.CloneWorkflow = channel.unary_unary(
+                '/trellis.v1.WorkflowService/CloneWorkflow',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.CloneWorkflowRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.EnableWorkflow = channel.unary_unary(
+                '/trellis.v1.WorkflowService/EnableWorkflow',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.EnableWorkflowRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.DisableWorkflow = channel.unary_unary(
+                '/trellis.v1.WorkflowService/DisableWorkflow',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.DisableWorkflowRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.DeleteWorkflow = channel.unary_unary(
+                '/trellis.v1.WorkflowService/DeleteWorkflow',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.DeleteWorkflowRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.DeleteWorkflowResponse.FromString,
+                _registered_method=True)
+        self.ListWorkflowJobs = channel.unary_unary(
+                '/trellis.v1.WorkflowService/ListWorkflowJobs',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.ListWorkflowJobsRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.ListWorkflowJobsResponse.FromString,
+                _registered_method=True)
+        self.GetWorkflowJob = channel.unary_unary(
+                '/trellis.v1.WorkflowService/GetWorkflowJob',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.GetWorkflowJobRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_jobs__pb2.Job.FromString,
+                _registered_method=True)
+        self.AddWorkflowJob = channel.unary_unary(
+                '/trellis.v1.WorkflowService/AddWorkflowJob',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.AddWorkflowJobRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+                _registered_method=True)
+        self.UpdateWorkflowJob = channel.unary_unary(
+                '/trellis.v1.WorkflowService/UpdateWorkflowJob',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.UpdateWorkflowJobRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+                _registered_method=True)
+        self.RenameWorkflowJob = channel.unary_unary(
+                '/trellis.v1.WorkflowService/RenameWorkflowJob',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.RenameWorkflowJobRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+                _registered_method=True)
+        self.RemoveWorkflowJob = channel.unary_unary(
+                '/trellis.v1.WorkflowService/RemoveWorkflowJob',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.RemoveWorkflowJobRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+                _registered_method=True)
+        self.AddWorkflowEdge = channel.unary_unary(
+                '/trellis.v1.WorkflowService/AddWorkflowEdge',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.AddWorkflowEdgeRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+                _registered_method=True)
+        self.RemoveWorkflowEdge = channel.unary_unary(
+                '/trellis.v1.WorkflowService/RemoveWorkflowEdge',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.RemoveWorkflowEdgeRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+                _registered_method=True)
+        self.ExportWorkflows = channel.unary_unary(
+                '/trellis.v1.WorkflowService/ExportWorkflows',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.ExportWorkflowsRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.ExportWorkflowsResponse.FromString,
+                _registered_method=True)
+        self.ImportWorkflows = channel.unary_unary(
+                '/trellis.v1.WorkflowService/ImportWorkflows',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.ImportWorkflowsRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_workflows__pb2.ImportWorkflowsResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -117,6 +203,147 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkflowVersions(self, request, context):
+        """Lists the versions of a workflow's definition, newest first. A deleted
+        workflow has none; a workflow created again under its id lists the
+        versions from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflowVersion(self, request, context):
+        """Gets one version of a workflow's definition. The versions runs were
+        made of stay readable after their workflow is deleted (unless its runs
+        were purged with it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevertWorkflow(self, request, context):
+        """Makes the definition of an earlier version current again, as a new
+        version (the versions in between stay in the history).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloneWorkflow(self, request, context):
+        """Creates a new workflow with the current definition of another: enabled,
+        with no runs and a history of its own (from version 1, or after the
+        last version of a deleted workflow that had its id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnableWorkflow(self, request, context):
+        """Lets runs of the workflow be started again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableWorkflow(self, request, context):
+        """Refuses new runs of the workflow (FAILED_PRECONDITION, for single and
+        batch starts alike); the runs already running go on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWorkflow(self, request, context):
+        """Deletes a workflow: it leaves the listings with its versions, and its
+        runs, jobs and logs stay readable; with `purge_runs` they are deleted
+        too. Its id can be used again; the numbering of versions goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkflowJobs(self, request, context):
+        """Lists the jobs of a workflow's current definition, in definition order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflowJob(self, request, context):
+        """Gets one job of a workflow's current definition.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddWorkflowJob(self, request, context):
+        """Adds a job to the definition (after the others). Like every edit of
+        jobs and edges, the whole new definition is validated as a created one
+        would be and stored as a new version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWorkflowJob(self, request, context):
+        """Changes the fields of a job named by `update_mask` (all of them when
+        it is empty); its id is changed by RenameWorkflowJob. Over REST the
+        body is the request, the mask in FieldMask's JSON form (lowerCamelCase,
+        comma-separated): `{"job": {...}, "update_mask": "command,timeoutSecs"}`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenameWorkflowJob(self, request, context):
+        """Gives a job a new id; the jobs that depend on it depend on the new id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveWorkflowJob(self, request, context):
+        """Removes a job. Refused (FAILED_PRECONDITION) while other jobs depend on
+        it, unless `cascade` removes those dependencies with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddWorkflowEdge(self, request, context):
+        """Makes job `to_job` depend on job `from_job`; an edge that would close
+        a cycle is refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveWorkflowEdge(self, request, context):
+        """Removes the dependency of job `to_job` on job `from_job`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportWorkflows(self, request, context):
+        """Exports definitions in the workflow file format: one workflow, or all
+        of the organization's, as YAML documents (one per workflow, each with
+        its `id`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportWorkflows(self, request, context):
+        """Imports the documents of an export: each is validated whole, and they
+        are stored all in one transaction or, when one is refused, none of them
+        (INVALID_ARGUMENT naming each bad workflow and job). `dry_run` checks
+        and answers what would be done, storing nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +376,91 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.CancelWorkflow,
                     request_deserializer=trellis_dot_v1_dot_workflows__pb2.CancelWorkflowRequest.FromString,
                     response_serializer=trellis_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'ListWorkflowVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflowVersions,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.ListWorkflowVersionsRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.ListWorkflowVersionsResponse.SerializeToString,
+            ),
+            'GetWorkflowVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflowVersion,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.GetWorkflowVersionRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.SerializeToString,
+            ),
+            'RevertWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevertWorkflow,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.RevertWorkflowRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.SerializeToString,
+            ),
+            'CloneWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloneWorkflow,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.CloneWorkflowRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.Workflow.SerializeToString,
+            ),
+            'EnableWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableWorkflow,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.EnableWorkflowRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.Workflow.SerializeToString,
+            ),
+            'DisableWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableWorkflow,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.DisableWorkflowRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.Workflow.SerializeToString,
+            ),
+            'DeleteWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWorkflow,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.DeleteWorkflowRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.DeleteWorkflowResponse.SerializeToString,
+            ),
+            'ListWorkflowJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflowJobs,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.ListWorkflowJobsRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.ListWorkflowJobsResponse.SerializeToString,
+            ),
+            'GetWorkflowJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflowJob,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.GetWorkflowJobRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+            ),
+            'AddWorkflowJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddWorkflowJob,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.AddWorkflowJobRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.SerializeToString,
+            ),
+            'UpdateWorkflowJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWorkflowJob,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.UpdateWorkflowJobRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.SerializeToString,
+            ),
+            'RenameWorkflowJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameWorkflowJob,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.RenameWorkflowJobRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.SerializeToString,
+            ),
+            'RemoveWorkflowJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveWorkflowJob,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.RemoveWorkflowJobRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.SerializeToString,
+            ),
+            'AddWorkflowEdge': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddWorkflowEdge,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.AddWorkflowEdgeRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.SerializeToString,
+            ),
+            'RemoveWorkflowEdge': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveWorkflowEdge,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.RemoveWorkflowEdgeRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.SerializeToString,
+            ),
+            'ExportWorkflows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportWorkflows,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.ExportWorkflowsRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.ExportWorkflowsResponse.SerializeToString,
+            ),
+            'ImportWorkflows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportWorkflows,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.ImportWorkflowsRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_workflows__pb2.ImportWorkflowsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +626,465 @@ class WorkflowService:
             '/trellis.v1.WorkflowService/CancelWorkflow',
             trellis_dot_v1_dot_workflows__pb2.CancelWorkflowRequest.SerializeToString,
             trellis_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflowVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/ListWorkflowVersions',
+            trellis_dot_v1_dot_workflows__pb2.ListWorkflowVersionsRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.ListWorkflowVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflowVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/GetWorkflowVersion',
+            trellis_dot_v1_dot_workflows__pb2.GetWorkflowVersionRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevertWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/RevertWorkflow',
+            trellis_dot_v1_dot_workflows__pb2.RevertWorkflowRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloneWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/CloneWorkflow',
+            trellis_dot_v1_dot_workflows__pb2.CloneWorkflowRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/EnableWorkflow',
+            trellis_dot_v1_dot_workflows__pb2.EnableWorkflowRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/DisableWorkflow',
+            trellis_dot_v1_dot_workflows__pb2.DisableWorkflowRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/DeleteWorkflow',
+            trellis_dot_v1_dot_workflows__pb2.DeleteWorkflowRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.DeleteWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflowJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/ListWorkflowJobs',
+            trellis_dot_v1_dot_workflows__pb2.ListWorkflowJobsRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.ListWorkflowJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflowJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/GetWorkflowJob',
+            trellis_dot_v1_dot_workflows__pb2.GetWorkflowJobRequest.SerializeToString,
+            trellis_dot_v1_dot_jobs__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddWorkflowJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/AddWorkflowJob',
+            trellis_dot_v1_dot_workflows__pb2.AddWorkflowJobRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWorkflowJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/UpdateWorkflowJob',
+            trellis_dot_v1_dot_workflows__pb2.UpdateWorkflowJobRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenameWorkflowJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/RenameWorkflowJob',
+            trellis_dot_v1_dot_workflows__pb2.RenameWorkflowJobRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveWorkflowJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/RemoveWorkflowJob',
+            trellis_dot_v1_dot_workflows__pb2.RemoveWorkflowJobRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddWorkflowEdge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/AddWorkflowEdge',
+            trellis_dot_v1_dot_workflows__pb2.AddWorkflowEdgeRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveWorkflowEdge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/RemoveWorkflowEdge',
+            trellis_dot_v1_dot_workflows__pb2.RemoveWorkflowEdgeRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.WorkflowVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportWorkflows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/ExportWorkflows',
+            trellis_dot_v1_dot_workflows__pb2.ExportWorkflowsRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.ExportWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportWorkflows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/ImportWorkflows',
+            trellis_dot_v1_dot_workflows__pb2.ImportWorkflowsRequest.SerializeToString,
+            trellis_dot_v1_dot_workflows__pb2.ImportWorkflowsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -36,6 +37,8 @@ class WorkflowRow(Base):
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
     updated_at_ms: Mapped[int] = mapped_column(BigInteger)
     latest_run_id: Mapped[str | None] = mapped_column(String(32))
+    # A disabled workflow's runs cannot be started; those running go on.
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class WorkflowVersionRow(Base):
@@ -49,6 +52,9 @@ class WorkflowVersionRow(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     definition: Mapped[dict[str, Any]]
     created_at_ms: Mapped[int] = mapped_column(BigInteger)
+    # When its workflow was deleted: the version is out of every listing but
+    # stays readable for the runs made of it. NULL: a live version.
+    deleted_at_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class RunRow(Base):

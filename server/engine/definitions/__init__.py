@@ -11,10 +11,19 @@ exception escapes for any input.
 A definition may declare the inputs its runs take (:class:`InputDef`);
 :meth:`WorkflowDef.resolve_inputs` checks a run's values against them and raises
 :class:`InputError`, and :func:`input_env_name` names the variable a shell job sees one as.
+
+Definitions travel between installations as documents of the file format with their ids in
+them (:func:`dump_documents`, :func:`parse_documents`).
 """
 
 from trellis.server.engine.definitions._api import parse_api_mapping, parse_message, parse_request
 from trellis.server.engine.definitions._errors import DefinitionError, InputError
+from trellis.server.engine.definitions._export import (
+    dump_documents,
+    parse_documents,
+    to_api_mapping,
+    to_document,
+)
 from trellis.server.engine.definitions._file import (
     load_dir,
     parse_file,
@@ -52,12 +61,16 @@ __all__ = [
     "InputType",
     "JobDef",
     "WorkflowDef",
+    "dump_documents",
     "input_env_name",
     "load_dir",
     "parse_api_mapping",
+    "parse_documents",
     "parse_file",
     "parse_file_mapping",
     "parse_message",
     "parse_request",
     "parse_text",
+    "to_api_mapping",
+    "to_document",
 ]

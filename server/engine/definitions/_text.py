@@ -96,6 +96,31 @@ def load_yaml(text: str, source: str) -> Any:
             loader.dispose()
 
 
+def load_yaml_documents(text: str, source: str) -> list[Any]:
+    """Every document of a YAML stream (``---`` between them), checked as :func:`load_yaml`
+    checks one."""
+    root: Node | None = None
+    loader: _Loader | None = None
+    documents: list[Any] = []
+    try:
+        loader = _Loader(text)
+        while loader.check_node():
+            root = loader.get_node()
+            documents.append(None if root is None else loader.construct_document(root))
+        return documents
+    except _DuplicateKey as dup:
+        raise _yaml_duplicate_error(source, root, dup) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise DefinitionError(source, f"invalid YAML{at}: {exc.problem or exc}") from None
+    except Exception as exc:
+        raise DefinitionError(source, f"invalid YAML: {exc}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
 def _yaml_duplicate_error(source: str, root: Node | None, dup: _DuplicateKey) -> DefinitionError:
     key_node = dup.key_node
     key = str(key_node.value) if isinstance(key_node, ScalarNode) else "(complex key)"

@@ -26,6 +26,7 @@ from trellis.server.core._group_commit import GroupCommit, Member
 from trellis.server.core.audit import AUDIT_INSERT
 from trellis.server.core.errors import (
     Conflict,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     TrellisError,
@@ -48,16 +49,21 @@ MAX_REQUEST_ID_LENGTH = 200
 _MAX_STALE_RETRIES = 10
 
 _WORKFLOW_VERSION = _sql.Sql(
-    "SELECT version FROM workflows WHERE org_id = :org AND id = :workflow_id"
+    "SELECT id, version, enabled FROM workflows WHERE org_id = :org AND id = :workflow_id"
 )
 _WORKFLOW_VERSIONS = _sql.Sql(
-    "SELECT id, version FROM workflows WHERE org_id = :org AND id IN_LIST(:workflow_ids)"
+    "SELECT id, version, enabled FROM workflows WHERE org_id = :org AND id IN_LIST(:workflow_ids)"
 )
-# Also the check that the version a start took as current still is.
+# Also the check that the version a start took as current still is, and that
+# the workflow is still enabled (a replica that disabled it cannot reach the
+# version caches of the others).
 _SET_LATEST_RUN = _sql.Sql(
     """UPDATE workflows SET latest_run_id = :run_id
-    WHERE org_id = :org AND id = :workflow_id AND version = :version RETURNING id"""
+    WHERE org_id = :org AND id = :workflow_id AND version = :version AND enabled
+    RETURNING id"""
 )
+# The version of a disabled workflow: no version has this number.
+_DISABLED = 0
 _RUNS_OF_REQUESTS = _sql.Sql(
     "SELECT * FROM runs WHERE org_id = :org AND request_id IN_LIST(:request_ids)"
 )
@@ -293,6 +299,11 @@ class StartOps(Base):
             version = current.get(req.workflow_id)
             if version is None:
                 raise NotFound(f"{start.where(i)}workflow {req.workflow_id!r} not found")
+            if version == _DISABLED:
+                raise FailedPrecondition(
+                    f"{start.where(i)}workflow {req.workflow_id!r} is disabled; "
+                    "enable it to start runs"
+                )
             wdef = self._definition(
                 org,
                 req.workflow_id,
@@ -314,19 +325,26 @@ class StartOps(Base):
     def _current_versions(
         self, conn: Connection, org: str, workflow_ids: set[str]
     ) -> dict[str, int]:
-        """The current version of each workflow that exists: as last seen
-        here, or read (the start's own write checks a version taken as seen)."""
+        """The current version of each workflow that exists (``_DISABLED``
+        for a disabled one): as last seen here, or read (the start's own write
+        checks a version taken as seen, and that the workflow is enabled)."""
         found = {wf: self._seen_version(org, wf) for wf in workflow_ids}
         unseen = sorted(wf for wf, version in found.items() if version is None)
         if len(unseen) == 1:
             rows = _sql.query(conn, _WORKFLOW_VERSION, org=org, workflow_id=unseen[0])
-            read = {unseen[0]: rows[0].version} if rows else {}
         elif unseen:
-            read = dict(_sql.query(conn, _WORKFLOW_VERSIONS, org=org, workflow_ids=unseen))
+            rows = _sql.query(conn, _WORKFLOW_VERSIONS, org=org, workflow_ids=unseen)
         else:
-            read = {}
-        for wf, version in read.items():
-            self._see_version(org, wf, version)
+            rows = []
+        read: dict[str, int] = {}
+        for row in rows:
+            if row.enabled:
+                self._see_version(org, row.id, row.version)
+                read[row.id] = row.version
+            else:
+                # Not kept: each start of a disabled workflow reads it again,
+                # and so finds it enabled again at once.
+                read[row.id] = _DISABLED
         return {wf: v for wf, v in ({**found, **read}).items() if v is not None}
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, exists, or_, select, update
+from sqlalchemy import Connection, exists, or_, select
 
 from trellis.server.core.errors import InvalidArgument, NotFound
 from trellis.server.core.pagination import after_key
@@ -23,7 +23,8 @@ from trellis.server.engine.definitions import (
     load_dir,
     parse_request,
 )
-from trellis.server.engine.service._base import Audit, Base, versions, workflows
+from trellis.server.engine.service._base import Audit, workflows
+from trellis.server.engine.service._store import DefinitionStore
 from trellis.v1 import jobs_pb2, workflows_pb2
 
 # The documented default of GET /api/workflows, and every listing's cap.
@@ -33,7 +34,7 @@ MAX_WORKFLOWS_PAGE = 1000
 log = logging.getLogger(__name__)
 
 
-class WorkflowOps(Base):
+class WorkflowOps(DefinitionStore):
     def load_workflows(self, org: str, directory: Path) -> list[DefinitionError]:
         """Stores each valid file of ``directory`` (a new version when changed)."""
         defs, errors = load_dir(directory)
@@ -49,46 +50,7 @@ class WorkflowOps(Base):
         """Creates the workflow or, when its definition changed, a new version."""
 
         def tx(conn: Connection, now: int) -> tuple[int, Effects]:
-            fp = wdef.fingerprint()
-            row = conn.execute(
-                select(workflows.c.version, workflows.c.fingerprint).where(
-                    workflows.c.org_id == org, workflows.c.id == wdef.id
-                )
-            ).first()
-            if row is not None and row.fingerprint == fp:
-                return row.version, Effects()
-            version = 1 if row is None else row.version + 1
-            body = wdef.to_json()
-            conn.execute(
-                versions.insert().values(
-                    org_id=org,
-                    workflow_id=wdef.id,
-                    version=version,
-                    fingerprint=fp,
-                    definition=body,
-                    created_at_ms=now,
-                )
-            )
-            values = {
-                "name": wdef.name,
-                "version": version,
-                "fingerprint": fp,
-                "definition": body,
-                "source": source,
-                "updated_at_ms": now,
-            }
-            if row is None:
-                conn.execute(
-                    workflows.insert().values(
-                        org_id=org, id=wdef.id, created_at_ms=now, latest_run_id=None, **values
-                    )
-                )
-            else:
-                conn.execute(
-                    update(workflows)
-                    .where(workflows.c.org_id == org, workflows.c.id == wdef.id)
-                    .values(**values)
-                )
+            version, _ = self._save_definition(conn, now, org, wdef, source=source)
             return version, Effects()
 
         version = self._write(tx, audit)
@@ -204,6 +166,7 @@ class WorkflowOps(Base):
                 version=r.version,
                 env=dict(wdef.env),
                 inputs=render.workflow_inputs(wdef.inputs),
+                enabled=r.enabled,
             )
             if r.latest_run_id:
                 msg.run_id = r.latest_run_id
