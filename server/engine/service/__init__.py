@@ -20,10 +20,11 @@ from trellis.server.engine.service._leases import LeaseOps
 from trellis.server.engine.service._logs import LogOps
 from trellis.server.engine.service._runs import RunOps
 from trellis.server.engine.service._starts import MAX_BATCH_RUNS, RunRequest, StartOps
+from trellis.server.engine.service._triggers import CATCH_UP_POLICIES, CatchUp, TriggerOps
 from trellis.server.engine.service._workflows import WorkflowOps
 
 
-class Service(WorkflowOps, StartOps, RunOps, ClaimOps, LeaseOps, LogOps):
+class Service(WorkflowOps, TriggerOps, StartOps, RunOps, ClaimOps, LeaseOps, LogOps):
     """All of Trellis' behaviour; safe to call from many threads at once."""
 
     def __init__(
@@ -48,4 +49,4 @@ class Service(WorkflowOps, StartOps, RunOps, ClaimOps, LeaseOps, LogOps):
         self._reports = GroupCommit(self._report_group)
 
 
-__all__ = ["MAX_BATCH_RUNS", "RunRequest", "Service"]
+__all__ = ["CATCH_UP_POLICIES", "MAX_BATCH_RUNS", "CatchUp", "RunRequest", "Service"]

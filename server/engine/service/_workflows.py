@@ -24,6 +24,7 @@ from trellis.server.engine.definitions import (
     parse_request,
 )
 from trellis.server.engine.service._base import Audit, Base, versions, workflows
+from trellis.server.engine.service._triggers import index_triggers, trigger_messages
 from trellis.v1 import jobs_pb2, workflows_pb2
 
 # The documented default of GET /api/workflows, and every listing's cap.
@@ -89,6 +90,7 @@ class WorkflowOps(Base):
                     .where(workflows.c.org_id == org, workflows.c.id == wdef.id)
                     .values(**values)
                 )
+            index_triggers(conn, org, wdef, now)
             return version, Effects()
 
         version = self._write(tx, audit)
@@ -204,6 +206,7 @@ class WorkflowOps(Base):
                 version=r.version,
                 env=dict(wdef.env),
                 inputs=render.workflow_inputs(wdef.inputs),
+                triggers=trigger_messages(wdef.triggers),
             )
             if r.latest_run_id:
                 msg.run_id = r.latest_run_id
