@@ -6,13 +6,14 @@ catch-up policy for fires missed while no replica ran."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import pytest
-from conftest import Running, wait_until
+from conftest import ROOT, Running, wait_until
 from engine_helpers import RPC_TIMEOUT, assert_status, rpc_error, uid
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from sqlalchemy import select, update
@@ -354,3 +355,22 @@ def test_fires_missed_while_down_follow_the_catch_up_policy(
     assert after == upcoming
     # Nothing more is due.
     assert server.server.service.fire_schedules(catch_up=policy) == 0
+
+
+def test_the_readme_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"```yaml\n# sensors\.yml\n(.*?)```", readme, re.DOTALL)
+    assert found is not None
+    wf = parse_text(found.group(1), source="sensors.yml", workflow_id="sensors")
+    assert [(t.kind, t.pattern or t.cron) for t in wf.triggers] == [
+        ("topic", "deploy"),
+        ("topic", "mHv1.0/factory/+/temperature"),
+        ("topic", "mHv1.0/factory/line-1/#"),
+        ("schedule", "*/5 * * * *"),
+    ]
+    assert wf.triggers[0].filters == (("env", ("prod", "stag*")),)
+    assert wf.triggers[3].timezone == "Europe/Berlin"
+    assert wf.trigger == "deploy, topic, schedule, workflow_dispatch"
+    bad = found.group(1).replace("Europe/Berlin", "Mars/Olympus")
+    with pytest.raises(DefinitionError, match="workflow 'sensors': `on`: schedule\\[0\\]"):
+        parse_text(bad, source="sensors.yml", workflow_id="sensors")
