@@ -16,9 +16,10 @@ import pytest
 from conftest import ROOT, Running, wait_until
 from engine_helpers import RPC_TIMEOUT, assert_status, rpc_error, uid
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
-from trellis.server.core.models import RunEventRow, ScheduleRow, table
+from trellis.server.core.db import connect, upgrade_schema
+from trellis.server.core.models import RunEventRow, ScheduleRow, TopicTriggerRow, WorkflowRow, table
 from trellis.server.engine import RunEventType
 from trellis.server.engine.definitions import (
     DefinitionError,
@@ -31,6 +32,7 @@ from trellis.v1 import runs_pb2, topics_pb2, topics_pb2_grpc, workflows_pb2
 
 schedules = table(ScheduleRow)
 events = table(RunEventRow)
+topic_triggers = table(TopicTriggerRow)
 
 
 def topics(server: Running) -> topics_pb2_grpc.TopicServiceStub:
@@ -374,3 +376,39 @@ def test_the_readme_example() -> None:
     bad = found.group(1).replace("Europe/Berlin", "Mars/Olympus")
     with pytest.raises(DefinitionError, match="workflow 'sensors': `on`: schedule\\[0\\]"):
         parse_text(bad, source="sensors.yml", workflow_id="sensors")
+
+
+def test_the_migration_indexes_the_event_names_of_stored_workflows(database_url: str) -> None:
+    # Stored before triggers existed, `on: [schedule, push]` must still fire on `push`.
+    db = connect(database_url)
+    try:
+        upgrade_schema(db, "0009")
+        definition = {"id": "old", "name": "Old", "trigger": "schedule, push", "jobs": []}
+        with db.engine.begin() as conn:
+            conn.execute(
+                insert(table(WorkflowRow)).values(
+                    org_id="default",
+                    id="old",
+                    name="Old",
+                    version=1,
+                    fingerprint="f",
+                    definition=definition,
+                    source="api",
+                    created_at_ms=1,
+                    updated_at_ms=1,
+                    latest_run_id=None,
+                )
+            )
+        upgrade_schema(db)
+        with db.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    topic_triggers.c.workflow_id,
+                    topic_triggers.c.pattern,
+                    topic_triggers.c.prefix,
+                    topic_triggers.c.exact,
+                )
+            ).all()
+        assert [tuple(row) for row in rows] == [("old", "push", "push", True)]
+    finally:
+        db.dispose()

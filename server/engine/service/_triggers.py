@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from google.protobuf import json_format, struct_pb2
-from sqlalchemy import Connection, and_, delete, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from trellis.server.core._group_commit import Member
 from trellis.server.core.errors import InvalidArgument, NotFound, Unavailable
@@ -66,11 +68,6 @@ _MAX_STALE_RETRIES = 10
 
 CatchUp = Literal["latest", "skip"]
 CATCH_UP_POLICIES: tuple[CatchUp, ...] = ("latest", "skip")
-
-_ADD_TOPIC = text(
-    """INSERT INTO topics (org_id, name, parent, created_at_ms, last_published_at_ms)
-    VALUES (:org, :name, :parent, :now, 0) ON CONFLICT (org_id, name) DO NOTHING"""
-)
 
 
 def _scheduler(org: str) -> Principal:
@@ -220,9 +217,19 @@ class TriggerOps(StartOps):
 
         def tx(conn: Connection, now: int) -> tuple[_Published, Effects]:
             levels = topic_prefixes(name)
-            for i, level in enumerate(levels):
-                parent = levels[i - 1] if i else ""
-                conn.execute(_ADD_TOPIC, {"org": org, "name": level, "parent": parent, "now": now})
+            new = [
+                {
+                    "org_id": org,
+                    "name": level,
+                    "parent": levels[i - 1] if i else "",
+                    "created_at_ms": now,
+                    "last_published_at_ms": 0,
+                }
+                for i, level in enumerate(levels)
+            ]
+            # The topic and its parents in one statement; those already there stay.
+            dialect = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            conn.execute(dialect(topics).values(new).on_conflict_do_nothing())
             conn.execute(
                 update(topics)
                 .where(topics.c.org_id == org, topics.c.name == name)

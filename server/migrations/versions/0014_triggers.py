@@ -7,6 +7,8 @@ Create Date: 2026-12-04 19:00:00
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -70,6 +72,46 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("org_id", "workflow_id", "entry", name=op.f("pk_schedules")),
     )
     op.create_index(op.f("ix_schedules_next_fire_ms"), "schedules", ["next_fire_ms"])
+    _index_named_events()
+
+
+# The names of `on:` that are not events (as in the definitions' model).
+_KEYWORDS = ("topic", "schedule", "workflow_dispatch")
+
+
+def _index_named_events() -> None:
+    """Stored definitions predate topics and schedules, so their only triggers
+    are the event names of their `trigger` text: those enter the index here,
+    or a publish to `push` would not fire an unchanged `on: push` workflow."""
+    conn = op.get_bind()
+    stored = sa.table(
+        "workflows", sa.column("org_id"), sa.column("id"), sa.column("definition", sa.JSON())
+    )
+    rows: list[dict[str, Any]] = []
+    for org_id, workflow_id, definition in conn.execute(
+        sa.select(stored.c.org_id, stored.c.id, stored.c.definition)
+    ):
+        trigger = (definition or {}).get("trigger") or ""
+        names = [n.strip() for n in str(trigger).split(",")]
+        events = [n for n in names if n and n not in _KEYWORDS and len(n) <= 512]
+        rows.extend(
+            {
+                "org_id": org_id,
+                "workflow_id": workflow_id,
+                "position": position,
+                "pattern": name,
+                "prefix": name,
+                "exact": True,
+            }
+            for position, name in enumerate(events)
+        )
+    if rows:
+        triggers = sa.table(
+            "topic_triggers",
+            *(sa.column(c) for c in ("org_id", "workflow_id", "position", "pattern", "prefix")),
+            sa.column("exact", sa.Boolean()),
+        )
+        op.bulk_insert(triggers, rows)
 
 
 def downgrade() -> None:
