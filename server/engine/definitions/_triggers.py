@@ -156,12 +156,12 @@ def next_fire_ms(trigger: TriggerDef, after_ms: int) -> int:
 def latest_fire_ms(trigger: TriggerDef, due_ms: int, now_ms: int) -> tuple[int, int]:
     """From a fire due at ``due_ms`` (at most ``now_ms``): the latest fire at or before
     ``now_ms`` and the first one after it."""
-    latest = due_ms
-    while True:
-        following = next_fire_ms(trigger, latest)
-        if following > now_ms:
-            return latest, following
-        latest = following
+    # Backwards from just after now (cronsim's reverse steps are strictly before their
+    # start): one step however many fires were missed.
+    start = datetime.fromtimestamp((now_ms + 1) / 1000, tz=zone(trigger.timezone))
+    before = next(iter(CronSim(trigger.cron, start, reverse=True)))
+    latest = max(due_ms, int(before.timestamp() * 1000))
+    return latest, next_fire_ms(trigger, max(latest, now_ms))
 
 
 def _schedule(body: Any, where: Where) -> TriggerDef:
