@@ -255,6 +255,10 @@ def test_a_value_is_required_and_nothing_is_stored_without_one(server: Running) 
     topic = f"mHv1.0/{uid('x')}"
     err = rpc_error(topics(server).Publish, topics_pb2.PublishRequest(topic=topic))
     assert_status(err, grpc.StatusCode.INVALID_ARGUMENT, "value is required")
+    nan = struct_pb2.Value()
+    nan.list_value.values.add().number_value = float("nan")
+    err = rpc_error(topics(server).Publish, topics_pb2.PublishRequest(topic=topic, value=nan))
+    assert_status(err, grpc.StatusCode.INVALID_ARGUMENT, "value: NaN")
     err = rpc_error(
         topics(server).ListTopicRecords, topics_pb2.ListTopicRecordsRequest(topic=topic)
     )

@@ -208,7 +208,10 @@ class TriggerOps(StartOps):
             raise InvalidArgument("value is required")
         if len(source) > MAX_SOURCE_LENGTH:
             raise InvalidArgument(f"source: at most {MAX_SOURCE_LENGTH} characters")
-        plain = _plain(value)
+        try:
+            plain = _plain(value)
+        except ValueError:
+            raise InvalidArgument("value: NaN and infinite numbers are not JSON") from None
         if len(json.dumps(plain)) > MAX_VALUE_BYTES:
             raise InvalidArgument(f"value: larger than {MAX_VALUE_BYTES} bytes as JSON")
         org = principal.org_id
