@@ -21,7 +21,7 @@ from trellis.server.api._local_channel import HandlerRegistry, LocalChannel
 from trellis.server.api._wire import WireInterceptor
 from trellis.server.config import Config
 from trellis.server.core.db import Database, connect, upgrade_schema
-from trellis.server.engine import Notifier, PgBridge, Service
+from trellis.server.engine import CATCH_UP_POLICIES, CatchUp, Notifier, PgBridge, Scheduler, Service
 from trellis.server.identity import Identity
 from trellis.server.identity.ratelimit import Limiter, RateLimiter
 from trellis.server.identity.shared_limits import SharedRateLimiter
@@ -41,6 +41,8 @@ class TrellisServer:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        # Refused before anything starts.
+        self._catch_up = _catch_up(config.schedule_catch_up)
         self.db: Database = connect(
             config.database_url,
             background_checkpoints=True,
@@ -75,6 +77,7 @@ class TrellisServer:
         self._stop = threading.Event()
         self._background = contextlib.ExitStack()
         self._reaper: threading.Thread | None = None
+        self._scheduler: Scheduler | None = None
         self._services: list[str] = []
         self.grpc_port = 0
         self.rest_port = 0
@@ -105,6 +108,12 @@ class TrellisServer:
                 target=self._reap_loop, name="trellis-reaper", daemon=True
             )
             self._reaper.start()
+            self._scheduler = Scheduler(
+                self.service,
+                interval_secs=self.config.schedule_interval_secs,
+                catch_up=self._catch_up,
+            )
+            self._scheduler.start()
         log.info(
             "trellis serving gRPC on :%d, REST on :%s (%s)",
             self.grpc_port,
@@ -254,6 +263,8 @@ class TrellisServer:
             self._channel.close()
         if self._reaper is not None:
             self._reaper.join(timeout=grace)
+        if self._scheduler is not None:
+            self._scheduler.stop(timeout=grace)
         if self._bridge is not None:
             self._bridge.stop()
         self.notifier.close()
@@ -263,3 +274,10 @@ class TrellisServer:
     def wait(self) -> None:
         """Blocks until ``stop()`` is called."""
         self._stop.wait()
+
+
+def _catch_up(value: str) -> CatchUp:
+    for policy in CATCH_UP_POLICIES:
+        if value == policy:
+            return policy
+    raise ValueError(f"SCHEDULE_CATCH_UP={value!r}: expected one of {', '.join(CATCH_UP_POLICIES)}")

@@ -38,6 +38,10 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         overrides["reap_interval_secs"] = args.reap_interval_secs
     if args.max_lost_leases is not None:
         overrides["max_lost_leases"] = args.max_lost_leases
+    if args.schedule_interval_secs is not None:
+        overrides["schedule_interval_secs"] = args.schedule_interval_secs
+    if args.schedule_catch_up is not None:
+        overrides["schedule_catch_up"] = args.schedule_catch_up
     return dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
 
 
@@ -89,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cors-origins", help="env CORS_ORIGINS, comma-separated")
     serve.add_argument(
         "--reap-interval-secs", type=float, help="env REAP_INTERVAL_SECS (default 5)"
+    )
+    serve.add_argument(
+        "--schedule-interval-secs", type=float, help="env SCHEDULE_INTERVAL_SECS (default 1)"
+    )
+    serve.add_argument(
+        "--schedule-catch-up",
+        choices=["latest", "skip"],
+        help="env SCHEDULE_CATCH_UP: fires missed while down run once (latest) or not (skip)",
     )
     serve.add_argument(
         "--max-lost-leases",

@@ -76,6 +76,10 @@ class Config:
     api_only: bool = False
     cors_origins: tuple[str, ...] | None = None
     reap_interval_secs: float = 5.0
+    # How often each replica looks for due schedule fires, and what becomes
+    # of fires missed while no replica ran ("latest": one run; "skip": none).
+    schedule_interval_secs: float = 1.0
+    schedule_catch_up: str = "latest"
     # Lost leases (workers that stopped heartbeating) a job is queued again
     # after, without spending its retries; one more fails it.
     max_lost_leases: int = 3
@@ -126,6 +130,8 @@ class Config:
             api_only=_flag(env.get("API_ONLY")),
             cors_origins=tuple(o.strip() for o in cors.split(",") if o.strip()) if cors else None,
             reap_interval_secs=float(env.get("REAP_INTERVAL_SECS", "5")),
+            schedule_interval_secs=float(env.get("SCHEDULE_INTERVAL_SECS", "1")),
+            schedule_catch_up=env.get("SCHEDULE_CATCH_UP", "latest"),
             max_lost_leases=_count(env, "TRELLIS_MAX_LOST_LEASES", 3),
             rest_threads=int(env.get("REST_THREADS", "64")),
             grpc_threads=int(env.get("GRPC_THREADS", "512")),

@@ -13,6 +13,7 @@ import grpc
 
 from ._channel import Connection
 from ._client_lifecycle import LifecycleMethods
+from ._client_topics import TopicCalls
 from ._errors import ConnectionLost, DeadlineExceeded, TrellisError, wrap_rpc_error
 from ._inputs import to_struct
 from ._pb import (
@@ -64,7 +65,7 @@ def _run_request(
     return request
 
 
-class Client(LifecycleMethods):
+class Client(LifecycleMethods, TopicCalls):
     """Talks to a Trellis server: define and run workflows, watch runs and logs.
 
     Methods return the ``trellis.v1`` protobuf messages (``Workflow``, ``Run``,

@@ -33,6 +33,7 @@ from ._cli_base import (
 from ._cli_inputs import input_option, read_inputs_file, run_inputs
 from ._cli_lifecycle import add_lifecycle_commands
 from ._cli_manage import add_manage_commands, inputs_line
+from ._cli_topics import add_topic_commands
 from ._client import Client
 from ._errors import DeadlineExceeded, TrellisError
 from ._pb import jobs_pb2, logs_pb2, runs_pb2
@@ -43,8 +44,8 @@ __all__ = ["add_client_commands", "format_table", "main"]
 
 def add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds the client subcommands (``worker``, ``run``, ``status``, ``logs``,
-    ``workflows``, ``apply``, ``cancel``, ``runs``, ``workers`` and the credentials
-    ones) to a parser.
+    ``workflows``, ``apply``, ``cancel``, ``runs``, ``workers``, ``publish``, ``topics``,
+    ``records`` and the credentials ones) to a parser.
 
     Each subcommand sets ``args.func``, which returns the process exit code.
     """
@@ -137,6 +138,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
     add_manage_commands(subparsers, common)
     add_lifecycle_commands(subparsers, common)
+    add_topic_commands(subparsers, common)
 
     p = subparsers.add_parser(
         "login",

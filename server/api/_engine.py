@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 
-from trellis.server.api import logs, runs, workers, workflows
+from trellis.server.api import logs, runs, topics, workers, workflows
 from trellis.server.api._edge import streaming, unary
 from trellis.server.engine import Service
 from trellis.v1 import (
@@ -15,6 +15,7 @@ from trellis.v1 import (
     machine_pb2,
     oauth_pb2,
     runs_pb2,
+    topics_pb2,
     users_pb2,
     workers_pb2,
     workflows_pb2,
@@ -32,6 +33,7 @@ PROTO_FILES = (
     oauth_pb2.DESCRIPTOR,
     machine_pb2.DESCRIPTOR,
     users_pb2.DESCRIPTOR,
+    topics_pb2.DESCRIPTOR,
 )
 
 
@@ -39,7 +41,7 @@ def add_services(server: grpc.Server, service: Service) -> list[str]:
     """Registers the engine's servicers; returns the full service names of
     every file in PROTO_FILES (the identity servicers are added by
     ``_identity``)."""
-    for module in (workflows, runs, workers, logs):
+    for module in (workflows, runs, workers, logs, topics):
         module.add_to(server, service)
     return [svc.full_name for file in PROTO_FILES for svc in file.services_by_name.values()]
 

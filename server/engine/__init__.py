@@ -19,6 +19,7 @@ from trellis.server.engine._dispatch import Dispatcher, Stream
 from trellis.server.engine._machine import Claimed, Result, Verdict
 from trellis.server.engine._notify import Notifier, Subscription
 from trellis.server.engine._pgbridge import PgBridge
+from trellis.server.engine._scheduler import Scheduler
 from trellis.server.engine._states import (
     TERMINAL,
     AuditAction,
@@ -28,13 +29,21 @@ from trellis.server.engine._states import (
     RunEventType,
     RunState,
 )
-from trellis.server.engine.service import MAX_BATCH_RUNS, RunRequest, Service
+from trellis.server.engine.service import (
+    CATCH_UP_POLICIES,
+    MAX_BATCH_RUNS,
+    CatchUp,
+    RunRequest,
+    Service,
+)
 
 __all__ = [
+    "CATCH_UP_POLICIES",
     "MAX_BATCH_RUNS",
     "TERMINAL",
     "AuditAction",
     "Capabilities",
+    "CatchUp",
     "Claimed",
     "Dispatcher",
     "JobState",
@@ -46,6 +55,7 @@ __all__ = [
     "RunEventType",
     "RunRequest",
     "RunState",
+    "Scheduler",
     "Service",
     "Stream",
     "Subscription",

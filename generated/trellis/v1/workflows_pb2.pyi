@@ -8,6 +8,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from trellis.v1 import jobs_pb2 as _jobs_pb2
 from trellis.v1 import options_pb2 as _options_pb2
 from trellis.v1 import runs_pb2 as _runs_pb2
+from trellis.v1 import topics_pb2 as _topics_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -42,7 +43,7 @@ IMPORT_ACTION_UPDATED: ImportAction
 IMPORT_ACTION_UNCHANGED: ImportAction
 
 class Workflow(_message.Message):
-    __slots__ = ("id", "name", "trigger", "jobs", "version", "run_id", "run_state", "env", "inputs", "enabled")
+    __slots__ = ("id", "name", "trigger", "jobs", "version", "run_id", "run_state", "env", "inputs", "enabled", "triggers")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +68,7 @@ class Workflow(_message.Message):
     ENV_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     trigger: str
@@ -77,7 +79,8 @@ class Workflow(_message.Message):
     env: _containers.ScalarMap[str, str]
     inputs: _containers.MessageMap[str, WorkflowInput]
     enabled: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., trigger: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[_jobs_pb2.Job, _Mapping]]] = ..., version: _Optional[int] = ..., run_id: _Optional[str] = ..., run_state: _Optional[_Union[_runs_pb2.RunState, str]] = ..., env: _Optional[_Mapping[str, str]] = ..., inputs: _Optional[_Mapping[str, WorkflowInput]] = ..., enabled: _Optional[bool] = ...) -> None: ...
+    triggers: _containers.RepeatedCompositeFieldContainer[_topics_pb2.Trigger]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., trigger: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[_jobs_pb2.Job, _Mapping]]] = ..., version: _Optional[int] = ..., run_id: _Optional[str] = ..., run_state: _Optional[_Union[_runs_pb2.RunState, str]] = ..., env: _Optional[_Mapping[str, str]] = ..., inputs: _Optional[_Mapping[str, WorkflowInput]] = ..., enabled: _Optional[bool] = ..., triggers: _Optional[_Iterable[_Union[_topics_pb2.Trigger, _Mapping]]] = ...) -> None: ...
 
 class WorkflowInput(_message.Message):
     __slots__ = ("type", "required", "default", "description")

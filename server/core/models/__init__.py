@@ -38,6 +38,7 @@ from ._identity import (
     UserRow,
 )
 from ._shared import AuditEventRow, ServerSecretRow
+from ._triggers import ScheduleRow, TopicRecordRow, TopicRow, TopicTriggerRow
 
 __all__ = [
     "NAMING",
@@ -61,9 +62,13 @@ __all__ = [
     "RevokedJtiRow",
     "RunEventRow",
     "RunRow",
+    "ScheduleRow",
     "ServerSecretRow",
     "SessionRow",
     "SigningKeyRow",
+    "TopicRecordRow",
+    "TopicRow",
+    "TopicTriggerRow",
     "UserRow",
     "WorkerRow",
     "WorkflowRow",

@@ -87,6 +87,9 @@ class NewRun:
     inputs: Mapping[str, Any] | None = None
     request_id: str | None = None
     request_digest: str | None = None
+    trigger: str = ""
+    """What started the run by itself ("topic:<topic>", "schedule:<cron>"), "" for a call;
+    the message of its RUN_STARTED event."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +179,7 @@ def create_runs(
                 "request_digest": start.request_digest,
             }
         )
-        ev.add(run_id, RunEventType.RUN_STARTED)
+        ev.add(run_id, RunEventType.RUN_STARTED, msg=start.trigger)
         shape = _shape(wdef)
         keys.update(shape.label_keys)
         job_rows.extend(

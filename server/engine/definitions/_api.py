@@ -22,6 +22,7 @@ from trellis.server.engine.definitions._draft import Dialect, Draft, DraftJob
 from trellis.server.engine.definitions._errors import DefinitionError, Where, quote, show
 from trellis.server.engine.definitions._file import parse_text
 from trellis.server.engine.definitions._model import MAX_TIMEOUT_SECS, WorkflowDef
+from trellis.server.engine.definitions._triggers import text_triggers
 from trellis.server.engine.definitions._validate import build
 from trellis.server.engine.definitions._values import MAX_JSON_DEPTH
 from trellis.v1 import jobs_pb2, workflows_pb2
@@ -189,6 +190,7 @@ def read_api_mapping(data: Any, *, source: str, workflow_id: str) -> Draft:
         env=top.get("env"),
         jobs=jobs,
         inputs=top.get("inputs"),
+        triggers=top.get("trigger"),
     )
 
 
@@ -242,4 +244,5 @@ API = Dialect(
     job_name=_name,
     retries_first=True,
     duplicates_first=False,
+    triggers=text_triggers,
 )

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from trellis.server.engine.definitions._errors import Where
-from trellis.server.engine.definitions._model import Backoff
+from trellis.server.engine.definitions._model import Backoff, TriggerDef
+
+
+def no_triggers(value: Any, where: Where) -> tuple[TriggerDef, ...]:
+    """The triggers of a source that cannot declare any."""
+    return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,8 @@ class Dialect:
     """Whether retries are checked before dependencies and labels (the API's order)."""
     duplicates_first: bool
     """Whether a repeated job id is reported before its fields are checked."""
+    triggers: Callable[[Any, Where], tuple[TriggerDef, ...]] = no_triggers
+    """Reads the source's triggers (a file's `on:`, the stored list)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +89,5 @@ class Draft:
     jobs: JobsReader
     inputs: Any = None
     """Input name -> ``{type, required, default, description}``, the form every source gives."""
+    triggers: Any = None
+    """What the dialect's ``triggers`` reads."""

@@ -21,6 +21,7 @@ from trellis.server.engine.definitions._errors import DefinitionError, Where, qu
 from trellis.server.engine.definitions._model import MAX_TIMEOUT_SECS, WorkflowDef
 from trellis.server.engine.definitions._steps import IF_REJECTED
 from trellis.server.engine.definitions._text import load_json, load_yaml
+from trellis.server.engine.definitions._triggers import file_triggers
 from trellis.server.engine.definitions._validate import build
 
 FORMATS: dict[str, Literal["yaml", "json"]] = {".yml": "yaml", ".yaml": "yaml", ".json": "json"}
@@ -124,6 +125,7 @@ def read_file_mapping(data: Any, *, source: str, workflow_id: str) -> Draft:
         env=fields.get("env"),
         jobs=jobs,
         inputs=inputs,
+        triggers=fields.get("on"),
     )
 
 
@@ -194,6 +196,7 @@ FILE = Dialect(
     job_name=_name,
     retries_first=False,
     duplicates_first=True,
+    triggers=file_triggers,
 )
 
 

@@ -13,6 +13,7 @@ from trellis.server.engine.definitions._values import resolve
 
 BackoffKind = Literal["none", "fixed", "exponential"]
 InputType = Literal["string", "number", "boolean", "json"]
+TriggerKind = Literal["topic", "schedule"]
 
 MAX_JOBS = 20_000
 MAX_ID_LENGTH = 100
@@ -93,6 +94,48 @@ class InputDef:
 
 
 @dataclass(frozen=True, slots=True)
+class TriggerDef:
+    """One way a workflow starts by itself: a publish to a topic that matches ``pattern``
+    (a named event such as ``push`` is a topic of one level), or a ``cron`` schedule read
+    in ``timezone``."""
+
+    kind: TriggerKind
+    pattern: str = ""
+    """MQTT-style: ``+`` stands for one level, a final ``#`` for any number of them."""
+    filters: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """A named event's filters: field of the published value -> glob patterns, one of which
+    the field's value must match."""
+    cron: str = ""
+    timezone: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The storage form: ``{"topic", "filters"?}`` or ``{"cron", "timezone"}``."""
+        if self.kind == "schedule":
+            return {"cron": self.cron, "timezone": self.timezone}
+        found: dict[str, Any] = {"topic": self.pattern}
+        if self.filters:
+            found["filters"] = {name: list(globs) for name, globs in self.filters}
+        return found
+
+    def label(self) -> str:
+        """How a run says which trigger started it: ``topic:<pattern>``, ``schedule:<cron>``."""
+        return f"schedule:{self.cron}" if self.kind == "schedule" else f"topic:{self.pattern}"
+
+
+KEYWORDS = ("topic", "schedule", "workflow_dispatch")
+"""The names of `on:` that are not event names."""
+
+
+def named_events(trigger: str) -> tuple[TriggerDef, ...]:
+    """The triggers that the text ``trigger`` (``"push, pull_request"``) names: one topic
+    per event name, with no filters."""
+    names = (name.strip() for name in trigger.split(","))
+    return tuple(
+        TriggerDef(kind="topic", pattern=name) for name in names if name and name not in KEYWORDS
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowDef:
     """A validated workflow: jobs in definition order, dependencies known and acyclic."""
 
@@ -103,6 +146,9 @@ class WorkflowDef:
     jobs: tuple[JobDef, ...]
     inputs: tuple[InputDef, ...] = ()
     """In declaration order; by name from a ``Workflow`` message, whose map has no order."""
+    triggers: tuple[TriggerDef, ...] = ()
+    """What ``on:`` subscribes the workflow to: topics (named events among them), then
+    schedules, each in the order given."""
 
     def resolve_inputs(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The input values of a run (plain JSON values, as ``json.loads`` or a Struct give
@@ -127,8 +173,9 @@ class WorkflowDef:
     def to_json(self) -> dict[str, Any]:
         """A lossless, JSON-serialisable form for storage (see :meth:`from_json`).
 
-        ``inputs`` appears only when there are some, so that the storage form and the
-        fingerprint of a workflow without inputs stay what they were before inputs existed.
+        ``inputs`` appears only when there are some, and ``triggers`` only when they say more
+        than the event names of ``trigger``, so that the storage form and the fingerprint of
+        a workflow without them stay what they were before either existed.
         """
         found: dict[str, Any] = {
             "id": self.id,
@@ -152,6 +199,8 @@ class WorkflowDef:
         }
         if self.inputs:
             found["inputs"] = [_input_json(spec) for spec in self.inputs]
+        if self.triggers != named_events(self.trigger):
+            found["triggers"] = [trigger.to_json() for trigger in self.triggers]
         return found
 
     @classmethod

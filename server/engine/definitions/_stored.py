@@ -19,6 +19,7 @@ from trellis.server.engine.definitions._draft import Dialect, Draft, DraftJob
 from trellis.server.engine.definitions._errors import Where, quote, show
 from trellis.server.engine.definitions._inputs import INPUT_KEYS
 from trellis.server.engine.definitions._model import Backoff, WorkflowDef
+from trellis.server.engine.definitions._triggers import stored_triggers
 from trellis.server.engine.definitions._validate import build
 
 _BACKOFF_KEYS = ("kind", "delay_secs", "base_secs", "max_secs")
@@ -52,6 +53,7 @@ def read_stored(data: Any) -> Draft:
         env=top.get("env"),
         jobs=jobs,
         inputs=_inputs(top.get("inputs"), where),
+        triggers=(top.get("triggers"), top.get("trigger")),
     )
 
 
@@ -131,4 +133,5 @@ STORED = Dialect(
     job_name=_name,
     retries_first=False,
     duplicates_first=True,
+    triggers=stored_triggers,
 )

@@ -15,6 +15,7 @@ from trellis.server.engine.definitions._checks import (
     text,
 )
 from trellis.server.engine.definitions._draft import Dialect, Draft, DraftJob
+from trellis.server.engine.definitions._errors import quote
 from trellis.server.engine.definitions._graph import check_graph
 from trellis.server.engine.definitions._inputs import declared_inputs
 from trellis.server.engine.definitions._model import (
@@ -36,6 +37,8 @@ def build(draft: Draft) -> WorkflowDef:
     trigger = dialect.trigger(draft.trigger, where)
     wf_env = env(draft.env, "`env`", where, strings_only=not dialect.scalar_env)
     inputs = declared_inputs(draft.inputs, where)
+    # An `on:` problem names the workflow: one text may come from the API, not a file.
+    triggers = dialect.triggers(draft.triggers, where.within(f"workflow {quote(draft.id)}"))
 
     count, drafts = draft.jobs()
     if count == 0:
@@ -57,7 +60,13 @@ def build(draft: Draft) -> WorkflowDef:
         jobs.append(built)
     check_graph(jobs, dialect.needs_verb, where)
     return WorkflowDef(
-        id=draft.id, name=name, trigger=trigger, env=wf_env, jobs=tuple(jobs), inputs=inputs
+        id=draft.id,
+        name=name,
+        trigger=trigger,
+        env=wf_env,
+        jobs=tuple(jobs),
+        inputs=inputs,
+        triggers=triggers,
     )
 
 

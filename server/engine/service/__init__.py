@@ -21,9 +21,10 @@ from trellis.server.engine.service._lifecycle import LifecycleOps
 from trellis.server.engine.service._logs import LogOps
 from trellis.server.engine.service._runs import RunOps
 from trellis.server.engine.service._starts import MAX_BATCH_RUNS, RunRequest, StartOps
+from trellis.server.engine.service._triggers import CATCH_UP_POLICIES, CatchUp, TriggerOps
 
 
-class Service(LifecycleOps, StartOps, RunOps, ClaimOps, LeaseOps, LogOps):
+class Service(LifecycleOps, TriggerOps, StartOps, RunOps, ClaimOps, LeaseOps, LogOps):
     """All of Trellis' behaviour; safe to call from many threads at once."""
 
     def __init__(
@@ -48,4 +49,4 @@ class Service(LifecycleOps, StartOps, RunOps, ClaimOps, LeaseOps, LogOps):
         self._reports = GroupCommit(self._report_group)
 
 
-__all__ = ["MAX_BATCH_RUNS", "RunRequest", "Service"]
+__all__ = ["CATCH_UP_POLICIES", "MAX_BATCH_RUNS", "CatchUp", "RunRequest", "Service"]

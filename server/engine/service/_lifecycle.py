@@ -42,6 +42,7 @@ from trellis.server.engine.definitions import (
 from trellis.server.engine.definitions._api import plain
 from trellis.server.engine.service._base import Audit, versions, workflows
 from trellis.server.engine.service._store import WorkflowChange
+from trellis.server.engine.service._triggers import drop_triggers
 from trellis.server.engine.service._workflows import WorkflowOps
 from trellis.v1 import jobs_pb2, workflows_pb2
 
@@ -242,6 +243,7 @@ class LifecycleOps(WorkflowOps):
             conn.execute(
                 delete(workflows).where(workflows.c.org_id == org, workflows.c.id == workflow_id)
             )
+            drop_triggers(conn, org, workflow_id)
             self._workflow_changed(conn, org, workflow_id, int(row.version), WorkflowChange.DELETED)
             return purged, Effects()
 

@@ -77,6 +77,10 @@ class RunRequest:
     workflow_id: str
     inputs: Mapping[str, Any] = field(default_factory=dict)
     request_id: str = ""
+    trigger: str = ""
+    """What started the run by itself ("topic:<topic>", "schedule:<cron>"); empty for a
+    caller's start. A triggered run of a workflow that declares no inputs keeps the
+    trigger's values as its inputs."""
 
     def digest(self) -> str:
         """What the request asks for, to tell a retry from a reuse of its id
@@ -311,14 +315,19 @@ class StartOps(Base):
                 functools.partial(_stored, conn, org, req.workflow_id, version),
             )
             try:
-                inputs = wdef.resolve_inputs(req.inputs)
+                if req.trigger and not wdef.inputs:
+                    inputs = dict(req.inputs)
+                else:
+                    inputs = wdef.resolve_inputs(req.inputs)
             except InputError as exc:
                 raise InvalidArgument(f"{start.where(i)}{exc}") from None
             index = offset + len(new)
             if digest is not None:
                 seen[req.request_id] = (digest, index)
             answers.append(index)
-            new.append(NewRun(wdef, version, inputs or None, req.request_id or None, digest))
+            new.append(
+                NewRun(wdef, version, inputs or None, req.request_id or None, digest, req.trigger)
+            )
         prior.update(seen)
         return new, answers
 

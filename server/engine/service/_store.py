@@ -12,6 +12,7 @@ from sqlalchemy import Connection, func, select, update
 from trellis.server.core.errors import Aborted
 from trellis.server.engine.definitions import WorkflowDef
 from trellis.server.engine.service._base import Base, versions, workflows
+from trellis.server.engine.service._triggers import index_triggers
 
 
 class WorkflowChange(StrEnum):
@@ -136,6 +137,7 @@ class DefinitionStore(Base):
             )
             if moved.rowcount != 1:
                 raise Aborted(f"workflow {wdef.id!r} changed meanwhile; retry the change")
+        index_triggers(conn, org, wdef, now)
         if change is None:
             change = WorkflowChange.CREATED if row is None else WorkflowChange.UPDATED
         self._workflow_changed(conn, org, wdef.id, version, change)

@@ -25,6 +25,7 @@ from trellis.server.engine.definitions import (
 )
 from trellis.server.engine.service._base import Audit, workflows
 from trellis.server.engine.service._store import DefinitionStore
+from trellis.server.engine.service._triggers import trigger_messages
 from trellis.v1 import jobs_pb2, workflows_pb2
 
 # The documented default of GET /api/workflows, and every listing's cap.
@@ -167,6 +168,7 @@ class WorkflowOps(DefinitionStore):
                 env=dict(wdef.env),
                 inputs=render.workflow_inputs(wdef.inputs),
                 enabled=r.enabled,
+                triggers=trigger_messages(wdef.triggers),
             )
             if r.latest_run_id:
                 msg.run_id = r.latest_run_id
