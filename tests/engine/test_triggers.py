@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest import ROOT, Running, wait_until
-from engine_helpers import RPC_TIMEOUT, assert_status, rpc_error, uid
+from engine_helpers import RPC_TIMEOUT, assert_status, job, rpc_error, uid
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from sqlalchemy import select, text, update
 
@@ -114,6 +114,26 @@ def test_disabled_and_deleted_workflows_are_not_fired(server: Running) -> None:
     server.workflows.DeleteWorkflow(workflows_pb2.DeleteWorkflowRequest(workflow_id=wf.id))
     assert publish(server, topic, 3).runs == []
     assert len(runs_of(server, wf.id)) == 1
+
+
+def test_exports_and_job_edits_keep_topics_and_schedules(server: Running) -> None:
+    area = uid("area")
+    on = f'{{topic: ["mHv1.0/{area}/#"], schedule: [{{cron: "0 3 * * *", timezone: UTC}}]}}'
+    wf = apply(server, subscribed(on))
+    server.workflows.AddWorkflowJob(
+        workflows_pb2.AddWorkflowJobRequest(workflow_id=wf.id, job=job("extra"))
+    )
+    edited = server.workflows.GetWorkflow(workflows_pb2.GetWorkflowRequest(workflow_id=wf.id))
+    assert edited.version == wf.version + 1
+    assert list(edited.triggers) == list(wf.triggers)
+    exported = server.workflows.ExportWorkflows(
+        workflows_pb2.ExportWorkflowsRequest(workflow_id=wf.id)
+    )
+    assert f"mHv1.0/{area}/#" in exported.text and "0 3 * * *" in exported.text
+    imported = server.workflows.ImportWorkflows(
+        workflows_pb2.ImportWorkflowsRequest(text=exported.text, dry_run=True)
+    )
+    assert [w.action for w in imported.workflows] == [workflows_pb2.IMPORT_ACTION_UNCHANGED]
 
 
 def test_named_events_are_topics_and_the_sample_workflows_still_load(server: Running) -> None:

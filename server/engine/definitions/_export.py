@@ -16,7 +16,13 @@ import yaml
 
 from trellis.server.engine.definitions._errors import DefinitionError, Where, quote, show
 from trellis.server.engine.definitions._file import FILE, read_file_mapping
-from trellis.server.engine.definitions._model import Backoff, InputDef, JobDef, WorkflowDef
+from trellis.server.engine.definitions._model import (
+    Backoff,
+    InputDef,
+    JobDef,
+    WorkflowDef,
+    named_events,
+)
 from trellis.server.engine.definitions._text import load_yaml_documents
 from trellis.server.engine.definitions._validate import build
 
@@ -33,8 +39,7 @@ def to_document(wdef: WorkflowDef) -> dict[str, Any]:
     equal to ``wdef`` (the same fingerprint)."""
     doc: dict[str, Any] = {"id": wdef.id, "name": wdef.name}
     if wdef.trigger:
-        events = wdef.trigger.split(", ")
-        doc["on"] = events[0] if len(events) == 1 else events
+        doc["on"] = _on(wdef)
     if wdef.env:
         doc["env"] = dict(wdef.env)
     if wdef.inputs:
@@ -65,6 +70,34 @@ def to_api_mapping(wdef: WorkflowDef) -> dict[str, Any]:
             for spec in data["inputs"]
         }
     return data
+
+
+def _on(wdef: WorkflowDef) -> Any:
+    """``on`` as the file says it: a name or a list of names while the triggers are the
+    event names alone, else a mapping in the order of those names (the ``trigger`` text,
+    part of the fingerprint), each with what the triggers keep of it."""
+    names = wdef.trigger.split(", ")
+    if wdef.triggers == named_events(wdef.trigger):
+        return names[0] if len(names) == 1 else names
+    events = {t.pattern: t for t in wdef.triggers if t.kind == "topic" and t.pattern in names}
+    on: dict[str, Any] = {}
+    for name in names:
+        if name == "topic":
+            on[name] = [
+                t.pattern for t in wdef.triggers if t.kind == "topic" and t.pattern not in events
+            ]
+        elif name == "schedule":
+            on[name] = [
+                {"cron": t.cron, "timezone": t.timezone}
+                for t in wdef.triggers
+                if t.kind == "schedule"
+            ]
+        elif name in events:
+            filters = events[name].filters
+            on[name] = {field: list(globs) for field, globs in filters} or None
+        else:
+            on[name] = None
+    return on
 
 
 def _input(spec: InputDef) -> dict[str, Any]:

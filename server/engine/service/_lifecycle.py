@@ -10,6 +10,7 @@ workflow's row (compare-and-set on its version; a caller's
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -165,7 +166,7 @@ class LifecycleOps(WorkflowOps):
             data["id"] = new_workflow_id
             if name:
                 data["name"] = name
-            copy = _parsed(data, new_workflow_id)
+            copy = _parsed(data, new_workflow_id, source)
             if self._locked_workflow(conn, org, new_workflow_id) is not None:
                 raise Conflict(f"workflow {new_workflow_id!r} already exists")
             version, _ = self._save_definition(
@@ -643,7 +644,7 @@ class LifecycleOps(WorkflowOps):
                 conn,
                 now,
                 org,
-                _parsed(data, workflow_id),
+                _parsed(data, workflow_id, current),
                 source="api",
                 change=change,
                 row=row,
@@ -673,11 +674,19 @@ class LifecycleOps(WorkflowOps):
         )
 
 
-def _parsed(data: dict[str, Any], workflow_id: str) -> WorkflowDef:
+def _parsed(data: dict[str, Any], workflow_id: str, base: WorkflowDef) -> WorkflowDef:
+    """The edited API form ``data`` of ``base``, validated whole. The API form has no
+    place for topic patterns and schedules (only event names, in ``trigger``): they are
+    carried over from ``base``, which the edit leaves as they were."""
     try:
-        return parse_api_mapping(data, source=f"workflow {workflow_id!r}", workflow_id=workflow_id)
+        parsed = parse_api_mapping(
+            data, source=f"workflow {workflow_id!r}", workflow_id=workflow_id
+        )
     except DefinitionError as exc:
         raise InvalidArgument(str(exc)) from None
+    if parsed.trigger == base.trigger:
+        parsed = dataclasses.replace(parsed, triggers=base.triggers)
+    return parsed
 
 
 def _find(
