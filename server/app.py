@@ -176,7 +176,7 @@ class TrellisServer:
         self._grpc = network
 
     def _start_rest(self) -> None:
-        from trellis.rest_bridge import RestServer, create_app
+        from trellis.rest_bridge import RestServer, WebSocketSettings, create_app
 
         network = grpc.insecure_channel(
             f"127.0.0.1:{self.grpc_port}",
@@ -194,6 +194,13 @@ class TrellisServer:
             cors_origins=self.config.cors_origins,
             sse_keepalive_secs=self.config.sse_keepalive_secs,
             max_sse_streams=self.config.max_sse_streams,
+            websockets=WebSocketSettings(
+                ping_interval_secs=self.config.ws_ping_interval_secs,
+                ping_timeout_secs=self.config.ws_ping_interval_secs,
+                max_per_org=self.config.ws_max_per_org,
+                queue_events=self.config.ws_queue_events,
+                send_timeout_secs=self.config.ws_send_timeout_secs,
+            ),
         )
         # As documented for PORT: a taken port moves on to the next free one.
         port = self.config.port

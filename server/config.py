@@ -85,6 +85,13 @@ class Config:
     sse_keepalive_secs: float = 15.0
     # Open SSE log streams at most (each holds one of the REST threads).
     max_sse_streams: int = 24
+    # The /ws WebSocket: open sockets per organization on this replica (0: no
+    # limit), seconds between pings (and to wait for a pong), events queued for
+    # a slow client before its socket closes, and the longest one send may take.
+    ws_max_per_org: int = 32
+    ws_ping_interval_secs: float = 20.0
+    ws_queue_events: int = 256
+    ws_send_timeout_secs: float = 10.0
     grpc_threads: int = 512
     poll_interval_secs: float = 2.0
     org_id: str = "default"
@@ -128,6 +135,8 @@ class Config:
             reap_interval_secs=float(env.get("REAP_INTERVAL_SECS", "5")),
             max_lost_leases=_count(env, "TRELLIS_MAX_LOST_LEASES", 3),
             rest_threads=int(env.get("REST_THREADS", "64")),
+            ws_max_per_org=_count(env, "TRELLIS_WS_MAX_PER_ORG", 32),
+            ws_ping_interval_secs=float(env.get("TRELLIS_WS_PING_INTERVAL_SECS", "20")),
             grpc_threads=int(env.get("GRPC_THREADS", "512")),
             auth_enabled=_auth_enabled(env.get("TRELLIS_AUTH")),
             admin_username=env.get("TRELLIS_ADMIN_USERNAME") or "admin",
