@@ -399,8 +399,11 @@ class WebSockets:
         try:
             # Admission: the server judges the credentials, the scope, the rate
             # limit, the cursor and the filter, while an HTTP answer is possible.
+            # ("now" is the stream's alone: the probe reads from anywhere.)
             self._list(
-                events_pb2.ListEventsRequest(after_cursor=cursor, filter=flt, page_size=1),
+                events_pb2.ListEventsRequest(
+                    after_cursor="" if cursor == "now" else cursor, filter=flt, page_size=1
+                ),
                 metadata=metadata,
                 timeout=self.settings.call_timeout_secs,
             )
