@@ -6,5 +6,6 @@ every layer appends events in its own transactions.
 from trellis.server.core.eventlog import EventType
 from trellis.server.events._cursor import Cursor
 from trellis.server.events._reader import EventLog, Filter, Wakeups, cursor_of, render
+from trellis.server.events._retention import prune
 
-__all__ = ["Cursor", "EventLog", "EventType", "Filter", "Wakeups", "cursor_of", "render"]
+__all__ = ["Cursor", "EventLog", "EventType", "Filter", "Wakeups", "cursor_of", "prune", "render"]
