@@ -115,12 +115,17 @@ class _Pump:
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=size)
         #: Set when the queue was full: the call is cancelled, the socket must close.
         self.overflowed = threading.Event()
+        #: Set once the server has sent the stream's headers (or ended it).
+        self.opened = threading.Event()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="trellis-ws-pump", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
+            # Returns once the stream is open, or has failed (then iterating raises).
+            self._call.initial_metadata()
+            self.opened.set()
             for event in self._call:
                 if not self._put(_Item(event=event)):
                     if not self._closed.is_set():
@@ -150,6 +155,7 @@ class _Pump:
         return False
 
     def _finish(self, item: _Item) -> None:
+        self.opened.set()
         # Behind every event still queued; polled, so the thread ends with the socket.
         while not self._closed.is_set():
             with contextlib.suppress(queue.Full):
@@ -422,14 +428,16 @@ class WebSockets:
                     style=self._style,
                 )
         try:
-            session = self._upgrade(detach, protocol, handshake, cursor, flt, metadata, key)
+            answer = self._upgrade(detach, protocol, handshake, cursor, flt, metadata, key)
         except BaseException:
             with self._lock:
                 self._unreserve(key)
             raise
-        if session is None:
+        if not isinstance(answer, _Session):
             with self._lock:
                 self._unreserve(key)
+            if answer is not None:
+                return answer
         # Nothing of this answer is written: the connection is the socket's now.
         return flask.Response(status=101)
 
@@ -442,11 +450,21 @@ class WebSockets:
         flt: events_pb2.EventFilter,
         metadata: tuple[tuple[str, str], ...],
         key: str,
-    ) -> _Session | None:
-        call = self._stream(
+    ) -> _Session | flask.Response | None:
+        """The open socket; or the HTTP answer when the stream failed to open; or
+        None when the client went away during the handshake."""
+        call: Any = self._stream(
             events_pb2.StreamEventsRequest(after_cursor=cursor, filter=flt), metadata=metadata
         )
         pump = _Pump(call, self.settings.queue_events, self.settings.send_timeout_secs)
+        # The stream's headers say it knows where it starts: an event committed
+        # after the 101 reaches the client, even with cursor=now.
+        if not pump.opened.wait(self.settings.call_timeout_secs):
+            pump.close()
+            return error_response(504, "the event stream did not open in time", style=self._style)
+        if call.done() and call.code() != grpc.StatusCode.OK:
+            pump.close()
+            return rpc_error_response(call, style=self._style)
         try:
             sock = detach()
         except BaseException:

@@ -9,6 +9,7 @@ itself. Reads block with timeouts; nothing sleeps for a fixed time.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -150,7 +151,7 @@ def test_reconnecting_with_the_last_cursor_resumes_without_gap_or_duplicate(
 ) -> None:
     client = rest(server)
     workflow_id = client.create_workflow(
-        [*ONE_JOB, {"id": "next", "command": "true", "needs": ["job"]}]
+        [*ONE_JOB, {"id": "next", "command": "true", "depends_on": ["job"]}]
     )["id"]
     run_id = client.run(workflow_id)["run_id"]
     query = f"run_id={run_id}"
@@ -202,26 +203,24 @@ def test_sockets_per_organization_are_limited_and_freed_on_close(
     start_server: Callable[..., Running],
 ) -> None:
     server = start_server(ws_max_per_org=2)
-    first, second = open_ws(server), open_ws(server)
-    try:
-        status, body = refusal(ws_url(server), {"Authorization": f"Bearer {server.token}"})
-        assert status == 429 and body["error"]["status"] == "RESOURCE_EXHAUSTED", body
-        assert "limit 2" in body["error"]["message"]
-        # Ordinary requests are still served.
-        assert rest(server).ok(rest(server).get("/healthz")) == {"status": "ok"}
-        first.close()
+    auth = {"Authorization": f"Bearer {server.token}"}
+    with open_ws(server), contextlib.ExitStack() as stack:
+        with open_ws(server):
+            status, body = refusal(ws_url(server), auth)
+            assert status == 429 and body["error"]["status"] == "RESOURCE_EXHAUSTED", body
+            assert "limit 2" in body["error"]["message"]
+            # Ordinary requests are still served.
+            assert rest(server).ok(rest(server).get("/healthz")) == {"status": "ok"}
 
         def reopened() -> ClientConnection | None:
             try:
-                return open_ws(server)
+                return stack.enter_context(open_ws(server))
             except InvalidStatus as refused:
                 assert refused.response.status_code == 429
                 return None
 
-        first = wait_until(reopened)
-    finally:
-        first.close()
-        second.close()
+        wait_until(reopened)
+        assert refusal(ws_url(server), auth)[0] == 429
 
 
 def test_stopping_the_server_closes_sockets_with_going_away(
@@ -315,7 +314,8 @@ def test_a_client_that_stops_reading_is_closed(start_server: Callable[..., Runni
             return None
 
     try:
-        wait_until(admitted, timeout=60).close()
+        with wait_until(admitted, timeout=60):
+            pass
         # What the stalled client finds when it reads: events, then the end (a
         # 1008 close frame when one still fit in, else the connection cut off).
         frames = list(stalled.frames())
