@@ -62,6 +62,8 @@ _MAX_CLIENT_MESSAGE = 64 * 1024
 # A close reason is at most 123 bytes (RFC 6455 section 5.5).
 _MAX_REASON_BYTES = 123
 _JOIN_SECS = 5.0
+# Events written to the socket together at most (what has queued meanwhile).
+_SEND_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +171,23 @@ class _Pump:
         except queue.Empty:
             return _WAKE
 
+    def take(self, timeout: float, limit: int) -> tuple[list[str], _Item | None]:
+        """The texts of the events queued now, at most ``limit`` (waiting up to
+        ``timeout`` seconds for the first), and the end when it came."""
+        texts: list[str] = []
+        item = self.get(timeout)
+        while True:
+            if item.end:
+                return texts, item
+            if item.event is not None:
+                texts.append(event_text(item.event))
+                if len(texts) >= limit:
+                    return texts, None
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return texts, None
+
     def wake(self) -> None:
         """Wakes a sender waiting in :meth:`get` (it then looks at its flags)."""
         with contextlib.suppress(queue.Full):
@@ -205,6 +224,26 @@ class _Connection(Connection):
             close_timeout=settings.close_timeout_secs,
             max_queue=1,
         )
+
+    def send_texts(self, texts: list[str]) -> None:
+        """Sends each text as one message; those queued together go out in one write."""
+        with self.send_context():
+            for text in texts:
+                self.protocol.send_text(text.encode())
+
+    def send_data(self) -> None:
+        # The base class writes each frame by itself: a syscall per event.
+        pending = self.protocol.data_to_send()
+        if len(pending) > 1 and all(pending):
+            pending = [b"".join(pending)]
+        for data in pending:
+            if data:
+                if self.close_deadline is not None:
+                    self.socket.settimeout(self.close_deadline.timeout())
+                self.socket.sendall(data)
+            else:
+                with contextlib.suppress(OSError):
+                    self.socket.shutdown(socket.SHUT_WR)
 
     def recv_events(self) -> None:
         try:
@@ -286,11 +325,11 @@ class _Session:
                     break
                 if connection.state is not OPEN:
                     break
-                item = self._pump.get(idle)
-                if item.event is not None:
-                    connection.send(event_text(item.event))
-                elif item.end:
-                    code, reason = _close_for(item.error)
+                texts, end = self._pump.take(idle, _SEND_BATCH)
+                if texts:
+                    connection.send_texts(texts)
+                if end is not None:
+                    code, reason = _close_for(end.error)
                     break
         except ConnectionClosed:
             pass
