@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import socket
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import Running, wait_until
+from conftest import ROOT, Running, wait_until
 from rest_helpers import Rest, rest, uid
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -324,3 +325,30 @@ def test_a_client_that_stops_reading_is_closed(start_server: Callable[..., Runni
             assert frames[-1].data[:2] == CloseCode.POLICY_VIOLATION.to_bytes(2, "big")
     finally:
         stalled.close()
+
+
+# -------------------------------------------------------------------------- README
+
+
+def test_the_readme_example_follows_a_run_and_resumes_at_its_cursor(
+    server: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## WebSocket events\n", 1)[1].split("\n## ", 1)[0]
+    found = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert found is not None
+    code = found.group(1).replace("localhost:3000", f"127.0.0.1:{server.server.rest_port}")
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # the example as written
+    follow: Callable[..., str] = namespace["follow"]
+
+    client = rest(server)
+    workflow_id = client.create_workflow(ONE_JOB)["id"]
+    run_id = client.run(workflow_id)["run_id"]
+    finish_one_job(client)
+    last = follow(run_id)
+    printed = capsys.readouterr().out.splitlines()
+    log = logged(server, run_id=run_id)
+    assert last == log[-1].cursor
+    assert [line.split()[0] for line in printed] == [t for _, t in log_summary(log)]
+    assert "job_succeeded job" in printed
