@@ -37,7 +37,7 @@ import grpc
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import DATA_OPCODES, CloseCode, Frame
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import CLOSED, OPEN, Event
 from websockets.server import ServerProtocol
 from websockets.sync.connection import Connection
@@ -411,7 +411,7 @@ class WebSockets:
         request = flask.request
         args = request.args
         try:
-            types = parse_types(args.get("types", ""))
+            types = parse_types(",".join(args.getlist("types")))
         except CodecError as error:
             return error_response(400, str(error), style=self._style)
         try:
@@ -484,7 +484,7 @@ class WebSockets:
         self,
         detach: DetachSocket,
         protocol: ServerProtocol,
-        handshake: Any,
+        handshake: Response,
         cursor: str,
         flt: events_pb2.EventFilter,
         metadata: tuple[tuple[str, str], ...],
