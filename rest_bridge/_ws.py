@@ -3,9 +3,11 @@
 The handshake is a request like any other: the bridge asks the server first
 (``EventService/ListEvents`` for one event, with the caller's credentials and the
 socket's cursor and filter), so that a refused credential, a missing scope, a rate
-limit or a bad cursor is an HTTP error with a JSON body, before any upgrade. Only
-then does the request take its connection out of the WSGI server (see
-``_ws_socket``) and answer ``101``; from there the ``websockets`` library speaks
+limit or a bad cursor is an HTTP error with a JSON body, before any upgrade. Then
+it opens ``EventService/StreamEvents`` and waits for the stream's headers (sent
+once the stream knows where it starts, so that nothing committed after the
+``101`` is missed, even with ``cursor=now``), takes its connection out of the
+WSGI server (see ``_ws_socket``) and answers ``101``; from there the ``websockets`` library speaks
 the protocol (framing, pings, the closing handshake) on threads of the socket's
 own, so an open socket holds none of the server's request threads.
 
