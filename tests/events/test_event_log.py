@@ -85,7 +85,19 @@ def test_the_same_log_over_rest(server: Running) -> None:
     assert found[0]["data"]["trigger"] == "call"  # type: ignore[index]
 
 
-@pytest.mark.parametrize("cursor", ["nope", "0" * 31, "g" * 32, "0" * 33, "ABCDEF" + "0" * 26])
+# Not hex, too short or long, upper case, beyond a signed 64-bit id.
+BAD_CURSORS = [
+    "nope",
+    "0" * 31,
+    "g" * 32,
+    "0" * 33,
+    "ABCDEF" + "0" * 26,
+    "f" * 32,
+    "0" * 16 + "8" * 16,
+]
+
+
+@pytest.mark.parametrize("cursor", BAD_CURSORS)
 def test_a_bad_cursor_is_refused(server: Running, cursor: str) -> None:
     with pytest.raises(grpc.RpcError) as listed:
         stub(server.channel).ListEvents(
