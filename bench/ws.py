@@ -86,6 +86,18 @@ def _log_cursors(channel: grpc.Channel, workflow_id: str) -> list[str]:
         cursor = page.next_cursor
 
 
+def _wait_log(channel: grpc.Channel, workflow_id: str, count: int) -> list[str]:
+    """The workflow's cursors, once the log shows at least ``count`` of them."""
+    deadline = time.monotonic() + CALL_TIMEOUT
+    while True:
+        cursors = _log_cursors(channel, workflow_id)
+        if len(cursors) >= count:
+            return cursors
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the log shows {len(cursors)} of {count} events")
+        time.sleep(0.05)
+
+
 def _read_ws(url: str, token: str, count: int, opened: threading.Event | None = None) -> Any:
     """(seconds from just before connecting to the last event, its arrival on the
     perf_counter clock, the cursors)."""
@@ -136,15 +148,15 @@ def measure(backend: Backend, *, events: int, repeats: int) -> list[Figure]:
         # --- replay
         wf_id = f"ws-{short_id()}"
         create_workflow(channel, noop_workflow(1, name="ws"), wf_id)
-        per_run = 0
-        while per_run == 0:  # how many events one run start writes
-            before = len(_log_cursors(channel, wf_id))
-            _start_runs(channel, wf_id, 1)
-            per_run = len(_log_cursors(channel, wf_id)) - before
+        # How many events one start writes: in its one transaction, so they
+        # become readable together (on PostgreSQL a little after the commit).
+        _start_runs(channel, wf_id, 1)
+        base_count = len(_wait_log(channel, wf_id, 2))
+        per_run = base_count - 1  # less the workflow's creation
         runs = max(1, events // per_run)
         log(f"{BENCH}/{backend}: writing {runs} runs ({per_run} events each)")
         _start_runs(channel, wf_id, runs)
-        expected = _log_cursors(channel, wf_id)
+        expected = _wait_log(channel, wf_id, base_count + runs * per_run)
         n = len(expected)
         ws_rates: list[float] = []
         grpc_rates: list[float] = []
@@ -161,7 +173,7 @@ def measure(backend: Backend, *, events: int, repeats: int) -> list[Figure]:
         live_wf = f"ws-live-{short_id()}"
         create_workflow(channel, noop_workflow(1, name="ws-live"), live_wf)
         live_events = runs * per_run
-        already = len(_log_cursors(channel, live_wf))  # its creation
+        already = len(_wait_log(channel, live_wf, 1))  # its creation
         results: dict[str, Any] = {}
         opened = [threading.Event(), threading.Event()]
 
@@ -185,7 +197,7 @@ def measure(backend: Backend, *, events: int, repeats: int) -> list[Figure]:
         produced = time.perf_counter() - t0
         for thread in threads:
             thread.join(CALL_TIMEOUT)
-        live_expected = _log_cursors(channel, live_wf)[already:]
+        live_expected = _wait_log(channel, live_wf, already + live_events)[already:]
         for name in ("ws", "grpc"):
             assert results[name][2] == live_expected, f"the live {name} client missed events"
 
