@@ -10,7 +10,8 @@ talks to the gRPC server over a channel, like any gateway.
 
 :func:`render_message` gives the JSON a message renders as by its type's conventions
 (and a surface's field names and time format), :func:`parse_message` reads such JSON
-back, raising :class:`CodecError` naming the field. :func:`rpc_failure` reads a
+back, raising :class:`CodecError` naming the field. ``GET /ws`` serves the event
+log as a WebSocket, configured by :class:`WebSocketSettings`. :func:`rpc_failure` reads a
 failed call the way the bridge does for its error answers: code, message, and the
 ``reason`` REST surfaces render.
 """
@@ -21,6 +22,7 @@ from ._http_rules import UnsupportedRuleError
 from ._json_values import CodecError, Json
 from ._server import RestServer
 from ._status_details import RpcFailure, rpc_failure
+from ._ws import WebSocketSettings
 
 __all__ = [
     "CodecError",
@@ -28,6 +30,7 @@ __all__ = [
     "RestServer",
     "RpcFailure",
     "UnsupportedRuleError",
+    "WebSocketSettings",
     "create_app",
     "parse_message",
     "render_message",

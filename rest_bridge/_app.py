@@ -20,6 +20,7 @@ from ._http_rules import UnsupportedRuleError, discover_bindings
 from ._routes import TranscodedRoute
 from ._sse import LogStreams
 from ._surface import Surface
+from ._ws import WebSockets, WebSocketSettings
 
 _log = logging.getLogger(__name__)
 
@@ -33,18 +34,23 @@ _VARIABLE_RULE = re.compile(r"<[^>]*>")
 REFUSED_KEY = "trellis.refused"
 
 LOG_STREAM_PATH = "/api/workflows/<wf_id>/jobs/<job_id>/logs/stream"
+WEBSOCKET_PATH = "/ws"
 
 
 class BridgeState:
     """What the running bridge holds beyond its routes."""
 
-    def __init__(self, routes: list[TranscodedRoute], log_streams: LogStreams) -> None:
+    def __init__(
+        self, routes: list[TranscodedRoute], log_streams: LogStreams, websockets: WebSockets
+    ) -> None:
         self.routes = routes
         self.log_streams = log_streams
+        self.websockets = websockets
 
     def close(self) -> None:
-        """Ends long-lived answers (SSE streams) so the server can stop promptly."""
+        """Ends long-lived answers (SSE streams, WebSockets) so the server can stop promptly."""
         self.log_streams.close_all()
+        self.websockets.close_all()
 
 
 def create_app(
@@ -55,11 +61,12 @@ def create_app(
     max_sse_streams: int = 24,
     max_body_bytes: int = 8 * 1024 * 1024,
     call_timeout_secs: float = 30.0,
+    websockets: WebSocketSettings | None = None,
 ) -> flask.Flask:
     """Builds the REST application that transcodes onto the gRPC API behind ``channel``.
 
     Routes come from the ``google.api.http`` rules of every unary RPC in ``trellis.v1``;
-    the log SSE stream, ``/healthz`` and CORS are added by hand.
+    the log SSE stream, the ``/ws`` WebSocket, ``/healthz`` and CORS are added by hand.
 
     Args:
         channel: The channel to the Trellis gRPC server, shared by all requests.
@@ -69,6 +76,7 @@ def create_app(
             WSGI server needs more threads than this (RestServer: 32 against 24).
         max_body_bytes: Largest accepted request body (413 beyond).
         call_timeout_secs: Deadline of each RPC, plus the request's ``wait_secs``.
+        websockets: How ``/ws`` runs its sockets (pings, limits); None: the defaults.
 
     Raises:
         UnsupportedRuleError: a proto HTTP rule the bridge cannot serve.
@@ -110,6 +118,21 @@ def create_app(
     )
     register(LOG_STREAM_PATH, "GET", "trellis.rest_bridge.log_stream", log_streams.view)
     surfaces["trellis.rest_bridge.log_stream"] = log_streams.surface
+    sockets = WebSockets(
+        channel, websockets or WebSocketSettings(call_timeout_secs=call_timeout_secs)
+    )
+    register(WEBSOCKET_PATH, "GET", "trellis.rest_bridge.websocket", sockets.view)
+    # Werkzeug routes upgrade requests only to rules marked for WebSocket; the
+    # plain rule answers the rest (426, as the handshake says).
+    app.add_url_rule(
+        WEBSOCKET_PATH,
+        endpoint="trellis.rest_bridge.websocket",
+        view_func=sockets.view,
+        methods=["GET"],
+        provide_automatic_options=False,
+        websocket=True,
+    )
+    surfaces["trellis.rest_bridge.websocket"] = sockets.surface
     register("/healthz", "GET", "trellis.rest_bridge.healthz", HealthCheck(channel).view)
 
     install_cors(app, cors_origins)
@@ -117,7 +140,7 @@ def create_app(
         surfaces, [(route.binding.path.template, route.surface) for route in routes]
     )
     _install_error_handlers(app, max_body_bytes, locator)
-    app.extensions[EXTENSION] = BridgeState(routes, log_streams)
+    app.extensions[EXTENSION] = BridgeState(routes, log_streams, sockets)
     return app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import socket
 import threading
 from typing import Any, Protocol, cast
 
@@ -16,6 +17,7 @@ from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 from waitress.task import ErrorTask, Task, WSGITask
 
 from ._app import EXTENSION, REFUSED_KEY, BridgeState
+from ._ws_socket import DETACH_KEY
 
 _STOP_SECS = 5
 _log = logging.getLogger(__name__)
@@ -201,11 +203,61 @@ def _refusal_task(channel: HTTPChannel, request: Any) -> Task:
     # `request` is the HTTPRequestParser (the stubs type tasks' requests as errors).
     # A request whose request line did not parse has no path to answer for.
     error = request.error
-    if request.command and request.path and error is not None and 400 <= error.code < 500:
+    # waitress' own internal-error request has neither command nor path.
+    command, path = getattr(request, "command", None), getattr(request, "path", None)
+    if command and path and error is not None and 400 <= error.code < 500:
         return _RefusalTask(channel, request)
     return ErrorTask(channel, request)
 
 
+class _Task(WSGITask):
+    """A request whose connection the app may take over (a WebSocket upgrade) by
+    calling ``environ[DETACH_KEY]``; waitress then writes no answer and forgets
+    the socket."""
+
+    detached = False
+
+    def get_environment(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environment()
+        environ[DETACH_KEY] = self._detach
+        return environ
+
+    def _detach(self) -> socket.socket:
+        if self.detached:
+            raise RuntimeError("the connection is detached already")
+        channel = cast(Any, self.channel)
+        # While this task runs the channel is neither readable nor writable for
+        # the event loop, but the socket map belongs to the loop's thread: the
+        # socket leaves it there, between two polls.
+        unmapped = threading.Event()
+
+        def unmap() -> None:
+            with contextlib.suppress(Exception):
+                channel.del_channel()
+            unmapped.set()
+
+        cast(_Trigger, channel.server.trigger).pull_trigger(unmap)
+        if not unmapped.wait(_STOP_SECS):
+            raise OSError("the REST server's event loop did not release the connection")
+        self.detached = True
+        self.close_on_finish = True
+        # Later writes by waitress find the channel disconnected; the descriptor
+        # moves to a new socket object, so that closing the channel's (or its
+        # garbage collection) leaves the connection open.
+        channel.connected = False
+        sock: socket.socket = channel.socket
+        return socket.socket(fileno=sock.detach())
+
+    def finish(self) -> None:
+        if not self.detached:
+            super().finish()
+
+    def write(self, data: bytes) -> None:
+        if not self.detached:
+            super().write(data)
+
+
 class _Channel(HTTPChannel):
+    task_class = _Task
     # waitress makes its refusals with this; the stubs type it as the class.
     error_task_class = staticmethod(_refusal_task)  # type: ignore[assignment]

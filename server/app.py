@@ -22,6 +22,7 @@ from trellis.server.api._wire import WireInterceptor
 from trellis.server.config import Config
 from trellis.server.core.db import Database, connect, upgrade_schema
 from trellis.server.engine import CATCH_UP_POLICIES, CatchUp, Notifier, PgBridge, Scheduler, Service
+from trellis.server.events import prune
 from trellis.server.identity import Identity
 from trellis.server.identity.ratelimit import Limiter, RateLimiter
 from trellis.server.identity.shared_limits import SharedRateLimiter
@@ -185,7 +186,7 @@ class TrellisServer:
         self._grpc = network
 
     def _start_rest(self) -> None:
-        from trellis.rest_bridge import RestServer, create_app
+        from trellis.rest_bridge import RestServer, WebSocketSettings, create_app
 
         network = grpc.insecure_channel(
             f"127.0.0.1:{self.grpc_port}",
@@ -203,6 +204,13 @@ class TrellisServer:
             cors_origins=self.config.cors_origins,
             sse_keepalive_secs=self.config.sse_keepalive_secs,
             max_sse_streams=self.config.max_sse_streams,
+            websockets=WebSocketSettings(
+                ping_interval_secs=self.config.ws_ping_interval_secs,
+                ping_timeout_secs=self.config.ws_ping_interval_secs,
+                max_per_org=self.config.ws_max_per_org,
+                queue_events=self.config.ws_queue_events,
+                send_timeout_secs=self.config.ws_send_timeout_secs,
+            ),
         )
         # As documented for PORT: a taken port moves on to the next free one.
         port = self.config.port
@@ -225,6 +233,8 @@ class TrellisServer:
         """Reaps expired leases as they expire: between passes it sleeps until
         the earliest lease expiry, never longer than REAP_INTERVAL_SECS."""
         keys_checked = time.monotonic()
+        # The first pass prunes at once: a replica that restarts often still prunes.
+        pruned = -float("inf")
         interval = self.config.reap_interval_secs
         while not self._stop.is_set():
             try:
@@ -237,9 +247,21 @@ class TrellisServer:
             except Exception:
                 log.exception("reaper pass failed; retrying next interval")
                 self._stop.wait(interval)
+            if time.monotonic() - pruned >= self.config.event_prune_interval_secs:
+                pruned = time.monotonic()
+                self._prune_events()
             if time.monotonic() - keys_checked >= KEY_CHECK_SECS:
                 keys_checked = time.monotonic()
                 self._check_signing_key()
+
+    def _prune_events(self) -> None:
+        """Deletes the events older than EVENT_RETENTION_DAYS (a few batches)."""
+        try:
+            n = prune(self.db, retention_days=self.config.event_retention_days)
+            if n:
+                log.info("event log: %d event(s) past retention pruned", n)
+        except Exception:
+            log.exception("event pruning failed; retrying next interval")
 
     def _check_signing_key(self) -> None:
         """Rotates the token-signing key once it is old (and retires spent ones)."""

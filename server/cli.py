@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from trellis.server.config import Config, whole_number
+from trellis.server.config import Config, days, whole_number
 
 
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
@@ -42,6 +42,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         overrides["schedule_interval_secs"] = args.schedule_interval_secs
     if args.schedule_catch_up is not None:
         overrides["schedule_catch_up"] = args.schedule_catch_up
+    if args.event_retention_days is not None:
+        overrides["event_retention_days"] = args.event_retention_days
     return dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
 
 
@@ -78,6 +80,13 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _days(text: str) -> float:
+    try:
+        return days(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trellis", description="Workflow and job orchestration.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-lost-leases",
         type=_count,
         help="env TRELLIS_MAX_LOST_LEASES (default 3): lost leases a job is queued again after",
+    )
+    serve.add_argument(
+        "--event-retention-days",
+        type=_days,
+        help="env EVENT_RETENTION_DAYS (default 30; 0: keep events forever)",
     )
     serve.set_defaults(func=_serve)
     try:

@@ -40,6 +40,25 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name}={exc}") from None
 
 
+def days(text: str) -> float:
+    """A number of days given as text (fractions allowed; 0: none)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{text!r}: use a number of days, 0 or more (0: forever)")
+    return value
+
+
+def _days(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    try:
+        return days(text) if text else default
+    except ValueError as exc:
+        raise ValueError(f"{name}={exc}") from None
+
+
 def _mib(name: str, value: str | None) -> int | None:
     """A size given in MiB (fractions allowed), as bytes; None when unset."""
     if value is None or not value.strip():
@@ -89,6 +108,13 @@ class Config:
     sse_keepalive_secs: float = 15.0
     # Open SSE log streams at most (each holds one of the REST threads).
     max_sse_streams: int = 24
+    # The /ws WebSocket: open sockets per organization on this replica (0: no
+    # limit), seconds between pings (and to wait for a pong), events queued for
+    # a slow client before its socket closes, and the longest one send may take.
+    ws_max_per_org: int = 32
+    ws_ping_interval_secs: float = 20.0
+    ws_queue_events: int = 256
+    ws_send_timeout_secs: float = 10.0
     grpc_threads: int = 512
     poll_interval_secs: float = 2.0
     org_id: str = "default"
@@ -111,6 +137,10 @@ class Config:
     # On SQLite, the size the write-ahead log is kept under; None: the
     # default of trellis.server.core.db (kept out of here: it imports SQLAlchemy).
     sqlite_wal_limit_bytes: int | None = None
+    # Events older than this are pruned from the event log (0: kept
+    # forever), checked every event_prune_interval_secs by the reaper.
+    event_retention_days: float = 30.0
+    event_prune_interval_secs: float = 60.0
 
     @property
     def public_url(self) -> str:
@@ -134,6 +164,8 @@ class Config:
             schedule_catch_up=env.get("SCHEDULE_CATCH_UP", "latest"),
             max_lost_leases=_count(env, "TRELLIS_MAX_LOST_LEASES", 3),
             rest_threads=int(env.get("REST_THREADS", "64")),
+            ws_max_per_org=_count(env, "TRELLIS_WS_MAX_PER_ORG", 32),
+            ws_ping_interval_secs=float(env.get("TRELLIS_WS_PING_INTERVAL_SECS", "20")),
             grpc_threads=int(env.get("GRPC_THREADS", "512")),
             auth_enabled=_auth_enabled(env.get("TRELLIS_AUTH")),
             admin_username=env.get("TRELLIS_ADMIN_USERNAME") or "admin",
@@ -146,4 +178,6 @@ class Config:
             sqlite_wal_limit_bytes=_mib(
                 "TRELLIS_SQLITE_WAL_LIMIT_MIB", env.get("TRELLIS_SQLITE_WAL_LIMIT_MIB")
             ),
+            event_retention_days=_days(env, "EVENT_RETENTION_DAYS", 30.0),
+            event_prune_interval_secs=float(env.get("EVENT_PRUNE_INTERVAL_SECS", "60")),
         )

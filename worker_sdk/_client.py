@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import grpc
 
 from ._channel import Connection
+from ._client_events import EventsMixin
 from ._client_lifecycle import LifecycleMethods
 from ._client_topics import TopicCalls
 from ._errors import ConnectionLost, DeadlineExceeded, TrellisError, wrap_rpc_error
@@ -65,7 +66,7 @@ def _run_request(
     return request
 
 
-class Client(LifecycleMethods, TopicCalls):
+class Client(LifecycleMethods, TopicCalls, EventsMixin):
     """Talks to a Trellis server: define and run workflows, watch runs and logs.
 
     Methods return the ``trellis.v1`` protobuf messages (``Workflow``, ``Run``,

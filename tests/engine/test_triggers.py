@@ -20,7 +20,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from sqlalchemy import select, text, update
 
 from trellis.server.core.db import connect, upgrade_schema
-from trellis.server.core.models import RunEventRow, ScheduleRow, TopicTriggerRow, table
+from trellis.server.core.models import EventRow, ScheduleRow, TopicTriggerRow, table
 from trellis.server.engine import RunEventType
 from trellis.server.engine.definitions import (
     DefinitionError,
@@ -32,7 +32,7 @@ from trellis.server.engine.definitions import (
 from trellis.v1 import runs_pb2, topics_pb2, topics_pb2_grpc, workflows_pb2
 
 schedules = table(ScheduleRow)
-events = table(RunEventRow)
+events = table(EventRow)
 topic_triggers = table(TopicTriggerRow)
 
 
@@ -65,14 +65,14 @@ def publish(
 
 
 def started_by(server: Running, run_id: str) -> str:
-    """The message of the run's RUN_STARTED event: the trigger that started it."""
+    """What RUN_CREATED says started the run: the trigger."""
     with server.server.db.engine.connect() as conn:
-        message: str = conn.execute(
-            select(events.c.message).where(
-                events.c.run_id == run_id, events.c.type == RunEventType.RUN_STARTED
+        data = conn.execute(
+            select(events.c.data).where(
+                events.c.run_id == run_id, events.c.type == RunEventType.RUN_CREATED
             )
         ).scalar_one()
-    return message
+    return str(data["trigger"])
 
 
 def runs_of(server: Running, workflow_id: str) -> list[runs_pb2.Run]:

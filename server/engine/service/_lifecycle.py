@@ -140,7 +140,7 @@ class LifecycleOps(WorkflowOps):
                 row=row,
                 locked=True,
             )
-            return version, Effects()
+            return version, self._definition_effects(org)
 
         return self._changed(principal, ip, workflow_id, tx)
 
@@ -172,7 +172,7 @@ class LifecycleOps(WorkflowOps):
             version, _ = self._save_definition(
                 conn, now, org, copy, source="api", change=WorkflowChange.CLONED, locked=True
             )
-            return version, Effects()
+            return version, self._definition_effects(org)
 
         audit = Audit(principal, ip, AuditAction.WORKFLOW_CREATE, f"workflow:{new_workflow_id}")
         version = self._write(tx, audit)
@@ -196,7 +196,7 @@ class LifecycleOps(WorkflowOps):
                 )
                 change = WorkflowChange.ENABLED if enabled else WorkflowChange.DISABLED
                 self._workflow_changed(conn, org, workflow_id, int(row.version), change)
-            return None, Effects()
+            return None, self._definition_effects(org)
 
         action = AuditAction.WORKFLOW_ENABLE if enabled else AuditAction.WORKFLOW_DISABLE
         self._write(tx, Audit(principal, ip, action, f"workflow:{workflow_id}"))
@@ -246,7 +246,7 @@ class LifecycleOps(WorkflowOps):
             )
             drop_triggers(conn, org, workflow_id)
             self._workflow_changed(conn, org, workflow_id, int(row.version), WorkflowChange.DELETED)
-            return purged, Effects()
+            return purged, self._definition_effects(org)
 
         audit = Audit(principal, ip, AuditAction.WORKFLOW_DELETE, f"workflow:{workflow_id}")
         purged = self._write(tx, audit)
@@ -545,7 +545,7 @@ class LifecycleOps(WorkflowOps):
                 out[wdef.id] = workflows_pb2.ImportedWorkflow(
                     workflow_id=wdef.id, action=action, version=version
                 )
-            return [out[wdef.id] for wdef in found], Effects()
+            return [out[wdef.id] for wdef in found], self._definition_effects(org)
 
         done = self._write(tx, Audit(principal, ip, AuditAction.WORKFLOW_IMPORT, "workflow:*"))
         for item in done:
@@ -650,7 +650,7 @@ class LifecycleOps(WorkflowOps):
                 row=row,
                 locked=True,
             )
-            return version, Effects()
+            return version, self._definition_effects(org)
 
         return self._changed(principal, ip, workflow_id, tx)
 

@@ -32,6 +32,7 @@ from trellis.server.core.errors import (
     TrellisError,
     Unavailable,
 )
+from trellis.server.core.eventlog import TRIGGER_CALL
 from trellis.server.core.principal import Principal
 from trellis.server.engine import _machine as machine
 from trellis.server.engine import _render as render
@@ -326,7 +327,15 @@ class StartOps(Base):
                 seen[req.request_id] = (digest, index)
             answers.append(index)
             new.append(
-                NewRun(wdef, version, inputs or None, req.request_id or None, digest, req.trigger)
+                NewRun(
+                    wdef,
+                    version,
+                    inputs or None,
+                    req.request_id or None,
+                    digest,
+                    created_by=start.principal.subject,
+                    trigger=req.trigger or TRIGGER_CALL,
+                )
             )
         prior.update(seen)
         return new, answers

@@ -9,7 +9,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
+from trellis.server.core import _sql
 from trellis.server.core.errors import Aborted
+from trellis.server.core.eventlog import EventBatch, EventType, topic_events
+from trellis.server.engine._machine import Effects
 from trellis.server.engine.definitions import WorkflowDef
 from trellis.server.engine.service._base import Base, versions, workflows
 from trellis.server.engine.service._triggers import index_triggers
@@ -34,15 +37,50 @@ class WorkflowChange(StrEnum):
     DELETED = "deleted"
 
 
+_EVENT_TYPES = {
+    WorkflowChange.CREATED: EventType.WORKFLOW_CREATED,
+    WorkflowChange.ENABLED: EventType.WORKFLOW_ENABLED,
+    WorkflowChange.DISABLED: EventType.WORKFLOW_DISABLED,
+    WorkflowChange.DELETED: EventType.WORKFLOW_DELETED,
+}
+"""Every other change is a new version: WORKFLOW_UPDATED."""
+
+
 class DefinitionStore(Base):
     def _workflow_changed(
-        self, conn: Connection, org: str, workflow_id: str, version: int, change: WorkflowChange
+        self,
+        conn: Connection,
+        org: str,
+        workflow_id: str,
+        version: int,
+        change: WorkflowChange,
+        *,
+        created: bool = False,
+        data: dict[str, Any] | None = None,
     ) -> None:
         """Every change of a workflow (a new version of its definition, enabled or
         disabled, deleted) passes here, inside the transaction that makes it and
         only when something did change: the one place where the workflow's event
         is appended to the event log, so that it commits or rolls back with the
         change itself."""
+        events = EventBatch(org, self.db.now_ms(conn))
+        events.add(
+            "",
+            EventType.WORKFLOW_CREATED
+            if created
+            else _EVENT_TYPES.get(change, EventType.WORKFLOW_UPDATED),
+            workflow_id=workflow_id,
+            workflow_version=version,
+            data={"change": str(change), **(data or {})},
+        )
+        with _sql.pipelined(conn) as batch:
+            events.write(batch)
+
+    @staticmethod
+    def _definition_effects(org: str) -> Effects:
+        """The wake-ups of a transaction that may have changed definitions: the
+        organization's event followers (a wake-up with nothing new is harmless)."""
+        return Effects(topics={topic_events(org)})
 
     def _locked_workflow(self, conn: Connection, org: str, workflow_id: str) -> Any:
         """The workflow's row, locked against concurrent changes until the
@@ -140,7 +178,15 @@ class DefinitionStore(Base):
         index_triggers(conn, org, wdef, now)
         if change is None:
             change = WorkflowChange.CREATED if row is None else WorkflowChange.UPDATED
-        self._workflow_changed(conn, org, wdef.id, version, change)
+        self._workflow_changed(
+            conn,
+            org,
+            wdef.id,
+            version,
+            change,
+            created=row is None,
+            data={"name": wdef.name, "source": source},
+        )
         return version, True
 
 

@@ -52,7 +52,7 @@ class WorkflowOps(DefinitionStore):
 
         def tx(conn: Connection, now: int) -> tuple[int, Effects]:
             version, _ = self._save_definition(conn, now, org, wdef, source=source)
-            return version, Effects()
+            return version, self._definition_effects(org)
 
         version = self._write(tx, audit)
         # Runs started here from now on are of this version.
