@@ -18,10 +18,13 @@ PRUNE_BATCH = 1000
 # At most this many batches a pass; what is left waits for the next pass.
 MAX_BATCHES = 20
 
+# The newest event is always kept: SQLite numbers a new row after the largest
+# id left, so ids (and cursors) never go back even when everything is old.
 _PRUNE = _sql.Sql(
     """DELETE FROM events WHERE id IN (
         SELECT id FROM (SELECT id, time_ms FROM events ORDER BY id LIMIT :n) AS oldest
-        WHERE time_ms < :cutoff)"""
+        WHERE time_ms < :cutoff)
+    AND id < (SELECT max(id) FROM events)"""
 )
 
 
