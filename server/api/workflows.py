@@ -69,6 +69,20 @@ class Workflows(workflows_pb2_grpc.WorkflowServiceServicer):
         return workflows_pb2.BatchRunWorkflowsResponse(runs=started)
 
     @unary
+    def CreateRun(
+        self, request: workflows_pb2.CreateRunRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.Run:
+        principal, ip = caller_of(context)
+        given = json_format.MessageToDict(request.inputs) if request.inputs.fields else {}
+        return self.s.create_adhoc_run(
+            principal,
+            request.workflow if request.HasField("workflow") else None,
+            given,
+            parallel_limit=request.parallel_limit,
+            ip=ip,
+        )
+
+    @unary
     def CancelWorkflow(
         self, request: workflows_pb2.CancelWorkflowRequest, context: grpc.ServicerContext
     ) -> runs_pb2.Run:
@@ -80,7 +94,7 @@ def _run_request(request: workflows_pb2.RunWorkflowRequest, key: str = "") -> Ru
     # Struct numbers are doubles; the definition's check turns whole ones back
     # into integers.
     given = json_format.MessageToDict(request.inputs) if request.inputs.fields else {}
-    return RunRequest(request.workflow_id, given, request.request_id or key)
+    return RunRequest(request.workflow_id, given, request.request_id or key, request.parallel_limit)
 
 
 def _idempotency_key(context: grpc.ServicerContext) -> str:

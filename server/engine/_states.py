@@ -58,6 +58,7 @@ class RunEventType(StrEnum):
     JOB_RETRYING = "JOB_RETRYING"
     JOB_SKIPPED = "JOB_SKIPPED"
     JOB_CANCELLED = "JOB_CANCELLED"
+    RUN_RETRIED = "RUN_RETRIED"
 
 
 class LogStream(StrEnum):
@@ -71,6 +72,7 @@ class AuditAction(StrEnum):
     WORKFLOW_CREATE = "workflow.create"
     WORKFLOW_RUN = "workflow.run"
     RUN_CANCEL = "run.cancel"
+    RUN_RETRY = "run.retry"
 
 
 __all__ = [

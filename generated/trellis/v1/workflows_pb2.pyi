@@ -113,14 +113,26 @@ class CreateWorkflowRequest(_message.Message):
     def __init__(self, workflow: _Optional[_Union[Workflow, _Mapping]] = ..., source: _Optional[str] = ..., workflow_id: _Optional[str] = ...) -> None: ...
 
 class RunWorkflowRequest(_message.Message):
-    __slots__ = ("workflow_id", "inputs", "request_id")
+    __slots__ = ("workflow_id", "inputs", "request_id", "parallel_limit")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_LIMIT_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     inputs: _struct_pb2.Struct
     request_id: str
-    def __init__(self, workflow_id: _Optional[str] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    parallel_limit: int
+    def __init__(self, workflow_id: _Optional[str] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., parallel_limit: _Optional[int] = ...) -> None: ...
+
+class CreateRunRequest(_message.Message):
+    __slots__ = ("workflow", "inputs", "parallel_limit")
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    workflow: Workflow
+    inputs: _struct_pb2.Struct
+    parallel_limit: int
+    def __init__(self, workflow: _Optional[_Union[Workflow, _Mapping]] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parallel_limit: _Optional[int] = ...) -> None: ...
 
 class BatchRunWorkflowsRequest(_message.Message):
     __slots__ = ("requests",)

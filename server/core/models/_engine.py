@@ -90,6 +90,10 @@ class RunRow(Base):
     # apart from a retry.
     request_id: Mapped[str | None] = mapped_column(String(200))
     request_digest: Mapped[str | None] = mapped_column(String(64))
+    # Numbers the run's tries: a retry of a finished run starts the next one.
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # At most this many of the run's jobs are leased at once; 0: no limit.
+    parallel_limit: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class JobRow(Base):
@@ -141,6 +145,12 @@ class JobRow(Base):
     finished_at_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
+    # The run's parallel limit, copied so that a claim knows it from the
+    # job's row alone (0: none, and no check).
+    parallel_limit: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The job's first try in the run's current attempt: a retried run's
+    # jobs get their retries afresh.
+    base_attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class JobEdgeRow(Base):

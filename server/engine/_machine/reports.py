@@ -26,6 +26,7 @@ from trellis.server.engine._machine.common import (
     topic_logs,
     topic_worker,
 )
+from trellis.server.engine._machine.limits import release_held
 from trellis.server.engine._states import JobState, LeaseState, RunEventType, RunState
 from trellis.server.engine.definitions import Backoff
 
@@ -81,6 +82,8 @@ LEASE_COLS = (
     jobs.c.lost_leases,
     jobs.c.backoff,
     jobs.c.timeout_secs,
+    jobs.c.parallel_limit,
+    jobs.c.base_attempt,
 )
 
 
@@ -90,7 +93,8 @@ LEASE_COLS = (
 _REPORTED_LEASES = Sql(
     """SELECT l.id, l.org_id, l.owner, l.job_id, l.run_id, l.worker_id, l.state, l.expires_at_ms,
         l.deadline_ms, l.attempt, j."key", j.state AS job_state, j.label_key, j.command,
-        j.max_retries, j.lost_leases, j.backoff, j.timeout_secs
+        j.max_retries, j.lost_leases, j.backoff, j.timeout_secs, j.parallel_limit,
+        j.base_attempt
     FROM leases l JOIN jobs j ON j.id = l.job_id
     WHERE l.id IN_LIST(:ids) FOR_UPDATE_OF_LEASES"""
 )
@@ -188,7 +192,10 @@ def apply(
     completed: list[str] = []
     ended: list[dict[str, Any]] = []
     retry_updates: list[dict[str, Any]] = []
+    limited: set[str] = set()
     for row, res in items:
+        if row.parallel_limit:
+            limited.add(row.run_id)
         effects.topics.add(topic_worker(org, row.worker_id))
         effects.ended.setdefault((org, row.worker_id), set()).add(row.id)
         effects.topics.add(topic_logs(row.job_id))
@@ -252,6 +259,9 @@ def apply(
         ev.flush(batch, effects)
         _count_finished(batch, finished_per_run, failed_per_run, now=now)
         children = batch.query(_CHILDREN, ids=[row.job_id for row, _ in succeeded])
+    if limited:
+        # The slots these leases held are free: the runs' held jobs may go.
+        release_held(conn, org=org, run_ids=limited, effects=effects)
     if children.rows:
         _release_children(
             conn, org=org, children=[c for (c,) in children.rows], now=now, ev=ev, effects=effects
@@ -280,7 +290,7 @@ def _retry_delay_ms(row: Any, res: Result) -> int | None:
     """
     if res.lost:
         return 0 if res.retryable else None
-    spent = row.attempt - row.lost_leases
+    spent = row.attempt - row.base_attempt - row.lost_leases
     if not res.retryable or spent >= row.max_retries:
         return None
     return int(Backoff.from_json(from_json(row.backoff)).delay_for(spent) * 1000)

@@ -37,9 +37,11 @@ _INSERT_RUN = _sql.Insert(
         "inputs": "json",
         "request_id": "text",
         "request_digest": "text",
+        "parallel_limit": "integer",
     },
     constants={
         "state": f"'{RunState.RUNNING}'",
+        "attempt": "1",
         "failed_jobs": "0",
         "cancel_requested": "false",
         "finished_at_ms": "0",
@@ -64,8 +66,15 @@ _INSERT_JOB = _sql.Insert(
         "parents": "json",
         "pending_parents": "integer",
         "enqueued_at_ms": "bigint",
+        "parallel_limit": "integer",
     },
-    constants={"attempt": "0", "ready_at_ms": "0", "started_at_ms": "0", "finished_at_ms": "0"},
+    constants={
+        "attempt": "0",
+        "ready_at_ms": "0",
+        "started_at_ms": "0",
+        "finished_at_ms": "0",
+        "base_attempt": "0",
+    },
 )
 _JOB_IDS_OF_RUNS = _sql.Sql('SELECT run_id, "key", id FROM jobs WHERE run_id IN_LIST(:run_ids)')
 _INSERT_EDGE = _sql.Insert(
@@ -80,13 +89,16 @@ _INSERT_LABEL_SET = _sql.Insert(
 class NewRun:
     """A run to create: of version ``version`` of ``wdef``, with its resolved
     ``inputs`` (None: the run has none) and the caller's request id and the
-    digest of what that request asked for."""
+    digest of what that request asked for; at most ``parallel_limit`` of its
+    jobs leased at once (0: no limit); ``run_id`` when the caller chose it."""
 
     wdef: WorkflowDef
     version: int
     inputs: Mapping[str, Any] | None = None
     request_id: str | None = None
     request_digest: str | None = None
+    parallel_limit: int = 0
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +170,7 @@ def create_runs(
     keys: set[str] = set()
     for start in new:
         wdef = start.wdef
-        run_id = new_id()
+        run_id = start.run_id or new_id()
         runs_.append(
             {
                 "id": run_id,
@@ -174,6 +186,8 @@ def create_runs(
                 "inputs": None if start.inputs is None else to_json(dict(start.inputs)),
                 "request_id": start.request_id,
                 "request_digest": start.request_digest,
+                "attempt": 1,
+                "parallel_limit": start.parallel_limit,
             }
         )
         ev.add(run_id, RunEventType.RUN_STARTED)
@@ -185,6 +199,7 @@ def create_runs(
                 "org_id": org,
                 "run_id": run_id,
                 "enqueued_at_ms": now if row["state"] == JobState.QUEUED else 0,
+                "parallel_limit": start.parallel_limit,
             }
             for row in shape.rows
         )

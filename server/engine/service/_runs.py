@@ -150,8 +150,12 @@ class RunOps(Base):
                 for row in rows:
                     after_id = row["id"]
                     yield render.run_event(row)
-                    if row["type"] == RunEventType.RUN_FINISHED:
+                # A retried run finished before its last attempt: the stream
+                # ends at a RUN_FINISHED that nothing follows.
+                if rows and rows[-1]["type"] == RunEventType.RUN_FINISHED:
+                    if self._run(principal.org_id, run_id).state != runs_pb2.RUN_STATE_RUNNING:
                         return
+                    continue
                 if not rows:
                     sub.wait(self.poll_interval)
 
