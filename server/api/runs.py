@@ -47,6 +47,13 @@ class Runs(runs_pb2_grpc.RunServiceServicer):
         return self.s.retry_run(principal, request.run_id, ip=ip)
 
     @unary
+    def RollbackRun(
+        self, request: runs_pb2.RollbackRunRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.Run:
+        principal, ip = caller_of(context)
+        return self.s.rollback_run(principal, request.run_id, list(request.job_ids), ip=ip)
+
+    @unary
     def GetRunProgress(
         self, request: runs_pb2.GetRunProgressRequest, context: grpc.ServicerContext
     ) -> runs_pb2.RunProgress:

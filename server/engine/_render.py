@@ -31,6 +31,10 @@ RUN_STATES = {
     RunState.SUCCEEDED.value: runs_pb2.RUN_STATE_SUCCEEDED,
     RunState.FAILED.value: runs_pb2.RUN_STATE_FAILED,
     RunState.CANCELLED.value: runs_pb2.RUN_STATE_CANCELLED,
+    RunState.ROLLING_BACK.value: runs_pb2.RUN_STATE_ROLLING_BACK,
+    RunState.ROLLED_BACK.value: runs_pb2.RUN_STATE_ROLLED_BACK,
+    RunState.PARTLY_ROLLED_BACK.value: runs_pb2.RUN_STATE_PARTLY_ROLLED_BACK,
+    RunState.ROLLBACK_FAILED.value: runs_pb2.RUN_STATE_ROLLBACK_FAILED,
 }
 # The workflow-graph spelling of job states, for the `status` list filter.
 STATUS_FILTER: dict[str, tuple[JobState, ...]] = {
@@ -115,6 +119,11 @@ def job_from_def(job: JobDef) -> jobs_pb2.Job:
         retry_policy=retry_policy(job.max_retries, job.backoff),
         timeout_secs=job.timeout_secs,
         env=dict(job.env),
+        compensation=jobs_pb2.Compensation(
+            command=job.compensate, max_retries=job.compensate_retries
+        )
+        if job.compensate
+        else None,
     )
 
 

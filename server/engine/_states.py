@@ -44,6 +44,19 @@ class RunState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    PARTLY_ROLLED_BACK = "partial_rollback"
+    ROLLBACK_FAILED = "rollback_failed"
+
+
+# A run in one of these states may be rolled back.
+ROLLBACK_FROM = (
+    RunState.SUCCEEDED,
+    RunState.FAILED,
+    RunState.CANCELLED,
+    RunState.PARTLY_ROLLED_BACK,
+)
 
 
 class RunEventType(StrEnum):
@@ -59,6 +72,9 @@ class RunEventType(StrEnum):
     JOB_SKIPPED = "JOB_SKIPPED"
     JOB_CANCELLED = "JOB_CANCELLED"
     RUN_RETRIED = "RUN_RETRIED"
+    RUN_ROLLBACK_STARTED = "RUN_ROLLBACK_STARTED"
+    RUN_ROLLBACK_FINISHED = "RUN_ROLLBACK_FINISHED"
+    JOB_COMPENSATED = "JOB_COMPENSATED"
 
 
 class LogStream(StrEnum):
@@ -73,9 +89,11 @@ class AuditAction(StrEnum):
     WORKFLOW_RUN = "workflow.run"
     RUN_CANCEL = "run.cancel"
     RUN_RETRY = "run.retry"
+    RUN_ROLLBACK = "run.rollback"
 
 
 __all__ = [
+    "ROLLBACK_FROM",
     "TERMINAL",
     "UNFINISHED",
     "AuditAction",

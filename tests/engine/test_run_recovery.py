@@ -27,7 +27,7 @@ from engine_helpers import (
     wait_run_state,
 )
 
-from trellis.v1 import jobs_pb2, runs_pb2, workflows_pb2
+from trellis.v1 import jobs_pb2, runs_pb2, workers_pb2, workflows_pb2
 
 
 @pytest.fixture
@@ -262,3 +262,142 @@ def test_progress_counts_jobs_and_estimates_from_earlier_runs(server: Running) -
     assert found.HasField("estimated_secs_left")
     assert found.estimated_secs_left >= 0
     assert (found.jobs_total, found.jobs_done) == (3, 0)
+
+
+def undoable(job_id: str, needs: tuple[str, ...] = ()) -> jobs_pb2.Job:
+    msg = job(job_id, needs=needs)
+    msg.compensation.command = f"undo {job_id}"
+    return msg
+
+
+DIAMOND = (undoable("a"), undoable("b", ("a",)), undoable("c", ("a",)), undoable("d", ("b", "c")))
+
+
+def run_all(server: Running, run_id: str, n: int) -> None:
+    for _ in range(n):
+        got = must_claim(server, "w")
+        complete(server, got.lease.lease_id, {"made": got.job.job_id})
+    wait_run_state(server, run_id, runs_pb2.RUN_STATE_SUCCEEDED)
+
+
+def rollback(server: Running, run_id: str, *job_ids: str) -> runs_pb2.Run:
+    run: runs_pb2.Run = server.runs.RollbackRun(
+        runs_pb2.RollbackRunRequest(run_id=run_id, job_ids=list(job_ids)), timeout=RPC_TIMEOUT
+    )
+    return run
+
+
+def claim_all(server: Running) -> dict[str, workers_pb2.Assignment]:
+    """Every job claimable now, by id."""
+    found = {}
+    while (got := claim(server, "w")) is not None:
+        found[got.job.job_id] = got
+    return found
+
+
+def test_compensations_run_in_reverse_dependency_order(server: Running) -> None:
+    wf = create_workflow(server, DIAMOND)
+    run_id = start(server, wf).run_id
+    run_all(server, run_id, 4)
+    assert rollback(server, run_id).state == runs_pb2.RUN_STATE_ROLLING_BACK
+
+    order: list[list[str]] = []
+    for _ in range(3):
+        wave = claim_all(server)
+        order.append(sorted(wave))
+        for got in wave.values():
+            assert got.job.command == f"undo {got.job.job_id.split(':')[0]}"
+            own = got.job.job_id.split(":")[0]
+            # The compensation sees the outputs of the job it undoes.
+            assert dict(got.job.upstream_outputs[own].values) == {"made": own}
+            complete(server, got.lease.lease_id)
+    assert order == [["d:undo"], ["b:undo", "c:undo"], ["a:undo"]]
+    detail = wait_run_state(server, run_id, runs_pb2.RUN_STATE_ROLLED_BACK)
+    assert {j.id for j in detail.jobs} >= {"a:undo", "b:undo", "c:undo", "d:undo"}
+    names = [event_name(e) for e in run_events(server, run_id)]
+    assert names.count("JOB_COMPENSATED") == 4
+    assert names.count("RUN_ROLLBACK_STARTED") == names.count("RUN_ROLLBACK_FINISHED") == 1
+    assert names[-1] == "RUN_ROLLBACK_FINISHED"
+    # All is undone: nothing is left to compensate, and a rolled-back run is not retried.
+    for call, request, text in (
+        (server.runs.RollbackRun, runs_pb2.RollbackRunRequest(run_id=run_id), "is rolled_back"),
+        (server.runs.RetryRun, runs_pb2.RetryRunRequest(run_id=run_id), "rolled back"),
+    ):
+        assert_status(rpc_error(call, request), grpc.StatusCode.FAILED_PRECONDITION, text)
+
+
+def test_a_partial_rollback_then_the_rest(server: Running) -> None:
+    wf = create_workflow(server, DIAMOND)
+    run_id = start(server, wf).run_id
+    assert_status(
+        rpc_error(server.runs.RollbackRun, runs_pb2.RollbackRunRequest(run_id=run_id)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "is running",
+    )
+    run_all(server, run_id, 4)
+    assert_status(
+        rpc_error(
+            server.runs.RollbackRun, runs_pb2.RollbackRunRequest(run_id=run_id, job_ids=["zz"])
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "zz",
+    )
+    rollback(server, run_id, "b")
+    wave = claim_all(server)
+    assert sorted(wave) == ["b:undo"]
+    complete(server, wave["b:undo"].lease.lease_id)
+    wait_run_state(server, run_id, runs_pb2.RUN_STATE_PARTLY_ROLLED_BACK)
+    assert_status(
+        rpc_error(
+            server.runs.RollbackRun, runs_pb2.RollbackRunRequest(run_id=run_id, job_ids=["b"])
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "compensated already",
+    )
+    rollback(server, run_id)
+    order = []
+    for _ in range(3):
+        wave = claim_all(server)
+        order.append(sorted(wave))
+        for got in wave.values():
+            complete(server, got.lease.lease_id)
+    # b's is done: c's waits for d's alone (d depends on c), a's for c's.
+    assert order == [["d:undo"], ["c:undo"], ["a:undo"]]
+    wait_run_state(server, run_id, runs_pb2.RUN_STATE_ROLLED_BACK)
+
+
+def test_a_failed_compensation_fails_the_rollback(server: Running) -> None:
+    wf = create_workflow(server, DIAMOND)
+    run_id = start(server, wf).run_id
+    run_all(server, run_id, 4)
+    rollback(server, run_id)
+    fail(server, must_claim(server, "w").lease.lease_id, "cannot undo d")
+    detail = wait_run_state(server, run_id, runs_pb2.RUN_STATE_ROLLBACK_FAILED)
+    states = {j.id: j.status for j in detail.jobs}
+    assert states["d:undo"] == jobs_pb2.JOB_STATE_FAILED
+    assert states["a:undo"] == states["b:undo"] == jobs_pb2.JOB_STATE_SKIPPED
+
+
+def test_a_run_that_fails_rolls_back_on_failure(server: Running) -> None:
+    created = server.workflows.CreateWorkflow(
+        workflows_pb2.CreateWorkflowRequest(
+            workflow=workflows_pb2.Workflow(
+                id=f"undo-{run_jobs.__name__}-{threading.get_ident()}",
+                name="saga",
+                rollback="on_failure",
+                jobs=[undoable("a"), job("b", needs=["a"])],
+            )
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    run_id = start(server, created.id).run_id
+    a = must_claim(server, "w")
+    complete(server, a.lease.lease_id, {"made": "a"})
+    fail(server, must_claim(server, "w").lease.lease_id, "b broke")
+    undo = must_claim(server, "w")
+    assert undo.job.job_id == "a:undo"
+    assert get_run(server, run_id).run.state == runs_pb2.RUN_STATE_ROLLING_BACK
+    complete(server, undo.lease.lease_id)
+    wait_run_state(server, run_id, runs_pb2.RUN_STATE_ROLLED_BACK)
+    names = [event_name(e) for e in run_events(server, run_id)]
+    assert names.index("RUN_FINISHED") < names.index("RUN_ROLLBACK_STARTED")

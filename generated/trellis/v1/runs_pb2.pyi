@@ -22,6 +22,10 @@ class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATE_SUCCEEDED: _ClassVar[RunState]
     RUN_STATE_FAILED: _ClassVar[RunState]
     RUN_STATE_CANCELLED: _ClassVar[RunState]
+    RUN_STATE_ROLLING_BACK: _ClassVar[RunState]
+    RUN_STATE_ROLLED_BACK: _ClassVar[RunState]
+    RUN_STATE_PARTLY_ROLLED_BACK: _ClassVar[RunState]
+    RUN_STATE_ROLLBACK_FAILED: _ClassVar[RunState]
 
 class RunEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,11 +40,18 @@ class RunEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_EVENT_TYPE_JOB_CANCELLED: _ClassVar[RunEventType]
     RUN_EVENT_TYPE_RUN_FINISHED: _ClassVar[RunEventType]
     RUN_EVENT_TYPE_RUN_RETRIED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_RUN_ROLLBACK_STARTED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_RUN_ROLLBACK_FINISHED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_JOB_COMPENSATED: _ClassVar[RunEventType]
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_RUNNING: RunState
 RUN_STATE_SUCCEEDED: RunState
 RUN_STATE_FAILED: RunState
 RUN_STATE_CANCELLED: RunState
+RUN_STATE_ROLLING_BACK: RunState
+RUN_STATE_ROLLED_BACK: RunState
+RUN_STATE_PARTLY_ROLLED_BACK: RunState
+RUN_STATE_ROLLBACK_FAILED: RunState
 RUN_EVENT_TYPE_UNSPECIFIED: RunEventType
 RUN_EVENT_TYPE_RUN_STARTED: RunEventType
 RUN_EVENT_TYPE_JOB_QUEUED: RunEventType
@@ -52,6 +63,9 @@ RUN_EVENT_TYPE_JOB_SKIPPED: RunEventType
 RUN_EVENT_TYPE_JOB_CANCELLED: RunEventType
 RUN_EVENT_TYPE_RUN_FINISHED: RunEventType
 RUN_EVENT_TYPE_RUN_RETRIED: RunEventType
+RUN_EVENT_TYPE_RUN_ROLLBACK_STARTED: RunEventType
+RUN_EVENT_TYPE_RUN_ROLLBACK_FINISHED: RunEventType
+RUN_EVENT_TYPE_JOB_COMPENSATED: RunEventType
 
 class Run(_message.Message):
     __slots__ = ("run_id", "workflow_id", "workflow_version", "state", "created_at", "finished_at", "inputs", "request_id", "attempt", "parallel_limit")
@@ -120,6 +134,14 @@ class RetryRunRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class RollbackRunRequest(_message.Message):
+    __slots__ = ("run_id", "job_ids")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run_id: _Optional[str] = ..., job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetRunProgressRequest(_message.Message):
     __slots__ = ("run_id",)

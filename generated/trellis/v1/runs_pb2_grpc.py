@@ -56,6 +56,11 @@ class RunServiceStub:
                 request_serializer=trellis_dot_v1_dot_runs__pb2.RetryRunRequest.SerializeToString,
                 response_deserializer=trellis_dot_v1_dot_runs__pb2.Run.FromString,
                 _registered_method=True)
+        self.RollbackRun = channel.unary_unary(
+                '/trellis.v1.RunService/RollbackRun',
+                request_serializer=trellis_dot_v1_dot_runs__pb2.RollbackRunRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
         self.GetRunProgress = channel.unary_unary(
                 '/trellis.v1.RunService/GetRunProgress',
                 request_serializer=trellis_dot_v1_dot_runs__pb2.GetRunProgressRequest.SerializeToString,
@@ -103,6 +108,18 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RollbackRun(self, request, context):
+        """Rolls a finished run back: runs the compensations of its succeeded jobs
+        (or of `job_ids` alone: a partial rollback) as jobs of their own, each
+        after the compensations of the jobs that depend on it. The run is
+        rolling back until they end, then rolled back, partly rolled back or,
+        when a compensation failed, rollback failed. A running run, or one
+        with nothing to compensate, is refused (FAILED_PRECONDITION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetRunProgress(self, request, context):
         """How far the run is: its jobs done of all, those running and queued,
         and an estimate of the time left from earlier runs of its workflow
@@ -141,6 +158,11 @@ def add_RunServiceServicer_to_server(servicer, server):
             'RetryRun': grpc.unary_unary_rpc_method_handler(
                     servicer.RetryRun,
                     request_deserializer=trellis_dot_v1_dot_runs__pb2.RetryRunRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'RollbackRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackRun,
+                    request_deserializer=trellis_dot_v1_dot_runs__pb2.RollbackRunRequest.FromString,
                     response_serializer=trellis_dot_v1_dot_runs__pb2.Run.SerializeToString,
             ),
             'GetRunProgress': grpc.unary_unary_rpc_method_handler(
@@ -263,6 +285,33 @@ class RunService:
             target,
             '/trellis.v1.RunService/RetryRun',
             trellis_dot_v1_dot_runs__pb2.RetryRunRequest.SerializeToString,
+            trellis_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.RunService/RollbackRun',
+            trellis_dot_v1_dot_runs__pb2.RollbackRunRequest.SerializeToString,
             trellis_dot_v1_dot_runs__pb2.Run.FromString,
             options,
             channel_credentials,

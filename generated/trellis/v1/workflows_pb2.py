@@ -30,7 +30,7 @@ from trellis.v1 import options_pb2 as trellis_dot_v1_dot_options__pb2
 from trellis.v1 import runs_pb2 as trellis_dot_v1_dot_runs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atrellis/v1/workflows.proto\x12\ntrellis.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15trellis/v1/jobs.proto\x1a\x18trellis/v1/options.proto\x1a\x15trellis/v1/runs.proto\"\x90\x03\n\x08Workflow\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07trigger\x18\x03 \x01(\t\x12\x1d\n\x04jobs\x18\x04 \x03(\x0b\x32\x0f.trellis.v1.Job\x12\x15\n\x07version\x18\x05 \x01(\rB\x04\xe2\x41\x01\x03\x12\x14\n\x06run_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12-\n\trun_state\x18\x07 \x01(\x0e\x32\x14.trellis.v1.RunStateB\x04\xe2\x41\x01\x03\x12*\n\x03\x65nv\x18\x08 \x03(\x0b\x32\x1d.trellis.v1.Workflow.EnvEntry\x12\x36\n\x06inputs\x18\t \x03(\x0b\x32 .trellis.v1.Workflow.InputsEntryB\x04\xf0\xf4\x18\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aH\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.trellis.v1.WorkflowInput:\x02\x38\x01\"\x8a\x01\n\rWorkflowInput\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.trellis.v1.InputType\x12\x10\n\x08required\x18\x02 \x01(\x08\x12-\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xf0\xf4\x18\x01\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"{\n\x14ListWorkflowsRequest\x12\x12\n\x05limit\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06offset\x18\x02 \x01(\r\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\tB\x08\n\x06_limit\"Y\n\x15ListWorkflowsResponse\x12\'\n\tworkflows\x18\x01 \x03(\x0b\x32\x14.trellis.v1.Workflow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x12GetWorkflowRequest\x12\x19\n\x0bworkflow_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"v\n\x15\x43reateWorkflowRequest\x12(\n\x08workflow\x18\x01 \x01(\x0b\x32\x14.trellis.v1.WorkflowH\x00\x12\x10\n\x06source\x18\x02 \x01(\tH\x00\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\tB\x0c\n\ndefinition\"\x84\x01\n\x12RunWorkflowRequest\x12\x19\n\x0bworkflow_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\'\n\x06inputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x16\n\x0eparallel_limit\x18\x04 \x01(\r\"\x81\x01\n\x10\x43reateRunRequest\x12,\n\x08workflow\x18\x01 \x01(\x0b\x32\x14.trellis.v1.WorkflowB\x04\xe2\x41\x01\x02\x12\'\n\x06inputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0eparallel_limit\x18\x03 \x01(\r\"R\n\x18\x42\x61tchRunWorkflowsRequest\x12\x36\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.trellis.v1.RunWorkflowRequestB\x04\xe2\x41\x01\x02\":\n\x19\x42\x61tchRunWorkflowsResponse\x12\x1d\n\x04runs\x18\x01 \x03(\x0b\x32\x0f.trellis.v1.Run\"2\n\x15\x43\x61ncelWorkflowRequest\x12\x19\n\x0bworkflow_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02*\x82\x01\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11INPUT_TYPE_STRING\x10\x01\x12\x15\n\x11INPUT_TYPE_NUMBER\x10\x02\x12\x16\n\x12INPUT_TYPE_BOOLEAN\x10\x03\x12\x13\n\x0fINPUT_TYPE_JSON\x10\x04\x32\xe1\x08\n\x0fWorkflowService\x12\x8d\x01\n\rListWorkflows\x12 .trellis.v1.ListWorkflowsRequest\x1a!.trellis.v1.ListWorkflowsResponse\"7\xda\xf3\x18\x0eworkflows:read\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1b\x12\x0e/api/workflowsb\tworkflows\x12\x97\x01\n\x0bGetWorkflow\x12\x1e.trellis.v1.GetWorkflowRequest\x1a\x14.trellis.v1.Workflow\"R\xda\xf3\x18\x0eworkflows:read\xf8\xf3\x18\x03\xe2\xf4\x18\r\x12\x0bworkflow_id\x82\xd3\xe4\x93\x02%\x12#/api/workflows/{workflow_id}/status\x12\xa7\x01\n\x0e\x43reateWorkflow\x12!.trellis.v1.CreateWorkflowRequest\x1a\x14.trellis.v1.Workflow\"\\\xd2\xf3\x18\x03\x08\xc9\x01\xda\xf3\x18\x0fworkflows:write\xf8\xf3\x18\x03\xe2\xf4\x18\x1a\x12\x0bworkflow_id\x12\x0bworkflow.id\x82\xd3\xe4\x93\x02\x1a\"\x0e/api/workflows:\x08workflow\x12\x98\x01\n\x0bRunWorkflow\x12\x1e.trellis.v1.RunWorkflowRequest\x1a\x0f.trellis.v1.Run\"X\xd2\xf3\x18\x03\x08\xca\x01\xda\xf3\x18\rworkflows:run\xf8\xf3\x18\x03\xe2\xf4\x18\r\x12\x0bworkflow_id\x82\xd3\xe4\x93\x02%\" /api/workflows/{workflow_id}/run:\x01*\x12\xb2\x01\n\x11\x42\x61tchRunWorkflows\x12$.trellis.v1.BatchRunWorkflowsRequest\x1a%.trellis.v1.BatchRunWorkflowsResponse\"P\xd2\xf3\x18\x03\x08\xca\x01\xda\xf3\x18\rworkflows:run\xf8\xf3\x18\x04\xe2\xf4\x18\x16\x12\x14requests.workflow_id\x82\xd3\xe4\x93\x02\x14\"\x0f/api/runs/batch:\x01*\x12l\n\tCreateRun\x12\x1c.trellis.v1.CreateRunRequest\x1a\x0f.trellis.v1.Run\"0\xd2\xf3\x18\x03\x08\xca\x01\xda\xf3\x18\rworkflows:run\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x0e\"\t/api/runs:\x01*\x12\xa1\x01\n\x0e\x43\x61ncelWorkflow\x12!.trellis.v1.CancelWorkflowRequest\x1a\x0f.trellis.v1.Run\"[\xd2\xf3\x18\x03\x08\xca\x01\xda\xf3\x18\rworkflows:run\xf8\xf3\x18\x03\xe2\xf4\x18\r\x12\x0bworkflow_id\x82\xd3\xe4\x93\x02(\"#/api/workflows/{workflow_id}/cancel:\x01*\x1a\x18\xca\xf3\x18\x14\n\x0eworkflow-graph\x10\x01\x30\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atrellis/v1/workflows.proto\x12\ntrellis.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15trellis/v1/jobs.proto\x1a\x18trellis/v1/options.proto\x1a\x15trellis/v1/runs.proto\"\xf8\x03\n\x08Workflow\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07trigger\x18\x03 \x01(\t\x12\x1d\n\x04jobs\x18\x04 \x03(\x0b\x32\x0f.trellis.v1.Job\x12\x15\n\x07version\x18\x05 \x01(\rB\x04\xe2\x41\x01\x03\x12\x14\n\x06run_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12-\n\trun_state\x18\x07 \x01(\x0e\x32\x14.trellis.v1.RunStateB\x04\xe2\x41\x01\x03\x12*\n\x03\x65nv\x18\x08 \x03(\x0b\x32\x1d.trellis.v1.Workflow.EnvEntry\x12\x36\n\x06inputs\x18\t \x03(\x0b\x32 .trellis.v1.Workflow.InputsEntryB\x04\xf0\xf4\x18\x01\x12\x1f\n\x08rollback\x18\n \x01(\tB\x08\x80\xf4\x18\x01\xf0\xf4\x18\x01H\x00\x88\x01\x01\x12%\n\x0eparallel_limit\x18\x0b \x01(\rB\x08\x80\xf4\x18\x01\xf0\xf4\x18\x01H\x01\x88\x01\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aH\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.trellis.v1.WorkflowInput:\x02\x38\x01\x42\x0b\n\t_rollbackB\x11\n\x0f_parallel_limit\"\x8a\x01\n\rWorkflowInput\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.trellis.v1.InputType\x12\x10\n\x08required\x18\x02 \x01(\x08\x12-\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueB\x04\xf0\xf4\x18\x01\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"{\n\x14ListWorkflowsRequest\x12\x12\n\x05limit\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x0e\n\x06offset\x18\x02 \x01(\r\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\tB\x08\n\x06_limit\"Y\n\x15ListWorkflowsResponse\x12\'\n\tworkflows\x18\x01 \x03(\x0b\x32\x14.trellis.v1.Workflow\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x12GetWorkflowRequest\x12\x19\n\x0bworkflow_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"v\n\x15\x43reateWorkflowRequest\x12(\n\x08workflow\x18\x01 \x01(\x0b\x32\x14.trellis.v1.WorkflowH\x00\x12\x10\n\x06source\x18\x02 \x01(\tH\x00\x12\x13\n\x0bworkflow_id\x18\x03 \x01(\tB\x0c\n\ndefinition\"\x84\x01\n\x12RunWorkflowRequest\x12\x19\n\x0bworkflow_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\'\n\x06inputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x16\n\x0eparallel_limit\x18\x04 \x01(\r\"\x81\x01\n\x10\x43reateRunRequest\x12,\n\x08workflow\x18\x01 \x01(\x0b\x32\x14.trellis.v1.WorkflowB\x04\xe2\x41\x01\x02\x12\'\n\x06inputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0eparallel_limit\x18\x03 \x01(\r\"R\n\x18\x42\x61tchRunWorkflowsRequest\x12\x36\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.trellis.v1.RunWorkflowRequestB\x04\xe2\x41\x01\x02\":\n\x19\x42\x61tchRunWorkflowsResponse\x12\x1d\n\x04runs\x18\x01 \x03(\x0b\x32\x0f.trellis.v1.Run\"2\n\x15\x43\x61ncelWorkflowRequest\x12\x19\n\x0bworkflow_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02*\x82\x01\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11INPUT_TYPE_STRING\x10\x01\x12\x15\n\x11INPUT_TYPE_NUMBER\x10\x02\x12\x16\n\x12INPUT_TYPE_BOOLEAN\x10\x03\x12\x13\n\x0fINPUT_TYPE_JSON\x10\x04\x32\xe1\x08\n\x0fWorkflowService\x12\x8d\x01\n\rListWorkflows\x12 .trellis.v1.ListWorkflowsRequest\x1a!.trellis.v1.ListWorkflowsResponse\"7\xda\xf3\x18\x0eworkflows:read\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1b\x12\x0e/api/workflowsb\tworkflows\x12\x97\x01\n\x0bGetWorkflow\x12\x1e.trellis.v1.GetWorkflowRequest\x1a\x14.trellis.v1.Workflow\"R\xda\xf3\x18\x0eworkflows:read\xf8\xf3\x18\x03\xe2\xf4\x18\r\x12\x0bworkflow_id\x82\xd3\xe4\x93\x02%\x12#/api/workflows/{workflow_id}/status\x12\xa7\x01\n\x0e\x43reateWorkflow\x12!.trellis.v1.CreateWorkflowRequest\x1a\x14.trellis.v1.Workflow\"\\\xd2\xf3\x18\x03\x08\xc9\x01\xda\xf3\x18\x0fworkflows:write\xf8\xf3\x18\x03\xe2\xf4\x18\x1a\x12\x0bworkflow_id\x12\x0bworkflow.id\x82\xd3\xe4\x93\x02\x1a\"\x0e/api/workflows:\x08workflow\x12\x98\x01\n\x0bRunWorkflow\x12\x1e.trellis.v1.RunWorkflowRequest\x1a\x0f.trellis.v1.Run\"X\xd2\xf3\x18\x03\x08\xca\x01\xda\xf3\x18\rworkflows:run\xf8\xf3\x18\x03\xe2\xf4\x18\r\x12\x0bworkflow_id\x82\xd3\xe4\x93\x02%\" /api/workflows/{workflow_id}/run:\x01*\x12\xb2\x01\n\x11\x42\x61tchRunWorkflows\x12$.trellis.v1.BatchRunWorkflowsRequest\x1a%.trellis.v1.BatchRunWorkflowsResponse\"P\xd2\xf3\x18\x03\x08\xca\x01\xda\xf3\x18\rworkflows:run\xf8\xf3\x18\x04\xe2\xf4\x18\x16\x12\x14requests.workflow_id\x82\xd3\xe4\x93\x02\x14\"\x0f/api/runs/batch:\x01*\x12l\n\tCreateRun\x12\x1c.trellis.v1.CreateRunRequest\x1a\x0f.trellis.v1.Run\"0\xd2\xf3\x18\x03\x08\xca\x01\xda\xf3\x18\rworkflows:run\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x0e\"\t/api/runs:\x01*\x12\xa1\x01\n\x0e\x43\x61ncelWorkflow\x12!.trellis.v1.CancelWorkflowRequest\x1a\x0f.trellis.v1.Run\"[\xd2\xf3\x18\x03\x08\xca\x01\xda\xf3\x18\rworkflows:run\xf8\xf3\x18\x03\xe2\xf4\x18\r\x12\x0bworkflow_id\x82\xd3\xe4\x93\x02(\"#/api/workflows/{workflow_id}/cancel:\x01*\x1a\x18\xca\xf3\x18\x14\n\x0eworkflow-graph\x10\x01\x30\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,6 +51,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKFLOW'].fields_by_name['run_state']._serialized_options = b'\342A\001\003'
   _globals['_WORKFLOW'].fields_by_name['inputs']._loaded_options = None
   _globals['_WORKFLOW'].fields_by_name['inputs']._serialized_options = b'\360\364\030\001'
+  _globals['_WORKFLOW'].fields_by_name['rollback']._loaded_options = None
+  _globals['_WORKFLOW'].fields_by_name['rollback']._serialized_options = b'\200\364\030\001\360\364\030\001'
+  _globals['_WORKFLOW'].fields_by_name['parallel_limit']._loaded_options = None
+  _globals['_WORKFLOW'].fields_by_name['parallel_limit']._serialized_options = b'\200\364\030\001\360\364\030\001'
   _globals['_WORKFLOWINPUT'].fields_by_name['default']._loaded_options = None
   _globals['_WORKFLOWINPUT'].fields_by_name['default']._serialized_options = b'\360\364\030\001'
   _globals['_GETWORKFLOWREQUEST'].fields_by_name['workflow_id']._loaded_options = None
@@ -79,34 +83,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKFLOWSERVICE'].methods_by_name['CreateRun']._serialized_options = b'\322\363\030\003\010\312\001\332\363\030\rworkflows:run\370\363\030\003\202\323\344\223\002\016\"\t/api/runs:\001*'
   _globals['_WORKFLOWSERVICE'].methods_by_name['CancelWorkflow']._loaded_options = None
   _globals['_WORKFLOWSERVICE'].methods_by_name['CancelWorkflow']._serialized_options = b'\322\363\030\003\010\312\001\332\363\030\rworkflows:run\370\363\030\003\342\364\030\r\022\013workflow_id\202\323\344\223\002(\"#/api/workflows/{workflow_id}/cancel:\001*'
-  _globals['_INPUTTYPE']._serialized_start=1600
-  _globals['_INPUTTYPE']._serialized_end=1730
+  _globals['_INPUTTYPE']._serialized_start=1704
+  _globals['_INPUTTYPE']._serialized_end=1834
   _globals['_WORKFLOW']._serialized_start=208
-  _globals['_WORKFLOW']._serialized_end=608
-  _globals['_WORKFLOW_ENVENTRY']._serialized_start=492
-  _globals['_WORKFLOW_ENVENTRY']._serialized_end=534
-  _globals['_WORKFLOW_INPUTSENTRY']._serialized_start=536
-  _globals['_WORKFLOW_INPUTSENTRY']._serialized_end=608
-  _globals['_WORKFLOWINPUT']._serialized_start=611
-  _globals['_WORKFLOWINPUT']._serialized_end=749
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=751
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=874
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=876
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=965
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=967
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=1014
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=1016
-  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=1134
-  _globals['_RUNWORKFLOWREQUEST']._serialized_start=1137
-  _globals['_RUNWORKFLOWREQUEST']._serialized_end=1269
-  _globals['_CREATERUNREQUEST']._serialized_start=1272
-  _globals['_CREATERUNREQUEST']._serialized_end=1401
-  _globals['_BATCHRUNWORKFLOWSREQUEST']._serialized_start=1403
-  _globals['_BATCHRUNWORKFLOWSREQUEST']._serialized_end=1485
-  _globals['_BATCHRUNWORKFLOWSRESPONSE']._serialized_start=1487
-  _globals['_BATCHRUNWORKFLOWSRESPONSE']._serialized_end=1545
-  _globals['_CANCELWORKFLOWREQUEST']._serialized_start=1547
-  _globals['_CANCELWORKFLOWREQUEST']._serialized_end=1597
-  _globals['_WORKFLOWSERVICE']._serialized_start=1733
-  _globals['_WORKFLOWSERVICE']._serialized_end=2854
+  _globals['_WORKFLOW']._serialized_end=712
+  _globals['_WORKFLOW_ENVENTRY']._serialized_start=564
+  _globals['_WORKFLOW_ENVENTRY']._serialized_end=606
+  _globals['_WORKFLOW_INPUTSENTRY']._serialized_start=608
+  _globals['_WORKFLOW_INPUTSENTRY']._serialized_end=680
+  _globals['_WORKFLOWINPUT']._serialized_start=715
+  _globals['_WORKFLOWINPUT']._serialized_end=853
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=855
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=978
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=980
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1069
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=1071
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=1118
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_start=1120
+  _globals['_CREATEWORKFLOWREQUEST']._serialized_end=1238
+  _globals['_RUNWORKFLOWREQUEST']._serialized_start=1241
+  _globals['_RUNWORKFLOWREQUEST']._serialized_end=1373
+  _globals['_CREATERUNREQUEST']._serialized_start=1376
+  _globals['_CREATERUNREQUEST']._serialized_end=1505
+  _globals['_BATCHRUNWORKFLOWSREQUEST']._serialized_start=1507
+  _globals['_BATCHRUNWORKFLOWSREQUEST']._serialized_end=1589
+  _globals['_BATCHRUNWORKFLOWSRESPONSE']._serialized_start=1591
+  _globals['_BATCHRUNWORKFLOWSRESPONSE']._serialized_end=1649
+  _globals['_CANCELWORKFLOWREQUEST']._serialized_start=1651
+  _globals['_CANCELWORKFLOWREQUEST']._serialized_end=1701
+  _globals['_WORKFLOWSERVICE']._serialized_start=1837
+  _globals['_WORKFLOWSERVICE']._serialized_end=2958
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ INPUT_TYPE_BOOLEAN: InputType
 INPUT_TYPE_JSON: InputType
 
 class Workflow(_message.Message):
-    __slots__ = ("id", "name", "trigger", "jobs", "version", "run_id", "run_state", "env", "inputs")
+    __slots__ = ("id", "name", "trigger", "jobs", "version", "run_id", "run_state", "env", "inputs", "rollback", "parallel_limit")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,8 @@ class Workflow(_message.Message):
     RUN_STATE_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_LIMIT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     trigger: str
@@ -60,7 +62,9 @@ class Workflow(_message.Message):
     run_state: _runs_pb2.RunState
     env: _containers.ScalarMap[str, str]
     inputs: _containers.MessageMap[str, WorkflowInput]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., trigger: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[_jobs_pb2.Job, _Mapping]]] = ..., version: _Optional[int] = ..., run_id: _Optional[str] = ..., run_state: _Optional[_Union[_runs_pb2.RunState, str]] = ..., env: _Optional[_Mapping[str, str]] = ..., inputs: _Optional[_Mapping[str, WorkflowInput]] = ...) -> None: ...
+    rollback: str
+    parallel_limit: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., trigger: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[_jobs_pb2.Job, _Mapping]]] = ..., version: _Optional[int] = ..., run_id: _Optional[str] = ..., run_state: _Optional[_Union[_runs_pb2.RunState, str]] = ..., env: _Optional[_Mapping[str, str]] = ..., inputs: _Optional[_Mapping[str, WorkflowInput]] = ..., rollback: _Optional[str] = ..., parallel_limit: _Optional[int] = ...) -> None: ...
 
 class WorkflowInput(_message.Message):
     __slots__ = ("type", "required", "default", "description")

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -94,6 +95,12 @@ class RunRow(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # At most this many of the run's jobs are leased at once; 0: no limit.
     parallel_limit: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Its definition's `rollback: on_failure`: a failure starts a rollback.
+    rollback_on_failure: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    # The rollback under way or last ended was of some jobs only.
+    rollback_partial: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class JobRow(Base):
@@ -151,6 +158,8 @@ class JobRow(Base):
     # The job's first try in the run's current attempt: a retried run's
     # jobs get their retries afresh.
     base_attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # For the compensation job of a rollback: the key of the job it undoes.
+    compensates: Mapped[str | None] = mapped_column(String(100))
 
 
 class JobEdgeRow(Base):

@@ -27,6 +27,7 @@ from trellis.server.engine._machine.common import (
     topic_worker,
 )
 from trellis.server.engine._machine.limits import release_held
+from trellis.server.engine._machine.recovery import roll_back_failed
 from trellis.server.engine._states import JobState, LeaseState, RunEventType, RunState
 from trellis.server.engine.definitions import Backoff
 
@@ -84,6 +85,7 @@ LEASE_COLS = (
     jobs.c.timeout_secs,
     jobs.c.parallel_limit,
     jobs.c.base_attempt,
+    jobs.c.compensates,
 )
 
 
@@ -94,7 +96,7 @@ _REPORTED_LEASES = Sql(
     """SELECT l.id, l.org_id, l.owner, l.job_id, l.run_id, l.worker_id, l.state, l.expires_at_ms,
         l.deadline_ms, l.attempt, j."key", j.state AS job_state, j.label_key, j.command,
         j.max_retries, j.lost_leases, j.backoff, j.timeout_secs, j.parallel_limit,
-        j.base_attempt
+        j.base_attempt, j.compensates
     FROM leases l JOIN jobs j ON j.id = l.job_id
     WHERE l.id IN_LIST(:ids) FOR_UPDATE_OF_LEASES"""
 )
@@ -203,6 +205,8 @@ def apply(
             succeeded.append((row, res))
             completed.append(row.id)
             ev.add(row.run_id, RunEventType.JOB_SUCCEEDED, row.key, row.attempt)
+            if row.compensates is not None:
+                ev.add(row.run_id, RunEventType.JOB_COMPENSATED, row.compensates, row.attempt)
             continue
         ended.append({"lid": row.id, "state": res.lease_state, "err": res.error, "now": now})
         delay_ms = _retry_delay_ms(row, res)
@@ -274,6 +278,16 @@ def apply(
             with _sql.pipelined(conn) as batch:
                 ev.flush(batch, effects)
                 _count_finished(batch, skipped, Counter(), now=now)
+    if failed_final:
+        # Only a failure ends a run failed: the happy path asks nothing here.
+        roll_back_failed(
+            conn,
+            org=org,
+            run_ids=[row.run_id for row, _ in failed_final],
+            now=now,
+            ev=ev,
+            effects=effects,
+        )
     if ev.rows:
         with _sql.pipelined(conn) as batch:
             ev.flush(batch, effects)
@@ -373,14 +387,21 @@ def _skip_descendants(
 # finished_at_ms and RUN_FINISHED event) are written by the statements that
 # count its finished jobs, in the batch that finishes them: no read of the
 # counters in between. The SET expressions all see the row as it was.
+# A rollback's compensation jobs end it the same way, in its own states.
 _COUNT_FINISHED = Sql(
     f"""UPDATE runs SET unfinished_jobs = unfinished_jobs - :n,
         failed_jobs = failed_jobs + :failed,
         state = CASE WHEN state = '{RunState.RUNNING}' AND unfinished_jobs <= :n
             THEN CASE WHEN failed_jobs + :failed > 0 THEN '{RunState.FAILED}'
                 ELSE '{RunState.SUCCEEDED}' END
+            WHEN state = '{RunState.ROLLING_BACK}' AND unfinished_jobs <= :n
+            THEN CASE WHEN failed_jobs + :failed > 0 THEN '{RunState.ROLLBACK_FAILED}'
+                WHEN rollback_partial THEN '{RunState.PARTLY_ROLLED_BACK}'
+                ELSE '{RunState.ROLLED_BACK}' END
             ELSE state END,
-        finished_at_ms = CASE WHEN state = '{RunState.RUNNING}' AND unfinished_jobs <= :n
+        finished_at_ms = CASE
+            WHEN state IN ('{RunState.RUNNING}', '{RunState.ROLLING_BACK}')
+                AND unfinished_jobs <= :n
             THEN :now ELSE finished_at_ms END
     WHERE id IN_LIST(:ids)"""
 )
@@ -389,9 +410,13 @@ _COUNT_FINISHED = Sql(
 # keeps its state.
 _RUNS_FINISHED = Sql(
     f"""INSERT INTO run_events (org_id, run_id, type, job_key, attempt, time_ms, message)
-    SELECT org_id, id, '{RunEventType.RUN_FINISHED}', '', 0, :now, state FROM runs
+    SELECT org_id, id,
+        CASE WHEN state IN ('{RunState.SUCCEEDED}', '{RunState.FAILED}')
+            THEN '{RunEventType.RUN_FINISHED}' ELSE '{RunEventType.RUN_ROLLBACK_FINISHED}' END,
+        '', 0, :now, state FROM runs
     WHERE id IN_LIST(:ids) AND finished_at_ms = :now AND unfinished_jobs <= 0
-        AND state IN ('{RunState.SUCCEEDED}', '{RunState.FAILED}')
+        AND state IN ('{RunState.SUCCEEDED}', '{RunState.FAILED}', '{RunState.ROLLED_BACK}',
+            '{RunState.PARTLY_ROLLED_BACK}', '{RunState.ROLLBACK_FAILED}')
     ORDER BY id"""
 )
 

@@ -38,9 +38,11 @@ _INSERT_RUN = _sql.Insert(
         "request_id": "text",
         "request_digest": "text",
         "parallel_limit": "integer",
+        "rollback_on_failure": "boolean",
     },
     constants={
         "state": f"'{RunState.RUNNING}'",
+        "rollback_partial": "false",
         "attempt": "1",
         "failed_jobs": "0",
         "cancel_requested": "false",
@@ -188,6 +190,7 @@ def create_runs(
                 "request_digest": start.request_digest,
                 "attempt": 1,
                 "parallel_limit": start.parallel_limit,
+                "rollback_on_failure": wdef.rollback == "on_failure",
             }
         )
         ev.add(run_id, RunEventType.RUN_STARTED)

@@ -26,7 +26,7 @@ from trellis.server.engine.definitions._validate import build
 from trellis.server.engine.definitions._values import MAX_JSON_DEPTH
 from trellis.v1 import jobs_pb2, workflows_pb2
 
-_WORKFLOW_KEYS = ("id", "name", "trigger", "env", "jobs", "inputs")
+_WORKFLOW_KEYS = ("id", "name", "trigger", "env", "jobs", "inputs", "rollback", "parallel_limit")
 _JOB_KEYS = (
     "id",
     "name",
@@ -37,6 +37,7 @@ _JOB_KEYS = (
     "retry_policy",
     "timeout_secs",
     "env",
+    "compensation",
 )
 
 
@@ -189,6 +190,8 @@ def read_api_mapping(data: Any, *, source: str, workflow_id: str) -> Draft:
         env=top.get("env"),
         jobs=jobs,
         inputs=top.get("inputs"),
+        rollback=top.get("rollback"),
+        parallel_limit=top.get("parallel_limit"),
     )
 
 
@@ -210,6 +213,7 @@ def _job(index: int, body: Any, where: Where) -> DraftJob:
         retry_policy=job.get("retry_policy"),
         timeout=job.get("timeout_secs"),
         env=job.get("env"),
+        compensate=job.get("compensation"),
     )
 
 

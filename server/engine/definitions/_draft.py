@@ -63,6 +63,8 @@ class DraftJob:
     backoff: Any = None
     timeout: Any = None
     env: Any = None
+    compensate: Any = None
+    """A command, or ``{<command key>, <retries key>}`` in the source's spelling."""
 
 
 JobsReader = Callable[[], tuple[int, Iterator[DraftJob]]]
@@ -82,3 +84,5 @@ class Draft:
     jobs: JobsReader
     inputs: Any = None
     """Input name -> ``{type, required, default, description}``, the form every source gives."""
+    rollback: Any = None
+    parallel_limit: Any = None

@@ -21,6 +21,8 @@ MAX_RETRIES = 100
 MAX_BACKOFF_SECS = 86_400
 MAX_TIMEOUT_SECS = 7 * 86_400
 MAX_INPUTS = 100
+MAX_PARALLEL_LIMIT = 100_000
+RollbackPolicy = Literal["", "on_failure"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,10 @@ class JobDef:
     timeout_secs: int
     # A plain dict that is never mutated; left out of the hash because dicts cannot be hashed.
     env: Mapping[str, str] = field(hash=False)
+    # The command that undoes the job's effect when its run is rolled back ("": none), and
+    # how often a failed try of it is retried.
+    compensate: str = ""
+    compensate_retries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,10 @@ class WorkflowDef:
     jobs: tuple[JobDef, ...]
     inputs: tuple[InputDef, ...] = ()
     """In declaration order; by name from a ``Workflow`` message, whose map has no order."""
+    rollback: RollbackPolicy = ""
+    """``on_failure``: a run that fails runs its succeeded jobs' compensations."""
+    parallel_limit: int = 0
+    """The parallel limit of a run started without one (0: none)."""
 
     def resolve_inputs(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The input values of a run (plain JSON values, as ``json.loads`` or a Struct give
@@ -146,12 +156,27 @@ class WorkflowDef:
                     "backoff": job.backoff.to_json(),
                     "timeout_secs": job.timeout_secs,
                     "env": dict(job.env),
+                    # Only when set: definitions without stay as they were stored before.
+                    **(
+                        {
+                            "compensate": {
+                                "command": job.compensate,
+                                "max_retries": job.compensate_retries,
+                            }
+                        }
+                        if job.compensate
+                        else {}
+                    ),
                 }
                 for job in self.jobs
             ],
         }
         if self.inputs:
             found["inputs"] = [_input_json(spec) for spec in self.inputs]
+        if self.rollback:
+            found["rollback"] = self.rollback
+        if self.parallel_limit:
+            found["parallel_limit"] = self.parallel_limit
         return found
 
     @classmethod

@@ -52,6 +52,8 @@ def read_stored(data: Any) -> Draft:
         env=top.get("env"),
         jobs=jobs,
         inputs=_inputs(top.get("inputs"), where),
+        rollback=top.get("rollback"),
+        parallel_limit=top.get("parallel_limit"),
     )
 
 
@@ -90,6 +92,7 @@ def _job(index: int, body: Any, where: Where) -> DraftJob:
         backoff=job.get("backoff"),
         timeout=job.get("timeout_secs"),
         env=job.get("env"),
+        compensate=job.get("compensate"),
     )
 
 

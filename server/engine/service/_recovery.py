@@ -16,7 +16,7 @@ from trellis.server.core.principal import Principal
 from trellis.server.engine import _machine as machine
 from trellis.server.engine import _render as render
 from trellis.server.engine._machine import Effects, NewRun, jobs, new_id
-from trellis.server.engine._machine.recovery import retry_run
+from trellis.server.engine._machine.recovery import retry_run, rollback_run, stored_definition
 from trellis.server.engine._states import TERMINAL, AuditAction, JobState, RunState
 from trellis.server.engine.definitions import DefinitionError, InputError, parse_message
 from trellis.server.engine.service._base import Audit, Base, versions
@@ -52,6 +52,35 @@ class RecoveryOps(Base):
             return render.run_from_row(_run_row(conn, org, run_id)), effects
 
         return self._write(tx, Audit(principal, ip, AuditAction.RUN_RETRY, f"run:{run_id}"))
+
+    def rollback_run(
+        self, principal: Principal, run_id: str, job_ids: Sequence[str] = (), *, ip: str = ""
+    ) -> runs_pb2.Run:
+        """Starts a rollback of a finished run: of its succeeded jobs' compensations,
+        or of ``job_ids``' alone (see ``machine.start_rollback``)."""
+        org = principal.org_id
+
+        def tx(conn: Connection, now: int) -> tuple[runs_pb2.Run, Effects]:
+            def definition(run: Any) -> Any:
+                return self._definition(
+                    org,
+                    run.workflow_id,
+                    run.workflow_version,
+                    lambda: stored_definition(conn, org, run).to_json(),
+                )
+
+            effects = rollback_run(
+                conn,
+                is_pg=self.db.is_postgres,
+                org=org,
+                run_id=run_id,
+                job_keys=list(job_ids),
+                now=now,
+                definition=definition,
+            )
+            return render.run_from_row(_run_row(conn, org, run_id)), effects
+
+        return self._write(tx, Audit(principal, ip, AuditAction.RUN_ROLLBACK, f"run:{run_id}"))
 
     def create_adhoc_run(
         self,
@@ -95,7 +124,13 @@ class RecoveryOps(Base):
                     created_at_ms=now,
                 )
             )
-            new = NewRun(wdef, 1, resolved or None, parallel_limit=parallel_limit, run_id=run_id)
+            new = NewRun(
+                wdef,
+                1,
+                resolved or None,
+                parallel_limit=parallel_limit or wdef.parallel_limit,
+                run_id=run_id,
+            )
             created, effects = machine.create_runs(conn, org=org, new=[new], now=now)
             return created[0], effects
 

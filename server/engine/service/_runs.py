@@ -29,6 +29,8 @@ _ATTEMPTS_OF_RUN = _sql.Sql(
         AND state <> '{LeaseState.RELEASED}'
     ORDER BY job_id, attempt"""
 )
+_ENDS = (RunEventType.RUN_FINISHED, RunEventType.RUN_ROLLBACK_FINISHED)
+_GOING = (runs_pb2.RUN_STATE_RUNNING, runs_pb2.RUN_STATE_ROLLING_BACK)
 RUNS_PAGE_SIZE = 50
 MAX_RUNS_PAGE = 1000
 # Newest first; runs created in one millisecond in id order.
@@ -150,10 +152,11 @@ class RunOps(Base):
                 for row in rows:
                     after_id = row["id"]
                     yield render.run_event(row)
-                # A retried run finished before its last attempt: the stream
-                # ends at a RUN_FINISHED that nothing follows.
-                if rows and rows[-1]["type"] == RunEventType.RUN_FINISHED:
-                    if self._run(principal.org_id, run_id).state != runs_pb2.RUN_STATE_RUNNING:
+                # A retried run finished before its last attempt, and a run
+                # rolling back goes on after it failed: the stream ends at
+                # an end that nothing follows, once the run is over.
+                if rows and rows[-1]["type"] in _ENDS:
+                    if self._run(principal.org_id, run_id).state not in _GOING:
                         return
                     continue
                 if not rows:

@@ -326,7 +326,7 @@ class StartOps(Base):
                     inputs or None,
                     req.request_id or None,
                     digest,
-                    parallel_limit=req.parallel_limit,
+                    parallel_limit=req.parallel_limit or wdef.parallel_limit,
                 )
             )
         prior.update(seen)
