@@ -74,9 +74,10 @@ class Workflows(workflows_pb2_grpc.WorkflowServiceServicer):
     ) -> runs_pb2.Run:
         principal, ip = caller_of(context)
         given = json_format.MessageToDict(request.inputs) if request.inputs.fields else {}
+        chosen = request.WhichOneof("definition")
         return self.s.create_adhoc_run(
             principal,
-            request.workflow if request.HasField("workflow") else None,
+            request.workflow if chosen == "workflow" else request.source or None,
             given,
             parallel_limit=request.parallel_limit,
             ip=ip,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -26,8 +27,10 @@ from engine_helpers import (
     run_jobs,
     wait_run_state,
 )
+from sdk_helpers import client_for, one_error_line, started_worker, trellis
 
 from trellis.v1 import jobs_pb2, runs_pb2, workers_pb2, workflows_pb2
+from trellis.worker_sdk import JobContext, Worker
 
 
 @pytest.fixture
@@ -401,3 +404,78 @@ def test_a_run_that_fails_rolls_back_on_failure(server: Running) -> None:
     wait_run_state(server, run_id, runs_pb2.RUN_STATE_ROLLED_BACK)
     names = [event_name(e) for e in run_events(server, run_id)]
     assert names.index("RUN_FINISHED") < names.index("RUN_ROLLBACK_STARTED")
+
+
+SAGA = """
+name: saga
+on: push
+jobs:
+  book:
+    run: book
+    compensate: unbook
+  pay:
+    needs: book
+    run: pay
+    compensate:
+      run: refund
+      retries: 1
+"""
+
+
+def test_sdk_worker_and_cli_retry_rollback_progress(server: Running, tmp_path: Path) -> None:
+    target = ["--target", server.grpc_target]
+    worker = Worker(server.grpc_target, slots=2)
+    tries: dict[str, int] = {}
+    seen: dict[str, dict[str, dict[str, str]]] = {}
+
+    def handle(ctx: JobContext) -> dict[str, str]:
+        tries[ctx.job_id] = tries.get(ctx.job_id, 0) + 1
+        seen[ctx.job_id] = ctx.upstream_outputs
+        if ctx.job_id == "pay" and tries["pay"] == 1:
+            raise RuntimeError("card declined")
+        return {"by": ctx.job_id}
+
+    for command in ("book", "pay", "unbook", "refund"):
+        worker.handler(command)(handle)
+    with client_for(server) as client, started_worker(worker):
+        wf = client.create_workflow(SAGA, workflow_id=f"saga-{threading.get_ident()}").id
+        started = trellis("run", wf, "--parallel-limit", "1", "--wait", *target)
+        assert started.returncode != 0, started.stdout
+        run_id = started.stdout.splitlines()[0]
+        assert client.get_run(run_id).run.parallel_limit == 1
+
+        retried = trellis("retry", run_id, *target)
+        assert retried.returncode == 0, retried.stderr
+        assert "(attempt 2)" in retried.stdout
+        detail = client.wait_for_run(run_id, RPC_TIMEOUT)
+        assert detail.run.state == runs_pb2.RUN_STATE_SUCCEEDED
+        assert tries == {"book": 1, "pay": 2}
+        assert seen["pay"] == {"book": {"by": "book"}}
+
+        shown = trellis("progress", run_id, *target)
+        assert shown.returncode == 0, shown.stderr
+        assert "done: 2/2" in shown.stdout
+
+        undone = trellis("rollback", run_id, "--job", "pay", *target)
+        assert undone.returncode == 0, undone.stderr
+        detail = wait_run_state(server, run_id, runs_pb2.RUN_STATE_PARTLY_ROLLED_BACK)
+        assert seen["pay:undo"] == {"pay": {"by": "pay"}}
+        assert "book:undo" not in tries
+        assert client.rollback_run(run_id).state == runs_pb2.RUN_STATE_ROLLING_BACK
+        wait_run_state(server, run_id, runs_pb2.RUN_STATE_ROLLED_BACK)
+        assert seen["book:undo"] == {"book": {"by": "book"}}
+
+        path = tmp_path / "once.yml"
+        path.write_text(SAGA.replace("pay:\n", "pay2:\n"), encoding="utf-8")
+        adhoc = trellis("run-adhoc", str(path), "--parallel-limit", "2", *target)
+        assert adhoc.returncode == 0, adhoc.stderr
+        adhoc_id = adhoc.stdout.strip()
+        detail = client.wait_for_run(adhoc_id, RPC_TIMEOUT)
+        assert detail.run.workflow_id == f"adhoc-{adhoc_id}"
+        assert detail.run.state == runs_pb2.RUN_STATE_SUCCEEDED
+        assert client.run_progress(adhoc_id).jobs_done == 2
+        assert client.run_adhoc(SAGA, parallel_limit=1).parallel_limit == 1
+
+        bad = trellis("run-adhoc", "-", *target, stdin="name: x\non: push\njobs: {}\n")
+        assert bad.returncode != 0
+        assert "jobs" in one_error_line(bad)

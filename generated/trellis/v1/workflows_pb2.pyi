@@ -129,14 +129,16 @@ class RunWorkflowRequest(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., parallel_limit: _Optional[int] = ...) -> None: ...
 
 class CreateRunRequest(_message.Message):
-    __slots__ = ("workflow", "inputs", "parallel_limit")
+    __slots__ = ("workflow", "source", "inputs", "parallel_limit")
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_LIMIT_FIELD_NUMBER: _ClassVar[int]
     workflow: Workflow
+    source: str
     inputs: _struct_pb2.Struct
     parallel_limit: int
-    def __init__(self, workflow: _Optional[_Union[Workflow, _Mapping]] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parallel_limit: _Optional[int] = ...) -> None: ...
+    def __init__(self, workflow: _Optional[_Union[Workflow, _Mapping]] = ..., source: _Optional[str] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parallel_limit: _Optional[int] = ...) -> None: ...
 
 class BatchRunWorkflowsRequest(_message.Message):
     __slots__ = ("requests",)

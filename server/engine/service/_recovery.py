@@ -18,7 +18,12 @@ from trellis.server.engine import _render as render
 from trellis.server.engine._machine import Effects, NewRun, jobs, new_id
 from trellis.server.engine._machine.recovery import retry_run, rollback_run, stored_definition
 from trellis.server.engine._states import TERMINAL, AuditAction, JobState, RunState
-from trellis.server.engine.definitions import DefinitionError, InputError, parse_message
+from trellis.server.engine.definitions import (
+    DefinitionError,
+    InputError,
+    parse_message,
+    parse_text,
+)
 from trellis.server.engine.service._base import Audit, Base, versions
 from trellis.server.engine.service._runs import _run_row
 from trellis.server.engine.service._starts import check_parallel_limit
@@ -85,7 +90,7 @@ class RecoveryOps(Base):
     def create_adhoc_run(
         self,
         principal: Principal,
-        workflow: workflows_pb2.Workflow | None,
+        workflow: workflows_pb2.Workflow | str | None,
         inputs: Mapping[str, Any],
         *,
         parallel_limit: int = 0,
@@ -100,14 +105,17 @@ class RecoveryOps(Base):
         org = principal.org_id
         check_parallel_limit(parallel_limit)
         if workflow is None:
-            raise InvalidArgument("workflow: required")
+            raise InvalidArgument("workflow: required (or source)")
         run_id = new_id()
         workflow_id = ADHOC_PREFIX + run_id
-        given = workflows_pb2.Workflow()
-        given.CopyFrom(workflow)
-        given.ClearField("id")
         try:
-            wdef = parse_message(given, workflow_id=workflow_id)
+            if isinstance(workflow, str):
+                wdef = parse_text(workflow, source="api", workflow_id=workflow_id)
+            else:
+                given = workflows_pb2.Workflow()
+                given.CopyFrom(workflow)
+                given.ClearField("id")
+                wdef = parse_message(given, workflow_id=workflow_id)
             resolved = wdef.resolve_inputs(inputs)
         except (DefinitionError, InputError) as exc:
             raise InvalidArgument(str(exc)) from exc
