@@ -4,6 +4,7 @@ inline definition, and measured by their progress."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from engine_helpers import (
 )
 from sdk_helpers import client_for, one_error_line, started_worker, trellis
 
+from trellis.server.engine.definitions import WorkflowDef, parse_text
 from trellis.v1 import jobs_pb2, runs_pb2, workers_pb2, workflows_pb2
 from trellis.worker_sdk import JobContext, Worker
 
@@ -479,3 +481,16 @@ def test_sdk_worker_and_cli_retry_rollback_progress(server: Running, tmp_path: P
         bad = trellis("run-adhoc", "-", *target, stdin="name: x\non: push\njobs: {}\n")
         assert bad.returncode != 0
         assert "jobs" in one_error_line(bad)
+
+
+def test_the_readme_example() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    found = re.search(r"```yaml\n# saga\.yml\n(.*?)```", readme, re.DOTALL)
+    assert found is not None
+    wf = parse_text(found.group(1), source="saga.yml", workflow_id="saga")
+    assert (wf.rollback, wf.parallel_limit) == ("on_failure", 2)
+    assert [(j.id, j.compensate, j.compensate_retries) for j in wf.jobs] == [
+        ("book", "./unbook.sh", 0),
+        ("pay", "./refund.sh", 2),
+    ]
+    assert WorkflowDef.from_json(wf.to_json()) == wf
