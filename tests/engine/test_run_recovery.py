@@ -395,6 +395,8 @@ def test_a_run_that_fails_rolls_back_on_failure(server: Running) -> None:
         ),
         timeout=RPC_TIMEOUT,
     )
+    assert created.rollback == "on_failure"
+    assert created.jobs[0].compensation.command == "undo a"
     run_id = start(server, created.id).run_id
     a = must_claim(server, "w")
     complete(server, a.lease.lease_id, {"made": "a"})

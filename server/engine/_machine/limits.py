@@ -36,10 +36,13 @@ _PUT_BACK = Sql(
     WHERE id IN_LIST(:ids) AND state = '{JobState.RUNNING}'"""
 )
 # Jobs waiting out a retry's backoff keep their time: they are judged when
-# claimed.
+# claimed. Jobs another claim holds are skipped, not waited for (that claim
+# waits for this one's run lock): it counts them itself.
 _HOLD = Sql(
     f"""UPDATE jobs SET ready_at_ms = {HELD}
-    WHERE run_id IN_LIST(:run_ids) AND state = '{JobState.QUEUED}' AND ready_at_ms <= :now"""
+    WHERE id IN (SELECT id FROM jobs
+        WHERE run_id IN_LIST(:run_ids) AND state = '{JobState.QUEUED}' AND ready_at_ms <= :now
+        FOR_UPDATE_SKIP_LOCKED)"""
 )
 _RELEASE = Sql(
     f"""UPDATE jobs SET ready_at_ms = 0

@@ -204,6 +204,8 @@ class WorkflowOps(Base):
                 version=r.version,
                 env=dict(wdef.env),
                 inputs=render.workflow_inputs(wdef.inputs),
+                rollback=wdef.rollback or None,
+                parallel_limit=wdef.parallel_limit or None,
             )
             if r.latest_run_id:
                 msg.run_id = r.latest_run_id
