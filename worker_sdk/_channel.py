@@ -209,6 +209,7 @@ class WorkflowRpc:
         self.ImportWorkflows = _unary(
             ch, s, "ImportWorkflows", m.ImportWorkflowsRequest, m.ImportWorkflowsResponse
         )
+        self.CreateRun = _unary(ch, s, "CreateRun", m.CreateRunRequest, runs_pb2.Run)
 
 
 class RunRpc:
@@ -220,6 +221,11 @@ class RunRpc:
         self.GetRun = _unary(ch, s, "GetRun", m.GetRunRequest, m.RunDetail)
         self.ListRuns = _unary(ch, s, "ListRuns", m.ListRunsRequest, m.ListRunsResponse)
         self.CancelRun = _unary(ch, s, "CancelRun", m.CancelRunRequest, m.Run)
+        self.RetryRun = _unary(ch, s, "RetryRun", m.RetryRunRequest, m.Run)
+        self.RollbackRun = _unary(ch, s, "RollbackRun", m.RollbackRunRequest, m.Run)
+        self.GetRunProgress = _unary(
+            ch, s, "GetRunProgress", m.GetRunProgressRequest, m.RunProgress
+        )
         self.StreamRunEvents = _server_stream(
             ch, s, "StreamRunEvents", m.StreamRunEventsRequest, m.RunEvent
         )

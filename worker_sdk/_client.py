@@ -14,6 +14,7 @@ import grpc
 from ._channel import Connection
 from ._client_events import EventsMixin
 from ._client_lifecycle import LifecycleMethods
+from ._client_runs import RunsMixin
 from ._client_topics import TopicCalls
 from ._errors import ConnectionLost, DeadlineExceeded, TrellisError, wrap_rpc_error
 from ._inputs import to_struct
@@ -32,7 +33,14 @@ _T = TypeVar("_T")
 DEFAULT_TARGET = "localhost:50051"
 
 _TERMINAL_RUN_STATES = frozenset(
-    {runs_pb2.RUN_STATE_SUCCEEDED, runs_pb2.RUN_STATE_FAILED, runs_pb2.RUN_STATE_CANCELLED}
+    {
+        runs_pb2.RUN_STATE_SUCCEEDED,
+        runs_pb2.RUN_STATE_FAILED,
+        runs_pb2.RUN_STATE_CANCELLED,
+        runs_pb2.RUN_STATE_ROLLED_BACK,
+        runs_pb2.RUN_STATE_PARTLY_ROLLED_BACK,
+        runs_pb2.RUN_STATE_ROLLBACK_FAILED,
+    }
 )
 
 
@@ -66,7 +74,7 @@ def _run_request(
     return request
 
 
-class Client(LifecycleMethods, TopicCalls, EventsMixin):
+class Client(LifecycleMethods, TopicCalls, EventsMixin, RunsMixin):
     """Talks to a Trellis server: define and run workflows, watch runs and logs.
 
     Methods return the ``trellis.v1`` protobuf messages (``Workflow``, ``Run``,
@@ -221,8 +229,12 @@ class Client(LifecycleMethods, TopicCalls, EventsMixin):
         *,
         inputs: Mapping[str, Any] | None = None,
         request_id: str | None = None,
+        parallel_limit: int = 0,
     ) -> runs_pb2.Run:
         """Starts a run of the workflow's current version; returns the ``Run``.
+
+        With ``parallel_limit``, at most that many of the run's jobs are
+        leased at once (0: the workflow's own limit, if any).
 
         ``inputs`` are values of the workflow's declared inputs (JSON-like:
         str, int, float, bool, None, mappings and lists); the server checks
@@ -235,9 +247,9 @@ class Client(LifecycleMethods, TopicCalls, EventsMixin):
         Raises ValueError, before any call, for a value JSON cannot carry
         (or a number beyond ±2**53, which would lose digits).
         """
-        return self._unary(
-            self._conn.workflows.RunWorkflow, _run_request(workflow_id, inputs, request_id)
-        )
+        request = _run_request(workflow_id, inputs, request_id)
+        request.parallel_limit = parallel_limit
+        return self._unary(self._conn.workflows.RunWorkflow, request)
 
     def run_workflows(self, requests: Iterable[RunRequest]) -> list[runs_pb2.Run]:
         """Starts one run per :class:`RunRequest`, all in one transaction;

@@ -34,6 +34,7 @@ from ._cli_events import add_events_command
 from ._cli_inputs import input_option, read_inputs_file, run_inputs
 from ._cli_lifecycle import add_lifecycle_commands
 from ._cli_manage import add_manage_commands, inputs_line
+from ._cli_runs import add_runs_commands, non_negative
 from ._cli_topics import add_topic_commands
 from ._client import Client
 from ._errors import DeadlineExceeded, TrellisError
@@ -120,6 +121,13 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
         help="makes the start safe to retry: a start with the id of an earlier one "
         "answers that run and starts none",
     )
+    p.add_argument(
+        "--parallel-limit",
+        type=non_negative,
+        default=0,
+        metavar="N",
+        help="at most N of the run's jobs at once (default: the workflow's limit, if any)",
+    )
     p.set_defaults(func=_guard(_cmd_run))
 
     p = subparsers.add_parser("status", parents=[common], help="show jobs and their states")
@@ -141,6 +149,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     add_lifecycle_commands(subparsers, common)
     add_topic_commands(subparsers, common)
     add_events_command(subparsers, common)
+    add_runs_commands(subparsers, common)
 
     p = subparsers.add_parser(
         "login",
@@ -281,7 +290,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from_file = read_inputs_file(args.inputs_file) if args.inputs_file else {}
     with _client(args) as client:
         inputs = run_inputs(client, args.workflow_id, from_file, args.inputs)
-        run = client.run_workflow(args.workflow_id, inputs=inputs, request_id=args.request_id)
+        run = client.run_workflow(
+            args.workflow_id,
+            inputs=inputs,
+            request_id=args.request_id,
+            parallel_limit=args.parallel_limit,
+        )
         print(run.run_id, flush=True)
         if not (args.wait or args.follow):
             return EXIT_OK

@@ -39,6 +39,26 @@ class Runs(runs_pb2_grpc.RunServiceServicer):
         principal, ip = caller_of(context)
         return self.s.cancel_run(principal, request.run_id, ip=ip)
 
+    @unary
+    def RetryRun(
+        self, request: runs_pb2.RetryRunRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.Run:
+        principal, ip = caller_of(context)
+        return self.s.retry_run(principal, request.run_id, ip=ip)
+
+    @unary
+    def RollbackRun(
+        self, request: runs_pb2.RollbackRunRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.Run:
+        principal, ip = caller_of(context)
+        return self.s.rollback_run(principal, request.run_id, list(request.job_ids), ip=ip)
+
+    @unary
+    def GetRunProgress(
+        self, request: runs_pb2.GetRunProgressRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.RunProgress:
+        return self.s.run_progress(principal_of(context), request.run_id)
+
     @streaming
     def StreamRunEvents(
         self, request: runs_pb2.StreamRunEventsRequest, context: grpc.ServicerContext

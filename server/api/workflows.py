@@ -69,6 +69,21 @@ class Workflows(workflows_pb2_grpc.WorkflowServiceServicer):
         return workflows_pb2.BatchRunWorkflowsResponse(runs=started)
 
     @unary
+    def CreateRun(
+        self, request: workflows_pb2.CreateRunRequest, context: grpc.ServicerContext
+    ) -> runs_pb2.Run:
+        principal, ip = caller_of(context)
+        given = json_format.MessageToDict(request.inputs) if request.inputs.fields else {}
+        chosen = request.WhichOneof("definition")
+        return self.s.create_adhoc_run(
+            principal,
+            request.workflow if chosen == "workflow" else request.source or None,
+            given,
+            parallel_limit=request.parallel_limit,
+            ip=ip,
+        )
+
+    @unary
     def CancelWorkflow(
         self, request: workflows_pb2.CancelWorkflowRequest, context: grpc.ServicerContext
     ) -> runs_pb2.Run:
@@ -253,7 +268,9 @@ def _run_request(request: workflows_pb2.RunWorkflowRequest, key: str = "") -> Ru
     # Struct numbers are doubles; the definition's check turns whole ones back
     # into integers.
     given = json_format.MessageToDict(request.inputs) if request.inputs.fields else {}
-    return RunRequest(request.workflow_id, given, request.request_id or key)
+    return RunRequest(
+        request.workflow_id, given, request.request_id or key, parallel_limit=request.parallel_limit
+    )
 
 
 def _idempotency_key(context: grpc.ServicerContext) -> str:

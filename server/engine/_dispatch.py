@@ -46,6 +46,7 @@ from trellis.server.engine._machine.common import (
     lock_runs_of_leases,
     topic_worker,
 )
+from trellis.server.engine._machine.limits import within_limits
 from trellis.server.engine._notify import Notifier, Ready, Subscription, WorkKey
 from trellis.server.engine._states import JobState, LeaseState, RunEventType
 
@@ -529,8 +530,10 @@ def _lease_ready(
     )
     if not rows:
         return []
-    rows.sort(key=lambda r: r.id)
     effects.ready[(org, key, command)] -= len(rows)
+    rows = sorted(within_limits(conn, is_pg=is_pg, rows=rows, now=now), key=lambda r: r.id)
+    if not rows:
+        return []
     return grant(
         conn,
         is_pg=is_pg,

@@ -11,6 +11,7 @@ from google.protobuf import json_format, struct_pb2
 from trellis.server.core._sql import from_json
 from trellis.server.core.times import timestamp
 from trellis.server.engine._machine.claims import Claimed
+from trellis.server.engine._machine.common import HELD
 from trellis.server.engine._states import JobState, LeaseState, LogStream, RunState
 from trellis.server.engine.definitions import Backoff, InputDef, JobDef
 from trellis.v1 import jobs_pb2, logs_pb2, runs_pb2, workers_pb2, workflows_pb2
@@ -30,6 +31,10 @@ RUN_STATES = {
     RunState.SUCCEEDED.value: runs_pb2.RUN_STATE_SUCCEEDED,
     RunState.FAILED.value: runs_pb2.RUN_STATE_FAILED,
     RunState.CANCELLED.value: runs_pb2.RUN_STATE_CANCELLED,
+    RunState.ROLLING_BACK.value: runs_pb2.RUN_STATE_ROLLING_BACK,
+    RunState.ROLLED_BACK.value: runs_pb2.RUN_STATE_ROLLED_BACK,
+    RunState.PARTLY_ROLLED_BACK.value: runs_pb2.RUN_STATE_PARTLY_ROLLED_BACK,
+    RunState.ROLLBACK_FAILED.value: runs_pb2.RUN_STATE_ROLLBACK_FAILED,
 }
 # The workflow-graph spelling of job states, for the `status` list filter.
 STATUS_FILTER: dict[str, tuple[JobState, ...]] = {
@@ -114,6 +119,11 @@ def job_from_def(job: JobDef) -> jobs_pb2.Job:
         retry_policy=retry_policy(job.max_retries, job.backoff),
         timeout_secs=job.timeout_secs,
         env=dict(job.env),
+        compensation=jobs_pb2.Compensation(
+            command=job.compensate, max_retries=job.compensate_retries
+        )
+        if job.compensate
+        else None,
     )
 
 
@@ -139,7 +149,8 @@ def job_from_row(row: Mapping[Any, Any], now: int) -> jobs_pb2.Job:
         msg.duration_secs = max(0, round((finished - started) / 1000))
     if row["error"] and state in (JobState.FAILED, JobState.QUEUED):
         msg.output = row["error"]
-    if state == JobState.QUEUED and row["ready_at_ms"] > now:
+    # A job held for a slot of its run's parallel limit waits for no time.
+    if state == JobState.QUEUED and now < row["ready_at_ms"] < HELD:
         msg.delayed_until.FromMilliseconds(row["ready_at_ms"])
     return msg
 
@@ -167,6 +178,10 @@ def run_from_row(row: Mapping[Any, Any]) -> runs_pb2.Run:
         finished_at=timestamp(row["finished_at_ms"]),
         inputs=_struct(row["inputs"]),
         request_id=row["request_id"],
+        # Unset on a first try, so that answers about runs never retried
+        # keep their shape.
+        attempt=row["attempt"] if row["attempt"] > 1 else None,
+        parallel_limit=row["parallel_limit"] or None,
     )
 
 

@@ -46,6 +46,19 @@ class RunState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    PARTLY_ROLLED_BACK = "partial_rollback"
+    ROLLBACK_FAILED = "rollback_failed"
+
+
+# A run in one of these states may be rolled back.
+ROLLBACK_FROM = (
+    RunState.SUCCEEDED,
+    RunState.FAILED,
+    RunState.CANCELLED,
+    RunState.PARTLY_ROLLED_BACK,
+)
 
 
 # The engine writes the event log's types (one definition, in core); the
@@ -69,9 +82,12 @@ class AuditAction(StrEnum):
     WORKFLOW_IMPORT = "workflow.import"
     WORKFLOW_RUN = "workflow.run"
     RUN_CANCEL = "run.cancel"
+    RUN_RETRY = "run.retry"
+    RUN_ROLLBACK = "run.rollback"
 
 
 __all__ = [
+    "ROLLBACK_FROM",
     "TERMINAL",
     "UNFINISHED",
     "AuditAction",

@@ -222,7 +222,8 @@ def test_defaults_are_rendered() -> None:
     assert rendered["depends_on"] == []
     assert rendered["outputs"] == {}
     assert rendered["status"] is None  # JOB_STATE_UNSPECIFIED
-    additional = {"waiting_reason", "attempts"}
+    # `compensation` is additional and left out when unset (omit_unset).
+    additional = {"waiting_reason", "attempts", "compensation"}
     documented = [f.name for f in jobs_pb2.Job.DESCRIPTOR.fields if f.name not in additional]
     assert list(rendered) == documented
 
@@ -232,7 +233,8 @@ def test_additional_fields_render_only_where_the_surface_asks_for_them() -> None
     assert "waiting_reason" not in render_message(job)  # type: ignore[operator]
     rendered = render_message(job, additional=True)
     assert isinstance(rendered, dict)
-    assert list(rendered) == [f.name for f in jobs_pb2.Job.DESCRIPTOR.fields]
+    unset = {"compensation"}  # omit_unset: absent rather than null
+    assert list(rendered) == [f.name for f in jobs_pb2.Job.DESCRIPTOR.fields if f.name not in unset]
     assert rendered["waiting_reason"] == "no worker is connected"
     # Nested messages follow the surface: a run's jobs, a worker's capabilities.
     detail = runs_pb2.RunDetail(jobs=[job])

@@ -82,7 +82,7 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_retries: _Optional[int] = ..., backoff: _Optional[_Union[Backoff, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "name", "status", "command", "duration_secs", "started_at", "depends_on", "output", "required_labels", "max_retries", "attempt", "retry_policy", "timeout_secs", "outputs", "delayed_until", "env", "waiting_reason", "attempts")
+    __slots__ = ("id", "name", "status", "command", "duration_secs", "started_at", "depends_on", "output", "required_labels", "max_retries", "attempt", "retry_policy", "timeout_secs", "outputs", "delayed_until", "env", "waiting_reason", "attempts", "compensation")
     class OutputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,7 @@ class Job(_message.Message):
     ENV_FIELD_NUMBER: _ClassVar[int]
     WAITING_REASON_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    COMPENSATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     status: JobState
@@ -133,7 +134,16 @@ class Job(_message.Message):
     env: _containers.ScalarMap[str, str]
     waiting_reason: str
     attempts: _containers.RepeatedCompositeFieldContainer[JobAttempt]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[JobState, str]] = ..., command: _Optional[str] = ..., duration_secs: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., depends_on: _Optional[_Iterable[str]] = ..., output: _Optional[str] = ..., required_labels: _Optional[_Iterable[str]] = ..., max_retries: _Optional[int] = ..., attempt: _Optional[int] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_secs: _Optional[int] = ..., outputs: _Optional[_Mapping[str, str]] = ..., delayed_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., env: _Optional[_Mapping[str, str]] = ..., waiting_reason: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[JobAttempt, _Mapping]]] = ...) -> None: ...
+    compensation: Compensation
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[JobState, str]] = ..., command: _Optional[str] = ..., duration_secs: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., depends_on: _Optional[_Iterable[str]] = ..., output: _Optional[str] = ..., required_labels: _Optional[_Iterable[str]] = ..., max_retries: _Optional[int] = ..., attempt: _Optional[int] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_secs: _Optional[int] = ..., outputs: _Optional[_Mapping[str, str]] = ..., delayed_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., env: _Optional[_Mapping[str, str]] = ..., waiting_reason: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[JobAttempt, _Mapping]]] = ..., compensation: _Optional[_Union[Compensation, _Mapping]] = ...) -> None: ...
+
+class Compensation(_message.Message):
+    __slots__ = ("command", "max_retries")
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    command: str
+    max_retries: int
+    def __init__(self, command: _Optional[str] = ..., max_retries: _Optional[int] = ...) -> None: ...
 
 class JobAttempt(_message.Message):
     __slots__ = ("attempt", "lease_id", "worker_id", "started_at", "ended_at", "outcome", "error")

@@ -30,7 +30,7 @@ from trellis.v1 import jobs_pb2 as trellis_dot_v1_dot_jobs__pb2
 from trellis.v1 import options_pb2 as trellis_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15trellis/v1/runs.proto\x12\ntrellis.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15trellis/v1/jobs.proto\x1a\x18trellis/v1/options.proto\"\xd2\x02\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x18\n\x10workflow_version\x18\x03 \x01(\r\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.trellis.v1.RunState\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x06inputs\x18\t \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xf0\xf4\x18\x01\x12\x1d\n\nrequest_id\x18\n \x01(\tB\x04\xf0\xf4\x18\x01H\x00\x88\x01\x01\x42\r\n\x0b_request_idJ\x04\x08\x05\x10\x06J\x04\x08\x06\x10\x07R\rcreated_at_msR\x0e\x66inished_at_ms\"H\n\tRunDetail\x12\x1c\n\x03run\x18\x01 \x01(\x0b\x32\x0f.trellis.v1.Run\x12\x1d\n\x04jobs\x18\x02 \x03(\x0b\x32\x0f.trellis.v1.Job\"%\n\rGetRunRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"M\n\x0fListRunsRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"J\n\x10ListRunsResponse\x12\x1d\n\x04runs\x18\x01 \x03(\x0b\x32\x0f.trellis.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x10\x43\x61ncelRunRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x16StreamRunEventsRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08\x61\x66ter_id\x18\x02 \x01(\x03\"\xc0\x01\n\x08RunEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12&\n\x04type\x18\x03 \x01(\x0e\x32\x18.trellis.v1.RunEventType\x12\x0e\n\x06job_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12/\n\x0boccurred_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x07 \x01(\tJ\x04\x08\x06\x10\x07R\x07time_ms*\x9e\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_RUNNING\x10\x01\x12$\n\x13RUN_STATE_SUCCEEDED\x10\x02\x1a\x0b\xea\xf3\x18\x07success\x12!\n\x10RUN_STATE_FAILED\x10\x03\x1a\x0b\xea\xf3\x18\x07\x66\x61ilure\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x04*\xd2\x02\n\x0cRunEventType\x12\x1e\n\x1aRUN_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRUN_EVENT_TYPE_RUN_STARTED\x10\x01\x12\x1d\n\x19RUN_EVENT_TYPE_JOB_QUEUED\x10\x02\x12\x1e\n\x1aRUN_EVENT_TYPE_JOB_STARTED\x10\x03\x12 \n\x1cRUN_EVENT_TYPE_JOB_SUCCEEDED\x10\x04\x12\x1d\n\x19RUN_EVENT_TYPE_JOB_FAILED\x10\x05\x12\x1f\n\x1bRUN_EVENT_TYPE_JOB_RETRYING\x10\x06\x12\x1e\n\x1aRUN_EVENT_TYPE_JOB_SKIPPED\x10\x07\x12 \n\x1cRUN_EVENT_TYPE_JOB_CANCELLED\x10\x08\x12\x1f\n\x1bRUN_EVENT_TYPE_RUN_FINISHED\x10\t2\xf5\x03\n\nRunService\x12l\n\x06GetRun\x12\x19.trellis.v1.GetRunRequest\x1a\x15.trellis.v1.RunDetail\"0\xda\xf3\x18\x0eworkflows:read\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x14\x12\x12/api/runs/{run_id}\x12\x7f\n\x08ListRuns\x12\x1b.trellis.v1.ListRunsRequest\x1a\x1c.trellis.v1.ListRunsResponse\"8\xda\xf3\x18\x0eworkflows:read\xf8\xf3\x18\x03\xe2\xf4\x18\r\x12\x0bworkflow_id\x82\xd3\xe4\x93\x02\x0b\x12\t/api/runs\x12|\n\tCancelRun\x12\x1c.trellis.v1.CancelRunRequest\x1a\x0f.trellis.v1.Run\"@\xd2\xf3\x18\x03\x08\xca\x01\xda\xf3\x18\rworkflows:run\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1e\"\x19/api/runs/{run_id}/cancel:\x01*\x12\x65\n\x0fStreamRunEvents\x12\".trellis.v1.StreamRunEventsRequest\x1a\x14.trellis.v1.RunEvent\"\x16\xda\xf3\x18\x0eworkflows:read\xf8\xf3\x18\x03\x30\x01\x1a\x13\xca\xf3\x18\x0f\n\x07trellis\x10\x01(\x01\x30\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15trellis/v1/runs.proto\x12\ntrellis.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15trellis/v1/jobs.proto\x1a\x18trellis/v1/options.proto\"\xb8\x03\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x18\n\x10workflow_version\x18\x03 \x01(\r\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.trellis.v1.RunState\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x06inputs\x18\t \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xf0\xf4\x18\x01\x12\x1d\n\nrequest_id\x18\n \x01(\tB\x04\xf0\xf4\x18\x01H\x00\x88\x01\x01\x12\x1e\n\x07\x61ttempt\x18\x0b \x01(\rB\x08\x80\xf4\x18\x01\xf0\xf4\x18\x01H\x01\x88\x01\x01\x12%\n\x0eparallel_limit\x18\x0c \x01(\rB\x08\x80\xf4\x18\x01\xf0\xf4\x18\x01H\x02\x88\x01\x01\x42\r\n\x0b_request_idB\n\n\x08_attemptB\x11\n\x0f_parallel_limitJ\x04\x08\x05\x10\x06J\x04\x08\x06\x10\x07R\rcreated_at_msR\x0e\x66inished_at_ms\"H\n\tRunDetail\x12\x1c\n\x03run\x18\x01 \x01(\x0b\x32\x0f.trellis.v1.Run\x12\x1d\n\x04jobs\x18\x02 \x03(\x0b\x32\x0f.trellis.v1.Job\"%\n\rGetRunRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"M\n\x0fListRunsRequest\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"J\n\x10ListRunsResponse\x12\x1d\n\x04runs\x18\x01 \x03(\x0b\x32\x0f.trellis.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x10\x43\x61ncelRunRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\'\n\x0fRetryRunRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x12RollbackRunRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07job_ids\x18\x02 \x03(\t\"-\n\x15GetRunProgressRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xb0\x02\n\x0bRunProgress\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.trellis.v1.RunState\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x12\n\njobs_total\x18\x04 \x01(\r\x12\x11\n\tjobs_done\x18\x05 \x01(\r\x12\x16\n\x0ejobs_succeeded\x18\x06 \x01(\r\x12\x13\n\x0bjobs_failed\x18\x07 \x01(\r\x12\x14\n\x0crunning_jobs\x18\x08 \x03(\t\x12\x13\n\x0bqueued_jobs\x18\t \x03(\t\x12&\n\x13\x65stimated_secs_left\x18\n \x01(\x04\x42\x04\xf0\xf4\x18\x01H\x00\x88\x01\x01\x12\x1c\n\x14\x65stimate_sample_runs\x18\x0b \x01(\rB\x16\n\x14_estimated_secs_left\"@\n\x16StreamRunEventsRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08\x61\x66ter_id\x18\x02 \x01(\x03\"\xc0\x01\n\x08RunEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12&\n\x04type\x18\x03 \x01(\x0e\x32\x18.trellis.v1.RunEventType\x12\x0e\n\x06job_id\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12/\n\x0boccurred_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x07 \x01(\tJ\x04\x08\x06\x10\x07R\x07time_ms*\x96\x02\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_RUNNING\x10\x01\x12$\n\x13RUN_STATE_SUCCEEDED\x10\x02\x1a\x0b\xea\xf3\x18\x07success\x12!\n\x10RUN_STATE_FAILED\x10\x03\x1a\x0b\xea\xf3\x18\x07\x66\x61ilure\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x04\x12\x1a\n\x16RUN_STATE_ROLLING_BACK\x10\x05\x12\x19\n\x15RUN_STATE_ROLLED_BACK\x10\x06\x12 \n\x1cRUN_STATE_PARTLY_ROLLED_BACK\x10\x07\x12\x1d\n\x19RUN_STATE_ROLLBACK_FAILED\x10\x08*\xe9\x03\n\x0cRunEventType\x12\x1e\n\x1aRUN_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRUN_EVENT_TYPE_RUN_STARTED\x10\x01\x12\x1d\n\x19RUN_EVENT_TYPE_JOB_QUEUED\x10\x02\x12\x1e\n\x1aRUN_EVENT_TYPE_JOB_STARTED\x10\x03\x12 \n\x1cRUN_EVENT_TYPE_JOB_SUCCEEDED\x10\x04\x12\x1d\n\x19RUN_EVENT_TYPE_JOB_FAILED\x10\x05\x12\x1f\n\x1bRUN_EVENT_TYPE_JOB_RETRYING\x10\x06\x12\x1e\n\x1aRUN_EVENT_TYPE_JOB_SKIPPED\x10\x07\x12 \n\x1cRUN_EVENT_TYPE_JOB_CANCELLED\x10\x08\x12\x1f\n\x1bRUN_EVENT_TYPE_RUN_FINISHED\x10\t\x12\x1e\n\x1aRUN_EVENT_TYPE_RUN_RETRIED\x10\n\x12\'\n#RUN_EVENT_TYPE_RUN_ROLLBACK_STARTED\x10\x0b\x12(\n$RUN_EVENT_TYPE_RUN_ROLLBACK_FINISHED\x10\x0c\x12\"\n\x1eRUN_EVENT_TYPE_JOB_COMPENSATED\x10\r2\xff\x06\n\nRunService\x12l\n\x06GetRun\x12\x19.trellis.v1.GetRunRequest\x1a\x15.trellis.v1.RunDetail\"0\xda\xf3\x18\x0eworkflows:read\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x14\x12\x12/api/runs/{run_id}\x12\x7f\n\x08ListRuns\x12\x1b.trellis.v1.ListRunsRequest\x1a\x1c.trellis.v1.ListRunsResponse\"8\xda\xf3\x18\x0eworkflows:read\xf8\xf3\x18\x03\xe2\xf4\x18\r\x12\x0bworkflow_id\x82\xd3\xe4\x93\x02\x0b\x12\t/api/runs\x12|\n\tCancelRun\x12\x1c.trellis.v1.CancelRunRequest\x1a\x0f.trellis.v1.Run\"@\xd2\xf3\x18\x03\x08\xca\x01\xda\xf3\x18\rworkflows:run\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1e\"\x19/api/runs/{run_id}/cancel:\x01*\x12y\n\x08RetryRun\x12\x1b.trellis.v1.RetryRunRequest\x1a\x0f.trellis.v1.Run\"?\xd2\xf3\x18\x03\x08\xca\x01\xda\xf3\x18\rworkflows:run\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1d\"\x18/api/runs/{run_id}/retry:\x01*\x12\x82\x01\n\x0bRollbackRun\x12\x1e.trellis.v1.RollbackRunRequest\x1a\x0f.trellis.v1.Run\"B\xd2\xf3\x18\x03\x08\xca\x01\xda\xf3\x18\rworkflows:run\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02 \"\x1b/api/runs/{run_id}/rollback:\x01*\x12\x87\x01\n\x0eGetRunProgress\x12!.trellis.v1.GetRunProgressRequest\x1a\x17.trellis.v1.RunProgress\"9\xda\xf3\x18\x0eworkflows:read\xf8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1d\x12\x1b/api/runs/{run_id}/progress\x12\x65\n\x0fStreamRunEvents\x12\".trellis.v1.StreamRunEventsRequest\x1a\x14.trellis.v1.RunEvent\"\x16\xda\xf3\x18\x0eworkflows:read\xf8\xf3\x18\x03\x30\x01\x1a\x13\xca\xf3\x18\x0f\n\x07trellis\x10\x01(\x01\x30\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,10 +45,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUN'].fields_by_name['inputs']._serialized_options = b'\360\364\030\001'
   _globals['_RUN'].fields_by_name['request_id']._loaded_options = None
   _globals['_RUN'].fields_by_name['request_id']._serialized_options = b'\360\364\030\001'
+  _globals['_RUN'].fields_by_name['attempt']._loaded_options = None
+  _globals['_RUN'].fields_by_name['attempt']._serialized_options = b'\200\364\030\001\360\364\030\001'
+  _globals['_RUN'].fields_by_name['parallel_limit']._loaded_options = None
+  _globals['_RUN'].fields_by_name['parallel_limit']._serialized_options = b'\200\364\030\001\360\364\030\001'
   _globals['_GETRUNREQUEST'].fields_by_name['run_id']._loaded_options = None
   _globals['_GETRUNREQUEST'].fields_by_name['run_id']._serialized_options = b'\342A\001\002'
   _globals['_CANCELRUNREQUEST'].fields_by_name['run_id']._loaded_options = None
   _globals['_CANCELRUNREQUEST'].fields_by_name['run_id']._serialized_options = b'\342A\001\002'
+  _globals['_RETRYRUNREQUEST'].fields_by_name['run_id']._loaded_options = None
+  _globals['_RETRYRUNREQUEST'].fields_by_name['run_id']._serialized_options = b'\342A\001\002'
+  _globals['_ROLLBACKRUNREQUEST'].fields_by_name['run_id']._loaded_options = None
+  _globals['_ROLLBACKRUNREQUEST'].fields_by_name['run_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETRUNPROGRESSREQUEST'].fields_by_name['run_id']._loaded_options = None
+  _globals['_GETRUNPROGRESSREQUEST'].fields_by_name['run_id']._serialized_options = b'\342A\001\002'
+  _globals['_RUNPROGRESS'].fields_by_name['estimated_secs_left']._loaded_options = None
+  _globals['_RUNPROGRESS'].fields_by_name['estimated_secs_left']._serialized_options = b'\360\364\030\001'
   _globals['_STREAMRUNEVENTSREQUEST'].fields_by_name['run_id']._loaded_options = None
   _globals['_STREAMRUNEVENTSREQUEST'].fields_by_name['run_id']._serialized_options = b'\342A\001\002'
   _globals['_RUNSERVICE']._loaded_options = None
@@ -59,28 +71,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNSERVICE'].methods_by_name['ListRuns']._serialized_options = b'\332\363\030\016workflows:read\370\363\030\003\342\364\030\r\022\013workflow_id\202\323\344\223\002\013\022\t/api/runs'
   _globals['_RUNSERVICE'].methods_by_name['CancelRun']._loaded_options = None
   _globals['_RUNSERVICE'].methods_by_name['CancelRun']._serialized_options = b'\322\363\030\003\010\312\001\332\363\030\rworkflows:run\370\363\030\003\202\323\344\223\002\036\"\031/api/runs/{run_id}/cancel:\001*'
+  _globals['_RUNSERVICE'].methods_by_name['RetryRun']._loaded_options = None
+  _globals['_RUNSERVICE'].methods_by_name['RetryRun']._serialized_options = b'\322\363\030\003\010\312\001\332\363\030\rworkflows:run\370\363\030\003\202\323\344\223\002\035\"\030/api/runs/{run_id}/retry:\001*'
+  _globals['_RUNSERVICE'].methods_by_name['RollbackRun']._loaded_options = None
+  _globals['_RUNSERVICE'].methods_by_name['RollbackRun']._serialized_options = b'\322\363\030\003\010\312\001\332\363\030\rworkflows:run\370\363\030\003\202\323\344\223\002 \"\033/api/runs/{run_id}/rollback:\001*'
+  _globals['_RUNSERVICE'].methods_by_name['GetRunProgress']._loaded_options = None
+  _globals['_RUNSERVICE'].methods_by_name['GetRunProgress']._serialized_options = b'\332\363\030\016workflows:read\370\363\030\003\202\323\344\223\002\035\022\033/api/runs/{run_id}/progress'
   _globals['_RUNSERVICE'].methods_by_name['StreamRunEvents']._loaded_options = None
   _globals['_RUNSERVICE'].methods_by_name['StreamRunEvents']._serialized_options = b'\332\363\030\016workflows:read\370\363\030\003'
-  _globals['_RUNSTATE']._serialized_start=1125
-  _globals['_RUNSTATE']._serialized_end=1283
-  _globals['_RUNEVENTTYPE']._serialized_start=1286
-  _globals['_RUNEVENTTYPE']._serialized_end=1624
+  _globals['_RUNSTATE']._serialized_start=1683
+  _globals['_RUNSTATE']._serialized_end=1961
+  _globals['_RUNEVENTTYPE']._serialized_start=1964
+  _globals['_RUNEVENTTYPE']._serialized_end=2453
   _globals['_RUN']._serialized_start=213
-  _globals['_RUN']._serialized_end=551
-  _globals['_RUNDETAIL']._serialized_start=553
-  _globals['_RUNDETAIL']._serialized_end=625
-  _globals['_GETRUNREQUEST']._serialized_start=627
-  _globals['_GETRUNREQUEST']._serialized_end=664
-  _globals['_LISTRUNSREQUEST']._serialized_start=666
-  _globals['_LISTRUNSREQUEST']._serialized_end=743
-  _globals['_LISTRUNSRESPONSE']._serialized_start=745
-  _globals['_LISTRUNSRESPONSE']._serialized_end=819
-  _globals['_CANCELRUNREQUEST']._serialized_start=821
-  _globals['_CANCELRUNREQUEST']._serialized_end=861
-  _globals['_STREAMRUNEVENTSREQUEST']._serialized_start=863
-  _globals['_STREAMRUNEVENTSREQUEST']._serialized_end=927
-  _globals['_RUNEVENT']._serialized_start=930
-  _globals['_RUNEVENT']._serialized_end=1122
-  _globals['_RUNSERVICE']._serialized_start=1627
-  _globals['_RUNSERVICE']._serialized_end=2128
+  _globals['_RUN']._serialized_end=653
+  _globals['_RUNDETAIL']._serialized_start=655
+  _globals['_RUNDETAIL']._serialized_end=727
+  _globals['_GETRUNREQUEST']._serialized_start=729
+  _globals['_GETRUNREQUEST']._serialized_end=766
+  _globals['_LISTRUNSREQUEST']._serialized_start=768
+  _globals['_LISTRUNSREQUEST']._serialized_end=845
+  _globals['_LISTRUNSRESPONSE']._serialized_start=847
+  _globals['_LISTRUNSRESPONSE']._serialized_end=921
+  _globals['_CANCELRUNREQUEST']._serialized_start=923
+  _globals['_CANCELRUNREQUEST']._serialized_end=963
+  _globals['_RETRYRUNREQUEST']._serialized_start=965
+  _globals['_RETRYRUNREQUEST']._serialized_end=1004
+  _globals['_ROLLBACKRUNREQUEST']._serialized_start=1006
+  _globals['_ROLLBACKRUNREQUEST']._serialized_end=1065
+  _globals['_GETRUNPROGRESSREQUEST']._serialized_start=1067
+  _globals['_GETRUNPROGRESSREQUEST']._serialized_end=1112
+  _globals['_RUNPROGRESS']._serialized_start=1115
+  _globals['_RUNPROGRESS']._serialized_end=1419
+  _globals['_STREAMRUNEVENTSREQUEST']._serialized_start=1421
+  _globals['_STREAMRUNEVENTSREQUEST']._serialized_end=1485
+  _globals['_RUNEVENT']._serialized_start=1488
+  _globals['_RUNEVENT']._serialized_end=1680
+  _globals['_RUNSERVICE']._serialized_start=2456
+  _globals['_RUNSERVICE']._serialized_end=3351
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,10 @@ class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATE_SUCCEEDED: _ClassVar[RunState]
     RUN_STATE_FAILED: _ClassVar[RunState]
     RUN_STATE_CANCELLED: _ClassVar[RunState]
+    RUN_STATE_ROLLING_BACK: _ClassVar[RunState]
+    RUN_STATE_ROLLED_BACK: _ClassVar[RunState]
+    RUN_STATE_PARTLY_ROLLED_BACK: _ClassVar[RunState]
+    RUN_STATE_ROLLBACK_FAILED: _ClassVar[RunState]
 
 class RunEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -35,11 +39,19 @@ class RunEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_EVENT_TYPE_JOB_SKIPPED: _ClassVar[RunEventType]
     RUN_EVENT_TYPE_JOB_CANCELLED: _ClassVar[RunEventType]
     RUN_EVENT_TYPE_RUN_FINISHED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_RUN_RETRIED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_RUN_ROLLBACK_STARTED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_RUN_ROLLBACK_FINISHED: _ClassVar[RunEventType]
+    RUN_EVENT_TYPE_JOB_COMPENSATED: _ClassVar[RunEventType]
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_RUNNING: RunState
 RUN_STATE_SUCCEEDED: RunState
 RUN_STATE_FAILED: RunState
 RUN_STATE_CANCELLED: RunState
+RUN_STATE_ROLLING_BACK: RunState
+RUN_STATE_ROLLED_BACK: RunState
+RUN_STATE_PARTLY_ROLLED_BACK: RunState
+RUN_STATE_ROLLBACK_FAILED: RunState
 RUN_EVENT_TYPE_UNSPECIFIED: RunEventType
 RUN_EVENT_TYPE_RUN_STARTED: RunEventType
 RUN_EVENT_TYPE_JOB_QUEUED: RunEventType
@@ -50,9 +62,13 @@ RUN_EVENT_TYPE_JOB_RETRYING: RunEventType
 RUN_EVENT_TYPE_JOB_SKIPPED: RunEventType
 RUN_EVENT_TYPE_JOB_CANCELLED: RunEventType
 RUN_EVENT_TYPE_RUN_FINISHED: RunEventType
+RUN_EVENT_TYPE_RUN_RETRIED: RunEventType
+RUN_EVENT_TYPE_RUN_ROLLBACK_STARTED: RunEventType
+RUN_EVENT_TYPE_RUN_ROLLBACK_FINISHED: RunEventType
+RUN_EVENT_TYPE_JOB_COMPENSATED: RunEventType
 
 class Run(_message.Message):
-    __slots__ = ("run_id", "workflow_id", "workflow_version", "state", "created_at", "finished_at", "inputs", "request_id")
+    __slots__ = ("run_id", "workflow_id", "workflow_version", "state", "created_at", "finished_at", "inputs", "request_id", "attempt", "parallel_limit")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +77,8 @@ class Run(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_LIMIT_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     workflow_id: str
     workflow_version: int
@@ -69,7 +87,9 @@ class Run(_message.Message):
     finished_at: _timestamp_pb2.Timestamp
     inputs: _struct_pb2.Struct
     request_id: str
-    def __init__(self, run_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., state: _Optional[_Union[RunState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    attempt: int
+    parallel_limit: int
+    def __init__(self, run_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., state: _Optional[_Union[RunState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., attempt: _Optional[int] = ..., parallel_limit: _Optional[int] = ...) -> None: ...
 
 class RunDetail(_message.Message):
     __slots__ = ("run", "jobs")
@@ -108,6 +128,52 @@ class CancelRunRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class RetryRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class RollbackRunRequest(_message.Message):
+    __slots__ = ("run_id", "job_ids")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run_id: _Optional[str] = ..., job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetRunProgressRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class RunProgress(_message.Message):
+    __slots__ = ("run_id", "state", "attempt", "jobs_total", "jobs_done", "jobs_succeeded", "jobs_failed", "running_jobs", "queued_jobs", "estimated_secs_left", "estimate_sample_runs")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    JOBS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    JOBS_DONE_FIELD_NUMBER: _ClassVar[int]
+    JOBS_SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_SECS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_SAMPLE_RUNS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    state: RunState
+    attempt: int
+    jobs_total: int
+    jobs_done: int
+    jobs_succeeded: int
+    jobs_failed: int
+    running_jobs: _containers.RepeatedScalarFieldContainer[str]
+    queued_jobs: _containers.RepeatedScalarFieldContainer[str]
+    estimated_secs_left: int
+    estimate_sample_runs: int
+    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., attempt: _Optional[int] = ..., jobs_total: _Optional[int] = ..., jobs_done: _Optional[int] = ..., jobs_succeeded: _Optional[int] = ..., jobs_failed: _Optional[int] = ..., running_jobs: _Optional[_Iterable[str]] = ..., queued_jobs: _Optional[_Iterable[str]] = ..., estimated_secs_left: _Optional[int] = ..., estimate_sample_runs: _Optional[int] = ...) -> None: ...
 
 class StreamRunEventsRequest(_message.Message):
     __slots__ = ("run_id", "after_id")

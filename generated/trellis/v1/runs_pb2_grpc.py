@@ -51,6 +51,21 @@ class RunServiceStub:
                 request_serializer=trellis_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=trellis_dot_v1_dot_runs__pb2.Run.FromString,
                 _registered_method=True)
+        self.RetryRun = channel.unary_unary(
+                '/trellis.v1.RunService/RetryRun',
+                request_serializer=trellis_dot_v1_dot_runs__pb2.RetryRunRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
+        self.RollbackRun = channel.unary_unary(
+                '/trellis.v1.RunService/RollbackRun',
+                request_serializer=trellis_dot_v1_dot_runs__pb2.RollbackRunRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
+        self.GetRunProgress = channel.unary_unary(
+                '/trellis.v1.RunService/GetRunProgress',
+                request_serializer=trellis_dot_v1_dot_runs__pb2.GetRunProgressRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_runs__pb2.RunProgress.FromString,
+                _registered_method=True)
         self.StreamRunEvents = channel.unary_stream(
                 '/trellis.v1.RunService/StreamRunEvents',
                 request_serializer=trellis_dot_v1_dot_runs__pb2.StreamRunEventsRequest.SerializeToString,
@@ -82,6 +97,38 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryRun(self, request, context):
+        """Starts the next attempt of a finished run: its failed, cancelled and
+        skipped jobs run again, with what depends on them; jobs that succeeded
+        keep their outputs, which the jobs run again receive as upstream outputs.
+        A running run is refused (FAILED_PRECONDITION), and so is one with no
+        job to run again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackRun(self, request, context):
+        """Rolls a finished run back: runs the compensations of its succeeded jobs
+        (or of `job_ids` alone: a partial rollback) as jobs of their own, each
+        after the compensations of the jobs that depend on it. The run is
+        rolling back until they end, then rolled back, partly rolled back or,
+        when a compensation failed, rollback failed. A running run, or one
+        with nothing to compensate, is refused (FAILED_PRECONDITION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRunProgress(self, request, context):
+        """How far the run is: its jobs done of all, those running and queued,
+        and an estimate of the time left from earlier runs of its workflow
+        version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamRunEvents(self, request, context):
         """Replays the run's events after `after_id`, then follows live ones until
         the run is terminal.
@@ -107,6 +154,21 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=trellis_dot_v1_dot_runs__pb2.CancelRunRequest.FromString,
                     response_serializer=trellis_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'RetryRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryRun,
+                    request_deserializer=trellis_dot_v1_dot_runs__pb2.RetryRunRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'RollbackRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackRun,
+                    request_deserializer=trellis_dot_v1_dot_runs__pb2.RollbackRunRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'GetRunProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRunProgress,
+                    request_deserializer=trellis_dot_v1_dot_runs__pb2.GetRunProgressRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_runs__pb2.RunProgress.SerializeToString,
             ),
             'StreamRunEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamRunEvents,
@@ -197,6 +259,87 @@ class RunService:
             '/trellis.v1.RunService/CancelRun',
             trellis_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
             trellis_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.RunService/RetryRun',
+            trellis_dot_v1_dot_runs__pb2.RetryRunRequest.SerializeToString,
+            trellis_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.RunService/RollbackRun',
+            trellis_dot_v1_dot_runs__pb2.RollbackRunRequest.SerializeToString,
+            trellis_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRunProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.RunService/GetRunProgress',
+            trellis_dot_v1_dot_runs__pb2.GetRunProgressRequest.SerializeToString,
+            trellis_dot_v1_dot_runs__pb2.RunProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,7 +43,7 @@ IMPORT_ACTION_UPDATED: ImportAction
 IMPORT_ACTION_UNCHANGED: ImportAction
 
 class Workflow(_message.Message):
-    __slots__ = ("id", "name", "trigger", "jobs", "version", "run_id", "run_state", "env", "inputs", "enabled", "triggers")
+    __slots__ = ("id", "name", "trigger", "jobs", "version", "run_id", "run_state", "env", "inputs", "enabled", "triggers", "rollback", "parallel_limit")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,8 @@ class Workflow(_message.Message):
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     TRIGGERS_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_LIMIT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     trigger: str
@@ -80,7 +82,9 @@ class Workflow(_message.Message):
     inputs: _containers.MessageMap[str, WorkflowInput]
     enabled: bool
     triggers: _containers.RepeatedCompositeFieldContainer[_topics_pb2.Trigger]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., trigger: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[_jobs_pb2.Job, _Mapping]]] = ..., version: _Optional[int] = ..., run_id: _Optional[str] = ..., run_state: _Optional[_Union[_runs_pb2.RunState, str]] = ..., env: _Optional[_Mapping[str, str]] = ..., inputs: _Optional[_Mapping[str, WorkflowInput]] = ..., enabled: _Optional[bool] = ..., triggers: _Optional[_Iterable[_Union[_topics_pb2.Trigger, _Mapping]]] = ...) -> None: ...
+    rollback: str
+    parallel_limit: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., trigger: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[_jobs_pb2.Job, _Mapping]]] = ..., version: _Optional[int] = ..., run_id: _Optional[str] = ..., run_state: _Optional[_Union[_runs_pb2.RunState, str]] = ..., env: _Optional[_Mapping[str, str]] = ..., inputs: _Optional[_Mapping[str, WorkflowInput]] = ..., enabled: _Optional[bool] = ..., triggers: _Optional[_Iterable[_Union[_topics_pb2.Trigger, _Mapping]]] = ..., rollback: _Optional[str] = ..., parallel_limit: _Optional[int] = ...) -> None: ...
 
 class WorkflowInput(_message.Message):
     __slots__ = ("type", "required", "default", "description")
@@ -133,14 +137,28 @@ class CreateWorkflowRequest(_message.Message):
     def __init__(self, workflow: _Optional[_Union[Workflow, _Mapping]] = ..., source: _Optional[str] = ..., workflow_id: _Optional[str] = ...) -> None: ...
 
 class RunWorkflowRequest(_message.Message):
-    __slots__ = ("workflow_id", "inputs", "request_id")
+    __slots__ = ("workflow_id", "inputs", "request_id", "parallel_limit")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_LIMIT_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     inputs: _struct_pb2.Struct
     request_id: str
-    def __init__(self, workflow_id: _Optional[str] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    parallel_limit: int
+    def __init__(self, workflow_id: _Optional[str] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., parallel_limit: _Optional[int] = ...) -> None: ...
+
+class CreateRunRequest(_message.Message):
+    __slots__ = ("workflow", "source", "inputs", "parallel_limit")
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    workflow: Workflow
+    source: str
+    inputs: _struct_pb2.Struct
+    parallel_limit: int
+    def __init__(self, workflow: _Optional[_Union[Workflow, _Mapping]] = ..., source: _Optional[str] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parallel_limit: _Optional[int] = ...) -> None: ...
 
 class BatchRunWorkflowsRequest(_message.Message):
     __slots__ = ("requests",)

@@ -62,6 +62,11 @@ class WorkflowServiceStub:
                 request_serializer=trellis_dot_v1_dot_workflows__pb2.BatchRunWorkflowsRequest.SerializeToString,
                 response_deserializer=trellis_dot_v1_dot_workflows__pb2.BatchRunWorkflowsResponse.FromString,
                 _registered_method=True)
+        self.CreateRun = channel.unary_unary(
+                '/trellis.v1.WorkflowService/CreateRun',
+                request_serializer=trellis_dot_v1_dot_workflows__pb2.CreateRunRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
         self.CancelWorkflow = channel.unary_unary(
                 '/trellis.v1.WorkflowService/CancelWorkflow',
                 request_serializer=trellis_dot_v1_dot_workflows__pb2.CancelWorkflowRequest.SerializeToString,
@@ -190,6 +195,15 @@ class WorkflowServiceServicer:
         """Starts many runs, each of its own workflow with its own inputs, in one
         transaction: all of them or, when one item is refused, none (the error
         names the item's index). Answers the runs in the order of the requests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateRun(self, request, context):
+        """Starts a run of a definition given inline, validated as CreateWorkflow
+        validates one and stored with the run only: under the workflow id
+        `adhoc-<run id>`, which no listing of workflows shows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -371,6 +385,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.BatchRunWorkflows,
                     request_deserializer=trellis_dot_v1_dot_workflows__pb2.BatchRunWorkflowsRequest.FromString,
                     response_serializer=trellis_dot_v1_dot_workflows__pb2.BatchRunWorkflowsResponse.SerializeToString,
+            ),
+            'CreateRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRun,
+                    request_deserializer=trellis_dot_v1_dot_workflows__pb2.CreateRunRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_runs__pb2.Run.SerializeToString,
             ),
             'CancelWorkflow': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelWorkflow,
@@ -599,6 +618,33 @@ class WorkflowService:
             '/trellis.v1.WorkflowService/BatchRunWorkflows',
             trellis_dot_v1_dot_workflows__pb2.BatchRunWorkflowsRequest.SerializeToString,
             trellis_dot_v1_dot_workflows__pb2.BatchRunWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.WorkflowService/CreateRun',
+            trellis_dot_v1_dot_workflows__pb2.CreateRunRequest.SerializeToString,
+            trellis_dot_v1_dot_runs__pb2.Run.FromString,
             options,
             channel_credentials,
             insecure,

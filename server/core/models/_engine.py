@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -102,6 +103,16 @@ class RunRow(Base):
     created_by: Mapped[str] = mapped_column(String(200), default="", server_default="")
     # "call", or "topic:<topic>" (at most 512 characters), "schedule:<cron>".
     trigger: Mapped[str] = mapped_column(String(600), default="call", server_default="call")
+    # Numbers the run's tries: a retry of a finished run starts the next one.
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # At most this many of the run's jobs are leased at once; 0: no limit.
+    parallel_limit: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Its definition's `rollback: on_failure`: a failure starts a rollback.
+    rollback_on_failure: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    # The rollback under way or last ended was of some jobs only.
+    rollback_partial: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class JobRow(Base):
@@ -153,6 +164,14 @@ class JobRow(Base):
     finished_at_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
+    # The run's parallel limit, copied so that a claim knows it from the
+    # job's row alone (0: none, and no check).
+    parallel_limit: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The job's first try in the run's current attempt: a retried run's
+    # jobs get their retries afresh.
+    base_attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # For the compensation job of a rollback: the key of the job it undoes.
+    compensates: Mapped[str | None] = mapped_column(String(100))
 
 
 class JobEdgeRow(Base):

@@ -20,6 +20,7 @@ from trellis.server.engine._machine.common import (
     new_id,
 )
 from trellis.server.engine._machine.common import lock_runs as _lock_runs
+from trellis.server.engine._machine.limits import within_limits
 from trellis.server.engine._states import JobState, LeaseState, RunEventType
 
 
@@ -57,7 +58,8 @@ CLAIM_TEMPLATE = f"""UPDATE jobs SET state = '{JobState.RUNNING}', started_at_ms
             AND ready_at_ms <= :now
         ORDER BY id LIMIT :n FOR_UPDATE_SKIP_LOCKED)
     RETURNING id, run_id, workflow_id, "key", name, command, label_key, attempt,
-        max_retries, backoff, timeout_secs, env, parents, enqueued_at_ms, ready_at_ms"""
+        max_retries, backoff, timeout_secs, env, parents, enqueued_at_ms, ready_at_ms,
+        parallel_limit"""
 # A worker that covers one label set (the usual case: most jobs need none) walks
 # the claimable index in id order and stops at the first rows; with several,
 # the candidates of all its sets are sorted. A worker that runs only its
@@ -232,6 +234,12 @@ def claim(
     # Orgs in order, so that two groups lock the runs they share in one order.
     for org in sorted(granted):
         pairs = granted[org]
+        kept = within_limits(
+            conn, is_pg=is_pg, rows=[row for row, _ in pairs], now=now, nowait=nowait
+        )
+        if len(kept) < len(pairs):
+            kept_ids = {row.id for row in kept}
+            pairs = [(row, i) for row, i in pairs if row.id in kept_ids]
         if not pairs:
             continue
         claimed = grant(

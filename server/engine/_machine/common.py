@@ -37,6 +37,9 @@ workers = table(WorkerRow)
 log_chunks = table(LogChunkRow)
 
 NO_DEADLINE = 2**62
+# ``ready_at_ms`` of a queued job that waits for a slot of its run's parallel
+# limit: later than any claim.
+HELD = NO_DEADLINE
 # How long after a cancel the cancelled job's worker may still push logs.
 CANCEL_LOG_GRACE_MS = 60_000
 # The state that the expiry index covers, as an SQL literal rather than a bound
@@ -198,6 +201,7 @@ __all__ = [
     "ACTIVE",
     "CANCEL_LOG_GRACE_MS",
     "CHUNK",
+    "HELD",
     "NO_DEADLINE",
     "Effects",
     "Events",

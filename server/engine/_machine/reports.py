@@ -27,6 +27,8 @@ from trellis.server.engine._machine.common import (
     topic_logs,
     topic_worker,
 )
+from trellis.server.engine._machine.limits import release_held
+from trellis.server.engine._machine.recovery import roll_back_failed
 from trellis.server.engine._states import JobState, LeaseState, RunEventType, RunState
 from trellis.server.engine.definitions import Backoff
 
@@ -82,6 +84,9 @@ LEASE_COLS = (
     jobs.c.lost_leases,
     jobs.c.backoff,
     jobs.c.timeout_secs,
+    jobs.c.parallel_limit,
+    jobs.c.base_attempt,
+    jobs.c.compensates,
 )
 
 
@@ -91,7 +96,8 @@ LEASE_COLS = (
 _REPORTED_LEASES = Sql(
     """SELECT l.id, l.org_id, l.owner, l.job_id, l.run_id, l.worker_id, l.state, l.expires_at_ms,
         l.deadline_ms, l.attempt, j."key", j.state AS job_state, j.label_key, j.command,
-        j.max_retries, j.lost_leases, j.backoff, j.timeout_secs
+        j.max_retries, j.lost_leases, j.backoff, j.timeout_secs, j.parallel_limit,
+        j.base_attempt, j.compensates
     FROM leases l JOIN jobs j ON j.id = l.job_id
     WHERE l.id IN_LIST(:ids) FOR_UPDATE_OF_LEASES"""
 )
@@ -189,7 +195,10 @@ def apply(
     completed: list[str] = []
     ended: list[dict[str, Any]] = []
     retry_updates: list[dict[str, Any]] = []
+    limited: set[str] = set()
     for row, res in items:
+        if row.parallel_limit:
+            limited.add(row.run_id)
         effects.topics.add(topic_worker(org, row.worker_id))
         effects.ended.setdefault((org, row.worker_id), set()).add(row.id)
         effects.topics.add(topic_logs(row.job_id))
@@ -197,6 +206,8 @@ def apply(
             succeeded.append((row, res))
             completed.append(row.id)
             ev.add(row.run_id, RunEventType.JOB_SUCCEEDED, row.key, row.attempt)
+            if row.compensates is not None:
+                ev.add(row.run_id, RunEventType.JOB_COMPENSATED, row.compensates, row.attempt)
             continue
         ended.append({"lid": row.id, "state": res.lease_state, "err": res.error, "now": now})
         delay_ms = _retry_delay_ms(row, res)
@@ -260,6 +271,9 @@ def apply(
         ev.flush(batch, effects)
         _count_finished(batch, finished_per_run, failed_per_run, now=now)
         children = batch.query(_CHILDREN, ids=[row.job_id for row, _ in succeeded])
+    if limited:
+        # The slots these leases held are free: the runs' held jobs may go.
+        release_held(conn, org=org, run_ids=limited, effects=effects)
     if children.rows:
         _release_children(
             conn, org=org, children=[c for (c,) in children.rows], now=now, ev=ev, effects=effects
@@ -272,6 +286,16 @@ def apply(
             with _sql.pipelined(conn) as batch:
                 ev.flush(batch, effects)
                 _count_finished(batch, skipped, Counter(), now=now)
+    if failed_final:
+        # Only a failure ends a run failed: the happy path asks nothing here.
+        roll_back_failed(
+            conn,
+            org=org,
+            run_ids=[row.run_id for row, _ in failed_final],
+            now=now,
+            ev=ev,
+            effects=effects,
+        )
     if ev.rows:
         with _sql.pipelined(conn) as batch:
             ev.flush(batch, effects)
@@ -288,7 +312,7 @@ def _retry_delay_ms(row: Any, res: Result) -> int | None:
     """
     if res.lost:
         return 0 if res.retryable else None
-    spent = row.attempt - row.lost_leases
+    spent = row.attempt - row.base_attempt - row.lost_leases
     if not res.retryable or spent >= row.max_retries:
         return None
     return int(Backoff.from_json(from_json(row.backoff)).delay_for(spent) * 1000)
@@ -371,14 +395,21 @@ def _skip_descendants(
 # finished_at_ms and RUN_FINISHED event) are written by the statements that
 # count its finished jobs, in the batch that finishes them: no read of the
 # counters in between. The SET expressions all see the row as it was.
+# A rollback's compensation jobs end it the same way, in its own states.
 _COUNT_FINISHED = Sql(
     f"""UPDATE runs SET unfinished_jobs = unfinished_jobs - :n,
         failed_jobs = failed_jobs + :failed,
         state = CASE WHEN state = '{RunState.RUNNING}' AND unfinished_jobs <= :n
             THEN CASE WHEN failed_jobs + :failed > 0 THEN '{RunState.FAILED}'
                 ELSE '{RunState.SUCCEEDED}' END
+            WHEN state = '{RunState.ROLLING_BACK}' AND unfinished_jobs <= :n
+            THEN CASE WHEN failed_jobs + :failed > 0 THEN '{RunState.ROLLBACK_FAILED}'
+                WHEN rollback_partial THEN '{RunState.PARTLY_ROLLED_BACK}'
+                ELSE '{RunState.ROLLED_BACK}' END
             ELSE state END,
-        finished_at_ms = CASE WHEN state = '{RunState.RUNNING}' AND unfinished_jobs <= :n
+        finished_at_ms = CASE
+            WHEN state IN ('{RunState.RUNNING}', '{RunState.ROLLING_BACK}')
+                AND unfinished_jobs <= :n
             THEN :now ELSE finished_at_ms END
     WHERE id IN_LIST(:ids)"""
 )
@@ -388,16 +419,21 @@ _COUNT_FINISHED = Sql(
 
 
 def _runs_finished(is_pg: bool) -> Sql:
+    # A run's end is RUN_FINISHED; the end of its rollback, RUN_ROLLBACK_FINISHED.
     json_object = "json_build_object" if is_pg else "json_object"
     return Sql(
         f"""INSERT INTO events (tx, org_id, type, workflow_id, workflow_version, run_id,
             job_key, attempt, time_ms, message, data)
-        SELECT {tx_sql(is_pg, "runs.id")}, org_id, '{RunEventType.RUN_FINISHED}', workflow_id,
-            workflow_version, id, '', 0, :now, state,
+        SELECT {tx_sql(is_pg, "runs.id")}, org_id,
+            CASE WHEN state IN ('{RunState.SUCCEEDED}', '{RunState.FAILED}')
+                THEN '{RunEventType.RUN_FINISHED}'
+                ELSE '{RunEventType.RUN_ROLLBACK_FINISHED}' END,
+            workflow_id, workflow_version, id, '', 0, :now, state,
             {json_object}('state', state, 'created_by', created_by, 'trigger', "trigger")
         FROM runs
         WHERE id IN_LIST(:ids) AND finished_at_ms = :now AND unfinished_jobs <= 0
-            AND state IN ('{RunState.SUCCEEDED}', '{RunState.FAILED}')
+            AND state IN ('{RunState.SUCCEEDED}', '{RunState.FAILED}', '{RunState.ROLLED_BACK}',
+                '{RunState.PARTLY_ROLLED_BACK}', '{RunState.ROLLBACK_FAILED}')
         ORDER BY id"""
     )
 

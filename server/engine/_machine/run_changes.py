@@ -40,9 +40,13 @@ _INSERT_RUN = _sql.Insert(
         "request_digest": "text",
         "created_by": "text",
         "trigger": "text",
+        "parallel_limit": "integer",
+        "rollback_on_failure": "boolean",
     },
     constants={
         "state": f"'{RunState.RUNNING}'",
+        "rollback_partial": "false",
+        "attempt": "1",
         "failed_jobs": "0",
         "cancel_requested": "false",
         "finished_at_ms": "0",
@@ -67,8 +71,15 @@ _INSERT_JOB = _sql.Insert(
         "parents": "json",
         "pending_parents": "integer",
         "enqueued_at_ms": "bigint",
+        "parallel_limit": "integer",
     },
-    constants={"attempt": "0", "ready_at_ms": "0", "started_at_ms": "0", "finished_at_ms": "0"},
+    constants={
+        "attempt": "0",
+        "ready_at_ms": "0",
+        "started_at_ms": "0",
+        "finished_at_ms": "0",
+        "base_attempt": "0",
+    },
 )
 _JOB_IDS_OF_RUNS = _sql.Sql('SELECT run_id, "key", id FROM jobs WHERE run_id IN_LIST(:run_ids)')
 _INSERT_EDGE = _sql.Insert(
@@ -84,7 +95,9 @@ class NewRun:
     """A run to create: of version ``version`` of ``wdef``, with its resolved
     ``inputs`` (None: the run has none) and the caller's request id and the
     digest of what that request asked for; started by ``created_by`` (a
-    principal's subject, empty for the server itself) through ``trigger``."""
+    principal's subject, empty for the server itself) through ``trigger``; at
+    most ``parallel_limit`` of its jobs leased at once (0: no limit);
+    ``run_id`` when the caller chose it."""
 
     wdef: WorkflowDef
     version: int
@@ -94,6 +107,8 @@ class NewRun:
     created_by: str = ""
     trigger: str = TRIGGER_CALL
     """What started the run: "call", or by itself "topic:<topic>", "schedule:<cron>"."""
+    parallel_limit: int = 0
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +182,7 @@ def create_runs(
     keys: set[str] = set()
     for start in new:
         wdef = start.wdef
-        run_id = new_id()
+        run_id = start.run_id or new_id()
         runs_.append(
             {
                 "id": run_id,
@@ -185,6 +200,9 @@ def create_runs(
                 "request_digest": start.request_digest,
                 "created_by": start.created_by,
                 "trigger": start.trigger,
+                "attempt": 1,
+                "parallel_limit": start.parallel_limit,
+                "rollback_on_failure": wdef.rollback == "on_failure",
             }
         )
         shape = _shape(wdef)
@@ -208,6 +226,7 @@ def create_runs(
                 "org_id": org,
                 "run_id": run_id,
                 "enqueued_at_ms": now if row["state"] == JobState.QUEUED else 0,
+                "parallel_limit": start.parallel_limit,
             }
             for row in shape.rows
         )

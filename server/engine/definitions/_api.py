@@ -27,7 +27,7 @@ from trellis.server.engine.definitions._validate import build
 from trellis.server.engine.definitions._values import MAX_JSON_DEPTH
 from trellis.v1 import jobs_pb2, workflows_pb2
 
-_WORKFLOW_KEYS = ("id", "name", "trigger", "env", "jobs", "inputs")
+_WORKFLOW_KEYS = ("id", "name", "trigger", "env", "jobs", "inputs", "rollback", "parallel_limit")
 _JOB_KEYS = (
     "id",
     "name",
@@ -38,6 +38,7 @@ _JOB_KEYS = (
     "retry_policy",
     "timeout_secs",
     "env",
+    "compensation",
 )
 
 
@@ -191,6 +192,8 @@ def read_api_mapping(data: Any, *, source: str, workflow_id: str) -> Draft:
         jobs=jobs,
         inputs=top.get("inputs"),
         triggers=top.get("trigger"),
+        rollback=top.get("rollback"),
+        parallel_limit=top.get("parallel_limit"),
     )
 
 
@@ -212,6 +215,7 @@ def _job(index: int, body: Any, where: Where) -> DraftJob:
         retry_policy=job.get("retry_policy"),
         timeout=job.get("timeout_secs"),
         env=job.get("env"),
+        compensate=job.get("compensation"),
     )
 
 

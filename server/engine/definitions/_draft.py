@@ -70,6 +70,8 @@ class DraftJob:
     backoff: Any = None
     timeout: Any = None
     env: Any = None
+    compensate: Any = None
+    """A command, or ``{<command key>, <retries key>}`` in the source's spelling."""
 
 
 JobsReader = Callable[[], tuple[int, Iterator[DraftJob]]]
@@ -91,3 +93,5 @@ class Draft:
     """Input name -> ``{type, required, default, description}``, the form every source gives."""
     triggers: Any = None
     """What the dialect's ``triggers`` reads."""
+    rollback: Any = None
+    parallel_limit: Any = None

@@ -26,7 +26,7 @@ from trellis.server.engine.definitions._validate import build
 
 FORMATS: dict[str, Literal["yaml", "json"]] = {".yml": "yaml", ".yaml": "yaml", ".json": "json"}
 
-_FILE_KEYS = ("name", "on", "env", "jobs", "inputs")
+_FILE_KEYS = ("name", "on", "env", "jobs", "inputs", "rollback", "parallel_limit")
 _JOB_KEYS = (
     "name",
     "needs",
@@ -38,6 +38,7 @@ _JOB_KEYS = (
     "labels",
     "retries",
     "backoff",
+    "compensate",
 )
 _BACKOFF_HINT = (
     "none, {fixed: N}, {fixed: {delay_secs: N}} or {exponential: {base_secs: N, max_secs: M}}"
@@ -126,6 +127,8 @@ def read_file_mapping(data: Any, *, source: str, workflow_id: str) -> Draft:
         jobs=jobs,
         inputs=inputs,
         triggers=fields.get("on"),
+        rollback=fields.get("rollback"),
+        parallel_limit=fields.get("parallel_limit"),
     )
 
 
@@ -157,6 +160,7 @@ def _job(job_id: str, body: Any, where: Where) -> DraftJob:
         backoff=job.get("backoff"),
         timeout=job.get("timeout"),
         env=job.get("env"),
+        compensate=job.get("compensate"),
     )
 
 

@@ -22,6 +22,8 @@ MAX_RETRIES = 100
 MAX_BACKOFF_SECS = 86_400
 MAX_TIMEOUT_SECS = 7 * 86_400
 MAX_INPUTS = 100
+MAX_PARALLEL_LIMIT = 100_000
+RollbackPolicy = Literal["", "on_failure"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,10 @@ class JobDef:
     timeout_secs: int
     # A plain dict that is never mutated; left out of the hash because dicts cannot be hashed.
     env: Mapping[str, str] = field(hash=False)
+    # The command that undoes the job's effect when its run is rolled back ("": none), and
+    # how often a failed try of it is retried.
+    compensate: str = ""
+    compensate_retries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +155,10 @@ class WorkflowDef:
     triggers: tuple[TriggerDef, ...] = ()
     """What ``on:`` subscribes the workflow to: topics (named events among them), then
     schedules, each in the order given."""
+    rollback: RollbackPolicy = ""
+    """``on_failure``: a run that fails runs its succeeded jobs' compensations."""
+    parallel_limit: int = 0
+    """The parallel limit of a run started without one (0: none)."""
 
     def resolve_inputs(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The input values of a run (plain JSON values, as ``json.loads`` or a Struct give
@@ -193,6 +203,17 @@ class WorkflowDef:
                     "backoff": job.backoff.to_json(),
                     "timeout_secs": job.timeout_secs,
                     "env": dict(job.env),
+                    # Only when set: definitions without stay as they were stored before.
+                    **(
+                        {
+                            "compensate": {
+                                "command": job.compensate,
+                                "max_retries": job.compensate_retries,
+                            }
+                        }
+                        if job.compensate
+                        else {}
+                    ),
                 }
                 for job in self.jobs
             ],
@@ -201,6 +222,10 @@ class WorkflowDef:
             found["inputs"] = [_input_json(spec) for spec in self.inputs]
         if self.triggers != named_events(self.trigger):
             found["triggers"] = [trigger.to_json() for trigger in self.triggers]
+        if self.rollback:
+            found["rollback"] = self.rollback
+        if self.parallel_limit:
+            found["parallel_limit"] = self.parallel_limit
         return found
 
     @classmethod

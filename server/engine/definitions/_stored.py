@@ -54,6 +54,8 @@ def read_stored(data: Any) -> Draft:
         jobs=jobs,
         inputs=_inputs(top.get("inputs"), where),
         triggers=(top.get("triggers"), top.get("trigger")),
+        rollback=top.get("rollback"),
+        parallel_limit=top.get("parallel_limit"),
     )
 
 
@@ -92,6 +94,7 @@ def _job(index: int, body: Any, where: Where) -> DraftJob:
         backoff=job.get("backoff"),
         timeout=job.get("timeout_secs"),
         env=job.get("env"),
+        compensate=job.get("compensate"),
     )
 
 

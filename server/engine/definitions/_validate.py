@@ -15,11 +15,12 @@ from trellis.server.engine.definitions._checks import (
     text,
 )
 from trellis.server.engine.definitions._draft import Dialect, Draft, DraftJob
-from trellis.server.engine.definitions._errors import quote
+from trellis.server.engine.definitions._errors import quote, show
 from trellis.server.engine.definitions._graph import check_graph
 from trellis.server.engine.definitions._inputs import declared_inputs
 from trellis.server.engine.definitions._model import (
     MAX_JOBS,
+    MAX_PARALLEL_LIMIT,
     MAX_RETRIES,
     Backoff,
     JobDef,
@@ -59,6 +60,9 @@ def build(draft: Draft) -> WorkflowDef:
         first_at[job.id] = job.position
         jobs.append(built)
     check_graph(jobs, dialect.needs_verb, where)
+    if draft.rollback not in (None, "", "on_failure"):
+        where.fail(f"`rollback` must be on_failure, got {show(draft.rollback)}")
+    limit = optional_int(draft.parallel_limit, "`parallel_limit`", 0, MAX_PARALLEL_LIMIT, where)
     return WorkflowDef(
         id=draft.id,
         name=name,
@@ -67,6 +71,8 @@ def build(draft: Draft) -> WorkflowDef:
         jobs=tuple(jobs),
         inputs=inputs,
         triggers=triggers,
+        rollback="on_failure" if draft.rollback else "",
+        parallel_limit=limit,
     )
 
 
@@ -90,6 +96,7 @@ def _job(job: DraftJob, dialect: Dialect, wf_env: Mapping[str, str]) -> JobDef:
         retries, backoff = _retries(job, dialect)
     timeout_secs = dialect.timeout(job.timeout, at)
     job_env = env(job.env, "`env`", at, strings_only=not dialect.scalar_env)
+    compensate, compensate_retries = _compensate(job, dialect)
     return JobDef(
         id=job.id,
         name=name,
@@ -100,7 +107,28 @@ def _job(job: DraftJob, dialect: Dialect, wf_env: Mapping[str, str]) -> JobDef:
         backoff=backoff,
         timeout_secs=timeout_secs,
         env={**wf_env, **job_env} if dialect.merge_env else job_env,
+        compensate=compensate,
+        compensate_retries=compensate_retries,
     )
+
+
+def _compensate(job: DraftJob, dialect: Dialect) -> tuple[str, int]:
+    """The job's compensation: a command alone, or with its retries."""
+    value, at = job.compensate, job.at
+    if value is None or value == {}:
+        return "", 0
+    if isinstance(value, str):
+        return text(value, "`compensate`", at), 0
+    body = mapping(value, "`compensate`", at)
+    within = at.within("`compensate`")
+    reject_unknown(body, (dialect.command, dialect.retries), within)
+    command = text(
+        required(body.get(dialect.command), dialect.command, within), f"`{dialect.command}`", within
+    )
+    retries = optional_int(
+        body.get(dialect.retries), f"`{dialect.retries}`", 0, MAX_RETRIES, within
+    )
+    return command, retries
 
 
 def _retries(job: DraftJob, dialect: Dialect) -> tuple[int, Backoff]:

@@ -19,12 +19,13 @@ from trellis.server.engine.service._claims import ClaimOps
 from trellis.server.engine.service._leases import LeaseOps
 from trellis.server.engine.service._lifecycle import LifecycleOps
 from trellis.server.engine.service._logs import LogOps
+from trellis.server.engine.service._recovery import RecoveryOps
 from trellis.server.engine.service._runs import RunOps
 from trellis.server.engine.service._starts import MAX_BATCH_RUNS, RunRequest, StartOps
 from trellis.server.engine.service._triggers import CATCH_UP_POLICIES, CatchUp, TriggerOps
 
 
-class Service(LifecycleOps, TriggerOps, StartOps, RunOps, ClaimOps, LeaseOps, LogOps):
+class Service(LifecycleOps, TriggerOps, StartOps, RunOps, RecoveryOps, ClaimOps, LeaseOps, LogOps):
     """All of Trellis' behaviour; safe to call from many threads at once."""
 
     def __init__(

@@ -29,6 +29,8 @@ _ATTEMPTS_OF_RUN = _sql.Sql(
         AND state <> '{LeaseState.RELEASED}'
     ORDER BY job_id, attempt"""
 )
+_ENDS = (RunEventType.RUN_FINISHED, RunEventType.RUN_ROLLBACK_FINISHED)
+_GOING = (runs_pb2.RUN_STATE_RUNNING, runs_pb2.RUN_STATE_ROLLING_BACK)
 RUNS_PAGE_SIZE = 50
 MAX_RUNS_PAGE = 1000
 # Newest first; runs created in one millisecond in id order.
@@ -153,8 +155,13 @@ class RunOps(Base):
                 for row in rows:
                     after = (int(row["tx"]), int(row["id"]))
                     yield render.run_event(row)
-                    if row["type"] == RunEventType.RUN_FINISHED:
+                # A retried run finished before its last attempt, and a run
+                # rolling back goes on after it failed: the stream ends at
+                # an end that nothing follows, once the run is over.
+                if rows and rows[-1]["type"] in _ENDS:
+                    if self._run(principal.org_id, run_id).state not in _GOING:
                         return
+                    continue
                 if not rows:
                     sub.wait(self.poll_interval)
 
@@ -173,6 +180,10 @@ RUN_VIEW_TYPES = tuple(
             RunEventType.JOB_SKIPPED,
             RunEventType.JOB_CANCELLED,
             RunEventType.RUN_FINISHED,
+            RunEventType.RUN_RETRIED,
+            RunEventType.RUN_ROLLBACK_STARTED,
+            RunEventType.RUN_ROLLBACK_FINISHED,
+            RunEventType.JOB_COMPENSATED,
         }
     )
 )

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_RUNS = 1000
 MAX_REQUEST_ID_LENGTH = 200
+MAX_PARALLEL_LIMIT = 100_000
 # Groups made again because a workflow changed meanwhile (each try reads afresh).
 _MAX_STALE_RETRIES = 10
 
@@ -73,7 +74,8 @@ _RUNS_OF_REQUESTS = _sql.Sql(
 @dataclass(frozen=True, slots=True)
 class RunRequest:
     """A start of a run of ``workflow_id`` with ``inputs`` (as given, before
-    defaults), retried safely under the caller's ``request_id`` when set."""
+    defaults), retried safely under the caller's ``request_id`` when set, with
+    at most ``parallel_limit`` jobs leased at once (0: no limit)."""
 
     workflow_id: str
     inputs: Mapping[str, Any] = field(default_factory=dict)
@@ -82,13 +84,15 @@ class RunRequest:
     """What started the run by itself ("topic:<topic>", "schedule:<cron>"); empty for a
     caller's start. A triggered run of a workflow that declares no inputs keeps the
     trigger's values as its inputs."""
+    parallel_limit: int = 0
 
     def digest(self) -> str:
         """What the request asks for, to tell a retry from a reuse of its id
         (3 and 3.0 are one number: a Struct carries every number as a double)."""
-        canonical = json.dumps(
-            [self.workflow_id, _whole(self.inputs)], sort_keys=True, separators=(",", ":")
-        )
+        asked: list[Any] = [self.workflow_id, _whole(self.inputs)]
+        if self.parallel_limit:  # a start without one keeps the digest it had
+            asked.append(self.parallel_limit)
+        canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -135,6 +139,13 @@ class _StaleVersions(Exception):
         self.workflow_ids = workflow_ids
 
 
+def check_parallel_limit(limit: int, where: str = "") -> int:
+    """``limit`` when it is one a run may have."""
+    if limit > MAX_PARALLEL_LIMIT:
+        raise InvalidArgument(f"{where}parallel_limit: at most {MAX_PARALLEL_LIMIT}, got {limit}")
+    return limit
+
+
 class StartOps(Base):
     _starts: GroupCommit[Start, list[Mapping[str, Any]]]
 
@@ -164,6 +175,7 @@ class StartOps(Base):
                 raise InvalidArgument(
                     f"{start.where(i)}request_id: at most {MAX_REQUEST_ID_LENGTH} characters"
                 )
+            check_parallel_limit(req.parallel_limit, start.where(i))
         # The runs as created: what a re-read right after the commit would show.
         return [render.run_from_row(row) for row in self._starts.submit(start)]
 
@@ -335,6 +347,7 @@ class StartOps(Base):
                     digest,
                     created_by=start.principal.subject,
                     trigger=req.trigger or TRIGGER_CALL,
+                    parallel_limit=req.parallel_limit or wdef.parallel_limit,
                 )
             )
         prior.update(seen)

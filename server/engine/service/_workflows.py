@@ -169,6 +169,8 @@ class WorkflowOps(DefinitionStore):
                 inputs=render.workflow_inputs(wdef.inputs),
                 enabled=r.enabled,
                 triggers=trigger_messages(wdef.triggers),
+                rollback=wdef.rollback or None,
+                parallel_limit=wdef.parallel_limit or None,
             )
             if r.latest_run_id:
                 msg.run_id = r.latest_run_id
