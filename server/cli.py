@@ -38,6 +38,10 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         overrides["reap_interval_secs"] = args.reap_interval_secs
     if args.max_lost_leases is not None:
         overrides["max_lost_leases"] = args.max_lost_leases
+    if args.egress_allow is not None:
+        overrides["egress_allow"] = args.egress_allow
+    if args.webhooks_config is not None:
+        overrides["webhooks_config"] = Path(args.webhooks_config) if args.webhooks_config else None
     return dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
 
 
@@ -94,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-lost-leases",
         type=_count,
         help="env TRELLIS_MAX_LOST_LEASES (default 3): lost leases a job is queued again after",
+    )
+    serve.add_argument(
+        "--egress-allow",
+        help="env EGRESS_ALLOW: hosts and CIDR ranges webhooks may reach although private",
+    )
+    serve.add_argument(
+        "--webhooks-config", help="env WEBHOOKS_CONFIG: a TOML file with a [webhooks] section"
     )
     serve.set_defaults(func=_serve)
     try:

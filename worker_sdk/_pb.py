@@ -11,6 +11,7 @@ from trellis.v1 import (  # type: ignore[import-not-found, unused-ignore]
     logs_pb2,
     machine_pb2,
     runs_pb2,
+    webhooks_pb2,
     workers_pb2,
     workflows_pb2,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "logs_pb2",
     "machine_pb2",
     "runs_pb2",
+    "webhooks_pb2",
     "workers_pb2",
     "workflows_pb2",
 ]

@@ -32,6 +32,7 @@ from ._cli_base import (
 )
 from ._cli_inputs import input_option, read_inputs_file, run_inputs
 from ._cli_manage import add_manage_commands, inputs_line
+from ._cli_webhooks import add_webhook_commands
 from ._client import Client
 from ._errors import DeadlineExceeded, TrellisError
 from ._pb import jobs_pb2, logs_pb2, runs_pb2
@@ -135,6 +136,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     p.set_defaults(func=_guard(_cmd_workflows))
 
     add_manage_commands(subparsers, common)
+    add_webhook_commands(subparsers, common)
 
     p = subparsers.add_parser(
         "login",

@@ -38,6 +38,7 @@ from ._identity import (
     UserRow,
 )
 from ._shared import AuditEventRow, ServerSecretRow
+from ._webhooks import WebhookDeliveryRow, WebhookSubscriptionRow
 
 __all__ = [
     "NAMING",
@@ -65,6 +66,8 @@ __all__ = [
     "SessionRow",
     "SigningKeyRow",
     "UserRow",
+    "WebhookDeliveryRow",
+    "WebhookSubscriptionRow",
     "WorkerRow",
     "WorkflowRow",
     "WorkflowVersionRow",

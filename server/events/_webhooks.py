@@ -1,0 +1,911 @@
+"""Webhook subscriptions and their delivery from the event log.
+
+The event log is the outbox. A subscription's ``cursor`` is its position in
+the log; the deliverer reads the matching events after it and sends them one
+at a time, in cursor order (head of line: event k+1 waits until k is
+delivered or finally failed). Every attempt is recorded in
+``webhook_deliveries`` and the cursor moves in the same transaction, so a
+crash between the receiver's answer and that commit sends the event again
+with the same ``webhook-id`` (derived from subscription and event): delivery
+is at least once, and nothing is written on the job path.
+
+Across replicas one deliverer at a time holds a subscription, by a lease on
+its row (``UPDATE ... SET owner = me WHERE owner IS NULL OR owner_until_ms <
+now``), renewed by every attempt it records; an attempt whose record finds
+the lease gone is rolled back.
+
+A failed attempt (no 2xx, no answer, a refused address) is retried after a
+delay drawn uniformly from ``[0, min(cap, base * 2**n))`` (exponential
+backoff, full jitter) until the event's first attempt is ``max_age`` old; then
+the attempt is recorded as failed and the subscription moves on.
+
+Backends registered by machine users are subscriptions too (``source``
+"backend"), made and kept in step with ``machine_backends`` by the deliverer:
+they receive RUN_CREATED of runs started by a trigger (``data.trigger`` other
+than "call") in their organization and RUN_FINISHED of runs their machine
+user started (``data.created_by``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import logging
+import random
+import secrets
+import threading
+import tomllib
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Generic, Protocol, TypeVar
+
+import httpx
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from trellis.server.core.db import Database
+from trellis.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from trellis.server.core.models import (
+    MachineBackendRow,
+    WebhookDeliveryRow,
+    WebhookSubscriptionRow,
+    table,
+)
+from trellis.server.core.pagination import PageTokens, after_key, page_size, page_token_key
+from trellis.server.core.principal import Principal
+from trellis.server.events._egress import EgressRefused, GuardedClient
+from trellis.server.events._signing import (
+    backend_secret,
+    new_secret,
+    seal,
+    seal_key,
+    secret_hint,
+    signed_request,
+    unseal,
+)
+from trellis.server.identity._callbacks import check_callback_url
+from trellis.v1 import events_pb2
+
+__all__ = [
+    "Deliverer",
+    "DeliveryRecord",
+    "DeliverySettings",
+    "EventReader",
+    "LoggedEvent",
+    "WebhookRecord",
+    "Webhooks",
+    "event_name",
+    "event_names",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+subs = table(WebhookSubscriptionRow)
+deliveries = table(WebhookDeliveryRow)
+backends = table(MachineBackendRow)
+
+_PREFIX: Final = "EVENT_TYPE_"
+# Seed 002's names for the events of its tasks and batches.
+_ALIASES: Final = {
+    "task.completed": "job.succeeded",
+    "task.failed": "job.failed",
+    "batch.completed": "run.finished",
+}
+_RETRYABLE_PG_CODES: Final = frozenset({"40001", "40P01"})
+_ANSWER_CHARS: Final = 2000
+_ERROR_CHARS: Final = 500
+
+
+def event_name(type_value: int) -> str:
+    """``EVENT_TYPE_JOB_SUCCEEDED`` → ``job.succeeded``: the name webhooks use."""
+    name = events_pb2.EventType.Name(type_value)
+    head, _, rest = name.removeprefix(_PREFIX).lower().partition("_")
+    return f"{head}.{rest}"
+
+
+_BY_NAME: Final = {
+    event_name(v): v
+    for v in events_pb2.EventType.values()
+    if v != events_pb2.EVENT_TYPE_UNSPECIFIED
+}
+
+
+def event_names(given: Iterable[str], field: str = "event_types") -> list[str]:
+    """Canonical names of ``given`` (dotted, enum or seed names; "*" or
+    nothing: every event, an empty list); InvalidArgument names an unknown one."""
+    names: dict[str, None] = {}
+    for raw in given:
+        text = raw.strip()
+        if text == "*":
+            return []
+        key = text.lower()
+        if key.upper().startswith(_PREFIX) or "." not in key:
+            key = key.upper().removeprefix(_PREFIX)
+            head, _, rest = key.lower().partition("_")
+            key = f"{head}.{rest}"
+        key = _ALIASES.get(key, key)
+        if key not in _BY_NAME:
+            known = ", ".join(sorted(_BY_NAME))
+            raise InvalidArgument(f"{field}: unknown event type {text[:64]!r} (known: {known})")
+        names[key] = None
+    return list(names)
+
+
+# ------------------------------------------------------------------ the reader
+
+
+class LoggedEvent(Protocol):
+    """What the deliverer reads of an event of the log."""
+
+    @property
+    def cursor(self) -> str: ...
+    @property
+    def type(self) -> int: ...
+    @property
+    def time_ms(self) -> int: ...
+    @property
+    def workflow_id(self) -> str: ...
+    @property
+    def workflow_version(self) -> int: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def data(self) -> Mapping[str, Any]: ...
+
+
+class EventReader(Protocol):
+    """The event log as the deliverer reads it."""
+
+    def read_after(
+        self, org_id: str, after_cursor: str, types: Collection[int], limit: int
+    ) -> tuple[Sequence[LoggedEvent], str]:
+        """At most ``limit`` events of ``org_id`` after ``after_cursor`` of
+        ``types`` (empty: all), oldest first, and the cursor to continue from
+        (that of the last event examined; ``after_cursor`` when none)."""
+        ...
+
+    def head_cursor(self, org_id: str) -> str:
+        """The cursor of the newest event a reader can see now ("" when none)."""
+        ...
+
+
+# ------------------------------------------------------------------ records
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRecord:
+    id: str
+    org_id: str
+    source: str
+    backend_id: str
+    url: str
+    description: str
+    event_types: tuple[str, ...]
+    enabled: bool
+    secret_hint: str
+    cursor: str
+    created_at_ms: int
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedWebhook:
+    webhook: WebhookRecord
+    # Shown once, never stored in the clear.
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    delivery_id: str
+    webhook_id: str
+    event_cursor: str
+    event_type: str
+    attempt: int
+    status: str
+    status_code: int
+    answer: str
+    error: str
+    attempted_at_ms: int
+    next_attempt_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str
+
+
+def _record(row: Any) -> WebhookRecord:
+    return WebhookRecord(
+        id=row.id,
+        org_id=row.org_id,
+        source=row.source,
+        backend_id=row.backend_id or "",
+        url=row.url,
+        description=row.description,
+        event_types=tuple(row.event_types or ()),
+        enabled=bool(row.enabled),
+        secret_hint=row.secret_hint,
+        cursor=row.cursor,
+        created_at_ms=row.created_at_ms,
+        updated_at_ms=row.updated_at_ms,
+    )
+
+
+def _delivery(row: Any) -> DeliveryRecord:
+    return DeliveryRecord(
+        delivery_id=row.delivery_id,
+        webhook_id=row.subscription_id,
+        event_cursor=row.event_cursor,
+        event_type=row.event_type,
+        attempt=row.attempt,
+        status=row.status,
+        status_code=row.status_code,
+        answer=row.answer,
+        error=row.error,
+        attempted_at_ms=row.attempted_at_ms,
+        next_attempt_ms=row.next_attempt_ms,
+    )
+
+
+def _new_id() -> str:
+    return "wh_" + secrets.token_hex(12)
+
+
+def _write(db: Database, fn: Callable[[Connection, int], T]) -> T:
+    """``fn`` in one write transaction, run again after a serialization failure."""
+    for attempt in range(5):
+        try:
+            with db.write() as conn:
+                return fn(conn, db.now_ms(conn))
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _RETRYABLE_PG_CODES and attempt < 4:
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------ the service
+
+DELIVERY_STATUSES: Final = ("delivered", "retrying", "failed")
+_LIST_MAX: Final = 1000
+
+
+class Webhooks:
+    """Subscriptions: create, list, change, delete, and their delivery record."""
+
+    def __init__(self, db: Database, reader: EventReader) -> None:
+        self.db = db
+        self.reader = reader
+
+    def create(
+        self,
+        actor: Principal,
+        url: str,
+        *,
+        event_types: Iterable[str] = (),
+        description: str = "",
+        enabled: bool = True,
+    ) -> CreatedWebhook:
+        check_callback_url(url, "url")
+        names = event_names(event_types)
+        if len(description) > 2000:
+            raise InvalidArgument("description: at most 2000 characters")
+        secret = new_secret()
+        # Events committed from now on: the head before the row exists.
+        head = self.reader.head_cursor(actor.org_id)
+
+        def op(conn: Connection, now: int) -> WebhookRecord:
+            row = {
+                "id": _new_id(),
+                "org_id": actor.org_id,
+                "source": "api",
+                "backend_id": None,
+                "url": url,
+                "description": description,
+                "event_types": names,
+                "enabled": enabled,
+                "secret_sealed": seal(conn, now, secret),
+                "secret_hint": secret_hint(secret),
+                "cursor": head,
+                "attempts": 0,
+                "first_attempt_ms": None,
+                "next_attempt_ms": None,
+                "owner": None,
+                "owner_until_ms": None,
+                "created_at_ms": now,
+                "updated_at_ms": now,
+            }
+            conn.execute(insert(subs).values(row))
+            return _record(conn.execute(select(subs).where(subs.c.id == row["id"])).one())
+
+        return CreatedWebhook(_write(self.db, op), secret)
+
+    def list(self, actor: Principal, *, size: int = 0, token: str = "") -> Page[WebhookRecord]:
+        limit = page_size(size, default=_LIST_MAX, maximum=_LIST_MAX)
+        scope = f"webhooks:{actor.org_id}"
+        with self.db.read() as conn:
+            tokens = PageTokens(page_token_key(conn, self.db.now_ms(conn)))
+            query = select(subs).where(subs.c.org_id == actor.org_id)
+            if token:
+                key = tokens.decode(scope, token)
+                cols = [subs.c.created_at_ms, subs.c.id]
+                query = query.where(after_key(cols, key, descending=[False, False]))
+            rows = conn.execute(
+                query.order_by(subs.c.created_at_ms, subs.c.id).limit(limit + 1)
+            ).all()
+        items = [_record(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        last = items[-1] if items else None
+        next_token = tokens.encode(scope, [last.created_at_ms, last.id]) if more and last else ""
+        return Page(items, next_token)
+
+    def get(self, actor: Principal, webhook_id: str) -> WebhookRecord:
+        with self.db.read() as conn:
+            return _record(self._row(conn, actor, webhook_id))
+
+    def update(
+        self,
+        actor: Principal,
+        webhook_id: str,
+        *,
+        enabled: bool | None = None,
+        event_types: Sequence[str] = (),
+    ) -> WebhookRecord:
+        names = event_names(event_types) if event_types else None
+
+        def op(conn: Connection, now: int) -> WebhookRecord:
+            row = self._row(conn, actor, webhook_id)
+            if row.source == "backend" and names is not None:
+                raise FailedPrecondition(
+                    "event_types: a backend's callbacks are fixed (triggered runs, its runs)"
+                )
+            changes: dict[str, Any] = {"updated_at_ms": now}
+            if enabled is not None:
+                changes["enabled"] = enabled
+            if names is not None:
+                changes["event_types"] = names
+            conn.execute(update(subs).where(subs.c.id == row.id).values(changes))
+            return _record(conn.execute(select(subs).where(subs.c.id == row.id)).one())
+
+        return _write(self.db, op)
+
+    def delete(self, actor: Principal, webhook_id: str) -> None:
+        def op(conn: Connection, now: int) -> None:
+            row = self._row(conn, actor, webhook_id)
+            if row.source == "backend":
+                raise FailedPrecondition(
+                    "a backend's callbacks end with the backend; disable them instead"
+                )
+            conn.execute(delete(deliveries).where(deliveries.c.subscription_id == row.id))
+            conn.execute(delete(subs).where(subs.c.id == row.id))
+
+        _write(self.db, op)
+
+    def deliveries(
+        self,
+        actor: Principal,
+        webhook_id: str,
+        *,
+        status: str = "",
+        size: int = 0,
+        token: str = "",
+    ) -> Page[DeliveryRecord]:
+        if status and status not in DELIVERY_STATUSES:
+            raise InvalidArgument(f"status: one of {', '.join(DELIVERY_STATUSES)}")
+        limit = page_size(size, default=100, maximum=_LIST_MAX)
+        scope = f"webhook-deliveries:{actor.org_id}:{webhook_id}:{status}"
+        with self.db.read() as conn:
+            self._row(conn, actor, webhook_id)
+            tokens = PageTokens(page_token_key(conn, self.db.now_ms(conn)))
+            query = select(deliveries).where(deliveries.c.subscription_id == webhook_id)
+            if status:
+                query = query.where(deliveries.c.status == status)
+            if token:
+                (after,) = tokens.decode(scope, token)
+                query = query.where(deliveries.c.id < after)
+            rows = conn.execute(query.order_by(deliveries.c.id.desc()).limit(limit + 1)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_token = tokens.encode(scope, [int(rows[-1].id)]) if more and rows else ""
+        return Page([_delivery(r) for r in rows], next_token)
+
+    def backend_secret(self, actor: Principal, backend_id: str) -> str:
+        """The secret of a backend, for the machine user that registered it."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(backends).where(
+                    backends.c.id == backend_id, backends.c.org_id == actor.org_id
+                )
+            ).first()
+            own = row is not None and actor.subject == f"machine:{row.machine_user_id}"
+            if row is None or not (own or actor.allows("webhooks:write")):
+                raise NotFound(f"backend {backend_id[:64]!r} not found")
+            return backend_secret(conn, self.db.now_ms(conn), backend_id)
+
+    def load_config(self, org_id: str, path: Path) -> int:
+        """Makes the configuration file's ``[webhooks]`` endpoints the org's
+        "config" subscriptions: added, changed, or removed to match, in one
+        transaction. Loading the same file again changes nothing. Returns how
+        many endpoints it names. ValueError names what is wrong."""
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"WEBHOOKS_CONFIG={path}: {exc}") from None
+        section = doc.get("webhooks", {})
+        if not isinstance(section, dict):
+            raise ValueError(f"WEBHOOKS_CONFIG={path}: [webhooks] must be a table")
+        enabled = section.get("enabled", True)
+        endpoints = section.get("endpoints", [])
+        if not isinstance(enabled, bool) or not isinstance(endpoints, list):
+            raise ValueError(f"WEBHOOKS_CONFIG={path}: enabled is a boolean, endpoints a list")
+        wanted: dict[str, dict[str, Any]] = {}
+        for i, entry in enumerate(endpoints):
+            where = f"WEBHOOKS_CONFIG={path}: endpoints[{i}]"
+            if not isinstance(entry, dict):
+                raise ValueError(f"{where}: must be a table {{url, events, secret}}")
+            url, secret, events = entry.get("url"), entry.get("secret"), entry.get("events", [])
+            if not isinstance(url, str) or not isinstance(secret, str) or not secret:
+                raise ValueError(f"{where}: url and secret are required strings")
+            if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+                raise ValueError(f"{where}: events is a list of event names")
+            try:
+                check_callback_url(url, "url")
+                names = event_names(events, "events")
+            except InvalidArgument as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            ident = "whc_" + hashlib.sha256(f"{org_id}\0{url}".encode()).hexdigest()[:24]
+            wanted[ident] = {"url": url, "secret": secret, "events": names}
+        head = self.reader.head_cursor(org_id)
+
+        def op(conn: Connection, now: int) -> None:
+            key = seal_key(conn, now)
+            present = {
+                r.id: r
+                for r in conn.execute(
+                    select(subs).where(subs.c.org_id == org_id, subs.c.source == "config")
+                ).all()
+            }
+            for gone in set(present) - set(wanted):
+                conn.execute(delete(deliveries).where(deliveries.c.subscription_id == gone))
+                conn.execute(delete(subs).where(subs.c.id == gone))
+            for ident, want in wanted.items():
+                old = present.get(ident)
+                fields = {
+                    "url": want["url"],
+                    "event_types": want["events"],
+                    "enabled": enabled,
+                    "secret_hint": secret_hint(want["secret"]),
+                }
+                if old is None:
+                    conn.execute(
+                        insert(subs).values(
+                            id=ident,
+                            org_id=org_id,
+                            source="config",
+                            backend_id=None,
+                            description="from WEBHOOKS_CONFIG",
+                            secret_sealed=seal(conn, now, want["secret"]),
+                            cursor=head,
+                            attempts=0,
+                            created_at_ms=now,
+                            updated_at_ms=now,
+                            **fields,
+                        )
+                    )
+                    continue
+                same = (
+                    all(getattr(old, k) == v for k, v in fields.items())
+                    and unseal(key, old.secret_sealed) == want["secret"]
+                )
+                if not same:
+                    sealed = seal(conn, now, want["secret"])
+                    conn.execute(
+                        update(subs)
+                        .where(subs.c.id == ident)
+                        .values(secret_sealed=sealed, updated_at_ms=now, **fields)
+                    )
+
+        _write(self.db, op)
+        return len(wanted)
+
+    def _row(self, conn: Connection, actor: Principal, webhook_id: str) -> Any:
+        row = conn.execute(
+            select(subs).where(subs.c.id == webhook_id, subs.c.org_id == actor.org_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"webhook {webhook_id[:64]!r} not found")
+        return row
+
+
+# ------------------------------------------------------------------ delivery
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How deliveries are paced; see the README's configuration table."""
+
+    retry_base_ms: int = 1000
+    retry_cap_ms: int = 300_000
+    max_age_secs: float = 86_400.0
+    lease_secs: float = 30.0
+    # The longest wait between passes when nothing wakes the deliverer.
+    poll_secs: float = 2.0
+    # Events read per subscription per pass; subscriptions delivered at once.
+    batch: int = 100
+    parallel: int = 4
+
+
+@dataclass
+class _State:
+    """Where a subscription's delivery stands, as this deliverer last wrote it."""
+
+    cursor: str
+    attempts: int
+    first_attempt_ms: int | None
+
+
+class _LeaseLost(Exception):
+    """Another replica holds the subscription now."""
+
+
+_BACKEND_TYPES: Final = (events_pb2.EVENT_TYPE_RUN_CREATED, events_pb2.EVENT_TYPE_RUN_FINISHED)
+
+
+def _wanted_by_backend(event: LoggedEvent, machine_subject: str) -> bool:
+    data = event.data or {}
+    if event.type == events_pb2.EVENT_TYPE_RUN_CREATED:
+        return str(data.get("trigger", "call")) != "call"
+    if event.type == events_pb2.EVENT_TYPE_RUN_FINISHED:
+        return str(data.get("created_by", "")) == machine_subject
+    return False
+
+
+def delivery_id(subscription_id: str, cursor: str) -> str:
+    """The ``webhook-id`` of an event for a subscription: the same on every attempt."""
+    return "msg_" + hashlib.sha256(f"{subscription_id}\0{cursor}".encode()).hexdigest()[:32]
+
+
+def payload(event: LoggedEvent) -> dict[str, Any]:
+    """The body of a delivery, before its signature (seed 002's shape)."""
+    at = datetime.fromtimestamp(event.time_ms / 1000, UTC)
+    return {
+        "event": event_name(event.type),
+        "timestamp": at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z",
+        "data": {
+            "cursor": event.cursor,
+            "workflow_id": event.workflow_id,
+            "workflow_version": event.workflow_version,
+            "run_id": event.run_id,
+            "job_id": event.job_id,
+            "attempt": event.attempt,
+            "message": event.message,
+            "details": dict(event.data or {}),
+        },
+    }
+
+
+class Deliverer:
+    """The background deliverer of one replica: ``start``, ``wake`` after
+    events commit, ``stop``."""
+
+    def __init__(
+        self,
+        db: Database,
+        reader: EventReader,
+        client: GuardedClient,
+        settings: DeliverySettings | None = None,
+        *,
+        replica: str = "",
+    ) -> None:
+        self.db = db
+        self.reader = reader
+        self.client = client
+        self.settings = settings or DeliverySettings()
+        self.replica = replica or "replica-" + secrets.token_hex(8)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.settings.parallel, thread_name_prefix="trellis-webhook"
+        )
+        self._random = random.Random()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="trellis-webhooks", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                wait = self.run_once()
+            except Exception:
+                log.exception("webhook delivery pass failed; trying again")
+                wait = self.settings.poll_secs
+            self._wake.wait(min(wait, self.settings.poll_secs))
+
+    def run_once(self) -> float:
+        """One pass over the due subscriptions; seconds until the next retry is due."""
+        self._sync_backends()
+        with self.db.read() as conn:
+            now = self.db.now_ms(conn)
+            rows = conn.execute(
+                select(subs).where(
+                    subs.c.enabled.is_(True),
+                    or_(subs.c.owner.is_(None), subs.c.owner_until_ms < now),
+                )
+            ).all()
+        due = [r for r in rows if r.next_attempt_ms is None or r.next_attempt_ms <= now]
+        later = [r.next_attempt_ms for r in rows if r.next_attempt_ms and r.next_attempt_ms > now]
+        work = [self._pool.submit(self._drain, row) for row in due if self._has_work(row)]
+        for future in work:
+            try:
+                future.result()
+            except Exception:
+                log.exception("webhook delivery failed; trying again")
+        if later:
+            return max(0.0, float(min(later) - now) / 1000)
+        return self.settings.poll_secs
+
+    def _types(self, row: Any) -> list[int]:
+        if row.source == "backend":
+            return list(_BACKEND_TYPES)
+        return [_BY_NAME[n] for n in row.event_types or () if n in _BY_NAME]
+
+    def _has_work(self, row: Any) -> bool:
+        events, next_cursor = self.reader.read_after(row.org_id, row.cursor, self._types(row), 1)
+        return bool(events) or next_cursor != row.cursor
+
+    def _drain(self, row: Any) -> None:
+        """Delivers the subscription's events after its cursor while it holds the lease."""
+        if not self._claim(row.id):
+            return
+        try:
+            with self.db.read() as conn:
+                now = self.db.now_ms(conn)
+                row = conn.execute(select(subs).where(subs.c.id == row.id)).one()
+                secret = self._secret(conn, now, row)
+                machine = ""
+                if row.source == "backend":
+                    owner = conn.execute(
+                        select(backends.c.machine_user_id).where(backends.c.id == row.backend_id)
+                    ).scalar()
+                    machine = f"machine:{owner}"
+            if not row.enabled or (row.next_attempt_ms and row.next_attempt_ms > now):
+                return
+            state = _State(row.cursor, row.attempts, row.first_attempt_ms)
+            while not self._stop.is_set():
+                events, next_cursor = self.reader.read_after(
+                    row.org_id, state.cursor, self._types(row), self.settings.batch
+                )
+                if not events:
+                    if next_cursor and next_cursor != state.cursor:
+                        self._advance(row.id, state, next_cursor)
+                    return
+                for event in events:
+                    # A backend hears of what happened after it registered.
+                    if machine and (
+                        event.time_ms < row.created_at_ms or not _wanted_by_backend(event, machine)
+                    ):
+                        continue
+                    if not self._attempt(row, state, event, secret):
+                        return  # head of line: retried when due
+                # Past the examined events that were not for this subscription.
+                if next_cursor and next_cursor != state.cursor:
+                    self._advance(row.id, state, next_cursor)
+        except _LeaseLost:
+            log.info("webhook %s: lease taken over by another replica", row.id)
+        finally:
+            self._release(row.id)
+
+    def _secret(self, conn: Connection, now: int, row: Any) -> str:
+        if row.source == "backend":
+            return backend_secret(conn, now, row.backend_id)
+        return unseal(seal_key(conn, now), row.secret_sealed)
+
+    def _claim(self, sub_id: str) -> bool:
+        def op(conn: Connection, now: int) -> bool:
+            until = now + int(self.settings.lease_secs * 1000)
+            claimed = conn.execute(
+                update(subs)
+                .where(
+                    subs.c.id == sub_id,
+                    or_(
+                        subs.c.owner.is_(None),
+                        subs.c.owner_until_ms < now,
+                        subs.c.owner == self.replica,
+                    ),
+                )
+                .values(owner=self.replica, owner_until_ms=until)
+            )
+            return claimed.rowcount == 1
+
+        return _write(self.db, op)
+
+    def _release(self, sub_id: str) -> None:
+        def op(conn: Connection, now: int) -> None:
+            conn.execute(
+                update(subs)
+                .where(subs.c.id == sub_id, subs.c.owner == self.replica)
+                .values(owner=None, owner_until_ms=None)
+            )
+
+        try:
+            _write(self.db, op)
+        except Exception:
+            log.warning("webhook %s: lease not released (it expires)", sub_id, exc_info=True)
+
+    def _owned(self, now: int) -> Any:
+        return and_(subs.c.owner == self.replica, subs.c.owner_until_ms >= now)
+
+    def _advance(self, sub_id: str, state: _State, cursor: str) -> None:
+        def op(conn: Connection, now: int) -> None:
+            moved = conn.execute(
+                update(subs)
+                .where(subs.c.id == sub_id, subs.c.cursor == state.cursor, self._owned(now))
+                .values(cursor=cursor, owner_until_ms=now + int(self.settings.lease_secs * 1000))
+            )
+            if moved.rowcount != 1:
+                raise _LeaseLost
+
+        _write(self.db, op)
+        state.cursor = cursor
+
+    def _attempt(self, row: Any, state: _State, event: LoggedEvent, secret: str) -> bool:
+        """Sends ``event`` once and records the attempt; whether the
+        subscription moves past it (delivered, or finally failed)."""
+        ident = delivery_id(row.id, event.cursor)
+        attempt = state.attempts + 1
+        started = datetime.now(UTC)
+        body, headers = signed_request(secret, ident, payload(event), started)
+        code, answer, error = 0, "", ""
+        try:
+            answer_ = self.client.post(row.url, body, headers)
+            code, answer = answer_.status_code, answer_.body[:_ANSWER_CHARS]
+            if not 200 <= code < 300:
+                error = f"answered {code}"
+        except EgressRefused as exc:
+            error = str(exc)
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        ok = 200 <= code < 300
+        settings = self.settings
+
+        def op(conn: Connection, now: int) -> bool:
+            first = state.first_attempt_ms if state.first_attempt_ms is not None else now
+            expired = now - first >= settings.max_age_secs * 1000
+            lease = now + int(settings.lease_secs * 1000)
+            if ok or expired:
+                status, next_at = ("delivered" if ok else "failed"), None
+                changes: dict[str, Any] = {
+                    "cursor": event.cursor,
+                    "attempts": 0,
+                    "first_attempt_ms": None,
+                    "next_attempt_ms": None,
+                }
+            else:
+                ceiling = min(settings.retry_cap_ms, settings.retry_base_ms * 2 ** (attempt - 1))
+                next_at = now + int(self._random.uniform(0, ceiling))
+                status = "retrying"
+                changes = {
+                    "attempts": attempt,
+                    "first_attempt_ms": first,
+                    "next_attempt_ms": next_at,
+                }
+            moved = conn.execute(
+                update(subs)
+                .where(subs.c.id == row.id, subs.c.cursor == state.cursor, self._owned(now))
+                .values(owner_until_ms=lease, updated_at_ms=now, **changes)
+            )
+            if moved.rowcount != 1:
+                raise _LeaseLost
+            conn.execute(
+                insert(deliveries).values(
+                    org_id=row.org_id,
+                    subscription_id=row.id,
+                    delivery_id=ident,
+                    event_cursor=event.cursor,
+                    event_type=event_name(event.type),
+                    attempt=attempt,
+                    status=status,
+                    status_code=code,
+                    answer=answer,
+                    error=error[:_ERROR_CHARS],
+                    attempted_at_ms=now,
+                    next_attempt_ms=next_at,
+                )
+            )
+            return status != "retrying"
+
+        moved_on = _write(self.db, op)
+        if moved_on:
+            state.cursor, state.attempts, state.first_attempt_ms = event.cursor, 0, None
+        return moved_on
+
+    def _sync_backends(self) -> None:
+        """One subscription per registered backend, its URL kept in step; the
+        subscriptions of backends that are gone are removed."""
+        with self.db.read() as conn:
+            registered = {
+                r.id: r
+                for r in conn.execute(
+                    select(
+                        backends.c.id,
+                        backends.c.org_id,
+                        backends.c.callback_url,
+                        backends.c.created_at_ms,
+                    )
+                ).all()
+            }
+            present = {
+                r.backend_id: r
+                for r in conn.execute(
+                    select(subs.c.id, subs.c.backend_id, subs.c.url).where(
+                        subs.c.source == "backend"
+                    )
+                ).all()
+            }
+        missing = [b for k, b in registered.items() if k not in present]
+        moved = [
+            (p.id, registered[k].callback_url)
+            for k, p in present.items()
+            if k in registered and registered[k].callback_url != p.url
+        ]
+        gone = [p.id for k, p in present.items() if k not in registered]
+        if not (missing or moved or gone):
+            return
+
+        def op(conn: Connection, now: int) -> None:
+            for backend in missing:
+                conn.execute(
+                    insert(subs).values(
+                        id="whb_" + backend.id[:28],
+                        org_id=backend.org_id,
+                        source="backend",
+                        backend_id=backend.id,
+                        url=backend.callback_url,
+                        description="backend callbacks",
+                        event_types=[event_name(t) for t in _BACKEND_TYPES],
+                        enabled=True,
+                        secret_sealed="",
+                        secret_hint="",
+                        # From the oldest retained event (RUN_CREATED and
+                        # RUN_FINISHED only), skipping those before created_at_ms.
+                        cursor="",
+                        attempts=0,
+                        # Callbacks are of runs since the registration.
+                        created_at_ms=backend.created_at_ms,
+                        updated_at_ms=now,
+                    )
+                )
+            for sub_id, url in moved:
+                conn.execute(update(subs).where(subs.c.id == sub_id).values(url=url))
+            for sub_id in gone:
+                conn.execute(delete(deliveries).where(deliveries.c.subscription_id == sub_id))
+                conn.execute(delete(subs).where(subs.c.id == sub_id))
+
+        # Another replica may have made them first.
+        with contextlib.suppress(IntegrityError):
+            _write(self.db, op)
