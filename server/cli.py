@@ -56,7 +56,13 @@ def _serve(args: argparse.Namespace) -> int:
     from trellis.server.app import TrellisServer
 
     server = TrellisServer(config)
-    server.start()
+    try:
+        server.start()
+    except ValueError as exc:
+        # A configuration that cannot work (e.g. a bad WEBHOOKS_CONFIG file).
+        print(f"trellis: error: {exc}", file=sys.stderr)
+        server.stop(grace=0)
+        return 2
     where = f"gRPC on {config.host}:{server.grpc_port}, REST on {config.host}:{server.rest_port}"
     print(f"trellis: {where}", flush=True)
 

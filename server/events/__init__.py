@@ -4,6 +4,7 @@ callbacks and the egress guard every outgoing request passes."""
 from __future__ import annotations
 
 from trellis.server.events._egress import EgressPolicy, EgressRefused, GuardedClient
+from trellis.server.events._source import LogSource
 from trellis.server.events._webhooks import (
     CreatedWebhook,
     Deliverer,
@@ -23,6 +24,7 @@ __all__ = [
     "EgressRefused",
     "EventReader",
     "GuardedClient",
+    "LogSource",
     "WebhookRecord",
     "Webhooks",
 ]

@@ -35,8 +35,9 @@ import logging
 import random
 import secrets
 import threading
+import time
 import tomllib
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -547,6 +548,52 @@ class DeliverySettings:
     parallel: int = 4
 
 
+_HELD_BACK_RETRY_SECS: Final = 0.02
+
+
+class _Waiter(Protocol):
+    def wait(self, timeout: float) -> bool: ...
+
+
+class Wakeups(Protocol):
+    """Wake-ups after events commit (the engine's notifier)."""
+
+    def subscribe(self, *topics: str) -> contextlib.AbstractContextManager[_Waiter]: ...
+
+
+class _LocalWaiter:
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+
+    def wait(self, timeout: float) -> bool:
+        fired = self._event.wait(timeout)
+        self._event.clear()
+        return fired
+
+
+class _AnyWaiter:
+    """The notifier's subscription; ``stop`` and ``wake`` end the wait within
+    a short slice instead of at the poll interval."""
+
+    _SLICE: Final = 0.25
+
+    def __init__(self, sub: _Waiter, event: threading.Event) -> None:
+        self._sub = sub
+        self._event = event
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._sub.wait(min(left, self._SLICE)):
+                return True
+            if self._event.is_set():
+                self._event.clear()
+                return True
+
+
 @dataclass
 class _State:
     """Where a subscription's delivery stands, as this deliverer last wrote it."""
@@ -607,6 +654,8 @@ class Deliverer:
         client: GuardedClient,
         settings: DeliverySettings | None = None,
         *,
+        wakeups: Wakeups | None = None,
+        topic: Callable[[str], str] = lambda org: f"events:{org}",
         replica: str = "",
     ) -> None:
         self.db = db
@@ -614,6 +663,10 @@ class Deliverer:
         self.client = client
         self.settings = settings or DeliverySettings()
         self.replica = replica or "replica-" + secrets.token_hex(8)
+        self._wakeups = wakeups
+        self._topic = topic
+        # The organizations with enabled subscriptions, whose events wake the loop.
+        self._orgs: frozenset[str] = frozenset()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -635,19 +688,41 @@ class Deliverer:
         if self._thread is not None:
             self._thread.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.client.close()
 
     def _loop(self) -> None:
+        retry = _HELD_BACK_RETRY_SECS
+        fired = False
         while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                wait = self.run_once()
-            except Exception:
-                log.exception("webhook delivery pass failed; trying again")
-                wait = self.settings.poll_secs
-            self._wake.wait(min(wait, self.settings.poll_secs))
+            orgs = self._orgs
+            with self._subscribe(orgs) as sub:
+                self._wake.clear()
+                try:
+                    wait, worked = self.run_once()
+                except Exception:
+                    log.exception("webhook delivery pass failed; trying again")
+                    wait, worked = self.settings.poll_secs, True
+                if self._orgs != orgs:
+                    continue  # subscribe to the new set before waiting
+                if fired and not worked and self.db.is_postgres:
+                    # Woken, yet nothing readable: an older transaction is
+                    # still open (see the event log's horizon). Look again soon.
+                    wait, retry = min(wait, retry), retry * 2
+                else:
+                    retry = _HELD_BACK_RETRY_SECS
+                fired = sub.wait(min(wait, self.settings.poll_secs))
 
-    def run_once(self) -> float:
-        """One pass over the due subscriptions; seconds until the next retry is due."""
+    @contextlib.contextmanager
+    def _subscribe(self, orgs: Collection[str]) -> Iterator[_Waiter]:
+        if self._wakeups is None or not orgs:
+            yield _LocalWaiter(self._wake)
+            return
+        with self._wakeups.subscribe(*(self._topic(o) for o in sorted(orgs))) as sub:
+            yield _AnyWaiter(sub, self._wake)
+
+    def run_once(self) -> tuple[float, bool]:
+        """One pass over the due subscriptions: seconds until the next retry
+        is due, and whether any subscription had events to deliver."""
         self._sync_backends()
         with self.db.read() as conn:
             now = self.db.now_ms(conn)
@@ -657,6 +732,7 @@ class Deliverer:
                     or_(subs.c.owner.is_(None), subs.c.owner_until_ms < now),
                 )
             ).all()
+        self._orgs = frozenset(r.org_id for r in rows)
         due = [r for r in rows if r.next_attempt_ms is None or r.next_attempt_ms <= now]
         later = [r.next_attempt_ms for r in rows if r.next_attempt_ms and r.next_attempt_ms > now]
         work = [self._pool.submit(self._drain, row) for row in due if self._has_work(row)]
@@ -666,8 +742,8 @@ class Deliverer:
             except Exception:
                 log.exception("webhook delivery failed; trying again")
         if later:
-            return max(0.0, float(min(later) - now) / 1000)
-        return self.settings.poll_secs
+            return max(0.0, float(min(later) - now) / 1000), bool(work)
+        return self.settings.poll_secs, bool(work)
 
     def _types(self, row: Any) -> list[int]:
         if row.source == "backend":

@@ -3,60 +3,21 @@ reached at the checked address with the original Host header."""
 
 from __future__ import annotations
 
-import http.server
 import socket
-import threading
 from collections.abc import Iterator, Sequence
 
 import pytest
+from webhook_helpers import Receiver, always, receiving
 
 from trellis.server.config import Config
 from trellis.server.events import EgressPolicy, EgressRefused, GuardedClient
 from trellis.server.events._egress import forbidden_reason, parse_allow_list
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    """Answers every POST with the server's configured status and body."""
-
-    def do_POST(self) -> None:
-        server = self.server
-        assert isinstance(server, _Receiver)
-        length = int(self.headers.get("content-length", "0"))
-        server.requests.append((self.headers.get("host", ""), self.rfile.read(length)))
-        self.send_response(server.status)
-        for name, value in server.extra_headers:
-            self.send_header(name, value)
-        self.send_header("content-length", str(len(server.body)))
-        self.end_headers()
-        self.wfile.write(server.body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class _Receiver(http.server.ThreadingHTTPServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Recorder)
-        self.requests: list[tuple[str, bytes]] = []
-        self.status = 200
-        self.body = b"ok"
-        self.extra_headers: list[tuple[str, str]] = []
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-
 @pytest.fixture
-def receiver() -> Iterator[_Receiver]:
-    server = _Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+def receiver() -> Iterator[Receiver]:
+    with receiving() as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
@@ -140,7 +101,7 @@ def test_a_name_that_resolves_to_loopback_is_refused(listener: socket.socket) ->
     _assert_untouched(listener)
 
 
-def test_the_checked_address_is_the_one_connected_to(receiver: _Receiver) -> None:
+def test_the_checked_address_is_the_one_connected_to(receiver: Receiver) -> None:
     # Resolved once, checked, connected to; the request still names its host.
     calls: list[str] = []
     policy = EgressPolicy(
@@ -153,11 +114,13 @@ def test_the_checked_address_is_the_one_connected_to(receiver: _Receiver) -> Non
     finally:
         client.close()
     assert answer.status_code == 200 and answer.body == "ok"
-    assert receiver.requests == [(f"hooks.example:{receiver.port}", b'{"a":1}')]
+    assert [(r.host, r.body) for r in receiver.requests] == [
+        (f"hooks.example:{receiver.port}", b'{"a":1}')
+    ]
     assert calls == ["hooks.example"]
 
 
-def test_allow_listed_hosts_and_ranges(receiver: _Receiver, listener: socket.socket) -> None:
+def test_allow_listed_hosts_and_ranges(receiver: Receiver, listener: socket.socket) -> None:
     by_host = GuardedClient(EgressPolicy.from_allow_list("localhost"), timeout_secs=5)
     by_range = GuardedClient(EgressPolicy.from_allow_list(" 127.0.0.0/8 , other"), timeout_secs=5)
     narrow = GuardedClient(EgressPolicy.from_allow_list("127.0.0.2/32"), timeout_secs=5)
@@ -169,12 +132,12 @@ def test_allow_listed_hosts_and_ranges(receiver: _Receiver, listener: socket.soc
     finally:
         for client in (by_host, by_range, narrow):
             client.close()
-    assert [body for _, body in receiver.requests] == [b"1", b"2"]
+    assert [r.body for r in receiver.requests] == [b"1", b"2"]
     _assert_untouched(listener)
 
 
-def test_redirects_are_answers_not_followed(receiver: _Receiver, listener: socket.socket) -> None:
-    receiver.status = 307
+def test_redirects_are_answers_not_followed(receiver: Receiver, listener: socket.socket) -> None:
+    receiver.answer = always(307, b"")
     receiver.extra_headers = [("location", f"http://127.0.0.1:{listener.getsockname()[1]}/")]
     client = GuardedClient(EgressPolicy.from_allow_list("127.0.0.1"), timeout_secs=5)
     try:
@@ -185,8 +148,8 @@ def test_redirects_are_answers_not_followed(receiver: _Receiver, listener: socke
     _assert_untouched(listener)
 
 
-def test_answers_are_read_up_to_the_cap(receiver: _Receiver) -> None:
-    receiver.body = b"A" * 100_000
+def test_answers_are_read_up_to_the_cap(receiver: Receiver) -> None:
+    receiver.answer = always(200, b"A" * 100_000)
     client = GuardedClient(
         EgressPolicy.from_allow_list("127.0.0.1"), timeout_secs=5, max_body_bytes=1000
     )
