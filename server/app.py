@@ -19,8 +19,8 @@ from trellis.server.api import webhooks as webhooks_api
 from trellis.server.api._auth import AuthInterceptor, method_access
 from trellis.server.api._identity import add_identity_services
 from trellis.server.api._local_channel import HandlerRegistry, LocalChannel
-from trellis.server.api.events import event_log_of
 from trellis.server.api._wire import WireInterceptor
+from trellis.server.api.events import event_log_of
 from trellis.server.config import Config
 from trellis.server.core.db import Database, connect, upgrade_schema
 from trellis.server.core.eventlog import topic_events

@@ -254,6 +254,10 @@ class Batch:
         self._cur = cur
         self._queries: list[tuple[Any, Sql, Pending]] = []
 
+    @property
+    def is_pg(self) -> bool:
+        return self._is_pg
+
     def query(self, sql: Sql, **params: Any) -> Pending:
         """Sends a query; its rows are in the answer once the batch has ended."""
         pending = Pending()

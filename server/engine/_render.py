@@ -227,12 +227,18 @@ def log_chunk(row: Mapping[Any, Any]) -> logs_pb2.LogChunk:
     )
 
 
+# A run's stream calls the log's RUN_CREATED by its older name.
+_RUN_VIEW_NAMES = {"RUN_CREATED": "RUN_STARTED"}
+
+
 def run_event(row: Mapping[Any, Any]) -> runs_pb2.RunEvent:
     return runs_pb2.RunEvent(
         id=row["id"],
         run_id=row["run_id"],
         type=runs_pb2.RunEventType.Name(
-            runs_pb2.RunEventType.Value("RUN_EVENT_TYPE_" + row["type"])
+            runs_pb2.RunEventType.Value(
+                "RUN_EVENT_TYPE_" + _RUN_VIEW_NAMES.get(row["type"], row["type"])
+            )
         ),
         job_id=row["job_key"],
         attempt=row["attempt"],

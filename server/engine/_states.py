@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from trellis.server.core.eventlog import EventType
+
 
 class JobState(StrEnum):
     """pending -> queued -> running -> succeeded | failed, with running ->
@@ -46,18 +48,9 @@ class RunState(StrEnum):
     CANCELLED = "cancelled"
 
 
-class RunEventType(StrEnum):
-    """The kinds of a run's events (``RUN_EVENT_TYPE_`` + value in the contract)."""
-
-    RUN_STARTED = "RUN_STARTED"
-    RUN_FINISHED = "RUN_FINISHED"
-    JOB_QUEUED = "JOB_QUEUED"
-    JOB_STARTED = "JOB_STARTED"
-    JOB_SUCCEEDED = "JOB_SUCCEEDED"
-    JOB_FAILED = "JOB_FAILED"
-    JOB_RETRYING = "JOB_RETRYING"
-    JOB_SKIPPED = "JOB_SKIPPED"
-    JOB_CANCELLED = "JOB_CANCELLED"
+# The engine writes the event log's types (one definition, in core); the
+# name stays for the engine's callers.
+RunEventType = EventType
 
 
 class LogStream(StrEnum):

@@ -96,7 +96,7 @@ def test_events_arrive_signed_in_order(start_server: Callable[..., Running]) -> 
         assert created.webhook.secret_hint and created.secret not in str(created.webhook)
         workflow_id, run_id = _one_job_run(server)
         lease = must_claim(server)
-        complete(server, lease.lease_id)
+        complete(server, lease.lease.lease_id)
         got = receiver.wait_for(3)
         payloads = [verify(created.secret, r) for r in got]
         assert [p["event"] for p in payloads] == ["run.created", "job.succeeded", "run.finished"]
@@ -218,22 +218,21 @@ def test_subscriptions_over_rest(start_server: Callable[..., Running]) -> None:
     api = rest(server)
     with receiving() as receiver:
         made = api.ok(
-            api.post("/api/webhooks", {"url": receiver.url, "eventTypes": ["task.completed"]}),
+            api.post("/api/webhooks", {"url": receiver.url, "event_types": ["task.completed"]}),
             201,
         )
         hook_id = made["webhook"]["id"]
         assert made["secret"].startswith("whsec_")
-        assert made["webhook"]["eventTypes"] == ["job.succeeded"]
+        assert made["webhook"]["event_types"] == ["job.succeeded"]
         assert made["webhook"]["enabled"] is True and made["webhook"]["source"] == "api"
         listed = api.ok(api.get("/api/webhooks"))["webhooks"]
         assert [h["id"] for h in listed] == [hook_id]
         assert "secret" not in listed[0]
         off = api.ok(api.request("PATCH", f"/api/webhooks/{hook_id}", {"enabled": False}))
-        assert off["enabled"] is False and off["eventTypes"] == ["job.succeeded"]
-        changed = api.ok(
-            api.request("PATCH", f"/api/webhooks/{hook_id}", {"eventTypes": ["*"], "enabled": True})
-        )
-        assert changed["enabled"] is True and changed.get("eventTypes", []) == []
+        assert off["enabled"] is False and off["event_types"] == ["job.succeeded"]
+        every = {"event_types": ["*"], "enabled": True}
+        changed = api.ok(api.request("PATCH", f"/api/webhooks/{hook_id}", every))
+        assert changed["enabled"] is True and changed.get("event_types", []) == []
         assert api.ok(api.get(f"/api/webhooks/{hook_id}/deliveries")).get("deliveries", []) == []
         assert_error(
             api.post("/api/webhooks", {"url": "ftp://example.com/x"}),
@@ -243,7 +242,7 @@ def test_subscriptions_over_rest(start_server: Callable[..., Running]) -> None:
         )
         assert_error(
             api.post(
-                "/api/webhooks", {"url": "http://example.com/", "eventTypes": ["job.exploded"]}
+                "/api/webhooks", {"url": "http://example.com/", "event_types": ["job.exploded"]}
             ),
             400,
             "INVALID_ARGUMENT",
@@ -301,11 +300,11 @@ def test_backends_hear_of_the_runs_their_machine_user_started(
         # A run of the administrator's first: no callback for it.
         workflow_id = create_workflow(server, [job("a")])
         start_run(server, workflow_id)
-        complete(server, must_claim(server).lease_id)
+        complete(server, must_claim(server).lease.lease_id)
         mine = workflows_pb2_grpc.WorkflowServiceStub(machine).RunWorkflow(
             workflows_pb2.RunWorkflowRequest(workflow_id=workflow_id), timeout=RPC_TIMEOUT
         )
-        complete(server, must_claim(server).lease_id)
+        complete(server, must_claim(server).lease.lease_id)
         (got,) = receiver.wait_for(1)
         payload = verify(secret, got)
         assert payload["event"] == "run.finished"
@@ -350,7 +349,7 @@ def test_subscriptions_from_the_configuration_file(
         (hook,) = hooks.webhooks
         assert hook.source == "config" and list(hook.event_types) == ["run.finished"]
         _, run_id = _one_job_run(server)
-        complete(server, must_claim(server).lease_id)
+        complete(server, must_claim(server).lease.lease_id)
         (got,) = receiver.wait_for(1)
         assert key_of("webhook-secret") == b"webhook-secret"
         payload = verify("webhook-secret", got)

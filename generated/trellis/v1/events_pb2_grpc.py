@@ -57,6 +57,9 @@ class EventServiceServicer:
 
     def ListEvents(self, request, context):
         """One page of the organization's events after `after_cursor`, oldest first.
+        On PostgreSQL an event is listed once every transaction that began
+        before its own has ended (usually within milliseconds), so that nothing
+        can still appear before a cursor already handed out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -66,7 +69,9 @@ class EventServiceServicer:
         """Replays the organization's events after `after_cursor`, then follows new
         ones as they commit, in cursor order. Reconnecting with the cursor of the
         last event received resumes with the next one: none is skipped or
-        repeated, whichever replica answers.
+        repeated, whichever replica answers. The response headers are sent once
+        the stream has read its starting point: what commits after they arrive
+        reaches the stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

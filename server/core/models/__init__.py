@@ -16,12 +16,12 @@ from ._engine import (
     LabelSetRow,
     LeaseRow,
     LogChunkRow,
-    RunEventRow,
     RunRow,
     WorkerRow,
     WorkflowRow,
     WorkflowVersionRow,
 )
+from ._events import EventRow
 from ._identity import (
     ApiTokenRow,
     MachineBackendRow,
@@ -46,6 +46,7 @@ __all__ = [
     "AuditEventRow",
     "Base",
     "BigId",
+    "EventRow",
     "JobEdgeRow",
     "JobRow",
     "LabelSetRow",
@@ -60,7 +61,6 @@ __all__ = [
     "RateLimitBucketRow",
     "RetiredRefreshTokenRow",
     "RevokedJtiRow",
-    "RunEventRow",
     "RunRow",
     "ServerSecretRow",
     "SessionRow",

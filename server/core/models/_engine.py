@@ -1,5 +1,5 @@
 """The engine's tables: workflows and their versions, runs, jobs and their
-edges, label sets, leases, workers, log chunks and run events."""
+edges, label sets, leases, workers and log chunks."""
 
 from __future__ import annotations
 
@@ -90,6 +90,11 @@ class RunRow(Base):
     # apart from a retry.
     request_id: Mapped[str | None] = mapped_column(String(200))
     request_digest: Mapped[str | None] = mapped_column(String(64))
+    # Who started the run (``Principal.subject``; empty for a start by the
+    # server itself) and how (``call``, or a topic, a schedule, a retry):
+    # RUN_CREATED and RUN_FINISHED carry both.
+    created_by: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    trigger: Mapped[str] = mapped_column(String(16), default="call", server_default="call")
 
 
 class JobRow(Base):
@@ -242,19 +247,3 @@ class LogChunkRow(Base):
     sequence: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[str] = mapped_column(Text)
     timestamp_ms: Mapped[int] = mapped_column(BigInteger)
-
-
-class RunEventRow(Base):
-    """What happened in a run, in order; followers resume by ``id``."""
-
-    __tablename__ = "run_events"
-    __table_args__ = (Index(None, "run_id", "id"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    org_id: Mapped[str] = mapped_column(String(64))
-    run_id: Mapped[str] = mapped_column(String(32))
-    type: Mapped[str] = mapped_column(String(24))
-    job_key: Mapped[str] = mapped_column(String(100), default="")
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
-    time_ms: Mapped[int] = mapped_column(BigInteger)
-    message: Mapped[str] = mapped_column(Text, default="")

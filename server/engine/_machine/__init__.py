@@ -15,6 +15,7 @@ from trellis.server.engine._machine.claims import (
 )
 from trellis.server.engine._machine.common import (
     Effects,
+    Events,
     events,
     jobs,
     leases,
@@ -35,6 +36,7 @@ __all__ = [
     "ClaimAsk",
     "Claimed",
     "Effects",
+    "Events",
     "NewRun",
     "Result",
     "Verdict",

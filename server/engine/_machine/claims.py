@@ -278,10 +278,19 @@ def grant(
     lease_rows = []
     ev = Events(org, now)
     for r, job, (worker_id, ttl_secs, owner) in zip(rows, decoded, to, strict=True):
-        ev.add(r.run_id, RunEventType.JOB_STARTED, r.key, r.attempt)
         deadline = now + r.timeout_secs * 1000 if r.timeout_secs else NO_DEADLINE
         expires = min(now + ttl_secs * 1000, deadline)
         lease_id = new_id()
+        # A job starts as its lease is granted: both are recorded, the
+        # lease's row naming the lease and its worker.
+        ev.add(
+            r.run_id,
+            RunEventType.JOB_LEASED,
+            r.key,
+            r.attempt,
+            data={"lease_id": lease_id, "worker_id": worker_id},
+        )
+        ev.add(r.run_id, RunEventType.JOB_STARTED, r.key, r.attempt)
         lease_rows.append(
             {
                 "id": lease_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,23 +15,24 @@ from sqlalchemy.sql.elements import ColumnClause
 from trellis.server.core import _sql
 from trellis.server.core._sql import Sql
 from trellis.server.core.errors import LeaseConflict
+from trellis.server.core.eventlog import EventBatch, EventType, topic_events
 from trellis.server.core.models import (
+    EventRow,
     JobEdgeRow,
     JobRow,
     LeaseRow,
     LogChunkRow,
-    RunEventRow,
     RunRow,
     WorkerRow,
     table,
 )
-from trellis.server.engine._states import LeaseState, RunEventType
+from trellis.server.engine._states import LeaseState
 
 jobs = table(JobRow)
 edges = table(JobEdgeRow)
 leases = table(LeaseRow)
 runs = table(RunRow)
-events = table(RunEventRow)
+events = table(EventRow)
 workers = table(WorkerRow)
 log_chunks = table(LogChunkRow)
 
@@ -100,50 +101,46 @@ def chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[i : i + CHUNK]
 
 
-_INSERT_EVENT = _sql.Insert(
-    "run_events",
-    {
-        "org_id": "text",
-        "run_id": "text",
-        "type": "text",
-        "job_key": "text",
-        "attempt": "integer",
-        "time_ms": "bigint",
-        "message": "text",
-    },
-)
+class Events(EventBatch):
+    """The events of a transaction of the engine (``EventBatch``), whose
+    wake-ups ``flush`` adds to the transaction's ``Effects``."""
 
-
-class Events:
-    """Run events collected during a transaction and written in one batch."""
+    __slots__ = ("runs",)
 
     def __init__(self, org: str, now: int) -> None:
-        self.org = org
-        self.now = now
-        self.rows: list[dict[str, Any]] = []
+        super().__init__(org, now)
         self.runs: set[str] = set()
 
     def add(
-        self, run_id: str, type_: RunEventType, job_key: str = "", attempt: int = 0, msg: str = ""
+        self,
+        run_id: str,
+        type_: EventType,
+        job_key: str = "",
+        attempt: int = 0,
+        msg: str = "",
+        *,
+        data: Mapping[str, Any] | None = None,
+        workflow_id: str = "",
+        workflow_version: int = 0,
     ) -> None:
-        self.rows.append(
-            {
-                "org_id": self.org,
-                "run_id": run_id,
-                "type": type_,
-                "job_key": job_key,
-                "attempt": attempt,
-                "time_ms": self.now,
-                "message": msg,
-            }
+        super().add(
+            run_id,
+            type_,
+            job_key,
+            attempt,
+            msg,
+            data=data,
+            workflow_id=workflow_id,
+            workflow_version=workflow_version,
         )
-        self.runs.add(run_id)
+        if run_id:
+            self.runs.add(run_id)
 
     def flush(self, batch: _sql.Batch, effects: Effects) -> None:
-        if self.rows:
-            batch.insert(_INSERT_EVENT, self.rows)
+        if self.write(batch):
             effects.topics.update(topic_run(r) for r in self.runs)
-            self.rows = []
+            effects.topics.add(topic_events(self.org))
+            self.runs = set()
 
 
 _LOCK_RUNS = Sql("SELECT id FROM runs WHERE id IN_LIST(:ids) ORDER BY id FOR_UPDATE")

@@ -13,10 +13,11 @@ from trellis.server.core.errors import LeaseConflict
 from trellis.server.engine._machine.common import (
     CANCEL_LOG_GRACE_MS,
     Effects,
+    Events,
     check_active,
     topic_logs,
 )
-from trellis.server.engine._states import LeaseState
+from trellis.server.engine._states import LeaseState, RunEventType
 
 _LEASE_FOR_LOGS = Sql(
     """SELECT job_id, run_id, workflow_id, job_key, attempt, state, expires_at_ms,
@@ -81,8 +82,29 @@ def push_logs(
     (before,) = _sql.scalars(conn, _COUNT_CHUNKS, job=row.job_id, attempt=row.attempt)
     _sql.insert(conn, _INSERT_CHUNK, values)
     (after,) = _sql.scalars(conn, _COUNT_CHUNKS, job=row.job_id, attempt=row.attempt)
+    stored = int(after - before)
     effects.topics.add(topic_logs(row.job_id))
-    return int(after - before), effects
+    if stored:
+        # One event per push, not per line: it says where the new text is,
+        # and followers read the text itself from the chunks.
+        streams = sorted({str(c["stream"]) for c in chunks})
+        sequences = [int(c["sequence"]) for c in chunks]
+        ev = Events(org, now)
+        ev.add(
+            row.run_id,
+            RunEventType.JOB_LOGGED,
+            row.job_key,
+            row.attempt,
+            data={
+                "stream": ",".join(streams),
+                "first_sequence": min(sequences),
+                "last_sequence": max(sequences),
+                "chunks": stored,
+            },
+        )
+        with _sql.pipelined(conn) as batch:
+            ev.flush(batch, effects)
+    return stored, effects
 
 
 __all__ = ["push_logs"]

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, select, update
 from trellis.server.core import _sql
 from trellis.server.core._sql import Sql, from_json, to_json
 from trellis.server.core.errors import LeaseConflict
+from trellis.server.core.eventlog import tx_sql
 from trellis.server.engine._machine.common import (
     Effects,
     Events,
@@ -214,7 +215,14 @@ def apply(
                     "lost": int(res.lost),
                 }
             )
-            ev.add(row.run_id, RunEventType.JOB_RETRYING, row.key, row.attempt, res.error)
+            ev.add(
+                row.run_id,
+                RunEventType.JOB_RETRYING,
+                row.key,
+                row.attempt,
+                res.error,
+                data={"delayed_until_ms": ready_at},
+            )
             if delay_ms > 0:
                 effects.timers.append((ready_at, org, row.label_key, row.command))
             else:
@@ -377,13 +385,24 @@ _COUNT_FINISHED = Sql(
 # A run counted here ended in this transaction if it ended at all: a run
 # that ended before has no unfinished job left to count, and a cancelled one
 # keeps its state.
-_RUNS_FINISHED = Sql(
-    f"""INSERT INTO run_events (org_id, run_id, type, job_key, attempt, time_ms, message)
-    SELECT org_id, id, '{RunEventType.RUN_FINISHED}', '', 0, :now, state FROM runs
-    WHERE id IN_LIST(:ids) AND finished_at_ms = :now AND unfinished_jobs <= 0
-        AND state IN ('{RunState.SUCCEEDED}', '{RunState.FAILED}')
-    ORDER BY id"""
-)
+
+
+def _runs_finished(is_pg: bool) -> Sql:
+    json_object = "json_build_object" if is_pg else "json_object"
+    return Sql(
+        f"""INSERT INTO events (tx, org_id, type, workflow_id, workflow_version, run_id,
+            job_key, attempt, time_ms, message, data)
+        SELECT {tx_sql(is_pg)}, org_id, '{RunEventType.RUN_FINISHED}', workflow_id,
+            workflow_version, id, '', 0, :now, state,
+            {json_object}('state', state, 'created_by', created_by, 'trigger', "trigger")
+        FROM runs
+        WHERE id IN_LIST(:ids) AND finished_at_ms = :now AND unfinished_jobs <= 0
+            AND state IN ('{RunState.SUCCEEDED}', '{RunState.FAILED}')
+        ORDER BY id"""
+    )
+
+
+_RUNS_FINISHED = {is_pg: _runs_finished(is_pg) for is_pg in (False, True)}
 
 
 def _count_finished(
@@ -398,7 +417,7 @@ def _count_finished(
     for (n, n_failed), run_ids in by_counts.items():
         batch.execute(_COUNT_FINISHED, n=n, failed=n_failed, now=now, ids=sorted(run_ids))
     if finished:
-        batch.execute(_RUNS_FINISHED, now=now, ids=sorted(finished))
+        batch.execute(_RUNS_FINISHED[batch.is_pg], now=now, ids=sorted(finished))
 
 
 __all__ = ["LEASE_COLS", "Result", "Verdict", "apply", "report_results"]

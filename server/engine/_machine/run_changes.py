@@ -11,6 +11,7 @@ from sqlalchemy import Connection, update
 
 from trellis.server.core import _sql
 from trellis.server.core._sql import from_json, to_json
+from trellis.server.core.eventlog import TRIGGER_CALL
 from trellis.server.engine._machine.common import (
     Effects,
     Events,
@@ -37,6 +38,8 @@ _INSERT_RUN = _sql.Insert(
         "inputs": "json",
         "request_id": "text",
         "request_digest": "text",
+        "created_by": "text",
+        "trigger": "text",
     },
     constants={
         "state": f"'{RunState.RUNNING}'",
@@ -80,13 +83,16 @@ _INSERT_LABEL_SET = _sql.Insert(
 class NewRun:
     """A run to create: of version ``version`` of ``wdef``, with its resolved
     ``inputs`` (None: the run has none) and the caller's request id and the
-    digest of what that request asked for."""
+    digest of what that request asked for; started by ``created_by`` (a
+    principal's subject, empty for the server itself) through ``trigger``."""
 
     wdef: WorkflowDef
     version: int
     inputs: Mapping[str, Any] | None = None
     request_id: str | None = None
     request_digest: str | None = None
+    created_by: str = ""
+    trigger: str = TRIGGER_CALL
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,7 @@ class _Shape:
     label_keys: frozenset[str]
     roots: tuple[tuple[str, str, str], ...]
     has_edges: bool
+    job_keys: tuple[str, ...]
 
 
 @functools.lru_cache(maxsize=256)
@@ -133,6 +140,7 @@ def _shape(wdef: WorkflowDef) -> _Shape:
             if row["state"] == JobState.QUEUED
         ),
         has_edges=any(job.depends_on for job in wdef.jobs),
+        job_keys=tuple(job.id for job in wdef.jobs),
     )
 
 
@@ -174,10 +182,24 @@ def create_runs(
                 "inputs": None if start.inputs is None else to_json(dict(start.inputs)),
                 "request_id": start.request_id,
                 "request_digest": start.request_digest,
+                "created_by": start.created_by,
+                "trigger": start.trigger,
             }
         )
-        ev.add(run_id, RunEventType.RUN_STARTED)
         shape = _shape(wdef)
+        # The run's jobs are listed here rather than one JOB_CREATED row each:
+        # a run's creation stays one row of the log however many jobs it has.
+        ev.add(
+            run_id,
+            RunEventType.RUN_CREATED,
+            data={
+                "created_by": start.created_by,
+                "trigger": start.trigger,
+                "jobs": list(shape.job_keys),
+            },
+            workflow_id=wdef.id,
+            workflow_version=start.version,
+        )
         keys.update(shape.label_keys)
         job_rows.extend(
             {
@@ -235,8 +257,9 @@ def cancel_run(conn: Connection, *, org: str, run_id: str, now: int) -> tuple[bo
         update(runs)
         .where(runs.c.id == run_id, runs.c.org_id == org, runs.c.state == RunState.RUNNING)
         .values(cancel_requested=True)
-    ).rowcount
-    if not updated:
+        .returning(runs.c.created_by, runs.c.trigger)
+    ).first()
+    if updated is None:
         return False, effects
     cancelled = conn.execute(
         update(jobs)
@@ -264,7 +287,16 @@ def cancel_run(conn: Connection, *, org: str, run_id: str, now: int) -> tuple[bo
             finished_at_ms=now,
         )
     )
-    ev.add(run_id, RunEventType.RUN_FINISHED, msg=RunState.CANCELLED)
+    ev.add(
+        run_id,
+        RunEventType.RUN_FINISHED,
+        msg=RunState.CANCELLED,
+        data={
+            "state": RunState.CANCELLED,
+            "created_by": updated.created_by,
+            "trigger": updated.trigger,
+        },
+    )
     with _sql.pipelined(conn) as batch:
         ev.flush(batch, effects)
     return True, effects

@@ -156,8 +156,31 @@ class RunOps(Base):
                     sub.wait(self.poll_interval)
 
 
+# The event log's types that a run's own stream shows (its wire contract
+# predates the log): the others (leases, logs, ...) are read with ListEvents.
+RUN_VIEW_TYPES = tuple(
+    sorted(
+        {
+            RunEventType.RUN_CREATED,
+            RunEventType.JOB_QUEUED,
+            RunEventType.JOB_STARTED,
+            RunEventType.JOB_SUCCEEDED,
+            RunEventType.JOB_FAILED,
+            RunEventType.JOB_RETRYING,
+            RunEventType.JOB_SKIPPED,
+            RunEventType.JOB_CANCELLED,
+            RunEventType.RUN_FINISHED,
+        }
+    )
+)
+
+
 def _events_after(conn: Connection, _now: int, *, run_id: str, after: int) -> list[Any]:
-    q = select(events).where(events.c.run_id == run_id, events.c.id > after)
+    # In id order: every writer of these events locks the run first
+    # (``lock_runs``), so within a run ids commit in order.
+    q = select(events).where(
+        events.c.run_id == run_id, events.c.id > after, events.c.type.in_(RUN_VIEW_TYPES)
+    )
     return list(conn.execute(q.order_by(events.c.id).limit(1000)).mappings())
 
 

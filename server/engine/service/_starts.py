@@ -307,7 +307,16 @@ class StartOps(Base):
             if digest is not None:
                 seen[req.request_id] = (digest, index)
             answers.append(index)
-            new.append(NewRun(wdef, version, inputs or None, req.request_id or None, digest))
+            new.append(
+                NewRun(
+                    wdef,
+                    version,
+                    inputs or None,
+                    req.request_id or None,
+                    digest,
+                    created_by=start.principal.subject,
+                )
+            )
         prior.update(seen)
         return new, answers
 

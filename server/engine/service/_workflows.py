@@ -11,11 +11,13 @@ from typing import Any
 
 from sqlalchemy import Connection, exists, or_, select, update
 
+from trellis.server.core import _sql
 from trellis.server.core.errors import InvalidArgument, NotFound
+from trellis.server.core.eventlog import EventType
 from trellis.server.core.pagination import after_key
 from trellis.server.core.principal import Principal
 from trellis.server.engine import _render as render
-from trellis.server.engine._machine import Effects, jobs, new_id, runs
+from trellis.server.engine._machine import Effects, Events, jobs, new_id, runs
 from trellis.server.engine._states import AuditAction
 from trellis.server.engine.definitions import (
     DefinitionError,
@@ -89,7 +91,18 @@ class WorkflowOps(Base):
                     .where(workflows.c.org_id == org, workflows.c.id == wdef.id)
                     .values(**values)
                 )
-            return version, Effects()
+            effects = Effects()
+            ev = Events(org, now)
+            ev.add(
+                "",
+                EventType.WORKFLOW_CREATED if row is None else EventType.WORKFLOW_UPDATED,
+                workflow_id=wdef.id,
+                workflow_version=version,
+                data={"name": wdef.name, "source": source},
+            )
+            with _sql.pipelined(conn) as batch:
+                ev.flush(batch, effects)
+            return version, effects
 
         version = self._write(tx, audit)
         # Runs started here from now on are of this version.

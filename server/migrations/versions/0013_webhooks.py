@@ -1,7 +1,7 @@
 """webhook subscriptions and their delivery attempts
 
 Revision ID: 0013
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-04 19:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,188 @@
+"""The event log's writer: every layer appends events in its own transaction.
+
+An ``EventBatch`` collects the events of one transaction and writes them in
+one statement (``write``), in the order they were added. Each row stores the
+writing transaction (``tx``): on PostgreSQL the transaction id, so that a
+reader orders events by ``(tx, id)`` and returns only those of transactions
+that have all ended (see ``trellis.server.events``); on SQLite 0, where the
+single writer makes ``id`` commit-ordered by itself.
+
+A run event names only its run: the workflow and its version are filled in
+from the run's row by the insert itself, so callers need not carry them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from trellis.server.core import _sql
+from trellis.server.core._sql import Sql, to_json
+
+
+class EventType(StrEnum):
+    """The kinds of events (``EVENT_TYPE_`` + value in the contract); the
+    value is the text stored in ``events.type``."""
+
+    WORKFLOW_CREATED = "WORKFLOW_CREATED"
+    WORKFLOW_UPDATED = "WORKFLOW_UPDATED"
+    WORKFLOW_ENABLED = "WORKFLOW_ENABLED"
+    WORKFLOW_DISABLED = "WORKFLOW_DISABLED"
+    WORKFLOW_DELETED = "WORKFLOW_DELETED"
+    RUN_CREATED = "RUN_CREATED"
+    RUN_FINISHED = "RUN_FINISHED"
+    RUN_ROLLBACK_STARTED = "RUN_ROLLBACK_STARTED"
+    RUN_ROLLBACK_FINISHED = "RUN_ROLLBACK_FINISHED"
+    RUN_RETRIED = "RUN_RETRIED"
+    JOB_CREATED = "JOB_CREATED"
+    JOB_QUEUED = "JOB_QUEUED"
+    JOB_LEASED = "JOB_LEASED"
+    JOB_STARTED = "JOB_STARTED"
+    JOB_RETRYING = "JOB_RETRYING"
+    JOB_SUCCEEDED = "JOB_SUCCEEDED"
+    JOB_FAILED = "JOB_FAILED"
+    JOB_CANCELLED = "JOB_CANCELLED"
+    JOB_SKIPPED = "JOB_SKIPPED"
+    JOB_COMPENSATED = "JOB_COMPENSATED"
+    JOB_LOGGED = "JOB_LOGGED"
+    TOPIC_PUBLISHED = "TOPIC_PUBLISHED"
+
+
+# How a run was started, as RUN_CREATED and RUN_FINISHED carry it
+# (``data.trigger``); a start by an API call is the default.
+TRIGGER_CALL = "call"
+
+# The writing transaction, as stored in ``events.tx`` (xid8 has no direct cast
+# to bigint; its text does).
+PG_TX = "pg_current_xact_id()::text::bigint"
+SQLITE_TX = "0"
+
+
+def tx_sql(is_pg: bool) -> str:
+    """The SQL expression of ``events.tx`` for a row written now."""
+    return PG_TX if is_pg else SQLITE_TX
+
+
+def topic_events(org: str) -> str:
+    """The wake-up topic fired after a transaction appended events of ``org``."""
+    return f"events:{org}"
+
+
+_COLUMNS = (
+    "org_id",
+    "type",
+    "workflow_id",
+    "workflow_version",
+    "run_id",
+    "job_key",
+    "attempt",
+    "time_ms",
+    "message",
+    "data",
+)
+_PG_TYPES = {
+    "org_id": "text",
+    "type": "text",
+    "workflow_id": "text",
+    "workflow_version": "integer",
+    "run_id": "text",
+    "job_key": "text",
+    "attempt": "integer",
+    "time_ms": "bigint",
+    "message": "text",
+    "data": "text",
+}
+_TARGET = (
+    "INSERT INTO events (tx, org_id, type, workflow_id, workflow_version, run_id, job_key,"
+    " attempt, time_ms, message, data)"
+)
+# Unnested arrays, one per column, joined to the runs for their workflow; the
+# ordinality keeps the rows (and so their ids) in the order they were added.
+_INSERT_PG = Sql(
+    f"""{_TARGET}
+    SELECT {PG_TX}, u.org_id, u.type,
+        CASE WHEN u.workflow_id = '' THEN coalesce(r.workflow_id, '') ELSE u.workflow_id END,
+        CASE WHEN u.workflow_id = '' THEN coalesce(r.workflow_version, 0)
+            ELSE u.workflow_version END,
+        u.run_id, u.job_key, u.attempt, u.time_ms, u.message, u.data::json
+    FROM unnest({", ".join(f":{c}::{t}[]" for c, t in _PG_TYPES.items())})
+        WITH ORDINALITY AS u({", ".join(_COLUMNS)}, ord)
+    LEFT JOIN runs r ON r.id = u.run_id AND u.workflow_id = '' AND u.run_id <> ''
+    ORDER BY u.ord"""
+)
+_INSERT_SQLITE = Sql(
+    f"""{_TARGET} VALUES ({SQLITE_TX}, :org_id, :type,
+        CASE WHEN :workflow_id = ''
+            THEN coalesce((SELECT workflow_id FROM runs WHERE id = :run_id), '')
+            ELSE :workflow_id END,
+        CASE WHEN :workflow_id = ''
+            THEN coalesce((SELECT workflow_version FROM runs WHERE id = :run_id), 0)
+            ELSE :workflow_version END,
+        :run_id, :job_key, :attempt, :time_ms, :message, :data)"""
+)
+
+
+class EventBatch:
+    """The events one transaction appends, written together by ``write``.
+
+    ``add`` takes a run event's fields positionally (the workflow comes from
+    the run); events of no run (a workflow's) give ``workflow_id`` instead.
+    """
+
+    __slots__ = ("now", "org", "rows")
+
+    def __init__(self, org: str, now: int) -> None:
+        self.org = org
+        self.now = now
+        self.rows: list[dict[str, Any]] = []
+
+    def add(
+        self,
+        run_id: str,
+        type_: EventType,
+        job_key: str = "",
+        attempt: int = 0,
+        msg: str = "",
+        *,
+        data: Mapping[str, Any] | None = None,
+        workflow_id: str = "",
+        workflow_version: int = 0,
+    ) -> None:
+        self.rows.append(
+            {
+                "org_id": self.org,
+                "type": type_,
+                "workflow_id": workflow_id,
+                "workflow_version": workflow_version,
+                "run_id": run_id,
+                "job_key": job_key,
+                "attempt": attempt,
+                "time_ms": self.now,
+                "message": msg,
+                "data": None if data is None else to_json(dict(data)),
+            }
+        )
+
+    def write(self, batch: _sql.Batch) -> bool:
+        """Adds the collected rows to ``batch`` (one statement); True if
+        there were any (fire ``topic_events(org)`` after the commit)."""
+        rows, self.rows = self.rows, []
+        if not rows:
+            return False
+        if batch.is_pg:
+            batch.execute(_INSERT_PG, **{c: [r[c] for r in rows] for c in _COLUMNS})
+        else:
+            batch.execute_many(_INSERT_SQLITE, rows)
+        return True
+
+
+__all__ = [
+    "PG_TX",
+    "SQLITE_TX",
+    "TRIGGER_CALL",
+    "EventBatch",
+    "EventType",
+    "topic_events",
+    "tx_sql",
+]
