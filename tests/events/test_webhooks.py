@@ -4,11 +4,13 @@ on 127.0.0.1 (allow-listed), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -28,6 +30,7 @@ from rest_helpers import assert_error, rest
 from sdk_helpers import PYTHON, Proc, client_for, trellis
 from webhook_helpers import Received, always, key_of, receiving, verify
 
+from trellis.server.cli import main
 from trellis.v1 import (
     machine_pb2,
     machine_pb2_grpc,
@@ -429,24 +432,82 @@ def test_two_replicas_deliver_each_attempt_once(start_server: Callable[..., Runn
         assert {d.status for d in done} == {DELIVERED} and len(done) == len(runs)
 
 
-def test_the_cli_manages_subscriptions(start_server: Callable[..., Running]) -> None:
+def test_the_cli_manages_subscriptions(
+    start_server: Callable[..., Running], capsys: pytest.CaptureFixture[str]
+) -> None:
     server = start_server(**FAST)
-    env_target = ["--target", server.grpc_target]
+    target = ["--target", server.grpc_target]
+
+    def cli(*args: str) -> str:
+        assert main([*args, *target]) == 0, capsys.readouterr().err
+        return capsys.readouterr().out
+
     with receiving(always(200)) as receiver:
-        made = trellis("webhook", "create", receiver.url, "--event", "run.created", *env_target)
+        # One run as a separate process, as it is typed (TRELLIS_TOKEN is set).
+        made = trellis("webhook", "create", receiver.url, "--event", "run.created", *target)
         assert made.returncode == 0, made.stderr
         hook_id, secret = made.stdout.split()
         _one_job_run(server)
         (got,) = receiver.wait_for(1)
         verify(secret, got)
-        listed = trellis("webhook", "list", *env_target)
-        assert hook_id in listed.stdout and "run.created" in listed.stdout
+        listed = cli("webhook", "list")
+        assert hook_id in listed and "run.created" in listed
         _wait_deliveries(server, hook_id, lambda d: len(d) == 1)
-        shown = trellis("webhook", "deliveries", hook_id, *env_target)
-        assert got.webhook_id in shown.stdout and "delivered" in shown.stdout
+        shown = cli("webhook", "deliveries", hook_id)
+        assert got.webhook_id in shown and "delivered" in shown
         with client_for(server) as client:
             assert [h.id for h in client.list_webhooks()] == [hook_id]
             assert client.list_webhook_deliveries(hook_id, status="failed") == []
-        assert trellis("webhook", "delete", hook_id, *env_target).returncode == 0
+        cli("webhook", "delete", hook_id)
         with client_for(server) as client:
             assert client.list_webhooks() == []
+
+
+def _readme_block(opening: str) -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = re.search(rf"```\w+\n{re.escape(opening)}\n(.*?)```", readme, re.DOTALL)
+    assert found is not None, opening
+    return found.group(1)
+
+
+def test_the_readme_check_verifies_a_delivery(start_server: Callable[..., Running]) -> None:
+    server = start_server(**FAST)
+    namespace: dict[str, Any] = {}
+    exec(_readme_block("# verify_webhook.py"), namespace)
+    with receiving() as receiver:
+        created = _subscribe(server, receiver.url, "run.created")
+        _, run_id = _one_job_run(server)
+        (got,) = receiver.wait_for(1)
+    payload = namespace["verify"](created.secret, got.headers, got.body)
+    assert payload["data"]["run_id"] == run_id
+    tampered = got.body.replace(run_id.encode(), b"x" * len(run_id))
+    with pytest.raises(AssertionError, match="bad webhook-signature"):
+        namespace["verify"](created.secret, got.headers, tampered)
+
+
+def test_the_readme_configuration_loads(
+    start_server: Callable[..., Running], tmp_path: Path
+) -> None:
+    path = tmp_path / "readme.toml"
+    path.write_text("[webhooks]\n" + _readme_block("[webhooks]"))
+    server = start_server(**FAST, webhooks_config=path)
+    (hook,) = (
+        _hooks(server)
+        .ListWebhooks(webhooks_pb2.ListWebhooksRequest(), timeout=RPC_TIMEOUT)
+        .webhooks
+    )
+    assert list(hook.event_types) == ["job.succeeded", "job.failed", "run.finished"]
+    assert hook.url == "https://your-system.com/webhook" and hook.enabled
+
+
+def test_a_bad_configuration_file_stops_the_start_with_its_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[webhooks]\nendpoints = [{ url = "http://x/", events = ["job.nope"] }]\n')
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'bad.db'}")
+    monkeypatch.setenv("TRELLIS_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    args = ["serve", "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0"]
+    assert main([*args, "--workflows-dir", "", "--webhooks-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "endpoints[0]: url and secret are required" in err and "Traceback" not in err
