@@ -41,6 +41,9 @@ def always(status: int = 200, body: bytes = b"ok") -> Answer:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without this the body
+    # waits for the ACK of the headers (Nagle), which the client delays.
+    disable_nagle_algorithm = True
 
     def do_POST(self) -> None:
         server = self.server

@@ -47,6 +47,7 @@ import httpx
 from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from trellis.server.core.audit import append_audit
 from trellis.server.core.db import Database
 from trellis.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from trellis.server.core.models import (
@@ -264,6 +265,22 @@ def _new_id() -> str:
     return "wh_" + secrets.token_hex(12)
 
 
+def _audit(
+    conn: Connection, actor: Principal, now: int, action: str, webhook_id: str, **detail: Any
+) -> None:
+    append_audit(
+        conn,
+        actor.org_id,
+        at_ms=now,
+        action=action,
+        result="success",
+        actor=actor.subject,
+        actor_kind=actor.kind.value,
+        resource=f"webhook:{webhook_id}",
+        detail={"name": actor.name, **detail},
+    )
+
+
 def _write(db: Database, fn: Callable[[Connection, int], T]) -> T:
     """``fn`` in one write transaction, run again after a serialization failure."""
     for attempt in range(5):
@@ -307,9 +324,11 @@ class Webhooks:
         # Events committed from now on: the head before the row exists.
         head = self.reader.head_cursor(actor.org_id)
 
+        webhook_id = _new_id()
+
         def op(conn: Connection, now: int) -> WebhookRecord:
-            row = {
-                "id": _new_id(),
+            row: dict[str, Any] = {
+                "id": webhook_id,
                 "org_id": actor.org_id,
                 "source": "api",
                 "backend_id": None,
@@ -329,7 +348,8 @@ class Webhooks:
                 "updated_at_ms": now,
             }
             conn.execute(insert(subs).values(row))
-            return _record(conn.execute(select(subs).where(subs.c.id == row["id"])).one())
+            _audit(conn, actor, now, "webhook.create", webhook_id, url=url, event_types=names)
+            return _record(conn.execute(select(subs).where(subs.c.id == webhook_id)).one())
 
         return CreatedWebhook(_write(self.db, op), secret)
 
@@ -378,6 +398,8 @@ class Webhooks:
             if names is not None:
                 changes["event_types"] = names
             conn.execute(update(subs).where(subs.c.id == row.id).values(changes))
+            shown = {k: v for k, v in changes.items() if k != "updated_at_ms"}
+            _audit(conn, actor, now, "webhook.update", row.id, **shown)
             return _record(conn.execute(select(subs).where(subs.c.id == row.id)).one())
 
         return _write(self.db, op)
@@ -391,6 +413,7 @@ class Webhooks:
                 )
             conn.execute(delete(deliveries).where(deliveries.c.subscription_id == row.id))
             conn.execute(delete(subs).where(subs.c.id == row.id))
+            _audit(conn, actor, now, "webhook.delete", row.id, url=row.url)
 
         _write(self.db, op)
 
@@ -594,6 +617,25 @@ class _AnyWaiter:
                 return True
 
 
+# At most this many attempts, or this long, between two records.
+_RECORD_GROUP: Final = 50
+_RECORD_SECS: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    event: LoggedEvent
+    delivery_id: str
+    attempt: int
+    status_code: int
+    answer: str
+    error: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status_code < 300
+
+
 @dataclass
 class _State:
     """Where a subscription's delivery stands, as this deliverer last wrote it."""
@@ -667,6 +709,7 @@ class Deliverer:
         self._topic = topic
         # The organizations with enabled subscriptions, whose events wake the loop.
         self._orgs: frozenset[str] = frozenset()
+        self._synced_at = float("-inf")
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -723,7 +766,10 @@ class Deliverer:
     def run_once(self) -> tuple[float, bool]:
         """One pass over the due subscriptions: seconds until the next retry
         is due, and whether any subscription had events to deliver."""
-        self._sync_backends()
+        # Backends change rarely; a pass that a burst of events woke need not look.
+        if time.monotonic() - self._synced_at >= self.settings.poll_secs:
+            self._sync_backends()
+            self._synced_at = time.monotonic()
         with self.db.read() as conn:
             now = self.db.now_ms(conn)
             rows = conn.execute(
@@ -780,14 +826,31 @@ class Deliverer:
                     if next_cursor and next_cursor != state.cursor:
                         self._advance(row.id, state, next_cursor)
                     return
+                # Attempts are recorded (and the cursor moved) a group at a
+                # time: the group's events go out again after a crash, with
+                # the same webhook-ids, as at-least-once allows.
+                pending: list[_Outcome] = []
+                since = time.monotonic()
                 for event in events:
+                    if self._stop.is_set():
+                        break
                     # A backend hears of what happened after it registered.
                     if machine and (
                         event.time_ms < row.created_at_ms or not _wanted_by_backend(event, machine)
                     ):
                         continue
-                    if not self._attempt(row, state, event, secret):
-                        return  # head of line: retried when due
+                    attempt = 1 if pending else state.attempts + 1
+                    pending.append(self._send(row, attempt, event, secret))
+                    full = len(pending) >= _RECORD_GROUP
+                    if not pending[-1].ok or full or time.monotonic() - since > _RECORD_SECS:
+                        moved_on = self._record(row, state, pending)
+                        pending, since = [], time.monotonic()
+                        if not moved_on:
+                            return  # head of line: retried when due
+                if pending:
+                    self._record(row, state, pending)
+                if self._stop.is_set():
+                    return
                 # Past the examined events that were not for this subscription.
                 if next_cursor and next_cursor != state.cursor:
                     self._advance(row.id, state, next_cursor)
@@ -849,76 +912,96 @@ class Deliverer:
         _write(self.db, op)
         state.cursor = cursor
 
-    def _attempt(self, row: Any, state: _State, event: LoggedEvent, secret: str) -> bool:
-        """Sends ``event`` once and records the attempt; whether the
-        subscription moves past it (delivered, or finally failed)."""
+    def _send(self, row: Any, attempt: int, event: LoggedEvent, secret: str) -> _Outcome:
+        """One attempt to deliver ``event``, not yet recorded."""
         ident = delivery_id(row.id, event.cursor)
-        attempt = state.attempts + 1
-        started = datetime.now(UTC)
-        body, headers = signed_request(secret, ident, payload(event), started)
+        body, headers = signed_request(secret, ident, payload(event), datetime.now(UTC))
         code, answer, error = 0, "", ""
         try:
-            answer_ = self.client.post(row.url, body, headers)
-            code, answer = answer_.status_code, answer_.body[:_ANSWER_CHARS]
+            answered = self.client.post(row.url, body, headers)
+            code, answer = answered.status_code, answered.body[:_ANSWER_CHARS]
             if not 200 <= code < 300:
                 error = f"answered {code}"
         except EgressRefused as exc:
             error = str(exc)
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        ok = 200 <= code < 300
-        settings = self.settings
+        return _Outcome(event, ident, attempt, code, answer, error[:_ERROR_CHARS])
 
-        def op(conn: Connection, now: int) -> bool:
-            first = state.first_attempt_ms if state.first_attempt_ms is not None else now
-            expired = now - first >= settings.max_age_secs * 1000
-            lease = now + int(settings.lease_secs * 1000)
-            if ok or expired:
-                status, next_at = ("delivered" if ok else "failed"), None
-                changes: dict[str, Any] = {
-                    "cursor": event.cursor,
-                    "attempts": 0,
-                    "first_attempt_ms": None,
-                    "next_attempt_ms": None,
-                }
-            else:
-                ceiling = min(settings.retry_cap_ms, settings.retry_base_ms * 2 ** (attempt - 1))
+    def _record(self, row: Any, state: _State, outcomes: Sequence[_Outcome]) -> bool:
+        """Records ``outcomes`` (delivered ones, the last maybe not) and moves
+        the cursor past the last that is done, in one transaction; whether the
+        subscription moved past the last one (delivered, or finally failed)."""
+        settings = self.settings
+        last = outcomes[-1]
+
+        def op(conn: Connection, now: int) -> dict[str, Any]:
+            statuses = ["delivered"] * len(outcomes)
+            next_at: int | None = None
+            # The first attempt at the last event: an earlier pass's, if it is
+            # the event the subscription was retrying.
+            first = now
+            if last.attempt > 1 and state.first_attempt_ms is not None:
+                first = state.first_attempt_ms
+            changes: dict[str, Any] = {
+                "cursor": last.event.cursor,
+                "attempts": 0,
+                "first_attempt_ms": None,
+                "next_attempt_ms": None,
+            }
+            if not last.ok and now - first < settings.max_age_secs * 1000:
+                ceiling = min(
+                    settings.retry_cap_ms, settings.retry_base_ms * 2 ** (last.attempt - 1)
+                )
                 next_at = now + int(self._random.uniform(0, ceiling))
-                status = "retrying"
+                statuses[-1] = "retrying"
                 changes = {
-                    "attempts": attempt,
+                    # Up to the event before, delivered; this one is retried.
+                    "cursor": outcomes[-2].event.cursor if len(outcomes) > 1 else state.cursor,
+                    "attempts": last.attempt,
                     "first_attempt_ms": first,
                     "next_attempt_ms": next_at,
                 }
+            elif not last.ok:
+                statuses[-1] = "failed"
             moved = conn.execute(
                 update(subs)
                 .where(subs.c.id == row.id, subs.c.cursor == state.cursor, self._owned(now))
-                .values(owner_until_ms=lease, updated_at_ms=now, **changes)
+                .values(
+                    owner_until_ms=now + int(settings.lease_secs * 1000),
+                    updated_at_ms=now,
+                    **changes,
+                )
             )
             if moved.rowcount != 1:
                 raise _LeaseLost
             conn.execute(
-                insert(deliveries).values(
-                    org_id=row.org_id,
-                    subscription_id=row.id,
-                    delivery_id=ident,
-                    event_cursor=event.cursor,
-                    event_type=event_name(event.type),
-                    attempt=attempt,
-                    status=status,
-                    status_code=code,
-                    answer=answer,
-                    error=error[:_ERROR_CHARS],
-                    attempted_at_ms=now,
-                    next_attempt_ms=next_at,
-                )
+                insert(deliveries),
+                [
+                    {
+                        "org_id": row.org_id,
+                        "subscription_id": row.id,
+                        "delivery_id": o.delivery_id,
+                        "event_cursor": o.event.cursor,
+                        "event_type": event_name(o.event.type),
+                        "attempt": o.attempt,
+                        "status": status,
+                        "status_code": o.status_code,
+                        "answer": o.answer,
+                        "error": o.error,
+                        "attempted_at_ms": now,
+                        "next_attempt_ms": next_at if status == "retrying" else None,
+                    }
+                    for o, status in zip(outcomes, statuses, strict=True)
+                ],
             )
-            return status != "retrying"
+            return changes
 
-        moved_on = _write(self.db, op)
-        if moved_on:
-            state.cursor, state.attempts, state.first_attempt_ms = event.cursor, 0, None
-        return moved_on
+        changes = _write(self.db, op)
+        state.cursor = changes["cursor"]
+        state.attempts = changes["attempts"]
+        state.first_attempt_ms = changes["first_attempt_ms"]
+        return not changes["attempts"]
 
     def _sync_backends(self) -> None:
         """One subscription per registered backend, its URL kept in step; the
