@@ -10,6 +10,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -31,7 +32,9 @@ from sdk_helpers import PYTHON, Proc, client_for, trellis
 from webhook_helpers import Received, always, key_of, receiving, verify
 
 from trellis.server.cli import main
+from trellis.server.events._webhooks import _wanted_by_backend
 from trellis.v1 import (
+    events_pb2,
     machine_pb2,
     machine_pb2_grpc,
     runs_pb2,
@@ -511,3 +514,20 @@ def test_a_bad_configuration_file_stops_the_start_with_its_reason(
     assert main([*args, "--workflows-dir", "", "--webhooks-config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "endpoints[0]: url and secret are required" in err and "Traceback" not in err
+
+
+def test_what_a_backend_is_called_back_for() -> None:
+    # Runs started by triggers (any `trigger` but "call") and the runs of the
+    # backend's own machine user; the engine starts runs by calls only so far.
+    def event(type_: int, **data: str) -> SimpleNamespace:
+        return SimpleNamespace(type=type_, data=data)
+
+    me = "machine:mu_1"
+    created, finished = events_pb2.EVENT_TYPE_RUN_CREATED, events_pb2.EVENT_TYPE_RUN_FINISHED
+    assert _wanted_by_backend(event(created, trigger="schedule", created_by=""), me)
+    assert _wanted_by_backend(event(created, trigger="topic"), me)
+    assert not _wanted_by_backend(event(created, trigger="call", created_by=me), me)
+    assert not _wanted_by_backend(event(created), me)
+    assert _wanted_by_backend(event(finished, trigger="call", created_by=me), me)
+    assert not _wanted_by_backend(event(finished, created_by="machine:mu_2"), me)
+    assert not _wanted_by_backend(event(events_pb2.EVENT_TYPE_JOB_FAILED, created_by=me), me)
