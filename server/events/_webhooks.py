@@ -710,6 +710,7 @@ class Deliverer:
         # The organizations with enabled subscriptions, whose events wake the loop.
         self._orgs: frozenset[str] = frozenset()
         self._synced_at = float("-inf")
+        self._advanced_at: dict[str, float] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -731,6 +732,7 @@ class Deliverer:
         if self._thread is not None:
             self._thread.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._release_all()
         self.client.close()
 
     def _loop(self) -> None:
@@ -775,13 +777,27 @@ class Deliverer:
             rows = conn.execute(
                 select(subs).where(
                     subs.c.enabled.is_(True),
-                    or_(subs.c.owner.is_(None), subs.c.owner_until_ms < now),
+                    or_(
+                        subs.c.owner.is_(None),
+                        subs.c.owner_until_ms < now,
+                        subs.c.owner == self.replica,
+                    ),
                 )
             ).all()
         self._orgs = frozenset(r.org_id for r in rows)
+        # A lease this replica holds with at least half its time left is kept
+        # (every record renews it), rather than taken again for each burst.
+        margin = int(self.settings.lease_secs * 500)
+        held = {
+            r.id for r in rows if r.owner == self.replica and (r.owner_until_ms or 0) - now > margin
+        }
         due = [r for r in rows if r.next_attempt_ms is None or r.next_attempt_ms <= now]
         later = [r.next_attempt_ms for r in rows if r.next_attempt_ms and r.next_attempt_ms > now]
-        work = [self._pool.submit(self._drain, row) for row in due if self._has_work(row)]
+        work = [
+            self._pool.submit(self._drain, row, row.id in held)
+            for row in due
+            if self._has_work(row)
+        ]
         for future in work:
             try:
                 future.result()
@@ -797,12 +813,22 @@ class Deliverer:
         return [_BY_NAME[n] for n in row.event_types or () if n in _BY_NAME]
 
     def _has_work(self, row: Any) -> bool:
+        """Whether the subscription has events to send; or, at most once per
+        poll interval, only other events to move its cursor past (a write)."""
         events, next_cursor = self.reader.read_after(row.org_id, row.cursor, self._types(row), 1)
-        return bool(events) or next_cursor != row.cursor
+        if events:
+            return True
+        if next_cursor == row.cursor:
+            return False
+        last = self._advanced_at.get(row.id, float("-inf"))
+        if time.monotonic() - last < self.settings.poll_secs:
+            return False
+        self._advanced_at[row.id] = time.monotonic()
+        return True
 
-    def _drain(self, row: Any) -> None:
+    def _drain(self, row: Any, held: bool) -> None:
         """Delivers the subscription's events after its cursor while it holds the lease."""
-        if not self._claim(row.id):
+        if not held and not self._claim(row.id):
             return
         try:
             with self.db.read() as conn:
@@ -856,8 +882,6 @@ class Deliverer:
                     self._advance(row.id, state, next_cursor)
         except _LeaseLost:
             log.info("webhook %s: lease taken over by another replica", row.id)
-        finally:
-            self._release(row.id)
 
     def _secret(self, conn: Connection, now: int, row: Any) -> str:
         if row.source == "backend":
@@ -883,18 +907,20 @@ class Deliverer:
 
         return _write(self.db, op)
 
-    def _release(self, sub_id: str) -> None:
+    def _release_all(self) -> None:
+        """Hands this replica's subscriptions back at a clean stop."""
+
         def op(conn: Connection, now: int) -> None:
             conn.execute(
                 update(subs)
-                .where(subs.c.id == sub_id, subs.c.owner == self.replica)
+                .where(subs.c.owner == self.replica)
                 .values(owner=None, owner_until_ms=None)
             )
 
         try:
             _write(self.db, op)
         except Exception:
-            log.warning("webhook %s: lease not released (it expires)", sub_id, exc_info=True)
+            log.warning("webhook leases not released (they expire)", exc_info=True)
 
     def _owned(self, now: int) -> Any:
         return and_(subs.c.owner == self.replica, subs.c.owner_until_ms >= now)
