@@ -1,7 +1,7 @@
 """Runs every benchmark and prints one table, the machine at the top.
 
     python bench/run_all.py [--jobs 5000] [--backend sqlite|postgres|both]
-                            [--only throughput|latency|rest|scheduler|runs|sustained]
+                            [--only throughput|latency|rest|scheduler|runs|events|sustained]
                             [--sustained [SECONDS]] [--json]
 
 The sustained load (SQLite only, 10 minutes by default) runs only when asked
@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import events
 import latency
 import rest_claim
 import runs
@@ -45,6 +46,7 @@ BENCHES: dict[str, Callable[[list[Backend], int], list[Figure]]] = {
     "rest": lambda backends, jobs: rest_claim.run(backends, jobs=jobs),
     "scheduler": lambda backends, _jobs: scheduler_cost.run(backends),
     "runs": lambda backends, _jobs: runs.run(backends),
+    "events": lambda backends, _jobs: events.run(backends),
 }
 # Long: only on request (see main).
 SUSTAINED = "sustained"

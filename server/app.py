@@ -32,6 +32,7 @@ from trellis.server.events import (
     GuardedClient,
     LogSource,
     Webhooks,
+    prune,
 )
 from trellis.server.identity import Identity
 from trellis.server.identity.ratelimit import Limiter, RateLimiter
@@ -258,6 +259,8 @@ class TrellisServer:
         """Reaps expired leases as they expire: between passes it sleeps until
         the earliest lease expiry, never longer than REAP_INTERVAL_SECS."""
         keys_checked = time.monotonic()
+        # The first pass prunes at once: a replica that restarts often still prunes.
+        pruned = -float("inf")
         interval = self.config.reap_interval_secs
         while not self._stop.is_set():
             try:
@@ -270,9 +273,21 @@ class TrellisServer:
             except Exception:
                 log.exception("reaper pass failed; retrying next interval")
                 self._stop.wait(interval)
+            if time.monotonic() - pruned >= self.config.event_prune_interval_secs:
+                pruned = time.monotonic()
+                self._prune_events()
             if time.monotonic() - keys_checked >= KEY_CHECK_SECS:
                 keys_checked = time.monotonic()
                 self._check_signing_key()
+
+    def _prune_events(self) -> None:
+        """Deletes the events older than EVENT_RETENTION_DAYS (a few batches)."""
+        try:
+            n = prune(self.db, retention_days=self.config.event_retention_days)
+            if n:
+                log.info("event log: %d event(s) past retention pruned", n)
+        except Exception:
+            log.exception("event pruning failed; retrying next interval")
 
     def _check_signing_key(self) -> None:
         """Rotates the token-signing key once it is old (and retires spent ones)."""

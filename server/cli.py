@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from trellis.server.config import Config, whole_number
+from trellis.server.config import Config, days, whole_number
 
 
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
@@ -38,6 +38,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         overrides["reap_interval_secs"] = args.reap_interval_secs
     if args.max_lost_leases is not None:
         overrides["max_lost_leases"] = args.max_lost_leases
+    if args.event_retention_days is not None:
+        overrides["event_retention_days"] = args.event_retention_days
     if args.egress_allow is not None:
         overrides["egress_allow"] = args.egress_allow
     if args.webhooks_config is not None:
@@ -84,6 +86,13 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _days(text: str) -> float:
+    try:
+        return days(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trellis", description="Workflow and job orchestration.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-lost-leases",
         type=_count,
         help="env TRELLIS_MAX_LOST_LEASES (default 3): lost leases a job is queued again after",
+    )
+    serve.add_argument(
+        "--event-retention-days",
+        type=_days,
+        help="env EVENT_RETENTION_DAYS (default 30; 0: keep events forever)",
     )
     serve.add_argument(
         "--egress-allow",

@@ -40,6 +40,25 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name}={exc}") from None
 
 
+def days(text: str) -> float:
+    """A number of days given as text (fractions allowed; 0: none)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{text!r}: use a number of days, 0 or more (0: forever)")
+    return value
+
+
+def _days(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    try:
+        return days(text) if text else default
+    except ValueError as exc:
+        raise ValueError(f"{name}={exc}") from None
+
+
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     text = env.get(name, "").strip()
     if not text:
@@ -128,6 +147,10 @@ class Config:
     # On SQLite, the size the write-ahead log is kept under; None: the
     # default of trellis.server.core.db (kept out of here: it imports SQLAlchemy).
     sqlite_wal_limit_bytes: int | None = None
+    # Events older than this are pruned from the event log (0: kept
+    # forever), checked every event_prune_interval_secs by the reaper.
+    event_retention_days: float = 30.0
+    event_prune_interval_secs: float = 60.0
     # Outgoing requests (webhooks, backend callbacks): host names and CIDR
     # ranges allowed although they are loopback, private, link-local...
     egress_allow: str = ""
@@ -171,6 +194,8 @@ class Config:
             sqlite_wal_limit_bytes=_mib(
                 "TRELLIS_SQLITE_WAL_LIMIT_MIB", env.get("TRELLIS_SQLITE_WAL_LIMIT_MIB")
             ),
+            event_retention_days=_days(env, "EVENT_RETENTION_DAYS", 30.0),
+            event_prune_interval_secs=float(env.get("EVENT_PRUNE_INTERVAL_SECS", "60")),
             egress_allow=_allow_list(env.get("EGRESS_ALLOW", "")),
             webhooks_config=Path(env["WEBHOOKS_CONFIG"]) if env.get("WEBHOOKS_CONFIG") else None,
             webhook_retry_base_ms=_count(env, "WEBHOOK_RETRY_BASE_MS", 1000),

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import grpc
 
 from ._channel import Connection
+from ._client_events import EventsMixin
 from ._client_webhooks import WebhookClientMixin
 from ._errors import ConnectionLost, DeadlineExceeded, TrellisError, wrap_rpc_error
 from ._inputs import to_struct
@@ -64,7 +65,7 @@ def _run_request(
     return request
 
 
-class Client(WebhookClientMixin):
+class Client(EventsMixin, WebhookClientMixin):
     """Talks to a Trellis server: define and run workflows, watch runs and logs.
 
     Methods return the ``trellis.v1`` protobuf messages (``Workflow``, ``Run``,

@@ -30,6 +30,7 @@ from ._cli_base import (
     job_state_name,
     run_state_name,
 )
+from ._cli_events import add_events_command
 from ._cli_inputs import input_option, read_inputs_file, run_inputs
 from ._cli_manage import add_manage_commands, inputs_line
 from ._cli_webhooks import add_webhook_commands
@@ -136,6 +137,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     p.set_defaults(func=_guard(_cmd_workflows))
 
     add_manage_commands(subparsers, common)
+    add_events_command(subparsers, common)
     add_webhook_commands(subparsers, common)
 
     p = subparsers.add_parser(

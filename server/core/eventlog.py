@@ -1,11 +1,16 @@
 """The event log's writer: every layer appends events in its own transaction.
 
 An ``EventBatch`` collects the events of one transaction and writes them in
-one statement (``write``), in the order they were added. Each row stores the
-writing transaction (``tx``): on PostgreSQL the transaction id, so that a
-reader orders events by ``(tx, id)`` and returns only those of transactions
-that have all ended (see ``trellis.server.events``); on SQLite 0, where the
-single writer makes ``id`` commit-ordered by itself.
+one statement (``write``), in the order they were added. Readers order
+events by ``(tx, id)`` and, on PostgreSQL, return only those with ``tx``
+below their snapshot's ``xmin`` (see ``trellis.server.events``). For that to
+miss nothing, an event's ``tx`` is at least the id of the transaction that
+wrote it: every transaction still running then has an id at or above the
+horizon, and so has every event it may yet commit. Within that rule ``tx``
+also keeps a run's events in the order they happened: it is the greater of
+the transaction's id and the run's latest ``tx`` (a transaction that got its
+id early may write after one that got a later id). On SQLite ``tx`` is 0:
+the one writer makes ``id`` commit-ordered by itself.
 
 A run event names only its run: the workflow and its version are filled in
 from the run's row by the insert itself, so callers need not carry them.
@@ -53,15 +58,20 @@ class EventType(StrEnum):
 # (``data.trigger``); a start by an API call is the default.
 TRIGGER_CALL = "call"
 
-# The writing transaction, as stored in ``events.tx`` (xid8 has no direct cast
-# to bigint; its text does).
+# The writing transaction's id (xid8 has no direct cast to bigint; its text does).
 PG_TX = "pg_current_xact_id()::text::bigint"
 SQLITE_TX = "0"
 
 
-def tx_sql(is_pg: bool) -> str:
-    """The SQL expression of ``events.tx`` for a row written now."""
-    return PG_TX if is_pg else SQLITE_TX
+def tx_sql(is_pg: bool, run_id: str) -> str:
+    """The SQL expression of ``events.tx`` for an event of the run whose id
+    the SQL expression ``run_id`` gives (see the module's account)."""
+    if not is_pg:
+        return SQLITE_TX
+    return (
+        f"greatest({PG_TX}, coalesce((SELECT max(prior.tx) FROM events prior"
+        f" WHERE prior.run_id = {run_id} AND {run_id} <> ''), 0))"
+    )
 
 
 def topic_events(org: str) -> str:
@@ -101,7 +111,7 @@ _TARGET = (
 # ordinality keeps the rows (and so their ids) in the order they were added.
 _INSERT_PG = Sql(
     f"""{_TARGET}
-    SELECT {PG_TX}, u.org_id, u.type,
+    SELECT {tx_sql(True, "u.run_id")}, u.org_id, u.type,
         CASE WHEN u.workflow_id = '' THEN coalesce(r.workflow_id, '') ELSE u.workflow_id END,
         CASE WHEN u.workflow_id = '' THEN coalesce(r.workflow_version, 0)
             ELSE u.workflow_version END,

@@ -9,6 +9,7 @@ from trellis.server.core.eventlog import EventType
 from trellis.server.events._cursor import Cursor
 from trellis.server.events._egress import EgressPolicy, EgressRefused, GuardedClient
 from trellis.server.events._reader import EventLog, Filter, Wakeups, cursor_of, render
+from trellis.server.events._retention import prune
 from trellis.server.events._source import LogSource
 from trellis.server.events._webhooks import (
     CreatedWebhook,
@@ -38,5 +39,6 @@ __all__ = [
     "WebhookRecord",
     "Webhooks",
     "cursor_of",
+    "prune",
     "render",
 ]

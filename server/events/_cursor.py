@@ -11,7 +11,8 @@ from typing import NamedTuple
 
 from trellis.server.core.errors import InvalidArgument
 
-_CURSOR = re.compile(r"[0-9a-f]{32}")
+# Both halves are signed 64-bit columns: the first hex digit is below 8.
+_CURSOR = re.compile(r"[0-7][0-9a-f]{15}[0-7][0-9a-f]{15}")
 # "now": the stream's own start (StreamEvents), not a position in the log.
 NOW = "now"
 

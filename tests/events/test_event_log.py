@@ -83,9 +83,28 @@ def test_the_same_log_over_rest(server: Running) -> None:
     assert [e["cursor"] for e in found] == [e.cursor for e in grpc_events]
     assert [e["type"] for e in found] == [type_name(e).lower() for e in grpc_events]
     assert found[0]["data"]["trigger"] == "call"  # type: ignore[index]
+    # Types are spelled as the answers spell them, repeated for several.
+    query = urlencode(
+        {"filter.run_id": run_id, "filter.types": ["job_failed", "run_finished"]}, doseq=True
+    )
+    ends = client.ok(client.get(f"/api/events?{query}"))["events"]
+    assert [e["type"] for e in ends] == ["job_failed", "run_finished"]
+    assert_error(client.get("/api/events?filter.types=exploded"), 400, "INVALID_ARGUMENT", "types")
 
 
-@pytest.mark.parametrize("cursor", ["nope", "0" * 31, "g" * 32, "0" * 33, "ABCDEF" + "0" * 26])
+# Not hex, too short or long, upper case, beyond a signed 64-bit id.
+BAD_CURSORS = [
+    "nope",
+    "0" * 31,
+    "g" * 32,
+    "0" * 33,
+    "ABCDEF" + "0" * 26,
+    "f" * 32,
+    "0" * 16 + "8" * 16,
+]
+
+
+@pytest.mark.parametrize("cursor", BAD_CURSORS)
 def test_a_bad_cursor_is_refused(server: Running, cursor: str) -> None:
     with pytest.raises(grpc.RpcError) as listed:
         stub(server.channel).ListEvents(

@@ -14,16 +14,15 @@ class EventRow(Base):
     """One event, appended in the transaction of the change it records.
 
     Readers order by ``(tx, id)``: ``tx`` is the writing transaction's id on
-    PostgreSQL (0 on SQLite, whose single writer commits ids in order). The
-    id never restarts (AUTOINCREMENT on SQLite), so a pruned log never hands
-    out a cursor it handed out before.
+    PostgreSQL (0 on SQLite, whose single writer commits ids in order). Ids
+    never go back: SQLite gives a new row the largest id plus one, and
+    pruning never deletes the newest event (see ``trellis.server.events``).
     """
 
     __tablename__ = "events"
     __table_args__ = (
         Index(None, "org_id", "tx", "id"),
         Index(None, "run_id", "tx", "id"),
-        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

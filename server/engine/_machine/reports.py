@@ -392,7 +392,7 @@ def _runs_finished(is_pg: bool) -> Sql:
     return Sql(
         f"""INSERT INTO events (tx, org_id, type, workflow_id, workflow_version, run_id,
             job_key, attempt, time_ms, message, data)
-        SELECT {tx_sql(is_pg)}, org_id, '{RunEventType.RUN_FINISHED}', workflow_id,
+        SELECT {tx_sql(is_pg, "runs.id")}, org_id, '{RunEventType.RUN_FINISHED}', workflow_id,
             workflow_version, id, '', 0, :now, state,
             {json_object}('state', state, 'created_by', created_by, 'trigger', "trigger")
         FROM runs

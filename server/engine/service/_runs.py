@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import Connection, RowMapping, select, tuple_
 
 from trellis.server.core import _sql
 from trellis.server.core.errors import NotFound
@@ -145,10 +145,13 @@ class RunOps(Base):
         """Replays events after ``after_id`` and follows until the run finishes."""
         self._run(principal.org_id, run_id)  # NOT_FOUND before the stream starts
         with self.notifier.subscribe(machine.topic_run(run_id)) as sub:
+            after: tuple[int, int] | None = None
             while is_active() and not self.closing:
-                rows = self._read(functools.partial(_events_after, run_id=run_id, after=after_id))
+                rows = self._read(
+                    functools.partial(_events_after, run_id=run_id, after=after, after_id=after_id)
+                )
                 for row in rows:
-                    after_id = row["id"]
+                    after = (int(row["tx"]), int(row["id"]))
                     yield render.run_event(row)
                     if row["type"] == RunEventType.RUN_FINISHED:
                         return
@@ -175,13 +178,21 @@ RUN_VIEW_TYPES = tuple(
 )
 
 
-def _events_after(conn: Connection, _now: int, *, run_id: str, after: int) -> list[Any]:
-    # In id order: every writer of these events locks the run first
-    # (``lock_runs``), so within a run ids commit in order.
+def _events_after(
+    conn: Connection, _now: int, *, run_id: str, after: tuple[int, int] | None, after_id: int
+) -> list[Any]:
+    # In the log's order, (tx, id), which the run's index holds: every writer
+    # of these events locks the run first (``lock_runs``), so a run's events
+    # commit in that order. A client resumes by id: its event's tx is looked up.
+    if after is None:
+        found = conn.execute(select(events.c.tx).where(events.c.id == after_id)).first()
+        after = (0 if found is None else int(found.tx), after_id)
     q = select(events).where(
-        events.c.run_id == run_id, events.c.id > after, events.c.type.in_(RUN_VIEW_TYPES)
+        events.c.run_id == run_id,
+        tuple_(events.c.tx, events.c.id) > tuple_(*after),
+        events.c.type.in_(RUN_VIEW_TYPES),
     )
-    return list(conn.execute(q.order_by(events.c.id).limit(1000)).mappings())
+    return list(conn.execute(q.order_by(events.c.tx, events.c.id).limit(1000)).mappings())
 
 
 __all__ = ["RunOps"]

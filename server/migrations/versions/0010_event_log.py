@@ -43,7 +43,6 @@ def upgrade() -> None:
         sa.Column("message", sa.Text(), nullable=False),
         sa.Column("data", sa.JSON(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
-        sqlite_autoincrement=True,
     )
     op.create_index(op.f("ix_events_org_id_tx_id"), "events", ["org_id", "tx", "id"], unique=False)
     op.create_index(op.f("ix_events_run_id_tx_id"), "events", ["run_id", "tx", "id"], unique=False)
