@@ -3,16 +3,17 @@
 The event log is the outbox. A subscription's ``cursor`` is its position in
 the log; the deliverer reads the matching events after it and sends them one
 at a time, in cursor order (head of line: event k+1 waits until k is
-delivered or finally failed). Every attempt is recorded in
-``webhook_deliveries`` and the cursor moves in the same transaction, so a
-crash between the receiver's answer and that commit sends the event again
-with the same ``webhook-id`` (derived from subscription and event): delivery
-is at least once, and nothing is written on the job path.
+delivered or finally failed). Attempts are recorded in
+``webhook_deliveries`` a group at a time (``_RECORD_GROUP``, ``_RECORD_SECS``,
+and at every failure), and the cursor moves in the same transaction, so a
+crash between the receivers' answers and that commit sends the group's events
+again with the same ``webhook-id`` (derived from subscription and event):
+delivery is at least once, and nothing is written on the job path.
 
 Across replicas one deliverer at a time holds a subscription, by a lease on
 its row (``UPDATE ... SET owner = me WHERE owner IS NULL OR owner_until_ms <
-now``), renewed by every attempt it records; an attempt whose record finds
-the lease gone is rolled back.
+now``), renewed by every record it writes and kept while it delivers (a
+clean stop hands it back); a record that finds the lease gone is rolled back.
 
 A failed attempt (no 2xx, no answer, a refused address) is retried after a
 delay drawn uniformly from ``[0, min(cap, base * 2**n))`` (exponential
