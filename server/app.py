@@ -15,14 +15,25 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from trellis.server.api import _engine
+from trellis.server.api import webhooks as webhooks_api
 from trellis.server.api._auth import AuthInterceptor, method_access
 from trellis.server.api._identity import add_identity_services
 from trellis.server.api._local_channel import HandlerRegistry, LocalChannel
 from trellis.server.api._wire import WireInterceptor
+from trellis.server.api.events import event_log_of
 from trellis.server.config import Config
 from trellis.server.core.db import Database, connect, upgrade_schema
+from trellis.server.core.eventlog import topic_events
 from trellis.server.engine import CATCH_UP_POLICIES, CatchUp, Notifier, PgBridge, Scheduler, Service
-from trellis.server.events import prune
+from trellis.server.events import (
+    Deliverer,
+    DeliverySettings,
+    EgressPolicy,
+    GuardedClient,
+    LogSource,
+    Webhooks,
+    prune,
+)
 from trellis.server.identity import Identity
 from trellis.server.identity.ratelimit import Limiter, RateLimiter
 from trellis.server.identity.shared_limits import SharedRateLimiter
@@ -68,6 +79,9 @@ class TrellisServer:
             if self.db.is_postgres
             else RateLimiter(config.rate_limits)
         )
+        self._log_source = LogSource(event_log_of(self.service))
+        self.webhooks = Webhooks(self.db, self._log_source)
+        self._deliverer: Deliverer | None = None
         self._bridge: PgBridge | None = None
         self._grpc: grpc.Server | None = None
         self._handlers: HandlerRegistry | None = None
@@ -99,6 +113,8 @@ class TrellisServer:
             self._bridge.start()
         if self.config.workflows_dir is not None and self.config.workflows_dir.is_dir():
             self.service.load_workflows(self.config.org_id, self.config.workflows_dir)
+        if self.config.webhooks_config is not None:
+            self.webhooks.load_config(self.config.org_id, self.config.webhooks_config)
         self._start_grpc()
         if self.config.rest_enabled:
             self._start_rest()
@@ -115,12 +131,37 @@ class TrellisServer:
                 catch_up=self._catch_up,
             )
             self._scheduler.start()
+            self._start_deliverer()
         log.info(
             "trellis serving gRPC on :%d, REST on :%s (%s)",
             self.grpc_port,
             self.rest_port or "-",
             "PostgreSQL" if self.db.is_postgres else "SQLite",
         )
+
+    def _start_deliverer(self) -> None:
+        """Webhooks and backend callbacks, woken by the events this replica
+        (or, through the PostgreSQL bridge, another) commits."""
+        c = self.config
+        client = GuardedClient(
+            EgressPolicy.from_allow_list(c.egress_allow), timeout_secs=c.webhook_timeout_secs
+        )
+        settings = DeliverySettings(
+            retry_base_ms=c.webhook_retry_base_ms,
+            retry_cap_ms=max(c.webhook_retry_cap_ms, c.webhook_retry_base_ms),
+            max_age_secs=c.webhook_max_age_secs,
+            lease_secs=c.webhook_lease_secs,
+            poll_secs=c.poll_interval_secs,
+        )
+        self._deliverer = Deliverer(
+            self.db,
+            self._log_source,
+            client,
+            settings,
+            wakeups=self.notifier,
+            topic=topic_events,
+        )
+        self._deliverer.start()
 
     def _bootstrap_identity(self) -> None:
         """The default organization, a current signing key and the first administrator."""
@@ -170,6 +211,7 @@ class TrellisServer:
         server = self._handlers = HandlerRegistry(network)
         names = _engine.add_services(server, self.service)
         add_identity_services(server, self.identity, self.config.public_url)
+        webhooks_api.add_to(server, self.webhooks)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         # SERVING only once REST is up too (see start), so a probe that sees
         # SERVING can use both ports.
@@ -287,6 +329,8 @@ class TrellisServer:
             self._reaper.join(timeout=grace)
         if self._scheduler is not None:
             self._scheduler.stop(timeout=grace)
+        if self._deliverer is not None:
+            self._deliverer.stop(timeout=grace)
         if self._bridge is not None:
             self._bridge.stop()
         self.notifier.close()

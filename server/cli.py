@@ -44,6 +44,10 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         overrides["schedule_catch_up"] = args.schedule_catch_up
     if args.event_retention_days is not None:
         overrides["event_retention_days"] = args.event_retention_days
+    if args.egress_allow is not None:
+        overrides["egress_allow"] = args.egress_allow
+    if args.webhooks_config is not None:
+        overrides["webhooks_config"] = Path(args.webhooks_config) if args.webhooks_config else None
     return dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
 
 
@@ -58,7 +62,13 @@ def _serve(args: argparse.Namespace) -> int:
     from trellis.server.app import TrellisServer
 
     server = TrellisServer(config)
-    server.start()
+    try:
+        server.start()
+    except ValueError as exc:
+        # A configuration that cannot work (e.g. a bad WEBHOOKS_CONFIG file).
+        print(f"trellis: error: {exc}", file=sys.stderr)
+        server.stop(grace=0)
+        return 2
     where = f"gRPC on {config.host}:{server.grpc_port}, REST on {config.host}:{server.rest_port}"
     print(f"trellis: {where}", flush=True)
 
@@ -120,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--event-retention-days",
         type=_days,
         help="env EVENT_RETENTION_DAYS (default 30; 0: keep events forever)",
+    )
+    serve.add_argument(
+        "--egress-allow",
+        help="env EGRESS_ALLOW: hosts and CIDR ranges webhooks may reach although private",
+    )
+    serve.add_argument(
+        "--webhooks-config", help="env WEBHOOKS_CONFIG: a TOML file with a [webhooks] section"
     )
     serve.set_defaults(func=_serve)
     try:

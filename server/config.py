@@ -59,6 +59,27 @@ def _days(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name}={exc}") from None
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{name}={text!r}: a number of seconds greater than 0, e.g. 2.5")
+    return value
+
+
+def _allow_list(text: str) -> str:
+    """``EGRESS_ALLOW`` as given, once every entry is known to be a host or a range."""
+    from trellis.server.events._egress import parse_allow_list
+
+    parse_allow_list(text)
+    return text
+
+
 def _mib(name: str, value: str | None) -> int | None:
     """A size given in MiB (fractions allowed), as bytes; None when unset."""
     if value is None or not value.strip():
@@ -141,6 +162,16 @@ class Config:
     # forever), checked every event_prune_interval_secs by the reaper.
     event_retention_days: float = 30.0
     event_prune_interval_secs: float = 60.0
+    # Outgoing requests (webhooks, backend callbacks): host names and CIDR
+    # ranges allowed although they are loopback, private, link-local...
+    egress_allow: str = ""
+    # A TOML file with a [webhooks] section, loaded into the default org at start.
+    webhooks_config: Path | None = None
+    webhook_retry_base_ms: int = 1000
+    webhook_retry_cap_ms: int = 300_000
+    webhook_max_age_secs: float = 86_400.0
+    webhook_timeout_secs: float = 5.0
+    webhook_lease_secs: float = 30.0
 
     @property
     def public_url(self) -> str:
@@ -180,4 +211,11 @@ class Config:
             ),
             event_retention_days=_days(env, "EVENT_RETENTION_DAYS", 30.0),
             event_prune_interval_secs=float(env.get("EVENT_PRUNE_INTERVAL_SECS", "60")),
+            egress_allow=_allow_list(env.get("EGRESS_ALLOW", "")),
+            webhooks_config=Path(env["WEBHOOKS_CONFIG"]) if env.get("WEBHOOKS_CONFIG") else None,
+            webhook_retry_base_ms=_count(env, "WEBHOOK_RETRY_BASE_MS", 1000),
+            webhook_retry_cap_ms=_count(env, "WEBHOOK_RETRY_CAP_MS", 300_000),
+            webhook_max_age_secs=_seconds(env, "WEBHOOK_MAX_AGE_SECS", 86_400.0),
+            webhook_timeout_secs=_seconds(env, "WEBHOOK_TIMEOUT_SECS", 5.0),
+            webhook_lease_secs=_seconds(env, "WEBHOOK_LEASE_SECS", 30.0),
         )

@@ -16,6 +16,7 @@ from ._client_events import EventsMixin
 from ._client_lifecycle import LifecycleMethods
 from ._client_runs import RunsMixin
 from ._client_topics import TopicCalls
+from ._client_webhooks import WebhookClientMixin
 from ._errors import ConnectionLost, DeadlineExceeded, TrellisError, wrap_rpc_error
 from ._inputs import to_struct
 from ._pb import (
@@ -74,7 +75,7 @@ def _run_request(
     return request
 
 
-class Client(LifecycleMethods, TopicCalls, EventsMixin, RunsMixin):
+class Client(LifecycleMethods, TopicCalls, EventsMixin, RunsMixin, WebhookClientMixin):
     """Talks to a Trellis server: define and run workflows, watch runs and logs.
 
     Methods return the ``trellis.v1`` protobuf messages (``Workflow``, ``Run``,

@@ -12,6 +12,7 @@ from trellis.v1 import (  # type: ignore[import-not-found, unused-ignore]
     machine_pb2,
     runs_pb2,
     topics_pb2,
+    webhooks_pb2,
     workers_pb2,
     workflows_pb2,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "machine_pb2",
     "runs_pb2",
     "topics_pb2",
+    "webhooks_pb2",
     "workers_pb2",
     "workflows_pb2",
 ]

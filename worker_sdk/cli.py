@@ -36,6 +36,7 @@ from ._cli_lifecycle import add_lifecycle_commands
 from ._cli_manage import add_manage_commands, inputs_line
 from ._cli_runs import add_runs_commands, non_negative
 from ._cli_topics import add_topic_commands
+from ._cli_webhooks import add_webhook_commands
 from ._client import Client
 from ._errors import DeadlineExceeded, TrellisError
 from ._pb import jobs_pb2, logs_pb2, runs_pb2
@@ -150,6 +151,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argument
     add_topic_commands(subparsers, common)
     add_events_command(subparsers, common)
     add_runs_commands(subparsers, common)
+    add_webhook_commands(subparsers, common)
 
     p = subparsers.add_parser(
         "login",

@@ -18,6 +18,7 @@ from trellis.v1 import (
     runs_pb2,
     topics_pb2,
     users_pb2,
+    webhooks_pb2,
     workers_pb2,
     workflows_pb2,
 )
@@ -36,6 +37,7 @@ PROTO_FILES = (
     machine_pb2.DESCRIPTOR,
     users_pb2.DESCRIPTOR,
     topics_pb2.DESCRIPTOR,
+    webhooks_pb2.DESCRIPTOR,
 )
 
 

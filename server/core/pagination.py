@@ -37,6 +37,7 @@ __all__ = [
     "after_key",
     "page_size",
     "page_token_key",
+    "server_secret",
 ]
 
 #: A sort-key component a token can carry.
@@ -114,16 +115,21 @@ def after_key(
 
 
 def page_token_key(conn: Connection, now_ms: int) -> bytes:
-    """The installation's page-token key, created by the first replica to ask.
+    """The installation's page-token key, created by the first replica to ask."""
+    return server_secret(conn, now_ms, _KEY_NAME)
+
+
+def server_secret(conn: Connection, now_ms: int, name: str) -> bytes:
+    """The installation's 32-byte key called ``name``, created by the first replica to ask.
 
     ``INSERT`` of a fresh key that loses a race to another replica is ignored
     (the primary key decides), and both then read the one stored key.
     """
-    row = conn.execute(select(_secrets.c.value).where(_secrets.c.name == _KEY_NAME)).first()
+    row = conn.execute(select(_secrets.c.value).where(_secrets.c.name == name)).first()
     if row is None:
         fresh = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-        values = {"name": _KEY_NAME, "value": fresh, "created_at_ms": now_ms}
+        values = {"name": name, "value": fresh, "created_at_ms": now_ms}
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         conn.execute(dialect.insert(_secrets).values(values).on_conflict_do_nothing())
-        row = conn.execute(select(_secrets.c.value).where(_secrets.c.name == _KEY_NAME)).one()
+        row = conn.execute(select(_secrets.c.value).where(_secrets.c.name == name)).one()
     return base64.urlsafe_b64decode(row[0])

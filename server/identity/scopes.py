@@ -8,7 +8,9 @@ credential may do is exactly the list it carries. Roles are named bundles of sco
 
 Scopes used by the protos today: ``workflows:read``, ``workflows:write``, ``workflows:run``,
 ``jobs:work``, ``logs:read`` and ``workers:read``. The ``admin:*``, ``audit:read`` and
-``policies:write`` scopes guard the identity APIs.
+``policies:write`` scopes guard the identity APIs; ``webhooks:read`` and
+``webhooks:write`` the webhook subscriptions (administrators only: a subscription
+sends the organization's events out).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Scope(StrEnum):
     ADMIN_ORGS = "admin:orgs"
     AUDIT_READ = "audit:read"
     POLICIES_WRITE = "policies:write"
+    WEBHOOKS_READ = "webhooks:read"
+    WEBHOOKS_WRITE = "webhooks:write"
 
     @property
     def description(self) -> str:
@@ -70,6 +74,8 @@ _DESCRIPTIONS: Final[Mapping[Scope, str]] = MappingProxyType(
         Scope.ADMIN_ORGS: "Create and configure organisations.",
         Scope.AUDIT_READ: "Read the audit log.",
         Scope.POLICIES_WRITE: "Create, change and delete access policies.",
+        Scope.WEBHOOKS_READ: "List webhook subscriptions and their delivery attempts.",
+        Scope.WEBHOOKS_WRITE: "Create, change and delete webhook subscriptions.",
     }
 )
 

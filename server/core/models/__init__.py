@@ -39,6 +39,7 @@ from ._identity import (
 )
 from ._shared import AuditEventRow, ServerSecretRow
 from ._triggers import ScheduleRow, TopicRecordRow, TopicRow, TopicTriggerRow
+from ._webhooks import WebhookDeliveryRow, WebhookSubscriptionRow
 
 __all__ = [
     "NAMING",
@@ -70,6 +71,8 @@ __all__ = [
     "TopicRow",
     "TopicTriggerRow",
     "UserRow",
+    "WebhookDeliveryRow",
+    "WebhookSubscriptionRow",
     "WorkerRow",
     "WorkflowRow",
     "WorkflowVersionRow",

@@ -1,0 +1,255 @@
+"""The egress guard: every request Trellis sends out (webhooks, backend callbacks).
+
+A URL's host is resolved once, when the connection is made; every address it
+resolves to is checked, and the socket connects to the checked address itself,
+while the request keeps the original ``Host`` header and TLS SNI (httpx opens
+the TLS session on the socket with the URL's host name). A name that resolves
+to a public address when checked and to 127.0.0.1 a moment later (DNS
+rebinding) therefore cannot reach 127.0.0.1: there is no second lookup.
+
+Refused unless allow-listed: loopback, private (RFC 1918, IPv6 ULA),
+link-local, carrier-grade NAT (100.64.0.0/10), multicast, unspecified and the
+other special-purpose ranges (anything ``ipaddress`` does not call global),
+including the cloud metadata addresses (169.254.169.254, fd00:ec2::254) and
+IPv4 addresses written as IPv6 (``::ffff:127.0.0.1``, NAT64 ``64:ff9b::/96``,
+6to4 ``2002::/16``). A name that resolves to any refused address is refused as
+a whole. Redirects are never followed (a 3xx is an answer like any other),
+proxies from the environment are ignored (they would make the connection on
+the guard's behalf), and answers are read up to a cap.
+
+Operators allow-list host names or CIDR ranges (``EGRESS_ALLOW``, e.g.
+``127.0.0.1/32,localhost``): an allow-listed name is connected to wherever it
+resolves; an address inside an allow-listed range is accepted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import httpcore
+import httpx
+
+__all__ = [
+    "EgressPolicy",
+    "EgressRefused",
+    "GuardedClient",
+    "Resolver",
+    "Response",
+    "forbidden_reason",
+    "parse_allow_list",
+]
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# host, port -> the addresses to try, in order
+Resolver = Callable[[str, int], Sequence[str]]
+
+_METADATA: Final = frozenset(
+    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+)
+_CGNAT: Final = ipaddress.ip_network("100.64.0.0/10")
+_NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
+_SIX_TO_FOUR: Final = ipaddress.ip_network("2002::/16")
+
+
+class EgressRefused(httpx.ConnectError):
+    """The destination is one the guard refuses; nothing was sent to it."""
+
+
+def forbidden_reason(address: IpAddress) -> str:
+    """Why ``address`` may not be connected to, or "" when it may."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is None and address in _SIX_TO_FOUR:
+            embedded = address.sixtofour
+        if embedded is not None:
+            inner = forbidden_reason(embedded)
+            return f"{inner} (as IPv6 {address})" if inner else ""
+    if address in _METADATA:
+        return "a cloud metadata address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_unspecified:
+        return "the unspecified address"
+    if address.is_link_local:
+        return "a link-local address"
+    if address.is_multicast:
+        return "a multicast address"
+    if isinstance(address, ipaddress.IPv4Address) and address in _CGNAT:
+        return "a carrier-grade NAT address"
+    if address.is_private:
+        return "a private address"
+    if not address.is_global:
+        return "a special-purpose address"
+    return ""
+
+
+def parse_allow_list(text: str) -> tuple[frozenset[str], tuple[IpNetwork, ...]]:
+    """Host names and CIDR ranges of a comma-separated ``EGRESS_ALLOW`` value.
+
+    An entry that parses as an address or a range is a range (a bare address
+    is its /32 or /128); anything else is a host name, compared
+    case-insensitively. ValueError names an entry that is neither.
+    """
+    hosts: set[str] = set()
+    networks: list[IpNetwork] = []
+    for raw in text.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            continue
+        except ValueError:
+            pass
+        name = entry.lower().rstrip(".")
+        if not name or any(ch in name for ch in "/:@ "):
+            raise ValueError(f"EGRESS_ALLOW: {entry!r} is neither a host name nor a CIDR range")
+        hosts.add(name)
+    return frozenset(hosts), tuple(networks)
+
+
+def _system_resolver(host: str, port: int) -> Sequence[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: dict[str, None] = {}
+    for _family, _type, _proto, _name, sockaddr in infos:
+        seen[str(sockaddr[0])] = None
+    return list(seen)
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """What may be connected to: everything global, plus the allow-list."""
+
+    allow_hosts: frozenset[str] = frozenset()
+    allow_networks: tuple[IpNetwork, ...] = ()
+    resolver: Resolver = field(default=_system_resolver, repr=False)
+
+    @classmethod
+    def from_allow_list(cls, text: str, resolver: Resolver | None = None) -> EgressPolicy:
+        hosts, networks = parse_allow_list(text)
+        return cls(hosts, networks, resolver or _system_resolver)
+
+    def addresses(self, host: str, port: int) -> list[str]:
+        """The checked addresses to connect to for ``host``; EgressRefused
+        when it resolves to nothing or to any refused address."""
+        name = host.strip("[]").lower().rstrip(".")
+        try:
+            literal: IpAddress | None = ipaddress.ip_address(name)
+        except ValueError:
+            literal = None
+        if literal is not None:
+            candidates = [str(literal)]
+        else:
+            try:
+                candidates = list(self.resolver(name, port))
+            except (OSError, UnicodeError) as exc:
+                raise EgressRefused(f"{host}: cannot be resolved ({exc})") from None
+            if not candidates:
+                raise EgressRefused(f"{host}: resolves to no address")
+            if name in self.allow_hosts:
+                return candidates
+        for text in candidates:
+            address = ipaddress.ip_address(text.split("%", 1)[0])
+            if any(address in net for net in self.allow_networks):
+                continue
+            reason = forbidden_reason(address)
+            if reason:
+                shown = host if literal is not None else f"{host} ({address})"
+                raise EgressRefused(f"{shown} is {reason}; refused (see EGRESS_ALLOW)")
+        return candidates
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    """httpcore's socket backend, connecting only to addresses the policy accepts."""
+
+    def __init__(self, policy: EgressPolicy) -> None:
+        self._policy = policy
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        addresses = self._policy.addresses(host, port)
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return super().connect_tcp(
+                    address, port, timeout, local_address, socket_options or ()
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An answer: status, the first ``max_body`` bytes of its body as text."""
+
+    status_code: int
+    body: str
+
+
+class GuardedClient:
+    """A small HTTP client for outgoing requests, behind the egress guard.
+
+    Thread-safe (one pooled httpx client). Timeouts are short: a receiver that
+    does not answer within ``timeout_secs`` counts as a failed attempt, and the
+    caller retries later.
+    """
+
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        *,
+        timeout_secs: float = 5.0,
+        max_body_bytes: int = 4096,
+    ) -> None:
+        self.policy = policy
+        self.max_body_bytes = max_body_bytes
+        transport = httpx.HTTPTransport(retries=0)
+        # httpx's transport builds its pool without a way to pass a network
+        # backend; the pool is rebuilt with the guarded one (same defaults).
+        transport._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=32,
+            max_keepalive_connections=16,
+            keepalive_expiry=5.0,
+            retries=0,
+            network_backend=_GuardedBackend(policy),
+        )
+        self._client = httpx.Client(
+            transport=transport,
+            timeout=httpx.Timeout(timeout_secs),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    def post(self, url: str, body: bytes, headers: Iterable[tuple[str, str]]) -> Response:
+        """POSTs ``body``; raises EgressRefused for a refused destination and
+        httpx.HTTPError for a failure to connect, send or read in time."""
+        with self._client.stream("POST", url, content=body, headers=list(headers)) as answer:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in answer.iter_raw():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= self.max_body_bytes:
+                    break
+            text = b"".join(chunks)[: self.max_body_bytes].decode("utf-8", "replace")
+            return Response(answer.status_code, text)
+
+    def close(self) -> None:
+        self._client.close()
