@@ -121,16 +121,21 @@ _INSERT_PG = Sql(
     LEFT JOIN runs r ON r.id = u.run_id AND u.workflow_id = '' AND u.run_id <> ''
     ORDER BY u.ord"""
 )
+# A run's event takes its workflow from the run's row: one look-up by key
+# (an outer join, as on PostgreSQL: the event is written even without it).
+_INSERT_SQLITE_OF_RUN = Sql(
+    f"""{_TARGET} SELECT {SQLITE_TX}, :org_id, :type, coalesce(r.workflow_id, ''),
+        coalesce(r.workflow_version, 0), :run_id, :job_key, :attempt, :time_ms, :message, :data
+    FROM (SELECT 1) AS one LEFT JOIN runs r ON r.id = :run_id"""
+)
 _INSERT_SQLITE = Sql(
-    f"""{_TARGET} VALUES ({SQLITE_TX}, :org_id, :type,
-        CASE WHEN :workflow_id = ''
-            THEN coalesce((SELECT workflow_id FROM runs WHERE id = :run_id), '')
-            ELSE :workflow_id END,
-        CASE WHEN :workflow_id = ''
-            THEN coalesce((SELECT workflow_version FROM runs WHERE id = :run_id), 0)
-            ELSE :workflow_version END,
+    f"""{_TARGET} VALUES ({SQLITE_TX}, :org_id, :type, :workflow_id, :workflow_version,
         :run_id, :job_key, :attempt, :time_ms, :message, :data)"""
 )
+
+
+def _of_run(row: Mapping[str, Any]) -> bool:
+    return bool(row["run_id"]) and not row["workflow_id"]
 
 
 class EventBatch:
@@ -182,8 +187,14 @@ class EventBatch:
             return False
         if batch.is_pg:
             batch.execute(_INSERT_PG, **{c: [r[c] for r in rows] for c in _COLUMNS})
-        else:
-            batch.execute_many(_INSERT_SQLITE, rows)
+            return True
+        # Consecutive rows of one kind go together, so ids follow the order added.
+        start = 0
+        for i in range(1, len(rows) + 1):
+            if i == len(rows) or _of_run(rows[i]) != _of_run(rows[start]):
+                sql = _INSERT_SQLITE_OF_RUN if _of_run(rows[start]) else _INSERT_SQLITE
+                batch.execute_many(sql, rows[start:i])
+                start = i
         return True
 
 
