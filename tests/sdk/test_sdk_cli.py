@@ -4,7 +4,6 @@ against a real server with an SDK shell worker. Runs on SQLite and PostgreSQL.""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,13 +194,12 @@ def test_run_follow_timeout_ends_the_follow_at_the_deadline(
         workflow_id=wf,
     )
     timeout = 1.0
-    began = time.monotonic()
     done = trellis("run", wf, "--follow", "--timeout", str(timeout), "--target", server.grpc_target)
-    elapsed = time.monotonic() - began
     try:
         assert done.returncode == 124, done.stderr
         run_id = done.stdout.splitlines()[0].strip()
-        # The command ended while the job it followed still ran.
+        # The command ended while the job it followed still ran (the job ends
+        # only once the test lets it): the deadline, not the job, ended it.
         detail = client.get_run(run_id)
         assert detail.run.state == runs_pb2.RUN_STATE_RUNNING
         assert job_by_id(detail, "g").status in (
@@ -212,7 +210,6 @@ def test_run_follow_timeout_ends_the_follow_at_the_deadline(
         assert done.stderr.splitlines() == [
             f"trellis: error: run {run_id} did not finish within {timeout:g} s"
         ], done.stderr
-        assert elapsed < timeout + 3.0  # a sanity bound, not a measurement
     finally:
         go.touch()
 
