@@ -27,6 +27,7 @@ from engine_helpers import (
     start_run,
     uid,
 )
+from google.protobuf import struct_pb2
 from rest_helpers import assert_error, rest
 from sdk_helpers import PYTHON, Proc, client_for, trellis
 from webhook_helpers import Received, always, key_of, receiving, verify
@@ -38,6 +39,8 @@ from trellis.v1 import (
     machine_pb2,
     machine_pb2_grpc,
     runs_pb2,
+    topics_pb2,
+    topics_pb2_grpc,
     webhooks_pb2,
     webhooks_pb2_grpc,
     workflows_pb2,
@@ -333,6 +336,47 @@ def test_backends_hear_of_the_runs_their_machine_user_started(
         assert_status(error, grpc.StatusCode.NOT_FOUND)
 
 
+def test_backends_hear_of_the_runs_a_trigger_of_their_organization_starts(
+    start_server: Callable[..., Running],
+) -> None:
+    server = start_server(**FAST)
+    machine = server.channel_with(_machine_user(server, uid("mu")))
+    area = uid("area")
+    source = f'name: Sub\non: {{topic: ["mHv1.0/{area}/#"]}}\njobs:\n  a: {{run: echo}}\n'
+    workflow_id = uid()
+    server.workflows.CreateWorkflow(
+        workflows_pb2.CreateWorkflowRequest(source=source, workflow_id=workflow_id),
+        timeout=RPC_TIMEOUT,
+    )
+    with receiving() as receiver:
+        backend = machine_pb2_grpc.MachineUserServiceStub(machine).RegisterBackend(
+            machine_pb2.RegisterBackendRequest(name="plant", callback_url=receiver.url),
+            timeout=RPC_TIMEOUT,
+        )
+        secret = (
+            webhooks_pb2_grpc.WebhookServiceStub(machine)
+            .GetBackendCallbackSecret(
+                webhooks_pb2.GetBackendCallbackSecretRequest(backend_id=backend.id),
+                timeout=RPC_TIMEOUT,
+            )
+            .secret
+        )
+        # The administrator publishes; the run the trigger starts is the
+        # organization's, so its backend hears of it, signed with its secret.
+        published = topics_pb2_grpc.TopicServiceStub(server.channel).Publish(
+            topics_pb2.PublishRequest(
+                topic=f"mHv1.0/{area}/line-1", value=struct_pb2.Value(number_value=7)
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+        (run,) = published.runs
+        (got,) = receiver.wait_for(1)
+        payload = verify(secret, got)
+        assert payload["event"] == "run.created"
+        assert payload["data"]["run_id"] == run.run_id
+        assert payload["data"]["details"]["trigger"] == f"topic:mHv1.0/{area}/line-1"
+
+
 def _config_file(tmp_path: Path, url: str, secret: str, events: list[str]) -> Path:
     path = tmp_path / "trellis.toml"
     quoted = ", ".join(f'"{e}"' for e in events)
@@ -518,7 +562,7 @@ def test_a_bad_configuration_file_stops_the_start_with_its_reason(
 
 def test_what_a_backend_is_called_back_for() -> None:
     # Runs started by triggers (any `trigger` but "call") and the runs of the
-    # backend's own machine user; the engine starts runs by calls only so far.
+    # backend's own machine user.
     def event(type_: int, **data: str) -> SimpleNamespace:
         return SimpleNamespace(type=type_, data=data)
 
