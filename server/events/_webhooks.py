@@ -49,6 +49,7 @@ from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from trellis.server.core.audit import append_audit
+from trellis.server.core.callback_urls import check_callback_url
 from trellis.server.core.db import Database
 from trellis.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from trellis.server.core.models import (
@@ -69,7 +70,6 @@ from trellis.server.events._signing import (
     signed_request,
     unseal,
 )
-from trellis.server.identity._callbacks import check_callback_url
 from trellis.v1 import events_pb2
 
 __all__ = [

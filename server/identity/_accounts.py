@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from trellis.server.core.callback_urls import check_callback_url
 from trellis.server.core.errors import InvalidArgument, NotFound
 from trellis.server.identity import store
 from trellis.server.identity._base import Base, role_scopes, user_id_of
-from trellis.server.identity._callbacks import check_callback_url
 from trellis.server.identity._paging import FIRST_PAGE, Listing, PageRequest, listing_scope
 from trellis.server.identity.principal import PermissionDenied, Principal, PrincipalKind
 from trellis.server.identity.scopes import Scope, parse_scope_string
