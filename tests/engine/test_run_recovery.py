@@ -410,6 +410,35 @@ def test_a_run_that_fails_rolls_back_on_failure(server: Running) -> None:
     assert names.index("RUN_FINISHED") < names.index("RUN_ROLLBACK_STARTED")
 
 
+def test_a_run_whose_last_job_succeeds_after_a_failure_still_rolls_back(server: Running) -> None:
+    # The run ends failed in the transaction of its last job, a success: the
+    # rollback starts there, not only in the transaction of the failure.
+    created = server.workflows.CreateWorkflow(
+        workflows_pb2.CreateWorkflowRequest(
+            workflow=workflows_pb2.Workflow(
+                id=f"undo-late-{threading.get_ident()}",
+                name="saga",
+                rollback="on_failure",
+                jobs=[undoable("a"), job("b", labels=["b"]), job("c", labels=["c"])],
+            )
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    run_id = start(server, created.id).run_id
+    complete(server, must_claim(server, "w").lease.lease_id)
+    b = must_claim(server, "w", ["b"])
+    assert b.job.job_id == "b"
+    c = must_claim(server, "w", ["c"])
+    assert c.job.job_id == "c"
+    fail(server, b.lease.lease_id, "b broke")
+    assert get_run(server, run_id).run.state == runs_pb2.RUN_STATE_RUNNING
+    complete(server, c.lease.lease_id)
+    undo = must_claim(server, "w")
+    assert undo.job.job_id == "a:undo"
+    complete(server, undo.lease.lease_id)
+    wait_run_state(server, run_id, runs_pb2.RUN_STATE_ROLLED_BACK)
+
+
 SAGA = """
 name: saga
 on: push

@@ -343,12 +343,20 @@ def rollback_run(
     return effects
 
 
+def failed_to_roll_back(batch: _sql.Batch, run_ids: Iterable[str], now: int) -> _sql.Pending:
+    """Asks, in ``batch``, which of these runs ended failed in this transaction
+    (``now``) and roll back on failure. A run ends failed in the transaction
+    that finishes its last job, which may be a success after an earlier final
+    failure: every run whose jobs the transaction finished is asked."""
+    return batch.query(_FAILED_TO_ROLL_BACK, ids=sorted(set(run_ids)), now=now)
+
+
 def roll_back_failed(
-    conn: Connection, *, org: str, run_ids: Iterable[str], now: int, ev: Events, effects: Effects
+    conn: Connection, *, org: str, runs: Iterable[Any], now: int, ev: Events, effects: Effects
 ) -> None:
-    """Starts the rollbacks of the runs that failed in this transaction
-    (``now``) and roll back on failure (their locks are held)."""
-    for run in _sql.query(conn, _FAILED_TO_ROLL_BACK, ids=sorted(set(run_ids)), now=now):
+    """Starts the rollbacks of ``runs`` (rows of ``failed_to_roll_back``; their
+    locks are held)."""
+    for run in runs:
         start_rollback(
             conn,
             org=org,
@@ -362,6 +370,7 @@ def roll_back_failed(
 
 __all__ = [
     "compensation_key",
+    "failed_to_roll_back",
     "retry_run",
     "roll_back_failed",
     "rollback_run",

@@ -28,7 +28,7 @@ from trellis.server.engine._machine.common import (
     topic_worker,
 )
 from trellis.server.engine._machine.limits import release_held
-from trellis.server.engine._machine.recovery import roll_back_failed
+from trellis.server.engine._machine.recovery import failed_to_roll_back, roll_back_failed
 from trellis.server.engine._states import JobState, LeaseState, RunEventType, RunState
 from trellis.server.engine.definitions import Backoff
 
@@ -271,6 +271,10 @@ def apply(
         ev.flush(batch, effects)
         _count_finished(batch, finished_per_run, failed_per_run, now=now)
         children = batch.query(_CHILDREN, ids=[row.job_id for row, _ in succeeded])
+        # Pipelined with the rest: no round trip of its own on the happy path.
+        to_roll_back = (
+            failed_to_roll_back(batch, finished_per_run, now) if finished_per_run else None
+        )
     if limited:
         # The slots these leases held are free: the runs' held jobs may go.
         release_held(conn, org=org, run_ids=limited, effects=effects)
@@ -278,6 +282,7 @@ def apply(
         _release_children(
             conn, org=org, children=[c for (c,) in children.rows], now=now, ev=ev, effects=effects
         )
+    rolling = [] if to_roll_back is None else list(to_roll_back.rows)
     if failed_final:
         skipped = _skip_descendants(
             conn, [row.job_id for row, _ in failed_final], now=now, ev=ev, effects=effects
@@ -286,16 +291,10 @@ def apply(
             with _sql.pipelined(conn) as batch:
                 ev.flush(batch, effects)
                 _count_finished(batch, skipped, Counter(), now=now)
-    if failed_final:
-        # Only a failure ends a run failed: the happy path asks nothing here.
-        roll_back_failed(
-            conn,
-            org=org,
-            run_ids=[row.run_id for row, _ in failed_final],
-            now=now,
-            ev=ev,
-            effects=effects,
-        )
+                more = failed_to_roll_back(batch, set(skipped) - set(finished_per_run), now)
+            rolling.extend(more.rows)
+    if rolling:
+        roll_back_failed(conn, org=org, runs=rolling, now=now, ev=ev, effects=effects)
     if ev.rows:
         with _sql.pipelined(conn) as batch:
             ev.flush(batch, effects)
