@@ -26,6 +26,7 @@ from engine_helpers import (
     rpc_error,
     run_events,
     run_jobs,
+    uid,
     wait_run_state,
 )
 from sdk_helpers import client_for, one_error_line, started_worker, trellis
@@ -453,6 +454,34 @@ jobs:
       run: refund
       retries: 1
 """
+
+
+def test_edits_and_exports_keep_compensations_rollback_and_limits(server: Running) -> None:
+    text = SAGA.replace("on: push\n", "on: push\nrollback: on_failure\nparallel_limit: 2\n")
+    wf = server.workflows.CreateWorkflow(
+        workflows_pb2.CreateWorkflowRequest(source=text, workflow_id=f"saga-edit-{uid()}"),
+        timeout=RPC_TIMEOUT,
+    )
+    edited = server.workflows.AddWorkflowJob(
+        workflows_pb2.AddWorkflowJobRequest(workflow_id=wf.id, job=job("ship", needs=["pay"])),
+        timeout=RPC_TIMEOUT,
+    )
+    assert edited.version == wf.version + 1
+    now = server.workflows.GetWorkflow(
+        workflows_pb2.GetWorkflowRequest(workflow_id=wf.id), timeout=RPC_TIMEOUT
+    )
+    assert (now.rollback, now.parallel_limit) == ("on_failure", 2)
+    by_id = {j.id: j for j in now.jobs}
+    assert by_id["pay"].compensation.command == "refund"
+    assert by_id["pay"].compensation.max_retries == 1
+    exported = server.workflows.ExportWorkflows(
+        workflows_pb2.ExportWorkflowsRequest(workflow_id=wf.id), timeout=RPC_TIMEOUT
+    )
+    again = server.workflows.ImportWorkflows(
+        workflows_pb2.ImportWorkflowsRequest(text=exported.text, dry_run=True),
+        timeout=RPC_TIMEOUT,
+    )
+    assert [w.action for w in again.workflows] == [workflows_pb2.IMPORT_ACTION_UNCHANGED]
 
 
 def test_sdk_worker_and_cli_retry_rollback_progress(server: Running, tmp_path: Path) -> None:

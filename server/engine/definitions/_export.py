@@ -44,6 +44,10 @@ def to_document(wdef: WorkflowDef) -> dict[str, Any]:
         doc["env"] = dict(wdef.env)
     if wdef.inputs:
         doc["inputs"] = {spec.name: _input(spec) for spec in wdef.inputs}
+    if wdef.rollback:
+        doc["rollback"] = wdef.rollback
+    if wdef.parallel_limit:
+        doc["parallel_limit"] = wdef.parallel_limit
     doc["jobs"] = {job.id: _job(job, wdef.env) for job in wdef.jobs}
     return doc
 
@@ -54,6 +58,8 @@ def to_api_mapping(wdef: WorkflowDef) -> dict[str, Any]:
     policy and of the inputs."""
     data = wdef.to_json()
     for job in data["jobs"]:
+        if "compensate" in job:
+            job["compensation"] = job.pop("compensate")
         stored = job.pop("backoff")
         kind = stored["kind"]
         backoff: dict[str, Any] = {"none": {}}
@@ -130,6 +136,12 @@ def _job(job: JobDef, wf_env: Mapping[str, str]) -> dict[str, Any]:
     own = {key: value for key, value in job.env.items() if wf_env.get(key) != value}
     if own:
         body["env"] = own
+    if job.compensate:
+        body["compensate"] = (
+            {"run": job.compensate, "retries": job.compensate_retries}
+            if job.compensate_retries
+            else job.compensate
+        )
     return body
 
 
