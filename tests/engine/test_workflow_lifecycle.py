@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import grpc
-from conftest import Running
+from conftest import Running, wait_until
 from engine_helpers import (
     RPC_TIMEOUT,
     assert_status,
@@ -26,7 +26,7 @@ from engine_helpers import (
 )
 from google.protobuf import field_mask_pb2
 
-from trellis.v1 import jobs_pb2, runs_pb2, workflows_pb2
+from trellis.v1 import events_pb2, events_pb2_grpc, jobs_pb2, runs_pb2, workflows_pb2
 
 W = workflows_pb2
 
@@ -257,6 +257,22 @@ def test_deleting_with_purge_runs_deletes_the_runs_too(server: Running) -> None:
         )
     listed = server.runs.ListRuns(runs_pb2.ListRunsRequest(workflow_id=wf), timeout=RPC_TIMEOUT)
     assert not listed.runs
+    # The event log is append-only: the runs' events stay, the deletion after
+    # them (on PostgreSQL an event is readable once no older write is open).
+    stub = events_pb2_grpc.EventServiceStub(server.channel)
+    ask = events_pb2.ListEventsRequest(
+        filter=events_pb2.EventFilter(workflow_id=wf), page_size=1000
+    )
+
+    def kinds() -> list[str]:
+        log = stub.ListEvents(ask, timeout=RPC_TIMEOUT).events
+        return [events_pb2.EventType.Name(e.type) for e in log]
+
+    wait_until(lambda: kinds()[-1:] == ["EVENT_TYPE_WORKFLOW_DELETED"])
+    log = stub.ListEvents(ask, timeout=RPC_TIMEOUT).events
+    assert events_pb2.EventType.Name(log[0].type) == "EVENT_TYPE_WORKFLOW_CREATED"
+    assert {e.run_id for e in log} >= {run_id, second}
+    assert [e.cursor for e in log] == sorted(e.cursor for e in log)
 
 
 def test_jobs_and_edges_are_edited_one_at_a_time_and_validated_whole(server: Running) -> None:

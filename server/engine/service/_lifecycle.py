@@ -29,7 +29,7 @@ from trellis.server.core.pagination import after_key
 from trellis.server.core.principal import Principal
 from trellis.server.core.times import timestamp
 from trellis.server.engine import _render as render
-from trellis.server.engine._machine import Effects, events, jobs, leases, log_chunks, runs
+from trellis.server.engine._machine import Effects, jobs, leases, log_chunks, runs
 from trellis.server.engine._machine.common import edges
 from trellis.server.engine._states import AuditAction, RunState
 from trellis.server.engine.definitions import (
@@ -209,8 +209,10 @@ class LifecycleOps(WorkflowOps):
     ) -> workflows_pb2.DeleteWorkflowResponse:
         """Deletes the workflow. Its versions leave every listing but stay
         stored (hidden) for the runs made of them, which stay readable; with
-        ``purge_runs`` the runs go too, with their jobs, leases, logs and
-        events, in rounds inside this one transaction."""
+        ``purge_runs`` the runs go too, with their jobs, leases and logs, in
+        rounds inside this one transaction. Their events stay: the event log
+        is append-only (retention alone shortens it), so that no follower's
+        cursor loses its place and SQLite never reuses an event id."""
         org = principal.org_id
 
         def tx(conn: Connection, now: int) -> tuple[int, Effects]:
@@ -223,13 +225,13 @@ class LifecycleOps(WorkflowOps):
                     .where(
                         runs.c.org_id == org,
                         runs.c.workflow_id == workflow_id,
-                        runs.c.state == RunState.RUNNING,
+                        runs.c.state.in_((RunState.RUNNING, RunState.ROLLING_BACK)),
                     )
                 ).scalar_one()
                 if running:
                     raise FailedPrecondition(
-                        f"workflow {workflow_id!r} has {running} running run(s); "
-                        "cancel them or let them finish before purging its runs"
+                        f"workflow {workflow_id!r} has {running} running or rolling-back "
+                        "run(s); cancel them or let them finish before purging its runs"
                     )
                 purged = _purge_runs(conn, org, workflow_id)
             conn.execute(
@@ -739,7 +741,6 @@ def _purge_runs(conn: Connection, org: str, workflow_id: str) -> int:
         conn.execute(delete(log_chunks).where(log_chunks.c.run_id.in_(run_ids)))
         conn.execute(delete(leases).where(leases.c.run_id.in_(run_ids)))
         conn.execute(delete(edges).where(edges.c.child_id.in_(job_ids)))
-        conn.execute(delete(events).where(events.c.run_id.in_(run_ids)))
         conn.execute(delete(jobs).where(jobs.c.run_id.in_(run_ids)))
         conn.execute(delete(runs).where(runs.c.id.in_(run_ids)))
         purged += len(run_ids)
