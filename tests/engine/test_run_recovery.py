@@ -129,6 +129,18 @@ def test_retry_refuses_a_running_run_and_gives_retries_afresh(server: Running) -
     for _ in range(2):  # the try and its one retry
         fail(server, must_claim(server, "w").lease.lease_id, "no", retryable=True)
     wait_run_state(server, run_id, runs_pb2.RUN_STATE_FAILED)
+    # A disabled workflow's runs are not run again.
+    server.workflows.DisableWorkflow(
+        workflows_pb2.DisableWorkflowRequest(workflow_id=wf), timeout=RPC_TIMEOUT
+    )
+    assert_status(
+        rpc_error(server.runs.RetryRun, runs_pb2.RetryRunRequest(run_id=run_id)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "disabled",
+    )
+    server.workflows.EnableWorkflow(
+        workflows_pb2.EnableWorkflowRequest(workflow_id=wf), timeout=RPC_TIMEOUT
+    )
     retry(server, run_id)
     first = must_claim(server, "w")
     assert first.job.attempt == 2
@@ -438,6 +450,33 @@ def test_a_run_whose_last_job_succeeds_after_a_failure_still_rolls_back(server: 
     assert undo.job.job_id == "a:undo"
     complete(server, undo.lease.lease_id)
     wait_run_state(server, run_id, runs_pb2.RUN_STATE_ROLLED_BACK)
+
+
+def test_a_rollback_under_way_can_be_cancelled(server: Running) -> None:
+    undo_a = job("a", labels=["x"])
+    undo_a.compensation.command = "undo a"
+    created = server.workflows.CreateWorkflow(
+        workflows_pb2.CreateWorkflowRequest(
+            workflow=workflows_pb2.Workflow(
+                id=f"undo-cancel-{threading.get_ident()}",
+                name="saga",
+                rollback="on_failure",
+                jobs=[undo_a, job("b", needs=["a"])],
+            )
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    run_id = start(server, created.id).run_id
+    complete(server, must_claim(server, "w", ["x"]).lease.lease_id)
+    fail(server, must_claim(server, "w").lease.lease_id, "b broke")
+    # Its compensation waits for a worker with label x, which never comes.
+    assert get_run(server, run_id).run.state == runs_pb2.RUN_STATE_ROLLING_BACK
+    cancelled = server.runs.CancelRun(runs_pb2.CancelRunRequest(run_id=run_id), timeout=RPC_TIMEOUT)
+    assert cancelled.state == runs_pb2.RUN_STATE_CANCELLED
+    states = {j.id: j.status for j in get_run(server, run_id).jobs}
+    assert states["a:undo"] == jobs_pb2.JOB_STATE_CANCELLED
+    names = [event_name(e) for e in run_events(server, run_id)]
+    assert names[-1] == "RUN_ROLLBACK_FINISHED"
 
 
 SAGA = """

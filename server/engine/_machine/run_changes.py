@@ -271,13 +271,19 @@ def create_runs(
 
 
 def cancel_run(conn: Connection, *, org: str, run_id: str, now: int) -> tuple[bool, Effects]:
-    """Cancels every unfinished job of the run; False if the run was already over."""
+    """Cancels every unfinished job of the run (of a rollback under way too:
+    its compensations that have not run are cancelled and it ends cancelled);
+    False if the run was already over."""
     effects = Effects()
     updated = conn.execute(
         update(runs)
-        .where(runs.c.id == run_id, runs.c.org_id == org, runs.c.state == RunState.RUNNING)
+        .where(
+            runs.c.id == run_id,
+            runs.c.org_id == org,
+            runs.c.state.in_((RunState.RUNNING, RunState.ROLLING_BACK)),
+        )
         .values(cancel_requested=True)
-        .returning(runs.c.created_by, runs.c.trigger)
+        .returning(runs.c.created_by, runs.c.trigger, runs.c.state)
     ).first()
     if updated is None:
         return False, effects
@@ -309,7 +315,9 @@ def cancel_run(conn: Connection, *, org: str, run_id: str, now: int) -> tuple[bo
     )
     ev.add(
         run_id,
-        RunEventType.RUN_FINISHED,
+        RunEventType.RUN_ROLLBACK_FINISHED
+        if updated.state == RunState.ROLLING_BACK
+        else RunEventType.RUN_FINISHED,
         msg=RunState.CANCELLED,
         data={
             "state": RunState.CANCELLED,

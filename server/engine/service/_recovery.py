@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from trellis.server.core import _sql
-from trellis.server.core.errors import InvalidArgument
+from trellis.server.core.errors import FailedPrecondition, InvalidArgument
 from trellis.server.core.principal import Principal
 from trellis.server.engine import _machine as machine
 from trellis.server.engine import _render as render
@@ -24,7 +24,7 @@ from trellis.server.engine.definitions import (
     parse_message,
     parse_text,
 )
-from trellis.server.engine.service._base import Audit, Base, versions
+from trellis.server.engine.service._base import Audit, Base, versions, workflows
 from trellis.server.engine.service._runs import _run_row
 from trellis.server.engine.service._starts import check_parallel_limit
 from trellis.v1 import runs_pb2, workflows_pb2
@@ -53,6 +53,19 @@ class RecoveryOps(Base):
         org = principal.org_id
 
         def tx(conn: Connection, now: int) -> tuple[runs_pb2.Run, Effects]:
+            # A retry runs the workflow again: a disabled one may not (an
+            # ad-hoc run has no workflow to disable).
+            disabled = conn.execute(
+                select(workflows.c.id).where(
+                    workflows.c.org_id == org,
+                    workflows.c.id == _run_row(conn, org, run_id)["workflow_id"],
+                    workflows.c.enabled.is_(False),
+                )
+            ).first()
+            if disabled is not None:
+                raise FailedPrecondition(
+                    f"workflow {disabled.id!r} is disabled; enable it to retry its runs"
+                )
             _, effects = retry_run(conn, is_pg=self.db.is_postgres, org=org, run_id=run_id, now=now)
             return render.run_from_row(_run_row(conn, org, run_id)), effects
 
