@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from google.protobuf import json_format, struct_pb2
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -346,12 +346,16 @@ class TriggerOps(StartOps):
         def tx(conn: Connection, now: int) -> topics_pb2.ListTopicsResponse:
             q = select(topics).where(topics.c.org_id == org)
             if prefix:
-                # '0' follows '/' in every collation of ASCII: the names below
-                # the prefix are one range of the primary key.
+                # Compared as text, not as a range: under a linguistic
+                # collation (PostgreSQL's en_US and the like) '/' sorts with
+                # no weight of its own, so the names below a prefix are no
+                # single range; LIKE would need escaping and is case-blind
+                # on SQLite.
+                below = prefix + "/"
                 q = q.where(
                     or_(
                         topics.c.name == prefix,
-                        and_(topics.c.name >= prefix + "/", topics.c.name < prefix + "0"),
+                        func.substr(topics.c.name, 1, len(below)) == below,
                     )
                 )
             if after is not None:

@@ -93,7 +93,9 @@ def _index_named_events() -> None:
     ):
         trigger = (definition or {}).get("trigger") or ""
         names = [n.strip() for n in str(trigger).split(",")]
-        events = [n for n in names if n and n not in _KEYWORDS and len(n) <= 512]
+        # Numbered as the definition's triggers are (keywords aside), then
+        # the names too long to be published to are left out of the index.
+        events = [n for n in names if n and n not in _KEYWORDS]
         rows.extend(
             {
                 "org_id": org_id,
@@ -104,6 +106,7 @@ def _index_named_events() -> None:
                 "exact": True,
             }
             for position, name in enumerate(events)
+            if len(name) <= 512
         )
     if rows:
         triggers = sa.table(
