@@ -24,6 +24,7 @@ from trellis.server.api.events import event_log_of
 from trellis.server.config import Config
 from trellis.server.core.db import Database, connect, upgrade_schema
 from trellis.server.core.eventlog import topic_events
+from trellis.server.core.principal import Principal
 from trellis.server.engine import CATCH_UP_POLICIES, CatchUp, Notifier, PgBridge, Scheduler, Service
 from trellis.server.events import (
     Deliverer,
@@ -35,6 +36,7 @@ from trellis.server.events import (
     prune,
 )
 from trellis.server.identity import Identity
+from trellis.server.identity.principal import AuthError
 from trellis.server.identity.ratelimit import Limiter, RateLimiter
 from trellis.server.identity.shared_limits import SharedRateLimiter
 
@@ -184,6 +186,15 @@ class TrellisServer:
                 self.config.host,
             )
 
+    def _run_policy(self, principal: Principal, workflow_id: str) -> str:
+        """What the organization's policies say to ``principal`` running the
+        workflow (the refusal, or ""), as the interceptor judges RunWorkflow."""
+        try:
+            self.identity.check_policy(principal, f"workflows:{workflow_id}", "run")
+        except AuthError as exc:
+            return str(exc)
+        return ""
+
     def _start_grpc(self) -> None:
         enabled = self.config.auth_enabled
         auth = AuthInterceptor(
@@ -192,6 +203,8 @@ class TrellisServer:
             self.limiter,
             check_policy=self.identity.check_policy if enabled else None,
         )
+        if enabled:
+            self.service.run_policy = self._run_policy
         # The call interceptor first: requests that do not decode never reach auth.
         self._interceptors = [WireInterceptor(), auth]
         network = grpc.server(

@@ -36,6 +36,14 @@ class FailedPrecondition(TrellisError):
     """The request is valid but the resource is not in a state to honour it."""
 
 
+class Forbidden(TrellisError):
+    """The caller's scopes do not cover what the request would do
+    (PERMISSION_DENIED / 403), judged by the service where the method's one
+    declared scope is not enough."""
+
+    reason = "insufficient_scope"
+
+
 class Unavailable(TrellisError):
     """The server is shutting down or the database is unreachable."""
 

@@ -17,12 +17,15 @@ import grpc
 import pytest
 from conftest import ADMIN_PASSWORD, ADMIN_USERNAME, Running, login
 from engine_helpers import RPC_TIMEOUT, create_workflow, job, must_claim, start_run, uid
+from google.protobuf import struct_pb2
 
 from trellis.rest_bridge import rpc_failure
 from trellis.server.identity.ratelimit import Limit
 from trellis.v1 import (
     auth_pb2,
     auth_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     identity_pb2,
     identity_pb2_grpc,
     logs_pb2,
@@ -33,6 +36,8 @@ from trellis.v1 import (
     oauth_pb2_grpc,
     runs_pb2,
     runs_pb2_grpc,
+    topics_pb2,
+    topics_pb2_grpc,
     users_pb2,
     users_pb2_grpc,
     workers_pb2,
@@ -694,6 +699,62 @@ def test_a_policy_judges_the_workflow_a_request_names_in_either_field(server: Ru
         denied = refused(lambda r=request: server.workflows.CreateWorkflow(r, timeout=RPC_TIMEOUT))
         assert reason_of(denied) == "policy_denied"
     assert create_workflow(server, [job("a")], workflow_id=uid("dev"))
+
+
+def test_policies_hold_for_the_workflows_a_publish_starts_and_the_events_read(
+    server: Running,
+) -> None:
+    area = uid("area")
+    on = f'name: Sub\non: {{topic: ["mHv1.0/{area}/#"]}}\njobs:\n  a: {{run: echo}}\n'
+    prod, dev = uid("prod"), uid("dev")
+    for workflow_id in (prod, dev):
+        wf_stub(server.channel).CreateWorkflow(
+            workflows_pb2.CreateWorkflowRequest(source=on, workflow_id=workflow_id),
+            timeout=RPC_TIMEOUT,
+        )
+    auth_stub(server.channel).CreatePolicy(
+        auth_pb2.CreatePolicyRequest(
+            name="prod_is_closed",
+            rules=[
+                auth_pb2.PolicyRule(
+                    effect=auth_pb2.POLICY_EFFECT_DENY,
+                    resource="workflows:prod-*",
+                    action=["run", "read"],
+                )
+            ],
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    published = topics_pb2_grpc.TopicServiceStub(server.channel).Publish(
+        topics_pb2.PublishRequest(
+            topic=f"mHv1.0/{area}/line-1", value=struct_pb2.Value(number_value=1)
+        ),
+        timeout=RPC_TIMEOUT,
+    )
+    assert [r.workflow_id for r in published.runs] == [dev]
+    assert [s.workflow_id for s in published.skipped] == [prod]
+    assert "polic" in published.skipped[0].reason
+    events = events_pb2_grpc.EventServiceStub(server.channel)
+    for name in (prod, dev):
+        ask = events_pb2.ListEventsRequest(filter=events_pb2.EventFilter(workflow_id=name))
+        if name == dev:
+            assert events.ListEvents(ask, timeout=RPC_TIMEOUT)
+            continue
+        denied = refused(lambda a=ask: events.ListEvents(a, timeout=RPC_TIMEOUT))
+        assert reason_of(denied) == "policy_denied"
+
+
+def test_an_adhoc_run_needs_the_right_to_define_workflows(server: Running) -> None:
+    created = identity_stub(server.channel).CreatePersonalAccessToken(
+        identity_pb2.CreatePersonalAccessTokenRequest(name="runner", scopes=["workflows:run"]),
+        timeout=RPC_TIMEOUT,
+    )
+    runner = server.channel_with(created.access_token, "default")
+    ask = workflows_pb2.CreateRunRequest(source="name: A\non: push\njobs:\n  a: {run: id}\n")
+    denied = refused(lambda: wf_stub(runner).CreateRun(ask, timeout=RPC_TIMEOUT))
+    assert code_of(denied) == grpc.StatusCode.PERMISSION_DENIED
+    assert "workflows:write" in (denied.details() or "")
+    assert wf_stub(server.channel).CreateRun(ask, timeout=RPC_TIMEOUT).run_id
 
 
 def test_a_worker_the_server_refuses_stops_and_says_why(server: Running) -> None:

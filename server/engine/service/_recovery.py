@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from trellis.server.core import _sql
-from trellis.server.core.errors import FailedPrecondition, InvalidArgument
+from trellis.server.core.errors import FailedPrecondition, Forbidden, InvalidArgument
 from trellis.server.core.principal import Principal
 from trellis.server.engine import _machine as machine
 from trellis.server.engine import _render as render
@@ -31,6 +31,8 @@ from trellis.v1 import runs_pb2, workflows_pb2
 
 # The prefix of the workflow id an ad-hoc run's definition is stored under.
 ADHOC_PREFIX = "adhoc-"
+# What defining a workflow takes (CreateWorkflow's scope).
+WRITE_SCOPE = "workflows:write"
 # How many of the latest succeeded runs of a workflow version the estimate of
 # a run's time left draws on.
 ESTIMATE_RUNS = 20
@@ -116,6 +118,10 @@ class RecoveryOps(Base):
         no listing of workflows shows it. Nothing is stored when it is refused.
         """
         org = principal.org_id
+        # An ad-hoc run defines what it runs: the right to run stored
+        # workflows (the method's scope) is not enough.
+        if not principal.allows(WRITE_SCOPE):
+            raise Forbidden(f"an ad-hoc run defines a workflow: it needs {WRITE_SCOPE} too")
         check_parallel_limit(parallel_limit)
         if workflow is None:
             raise InvalidArgument("workflow: required (or source)")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -201,7 +201,15 @@ class _Published:
     skipped: list[topics_pb2.SkippedTrigger]
 
 
+RunPolicy = Callable[[Principal, str], str]
+"""Judges whether ``principal`` may run the workflow: the refusal, or ""."""
+
+
 class TriggerOps(StartOps):
+    # The organization's policies, judged for each workflow a publish would
+    # start (the call itself names a topic, not them); set by the server.
+    run_policy: RunPolicy | None = None
+
     # ------------------------------------------------------------ topics
 
     def publish(
@@ -265,6 +273,10 @@ class TriggerOps(StartOps):
             members: list[Member[Start, list[Mapping[str, Any]]]] = []
             skipped: list[topics_pb2.SkippedTrigger] = []
             for wdef in self._subscribed(conn, org, name, plain):
+                refusal = "" if self.run_policy is None else self.run_policy(principal, wdef.id)
+                if refusal:
+                    skipped.append(topics_pb2.SkippedTrigger(workflow_id=wdef.id, reason=refusal))
+                    continue
                 inputs = trigger_inputs(wdef, values)
                 request = RunRequest(wdef.id, inputs, trigger=trigger)
                 members.append(Member(Start(principal, [request], ip, batch=False)))
