@@ -4,6 +4,7 @@ over."""
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -134,31 +135,6 @@ class LogOps(Base):
         # event after this position.
         start = events.head(org)
         last = after_id
-
-        def catch_up() -> Iterator[logs_pb2.FollowLogsResponse | str]:
-            nonlocal last
-            while True:
-                state, rows = self._read(
-                    functools.partial(_state_and_chunks, job=ref.id, after=last)
-                )
-                if rows:
-                    last = int(rows[-1]["id"])
-                    yield logs_pb2.FollowLogsResponse(chunks=[render.log_chunk(r) for r in rows])
-                if len(rows) < FOLLOW_CHUNKS:
-                    yield state
-                    return
-
-        def finished(state: str) -> logs_pb2.FollowLogsResponse:
-            return logs_pb2.FollowLogsResponse(
-                job_finished=True, job_state=render.JOB_STATES[state]
-            )
-
-        for out in catch_up():
-            if not isinstance(out, str):
-                yield out
-            elif out in TERMINAL:
-                yield finished(out)
-                return
         pages = events.follow_run(
             org,
             ref.run_id,
@@ -168,13 +144,22 @@ class LogOps(Base):
             topic=machine.topic_run(ref.run_id),
             is_active=lambda: is_active() and not self.closing,
         )
-        for _page in pages:
-            for out in catch_up():
-                if not isinstance(out, str):
-                    yield out
-                elif out in TERMINAL:
-                    yield finished(out)
-                    return
+        # The replay first, then a read after each page of the job's events.
+        for _page in itertools.chain([()], pages):
+            while True:
+                state, rows = self._read(
+                    functools.partial(_state_and_chunks, job=ref.id, after=last)
+                )
+                if rows:
+                    last = int(rows[-1]["id"])
+                    yield logs_pb2.FollowLogsResponse(chunks=[render.log_chunk(r) for r in rows])
+                if len(rows) < FOLLOW_CHUNKS:
+                    break
+            if state in TERMINAL:
+                yield logs_pb2.FollowLogsResponse(
+                    job_finished=True, job_state=render.JOB_STATES[state]
+                )
+                return
 
 
 class RunEvents(Protocol):
