@@ -7,14 +7,17 @@ from collections.abc import Iterator
 import grpc
 
 from trellis.server.api._edge import abort, principal_of, streaming, unary
+from trellis.server.api.events import event_log_of
 from trellis.server.core.errors import TrellisError
 from trellis.server.engine import Service
+from trellis.server.events import EventLog
 from trellis.v1 import logs_pb2, logs_pb2_grpc
 
 
 class Logs(logs_pb2_grpc.LogServiceServicer):
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, log: EventLog) -> None:
         self.s = service
+        self.log = log
 
     @unary
     def PushLogs(
@@ -58,6 +61,7 @@ class Logs(logs_pb2_grpc.LogServiceServicer):
             request.workflow_id,
             request.job_id,
             run_id=request.run_id,
+            events=self.log,
             after_id=request.after_id,
             is_active=context.is_active,
         )
@@ -65,7 +69,9 @@ class Logs(logs_pb2_grpc.LogServiceServicer):
 
 def add_to(server: grpc.Server, service: Service) -> None:
     # The generated registration helpers are untyped.
-    logs_pb2_grpc.add_LogServiceServicer_to_server(Logs(service), server)  # type: ignore[no-untyped-call]
+    logs_pb2_grpc.add_LogServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        Logs(service, event_log_of(service)), server
+    )
 
 
 __all__ = ["Logs", "add_to"]

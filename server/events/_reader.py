@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -196,30 +196,79 @@ class EventLog:
         called once the first page is read: from then on, every event that
         commits is one the follower yields."""
         flt = filter or Filter()
-        with self.wakeups.subscribe(topic_events(org)) as sub:
-            page = self._read(
-                lambda conn: self._first_page(conn, org, after_cursor, flt, FOLLOW_PAGE)
-            )
+        first = functools.partial(
+            self._first_page, org=org, text=after_cursor, flt=flt, size=FOLLOW_PAGE
+        )
+        pages = self._pages(org, first, flt, topic_events(org), is_active=is_active, opened=opened)
+        for rows in pages:
+            for row in rows:
+                yield row
+                if until is not None and until(row):
+                    return
+
+    def head(self, org: str) -> Cursor:
+        """The position after every event of ``org`` readable now, and before
+        every one still to become readable: a follower from here misses none
+        that commits after this call."""
+        return self._read(
+            lambda conn: Page((), self._head(conn, org, self._horizon(conn), now=True))
+        ).next
+
+    def follow_run(
+        self,
+        org: str,
+        run_id: str,
+        *,
+        after: tuple[int, int],
+        job_key: str = "",
+        types: Collection[EventType] = (),
+        topic: str,
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> Iterator[Sequence[RowMapping]]:
+        """The events of run ``run_id`` after ``after`` (a ``head``), a page
+        at a time, as they become readable (the same order and wake-ups as
+        ``follow``, but woken by ``topic``, which writers of the run's events
+        fire), until ``is_active`` turns false or the service closes."""
+        flt = Filter(run_id=run_id, job_key=job_key, types=frozenset(types))
+        start = Cursor(*after)
+        first = functools.partial(self._page, org=org, after=start, flt=flt)
+        return self._pages(org, first, flt, topic, is_active=is_active)
+
+    def _pages(
+        self,
+        org: str,
+        first: Callable[[Connection], Page],
+        flt: Filter,
+        topic: str,
+        *,
+        is_active: Callable[[], bool],
+        opened: Callable[[], None] | None = None,
+    ) -> Iterator[Sequence[RowMapping]]:
+        with self.wakeups.subscribe(topic) as sub:
+            page = self._read(first)
             if opened is not None:
                 opened()
             retry = HELD_BACK_RETRY_SECS
-            fired = False
+            # A wake-up came and nothing has become readable since.
+            held = False
+            after: Cursor | None = None
             while True:
-                for row in page.rows:
-                    yield row
-                    if until is not None and until(row):
-                        return
+                if page.rows:
+                    yield page.rows
                 if not is_active() or self._closing():
                     return
+                if page.next != after:
+                    held = False
                 if len(page.rows) < FOLLOW_PAGE:
-                    if fired and not page.rows and self.db.is_postgres:
+                    if held and self.db.is_postgres:
                         # Something committed that is not readable yet: an
-                        # older transaction is still open.
-                        fired = sub.wait(min(retry, self.poll_interval))
+                        # older transaction (of any database of the server)
+                        # is still open. Looked at again until it is.
+                        sub.wait(min(retry, self.poll_interval))
                         retry *= 2
                     else:
                         retry = HELD_BACK_RETRY_SECS
-                        fired = sub.wait(self.poll_interval)
+                        held = sub.wait(self.poll_interval)
                     if not is_active() or self._closing():
                         return
                 after = page.next

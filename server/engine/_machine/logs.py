@@ -15,7 +15,6 @@ from trellis.server.engine._machine.common import (
     Effects,
     Events,
     check_active,
-    topic_logs,
 )
 from trellis.server.engine._states import LeaseState, RunEventType
 
@@ -83,10 +82,10 @@ def push_logs(
     _sql.insert(conn, _INSERT_CHUNK, values)
     (after,) = _sql.scalars(conn, _COUNT_CHUNKS, job=row.job_id, attempt=row.attempt)
     stored = int(after - before)
-    effects.topics.add(topic_logs(row.job_id))
     if stored:
         # One event per push, not per line: it says where the new text is,
-        # and followers read the text itself from the chunks.
+        # and followers (FollowLogs, woken by the run's events) read the text
+        # itself from the chunks.
         streams = sorted({str(c["stream"]) for c in chunks})
         sequences = [int(c["sequence"]) for c in chunks]
         ev = Events(org, now)

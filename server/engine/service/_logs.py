@@ -3,17 +3,20 @@ over."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+import functools
+import itertools
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, RowMapping, select
 
 from trellis.server.core.errors import InvalidArgument, NotFound
+from trellis.server.core.eventlog import EventType
 from trellis.server.core.principal import Principal
 from trellis.server.engine import _machine as machine
 from trellis.server.engine import _render as render
 from trellis.server.engine._machine import jobs, log_chunks
-from trellis.server.engine._states import TERMINAL, LogStream
+from trellis.server.engine._states import TERMINAL, LogStream, RunEventType
 from trellis.server.engine.service._base import Base
 from trellis.server.engine.service._checks import check_text
 from trellis.v1 import logs_pb2
@@ -103,11 +106,20 @@ class LogOps(Base):
         workflow_id: str,
         job_id: str,
         *,
+        events: RunEvents,
         run_id: str = "",
         after_id: int = 0,
         is_active: Callable[[], bool] = lambda: True,
     ) -> Iterator[logs_pb2.FollowLogsResponse]:
         """Replays chunks after ``after_id`` and follows until the job is over.
+
+        The follow is a view of the event log: each push that stored chunks
+        appended a JOB_LOGGED event, and the job's end is an event too. The
+        replay reads the chunks up to the current end from the chunks
+        themselves (they are kept as long as the run; events only as long as
+        their retention), from a position of the log taken before it; then
+        every event of the job after that position wakes a read of the chunks
+        after the last one sent.
 
         The job's state is read before its chunks: a worker can only push
         while it holds an active lease, so once a terminal state is seen, the
@@ -119,37 +131,78 @@ class LogOps(Base):
         ref = self._read(lambda conn, _now: self._job_ref(conn, org, workflow_id, job_id, run_id))
         if ref is None:
             raise NotFound(f"workflow {workflow_id!r} has no run yet")
-        with self.notifier.subscribe(machine.topic_logs(ref.id)) as sub:
-            while is_active() and not self.closing:
-
-                def tx(conn: Connection, _now: int, after: int = after_id) -> tuple[str, list[Any]]:
-                    state = conn.execute(
-                        select(jobs.c.state).where(jobs.c.id == ref.id)
-                    ).scalar_one()
-                    rows = (
-                        conn.execute(
-                            select(log_chunks)
-                            .where(log_chunks.c.job_id == ref.id, log_chunks.c.id > after)
-                            .order_by(log_chunks.c.id)
-                            .limit(1000)
-                        )
-                        .mappings()
-                        .all()
-                    )
-                    return state, list(rows)
-
-                state, rows = self._read(tx)
+        # Taken before the replay's read: whatever commits after it is an
+        # event after this position.
+        start = events.head(org)
+        last = after_id
+        pages = events.follow_run(
+            org,
+            ref.run_id,
+            after=start,
+            job_key=job_id,
+            types=LOG_VIEW_TYPES,
+            topic=machine.topic_run(ref.run_id),
+            is_active=lambda: is_active() and not self.closing,
+        )
+        # The replay first, then a read after each page of the job's events.
+        for _page in itertools.chain([()], pages):
+            while True:
+                state, rows = self._read(
+                    functools.partial(_state_and_chunks, job=ref.id, after=last)
+                )
                 if rows:
-                    after_id = rows[-1]["id"]
+                    last = int(rows[-1]["id"])
                     yield logs_pb2.FollowLogsResponse(chunks=[render.log_chunk(r) for r in rows])
-                    continue
-                if state in TERMINAL:
-                    yield logs_pb2.FollowLogsResponse(
-                        job_finished=True,
-                        job_state=render.JOB_STATES[state],
-                    )
-                    return
-                sub.wait(self.poll_interval)
+                if len(rows) < FOLLOW_CHUNKS:
+                    break
+            if state in TERMINAL:
+                yield logs_pb2.FollowLogsResponse(
+                    job_finished=True, job_state=render.JOB_STATES[state]
+                )
+                return
 
 
-__all__ = ["LogOps"]
+class RunEvents(Protocol):
+    """The event log's follower of a run's events (``trellis.server.events.EventLog``)."""
+
+    def head(self, org: str) -> tuple[int, int]: ...
+
+    def follow_run(
+        self,
+        org: str,
+        run_id: str,
+        *,
+        after: tuple[int, int],
+        job_key: str = "",
+        types: Collection[EventType] = (),
+        topic: str,
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> Iterator[Sequence[RowMapping]]: ...
+
+
+# The events of a job that its log follower reads: its pushes and its ends.
+LOG_VIEW_TYPES = (
+    RunEventType.JOB_LOGGED,
+    RunEventType.JOB_SUCCEEDED,
+    RunEventType.JOB_FAILED,
+    RunEventType.JOB_SKIPPED,
+    RunEventType.JOB_CANCELLED,
+)
+# A follower reads at most this many chunks per query.
+FOLLOW_CHUNKS = 1000
+
+
+def _state_and_chunks(
+    conn: Connection, _now: int, *, job: int, after: int
+) -> tuple[str, list[Any]]:
+    state = conn.execute(select(jobs.c.state).where(jobs.c.id == job)).scalar_one()
+    rows = conn.execute(
+        select(log_chunks)
+        .where(log_chunks.c.job_id == job, log_chunks.c.id > after)
+        .order_by(log_chunks.c.id)
+        .limit(FOLLOW_CHUNKS)
+    )
+    return str(state), list(rows.mappings())
+
+
+__all__ = ["LOG_VIEW_TYPES", "LogOps", "RunEvents"]
