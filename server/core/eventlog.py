@@ -13,7 +13,8 @@ id early may write after one that got a later id). On SQLite ``tx`` is 0:
 the one writer makes ``id`` commit-ordered by itself.
 
 A run event names only its run: the workflow and its version are filled in
-from the run's row by the insert itself, so callers need not carry them.
+from the run's row (by the insert itself on PostgreSQL, by one look-up of
+the batch's runs on SQLite), so callers need not carry them.
 """
 
 from __future__ import annotations
@@ -121,13 +122,11 @@ _INSERT_PG = Sql(
     LEFT JOIN runs r ON r.id = u.run_id AND u.workflow_id = '' AND u.run_id <> ''
     ORDER BY u.ord"""
 )
-# A run's event takes its workflow from the run's row: one look-up by key
-# (an outer join, as on PostgreSQL: the event is written even without it).
-_INSERT_SQLITE_OF_RUN = Sql(
-    f"""{_TARGET} SELECT {SQLITE_TX}, :org_id, :type, coalesce(r.workflow_id, ''),
-        coalesce(r.workflow_version, 0), :run_id, :job_key, :attempt, :time_ms, :message, :data
-    FROM (SELECT 1) AS one LEFT JOIN runs r ON r.id = :run_id"""
-)
+# On SQLite a run's event takes its workflow from its run, looked up once per
+# batch rather than joined per row: an INSERT ... SELECT costs each row more
+# than twice a plain insert (measured in-process: 174 against 71 us for a
+# job's four events), and every batch is then one statement.
+_RUN_WORKFLOWS = Sql("SELECT id, workflow_id, workflow_version FROM runs WHERE id IN_LIST(:ids)")
 _INSERT_SQLITE = Sql(
     f"""{_TARGET} VALUES ({SQLITE_TX}, :org_id, :type, :workflow_id, :workflow_version,
         :run_id, :job_key, :attempt, :time_ms, :message, :data)"""
@@ -188,13 +187,16 @@ class EventBatch:
         if batch.is_pg:
             batch.execute(_INSERT_PG, **{c: [r[c] for r in rows] for c in _COLUMNS})
             return True
-        # Consecutive rows of one kind go together, so ids follow the order added.
-        start = 0
-        for i in range(1, len(rows) + 1):
-            if i == len(rows) or _of_run(rows[i]) != _of_run(rows[start]):
-                sql = _INSERT_SQLITE_OF_RUN if _of_run(rows[start]) else _INSERT_SQLITE
-                batch.execute_many(sql, rows[start:i])
-                start = i
+        # As the outer join on PostgreSQL: an event of a run not found is
+        # still written, with no workflow.
+        of_runs = {r["run_id"] for r in rows if _of_run(r)}
+        if of_runs:
+            found = batch.query(_RUN_WORKFLOWS, ids=sorted(of_runs)).rows
+            workflows = {run_id: (wf, version) for run_id, wf, version in found}
+            for r in rows:
+                if _of_run(r):
+                    r["workflow_id"], r["workflow_version"] = workflows.get(r["run_id"], ("", 0))
+        batch.execute_many(_INSERT_SQLITE, rows)
         return True
 
 
