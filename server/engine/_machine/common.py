@@ -59,10 +59,6 @@ def topic_run(run_id: str) -> str:
     return f"run:{run_id}"
 
 
-def topic_logs(job_id: int) -> str:
-    return f"logs:{job_id}"
-
-
 @dataclass
 class Effects:
     """Wake-ups to fire after commit."""
@@ -217,7 +213,6 @@ __all__ = [
     "log_chunks",
     "new_id",
     "runs",
-    "topic_logs",
     "topic_run",
     "topic_worker",
     "workers",

@@ -19,7 +19,6 @@ from trellis.server.engine._machine.common import (
     jobs,
     lock_runs,
     runs,
-    topic_logs,
 )
 from trellis.server.engine._states import ROLLBACK_FROM, JobState, RunEventType, RunState
 from trellis.server.engine.definitions import MAX_ID_LENGTH, Backoff, WorkflowDef
@@ -91,7 +90,6 @@ def retry_run(
                 "enqueued": now if state == JobState.QUEUED else 0,
             }
         )
-        effects.topics.add(topic_logs(row.id))
         if state == JobState.QUEUED:
             ev.add(run_id, RunEventType.JOB_QUEUED, key)
             effects.ready[(org, row.label_key, row.command)] += 1

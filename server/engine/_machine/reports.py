@@ -24,7 +24,6 @@ from trellis.server.engine._machine.common import (
     jobs,
     leases,
     lock_runs_of_leases,
-    topic_logs,
     topic_worker,
 )
 from trellis.server.engine._machine.limits import release_held
@@ -201,7 +200,6 @@ def apply(
             limited.add(row.run_id)
         effects.topics.add(topic_worker(org, row.worker_id))
         effects.ended.setdefault((org, row.worker_id), set()).add(row.id)
-        effects.topics.add(topic_logs(row.job_id))
         if res.ok:
             succeeded.append((row, res))
             completed.append(row.id)
@@ -377,15 +375,14 @@ def _skip_descendants(
         children = sorted(set(children))
         seen.update(children)
         for part in chunks(children):
-            for job_id, run_id, key in conn.execute(
+            for run_id, key in conn.execute(
                 update(jobs)
                 .where(jobs.c.id.in_(part), jobs.c.state == JobState.PENDING)
                 .values(state=JobState.SKIPPED, finished_at_ms=now)
-                .returning(jobs.c.id, jobs.c.run_id, jobs.c.key)
+                .returning(jobs.c.run_id, jobs.c.key)
             ):
                 skipped[run_id] += 1
                 ev.add(run_id, RunEventType.JOB_SKIPPED, key)
-                effects.topics.add(topic_logs(job_id))
         frontier = children
     return skipped
 

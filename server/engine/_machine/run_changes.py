@@ -20,7 +20,6 @@ from trellis.server.engine._machine.common import (
     leases,
     new_id,
     runs,
-    topic_logs,
     topic_worker,
 )
 from trellis.server.engine._states import UNFINISHED, JobState, LeaseState, RunEventType, RunState
@@ -300,7 +299,6 @@ def cancel_run(conn: Connection, *, org: str, run_id: str, now: int) -> tuple[bo
         .returning(leases.c.worker_id)
     ).all()
     effects.topics.update(topic_worker(org, w) for (w,) in lost)
-    effects.topics.update(topic_logs(job_id) for job_id, _, _ in cancelled)
     ev = Events(org, now)
     for _, key, attempt in cancelled:
         ev.add(run_id, RunEventType.JOB_CANCELLED, key, attempt)
