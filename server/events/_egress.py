@@ -12,7 +12,10 @@ link-local, carrier-grade NAT (100.64.0.0/10), multicast, unspecified and the
 other special-purpose ranges (anything ``ipaddress`` does not call global),
 including the cloud metadata addresses (169.254.169.254, fd00:ec2::254) and
 IPv4 addresses written as IPv6 (``::ffff:127.0.0.1``, NAT64 ``64:ff9b::/96``,
-6to4 ``2002::/16``). A name that resolves to any refused address is refused as
+6to4 ``2002::/16``), and, whatever they embed, IPv4-compatible ``::/96``,
+IPv4-translated ``::ffff:0:0:0/96``, local-use NAT64 ``64:ff9b:1::/48`` and
+site-local ``fec0::/10``. A refusal names the reason, not the address a name
+resolved to. A name that resolves to any refused address is refused as
 a whole. Redirects are never followed (a 3xx is an answer like any other),
 proxies from the environment are ignored (they would make the connection on
 the guard's behalf), and answers are read up to a cap.
@@ -55,6 +58,17 @@ _METADATA: Final = frozenset(
 _CGNAT: Final = ipaddress.ip_network("100.64.0.0/10")
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
 _SIX_TO_FOUR: Final = ipaddress.ip_network("2002::/16")
+# IPv6 ranges ``ipaddress`` calls global (or does not judge) that reach IPv4
+# or local networks: IPv4-compatible (deprecated, routed as IPv4 by some
+# stacks), IPv4-translated (SIIT), local-use NAT64 (the embedded address is
+# the operator's choice of position), site-local (deprecated, still routed
+# inside sites).
+_REFUSED_V6: Final = (
+    (ipaddress.ip_network("::/96"), "an IPv4-compatible IPv6 address"),
+    (ipaddress.ip_network("::ffff:0:0:0/96"), "an IPv4-translated IPv6 address"),
+    (ipaddress.ip_network("64:ff9b:1::/48"), "a local-use NAT64 address"),
+    (ipaddress.ip_network("fec0::/10"), "a site-local address"),
+)
 
 
 class EgressRefused(httpx.ConnectError):
@@ -71,7 +85,14 @@ def forbidden_reason(address: IpAddress) -> str:
             embedded = address.sixtofour
         if embedded is not None:
             inner = forbidden_reason(embedded)
-            return f"{inner} (as IPv6 {address})" if inner else ""
+            return f"{inner} (written as IPv6)" if inner else ""
+        if address.is_loopback:
+            return "a loopback address"
+        if address.is_unspecified:
+            return "the unspecified address"
+        for network, reason in _REFUSED_V6:
+            if address in network:
+                return reason
     if address in _METADATA:
         return "a cloud metadata address"
     if address.is_loopback:
@@ -162,8 +183,11 @@ class EgressPolicy:
                 continue
             reason = forbidden_reason(address)
             if reason:
-                shown = host if literal is not None else f"{host} ({address})"
-                raise EgressRefused(f"{shown} is {reason}; refused (see EGRESS_ALLOW)")
+                # The resolved address stays out of the message: it is kept
+                # where the subscription's owner reads it, and an internal
+                # address is none of theirs.
+                verb = "is" if literal is not None else "resolves to"
+                raise EgressRefused(f"{host} {verb} {reason}; refused (see EGRESS_ALLOW)")
         return candidates
 
 
