@@ -261,10 +261,16 @@ class EventLog:
             return Page((), self._head(conn, org, self._horizon(conn), now=True))
         after = decode(text)
         if after != START:
-            found = conn.execute(
-                select(events.c.id).where(events.c.id == after.id, events.c.org_id == org)
+            # Pruned means older than the oldest event kept: an event deleted
+            # otherwise, or a cursor between events (PostgreSQL's "now" is
+            # (horizon, 0)), is still a position in the log.
+            oldest = conn.execute(
+                select(events.c.tx, events.c.id)
+                .where(events.c.org_id == org)
+                .order_by(events.c.tx, events.c.id)
+                .limit(1)
             ).first()
-            if found is None:
+            if oldest is not None and after < Cursor(int(oldest.tx), int(oldest.id)):
                 raise FailedPrecondition(
                     "after_cursor names an event the log no longer keeps (older than "
                     "EVENT_RETENTION_DAYS): events after it may have been pruned; read "
