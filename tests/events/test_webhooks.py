@@ -3,6 +3,7 @@ on 127.0.0.1 (allow-listed), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
+import sqlalchemy
 from conftest import ADMIN_PASSWORD, ADMIN_USERNAME, Running, login, wait_until
 from engine_helpers import (
     RPC_TIMEOUT,
@@ -102,7 +104,10 @@ def test_events_arrive_signed_in_order(start_server: Callable[..., Running]) -> 
     with receiving() as receiver:
         created = _subscribe(server, receiver.url, "run.created", "JOB_SUCCEEDED", "run.finished")
         assert created.secret.startswith("whsec_")
-        assert created.webhook.secret_hint and created.secret not in str(created.webhook)
+        assert created.secret not in str(created.webhook)
+        # A fingerprint, none of the secret's own characters.
+        digest = hashlib.sha256(created.secret.encode()).hexdigest()
+        assert created.webhook.secret_hint == "sha256:" + digest[:8]
         workflow_id, run_id = _one_job_run(server)
         lease = must_claim(server)
         complete(server, lease.lease.lease_id)
@@ -125,6 +130,66 @@ def test_events_arrive_signed_in_order(start_server: Callable[..., Running]) -> 
             webhooks_pb2.GetWebhookRequest(webhook_id=created.webhook.id), timeout=RPC_TIMEOUT
         )
         assert hook.cursor == cursors[-1]
+
+
+def test_a_new_subscription_hears_only_of_what_follows_it(
+    start_server: Callable[..., Running],
+) -> None:
+    server = start_server(**FAST)
+    _, old_run = _one_job_run(server)
+    api = rest(server)
+
+    def readable() -> bool:
+        # On PostgreSQL, once every older transaction (of any database) ended.
+        shown = api.ok(api.get("/api/events")).get("events", [])
+        return any(e.get("run_id") == old_run for e in shown)
+
+    wait_until(readable)
+    # "now" is a position (on PostgreSQL, one between events) a next read accepts.
+    now = api.ok(api.get("/api/events?after_cursor=now"))["next_cursor"]
+    assert api.ok(api.get(f"/api/events?after_cursor={now}")).get("events", []) == []
+    with receiving() as receiver:
+        created = _subscribe(server, receiver.url, "run.created")
+        _, new_run = _one_job_run(server)
+        _wait_deliveries(server, created.webhook.id, lambda d: len(d) >= 1)
+        assert [r.json["data"]["run_id"] for r in receiver.requests] == [new_run]
+        assert old_run != new_run
+
+
+def test_a_cursor_stays_valid_when_its_event_was_deleted(
+    start_server: Callable[..., Running],
+) -> None:
+    # Only a cursor older than the oldest event kept is one the log has lost.
+    server = start_server(**FAST)
+    _one_job_run(server)
+    _one_job_run(server)
+    api = rest(server)
+    listed: list[dict[str, Any]] = []
+
+    def three() -> bool:
+        listed[:] = api.ok(api.get("/api/events")).get("events", [])
+        return len(listed) >= 3
+
+    wait_until(three)
+    middle = listed[1]["cursor"]
+    with server.server.db.write() as conn:
+        conn.execute(
+            sqlalchemy.text("DELETE FROM events WHERE id = :id"), {"id": int(middle[16:], 16)}
+        )
+    after = api.ok(api.get(f"/api/events?after_cursor={middle}"))["events"]
+    assert [e["cursor"] for e in after] == [e["cursor"] for e in listed[2:]]
+    with server.server.db.write() as conn:
+        conn.execute(
+            sqlalchemy.text("DELETE FROM events WHERE id = :id"),
+            {"id": int(listed[0]["cursor"][16:], 16)},
+        )
+    # Older than the oldest kept: events after it may be gone.
+    assert_error(
+        api.get(f"/api/events?after_cursor={listed[0]['cursor']}"),
+        400,
+        "FAILED_PRECONDITION",
+        "pruned",
+    )
 
 
 def test_failed_attempts_are_retried_with_the_same_id(
