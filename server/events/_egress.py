@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+import time
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -191,6 +193,50 @@ class EgressPolicy:
         return candidates
 
 
+# The deadline of the request the current thread is sending (monotonic
+# seconds): httpx's timeouts are per operation, so a receiver that answers a
+# byte at a time would otherwise hold the request without end.
+_deadline = threading.local()
+
+
+def _left(timeout: float | None) -> float | None:
+    """``timeout`` cut to what is left of the current request's budget."""
+    at: float | None = getattr(_deadline, "at", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the attempt ran out of time")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the request's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: typing.Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _left(timeout)))
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+
 class _GuardedBackend(httpcore.SyncBackend):
     """httpcore's socket backend, connecting only to addresses the policy accepts."""
 
@@ -209,8 +255,10 @@ class _GuardedBackend(httpcore.SyncBackend):
         last: Exception | None = None
         for address in addresses:
             try:
-                return super().connect_tcp(
-                    address, port, timeout, local_address, socket_options or ()
+                return _DeadlineStream(
+                    super().connect_tcp(
+                        address, port, _left(timeout), local_address, socket_options or ()
+                    )
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc
@@ -229,9 +277,9 @@ class Response:
 class GuardedClient:
     """A small HTTP client for outgoing requests, behind the egress guard.
 
-    Thread-safe (one pooled httpx client). Timeouts are short: a receiver that
-    does not answer within ``timeout_secs`` counts as a failed attempt, and the
-    caller retries later.
+    Thread-safe (one pooled httpx client). ``timeout_secs`` is the whole
+    request's budget (connect, send, answer): a receiver that has not answered
+    by then counts as a failed attempt, and the caller retries later.
     """
 
     def __init__(
@@ -242,6 +290,7 @@ class GuardedClient:
         max_body_bytes: int = 4096,
     ) -> None:
         self.policy = policy
+        self.timeout_secs = timeout_secs
         self.max_body_bytes = max_body_bytes
         transport = httpx.HTTPTransport(retries=0)
         # httpx's transport builds its pool without a way to pass a network
@@ -264,6 +313,13 @@ class GuardedClient:
     def post(self, url: str, body: bytes, headers: Iterable[tuple[str, str]]) -> Response:
         """POSTs ``body``; raises EgressRefused for a refused destination and
         httpx.HTTPError for a failure to connect, send or read in time."""
+        _deadline.at = time.monotonic() + self.timeout_secs
+        try:
+            return self._post(url, body, headers)
+        finally:
+            _deadline.at = None
+
+    def _post(self, url: str, body: bytes, headers: Iterable[tuple[str, str]]) -> Response:
         with self._client.stream("POST", url, content=body, headers=list(headers)) as answer:
             chunks: list[bytes] = []
             size = 0

@@ -206,3 +206,38 @@ def test_allow_list_entries_are_hosts_or_ranges() -> None:
     with pytest.raises(ValueError, match="EGRESS_ALLOW"):
         Config.from_env({"EGRESS_ALLOW": "http://x"})
     assert Config.from_env({"EGRESS_ALLOW": "127.0.0.1/32,localhost"}).egress_allow
+
+
+def test_the_timeout_is_the_whole_request_budget() -> None:
+    # A receiver that answers a byte at a time, each within the per-read
+    # timeout, and would finish only after the budget many times over.
+    import threading
+
+    import httpx
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    done = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\n" + b"x-slow: " + b"." * 200:
+                if done.wait(0.05):
+                    return
+                conn.sendall(bytes([byte]))
+            conn.sendall(b"\r\ncontent-length: 2\r\n\r\nok")
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    client = GuardedClient(EgressPolicy.from_allow_list("127.0.0.1/32"), timeout_secs=0.5)
+    try:
+        with pytest.raises(httpx.TimeoutException):
+            client.post(f"http://127.0.0.1:{server.getsockname()[1]}/", b"{}", [])
+    finally:
+        done.set()
+        client.close()
+        thread.join()
+        server.close()
