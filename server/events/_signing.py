@@ -45,6 +45,7 @@ __all__ = [
     "SECRET_PREFIX",
     "backend_secret",
     "canonical_json",
+    "create_keys",
     "new_secret",
     "payload_signature",
     "seal",
@@ -129,6 +130,13 @@ def unseal(key: bytes, sealed: str) -> str:
 
 def seal_key(conn: Connection, now_ms: int) -> bytes:
     return server_secret(conn, now_ms, _SEAL_KEY)
+
+
+def create_keys(conn: Connection, now_ms: int) -> None:
+    """Makes the installation keys, if they are not there yet; in a write
+    transaction (a read that inserts one would fail on PostgreSQL)."""
+    seal_key(conn, now_ms)
+    server_secret(conn, now_ms, _BACKEND_KEY)
 
 
 def backend_secret(conn: Connection, now_ms: int, backend_id: str) -> str:
