@@ -12,7 +12,10 @@ link-local, carrier-grade NAT (100.64.0.0/10), multicast, unspecified and the
 other special-purpose ranges (anything ``ipaddress`` does not call global),
 including the cloud metadata addresses (169.254.169.254, fd00:ec2::254) and
 IPv4 addresses written as IPv6 (``::ffff:127.0.0.1``, NAT64 ``64:ff9b::/96``,
-6to4 ``2002::/16``). A name that resolves to any refused address is refused as
+6to4 ``2002::/16``), and, whatever they embed, IPv4-compatible ``::/96``,
+IPv4-translated ``::ffff:0:0:0/96``, local-use NAT64 ``64:ff9b:1::/48`` and
+site-local ``fec0::/10``. A refusal names the reason, not the address a name
+resolved to. A name that resolves to any refused address is refused as
 a whole. Redirects are never followed (a 3xx is an answer like any other),
 proxies from the environment are ignored (they would make the connection on
 the guard's behalf), and answers are read up to a cap.
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+import time
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +60,17 @@ _METADATA: Final = frozenset(
 _CGNAT: Final = ipaddress.ip_network("100.64.0.0/10")
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
 _SIX_TO_FOUR: Final = ipaddress.ip_network("2002::/16")
+# IPv6 ranges ``ipaddress`` calls global (or does not judge) that reach IPv4
+# or local networks: IPv4-compatible (deprecated, routed as IPv4 by some
+# stacks), IPv4-translated (SIIT), local-use NAT64 (the embedded address is
+# the operator's choice of position), site-local (deprecated, still routed
+# inside sites).
+_REFUSED_V6: Final = (
+    (ipaddress.ip_network("::/96"), "an IPv4-compatible IPv6 address"),
+    (ipaddress.ip_network("::ffff:0:0:0/96"), "an IPv4-translated IPv6 address"),
+    (ipaddress.ip_network("64:ff9b:1::/48"), "a local-use NAT64 address"),
+    (ipaddress.ip_network("fec0::/10"), "a site-local address"),
+)
 
 
 class EgressRefused(httpx.ConnectError):
@@ -71,7 +87,14 @@ def forbidden_reason(address: IpAddress) -> str:
             embedded = address.sixtofour
         if embedded is not None:
             inner = forbidden_reason(embedded)
-            return f"{inner} (as IPv6 {address})" if inner else ""
+            return f"{inner} (written as IPv6)" if inner else ""
+        if address.is_loopback:
+            return "a loopback address"
+        if address.is_unspecified:
+            return "the unspecified address"
+        for network, reason in _REFUSED_V6:
+            if address in network:
+                return reason
     if address in _METADATA:
         return "a cloud metadata address"
     if address.is_loopback:
@@ -162,9 +185,56 @@ class EgressPolicy:
                 continue
             reason = forbidden_reason(address)
             if reason:
-                shown = host if literal is not None else f"{host} ({address})"
-                raise EgressRefused(f"{shown} is {reason}; refused (see EGRESS_ALLOW)")
+                # The resolved address stays out of the message: it is kept
+                # where the subscription's owner reads it, and an internal
+                # address is none of theirs.
+                verb = "is" if literal is not None else "resolves to"
+                raise EgressRefused(f"{host} {verb} {reason}; refused (see EGRESS_ALLOW)")
         return candidates
+
+
+# The deadline of the request the current thread is sending (monotonic
+# seconds): httpx's timeouts are per operation, so a receiver that answers a
+# byte at a time would otherwise hold the request without end.
+_deadline = threading.local()
+
+
+def _left(timeout: float | None) -> float | None:
+    """``timeout`` cut to what is left of the current request's budget."""
+    at: float | None = getattr(_deadline, "at", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the attempt ran out of time")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by the request's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: typing.Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _left(timeout)))
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
 
 
 class _GuardedBackend(httpcore.SyncBackend):
@@ -185,8 +255,10 @@ class _GuardedBackend(httpcore.SyncBackend):
         last: Exception | None = None
         for address in addresses:
             try:
-                return super().connect_tcp(
-                    address, port, timeout, local_address, socket_options or ()
+                return _DeadlineStream(
+                    super().connect_tcp(
+                        address, port, _left(timeout), local_address, socket_options or ()
+                    )
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc
@@ -205,9 +277,9 @@ class Response:
 class GuardedClient:
     """A small HTTP client for outgoing requests, behind the egress guard.
 
-    Thread-safe (one pooled httpx client). Timeouts are short: a receiver that
-    does not answer within ``timeout_secs`` counts as a failed attempt, and the
-    caller retries later.
+    Thread-safe (one pooled httpx client). ``timeout_secs`` is the whole
+    request's budget (connect, send, answer): a receiver that has not answered
+    by then counts as a failed attempt, and the caller retries later.
     """
 
     def __init__(
@@ -218,6 +290,7 @@ class GuardedClient:
         max_body_bytes: int = 4096,
     ) -> None:
         self.policy = policy
+        self.timeout_secs = timeout_secs
         self.max_body_bytes = max_body_bytes
         transport = httpx.HTTPTransport(retries=0)
         # httpx's transport builds its pool without a way to pass a network
@@ -240,6 +313,13 @@ class GuardedClient:
     def post(self, url: str, body: bytes, headers: Iterable[tuple[str, str]]) -> Response:
         """POSTs ``body``; raises EgressRefused for a refused destination and
         httpx.HTTPError for a failure to connect, send or read in time."""
+        _deadline.at = time.monotonic() + self.timeout_secs
+        try:
+            return self._post(url, body, headers)
+        finally:
+            _deadline.at = None
+
+    def _post(self, url: str, body: bytes, headers: Iterable[tuple[str, str]]) -> Response:
         with self._client.stream("POST", url, content=body, headers=list(headers)) as answer:
             chunks: list[bytes] = []
             size = 0

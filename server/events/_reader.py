@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from google.protobuf.struct_pb2 import Struct
-from sqlalchemy import Connection, RowMapping, literal_column, select, tuple_
+from sqlalchemy import Connection, RowMapping, func, literal_column, select, tuple_
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import ColumnClause, ColumnElement
 
@@ -310,10 +310,24 @@ class EventLog:
             return Page((), self._head(conn, org, self._horizon(conn), now=True))
         after = decode(text)
         if after != START:
-            found = conn.execute(
-                select(events.c.id).where(events.c.id == after.id, events.c.org_id == org)
+            # Pruned means older than the oldest event kept: an event deleted
+            # otherwise, or a cursor between events (PostgreSQL's "now" is
+            # (horizon, 0)), is still a position in the log.
+            # A cursor past every id given out is none of this log's: it
+            # would skip the events still to come.
+            last_id = select(func.max(events.c.id)).scalar_subquery()
+            oldest = conn.execute(
+                select(events.c.tx, events.c.id, last_id.label("last_id"))
+                .where(events.c.org_id == org)
+                .order_by(events.c.tx, events.c.id)
+                .limit(1)
             ).first()
-            if found is None:
+            if oldest is not None and after.id > int(oldest.last_id):
+                raise FailedPrecondition(
+                    "after_cursor is past the end of the log: not a cursor it gave out (or "
+                    "one whose events were pruned); read again from an empty cursor"
+                )
+            if oldest is not None and after < Cursor(int(oldest.tx), int(oldest.id)):
                 raise FailedPrecondition(
                     "after_cursor names an event the log no longer keeps (older than "
                     "EVENT_RETENTION_DAYS): events after it may have been pruned; read "

@@ -1,5 +1,7 @@
 """Retention of the event log: events older than the configured days are
-deleted in the background, a small batch per transaction.
+deleted in the background, a small batch per transaction, and so are the
+webhook delivery records of the same age (a subscription's position is its
+cursor, not its records).
 
 Oldest first, by id: each batch reads the first ids of the table and deletes
 those of them that are old enough, so a pass costs the same however large
@@ -7,8 +9,6 @@ the log, and a log with nothing to prune costs one short read.
 """
 
 from __future__ import annotations
-
-from sqlalchemy import Connection
 
 from trellis.server.core import _sql
 from trellis.server.core.db import Database
@@ -28,26 +28,31 @@ _PRUNE = _sql.Sql(
 )
 
 
-def _prune_batch(conn: Connection, cutoff_ms: int, n: int) -> int:
-    return _sql.execute(conn, _PRUNE, n=n, cutoff=cutoff_ms)
+_PRUNE_DELIVERIES = _sql.Sql(
+    """DELETE FROM webhook_deliveries WHERE id IN (
+        SELECT id FROM (SELECT id, attempted_at_ms FROM webhook_deliveries ORDER BY id LIMIT :n)
+        AS oldest WHERE attempted_at_ms < :cutoff)"""
+)
 
 
 def prune(
     db: Database, *, retention_days: float, batch: int = PRUNE_BATCH, max_batches: int = MAX_BATCHES
 ) -> int:
-    """Deletes events older than ``retention_days`` (0: keeps everything);
-    returns how many. Any replica may run it: batches that race delete
-    each row once."""
+    """Deletes events and webhook delivery records older than
+    ``retention_days`` (0: keeps everything); returns how many events. Any
+    replica may run it: batches that race delete each row once."""
     if retention_days <= 0:
         return 0
     total = 0
-    for _ in range(max_batches):
-        with db.write() as conn:
-            cutoff = db.now_ms(conn) - int(retention_days * DAY_MS)
-            deleted = _prune_batch(conn, cutoff, batch)
-        total += deleted
-        if deleted < batch:
-            break
+    for statement in (_PRUNE, _PRUNE_DELIVERIES):
+        for _ in range(max_batches):
+            with db.write() as conn:
+                cutoff = db.now_ms(conn) - int(retention_days * DAY_MS)
+                deleted = _sql.execute(conn, statement, n=batch, cutoff=cutoff)
+            if statement is _PRUNE:
+                total += deleted
+            if deleted < batch:
+                break
     return total
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "SECRET_PREFIX",
     "backend_secret",
     "canonical_json",
+    "create_keys",
     "new_secret",
     "payload_signature",
     "seal",
@@ -66,8 +67,10 @@ def new_secret() -> str:
 
 
 def secret_hint(secret: str) -> str:
-    """Enough of a secret to tell two apart, too little to guess it."""
-    return secret[: len(SECRET_PREFIX) + 4] + "…"
+    """A fingerprint to tell two secrets apart (``sha256:`` and the first 8
+    hex digits of the secret's SHA-256): none of the secret's own characters,
+    which for a short plain-text secret would be most of it."""
+    return "sha256:" + hashlib.sha256(secret.encode("utf-8")).hexdigest()[:8]
 
 
 def secret_key(secret: str) -> bytes:
@@ -127,6 +130,13 @@ def unseal(key: bytes, sealed: str) -> str:
 
 def seal_key(conn: Connection, now_ms: int) -> bytes:
     return server_secret(conn, now_ms, _SEAL_KEY)
+
+
+def create_keys(conn: Connection, now_ms: int) -> None:
+    """Makes the installation keys, if they are not there yet; in a write
+    transaction (a read that inserts one would fail on PostgreSQL)."""
+    seal_key(conn, now_ms)
+    server_secret(conn, now_ms, _BACKEND_KEY)
 
 
 def backend_secret(conn: Connection, now_ms: int, backend_id: str) -> str:

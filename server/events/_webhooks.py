@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import logging
 import random
@@ -46,6 +47,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 import httpx
 from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from trellis.server.core.audit import append_audit
@@ -63,6 +65,7 @@ from trellis.server.core.principal import Principal
 from trellis.server.events._egress import EgressRefused, GuardedClient
 from trellis.server.events._signing import (
     backend_secret,
+    create_keys,
     new_secret,
     seal,
     seal_key,
@@ -448,7 +451,8 @@ class Webhooks:
 
     def backend_secret(self, actor: Principal, backend_id: str) -> str:
         """The secret of a backend, for the machine user that registered it."""
-        with self.db.read() as conn:
+        # A write: the first use creates the installation key.
+        with self.db.write() as conn:
             row = conn.execute(
                 select(backends).where(
                     backends.c.id == backend_id, backends.c.org_id == actor.org_id
@@ -514,8 +518,13 @@ class Webhooks:
                     "secret_hint": secret_hint(want["secret"]),
                 }
                 if old is None:
+                    # Replicas starting at once load the same file: the first
+                    # insert wins and the others' change nothing.
+                    dialect = postgresql if self.db.is_postgres else sqlite
                     conn.execute(
-                        insert(subs).values(
+                        dialect.insert(subs)
+                        .on_conflict_do_nothing(index_elements=[subs.c.id])
+                        .values(
                             id=ident,
                             org_id=org_id,
                             source="config",
@@ -621,6 +630,9 @@ class _AnyWaiter:
 # At most this many attempts, or this long, between two records.
 _RECORD_GROUP: Final = 50
 _RECORD_SECS: Final = 1.0
+# A drain hands its thread back after this long, so that one slow receiver
+# holds one thread of the pool for a bounded time; the next pass goes on.
+_DRAIN_SECS: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -719,8 +731,14 @@ class Deliverer:
             max_workers=self.settings.parallel, thread_name_prefix="trellis-webhook"
         )
         self._random = random.Random()
+        # Drains under way, by subscription: a pass skips their subscriptions.
+        self._running: dict[str, concurrent.futures.Future[bool]] = {}
+        self._running_lock = threading.Lock()
 
     def start(self) -> None:
+        # The installation keys are made here, in a write, so that the
+        # drains' reads never have to insert them.
+        _write(self.db, create_keys)
         self._thread = threading.Thread(target=self._loop, name="trellis-webhooks", daemon=True)
         self._thread.start()
 
@@ -728,11 +746,19 @@ class Deliverer:
         self._wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stops within about ``timeout`` seconds: drains end at their next
+        event, and an attempt in flight within its own deadline; leases of
+        drains still running past ``timeout`` are handed back all the same
+        (their next record finds the lease gone)."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._running_lock:
+            running = list(self._running.values())
+        concurrent.futures.wait(running, timeout=max(0.0, deadline - time.monotonic()))
         self._release_all()
         self.client.close()
 
@@ -786,27 +812,33 @@ class Deliverer:
                 )
             ).all()
         self._orgs = frozenset(r.org_id for r in rows)
-        # A lease this replica holds with at least half its time left is kept
-        # (every record renews it), rather than taken again for each burst.
-        margin = int(self.settings.lease_secs * 500)
-        held = {
-            r.id for r in rows if r.owner == self.replica and (r.owner_until_ms or 0) - now > margin
-        }
         due = [r for r in rows if r.next_attempt_ms is None or r.next_attempt_ms <= now]
         later = [r.next_attempt_ms for r in rows if r.next_attempt_ms and r.next_attempt_ms > now]
-        work = [
-            self._pool.submit(self._drain, row, row.id in held)
-            for row in due
-            if self._has_work(row)
-        ]
-        for future in work:
-            try:
-                future.result()
-            except Exception:
-                log.exception("webhook delivery failed; trying again")
+        with self._running_lock:
+            busy = set(self._running)
+        # A pass does not wait for drains: one still running (a slow receiver)
+        # keeps its subscription, and the others go on; its end wakes the loop.
+        work = [row for row in due if row.id not in busy and self._has_work(row)]
+        for row in work:
+            if self._stop.is_set():
+                break
+            future = self._pool.submit(self._drain, row)
+            with self._running_lock:
+                self._running[row.id] = future
+            future.add_done_callback(functools.partial(self._drained, row.id))
         if later:
             return max(0.0, float(min(later) - now) / 1000), bool(work)
         return self.settings.poll_secs, bool(work)
+
+    def _drained(self, sub_id: str, future: concurrent.futures.Future[bool]) -> None:
+        with self._running_lock:
+            self._running.pop(sub_id, None)
+        with contextlib.suppress(concurrent.futures.CancelledError):
+            if future.exception() is not None:
+                log.error("webhook delivery failed; trying again", exc_info=future.exception())
+        # Events that woke a pass while this drain ran were skipped by it
+        # (the subscription was busy): another pass looks.
+        self._wake.set()
 
     def _types(self, row: Any) -> list[int]:
         if row.source == "backend":
@@ -827,10 +859,14 @@ class Deliverer:
         self._advanced_at[row.id] = time.monotonic()
         return True
 
-    def _drain(self, row: Any, held: bool) -> None:
-        """Delivers the subscription's events after its cursor while it holds the lease."""
-        if not held and not self._claim(row.id):
-            return
+    def _drain(self, row: Any) -> bool:
+        """Delivers the subscription's events after its cursor while it holds
+        the lease, for at most ``_DRAIN_SECS``; whether it stopped with more
+        to deliver. The lease is claimed (or renewed) first: time may have
+        passed since the pass judged it, and another replica may hold it now."""
+        if not self._claim(row.id):
+            return False
+        ends = time.monotonic() + _DRAIN_SECS
         try:
             with self.db.read() as conn:
                 now = self.db.now_ms(conn)
@@ -843,23 +879,25 @@ class Deliverer:
                     ).scalar()
                     machine = f"machine:{owner}"
             if not row.enabled or (row.next_attempt_ms and row.next_attempt_ms > now):
-                return
+                return False
             state = _State(row.cursor, row.attempts, row.first_attempt_ms)
             while not self._stop.is_set():
+                if time.monotonic() >= ends:
+                    return True
                 events, next_cursor = self.reader.read_after(
                     row.org_id, state.cursor, self._types(row), self.settings.batch
                 )
                 if not events:
                     if next_cursor and next_cursor != state.cursor:
                         self._advance(row.id, state, next_cursor)
-                    return
+                    return False
                 # Attempts are recorded (and the cursor moved) a group at a
                 # time: the group's events go out again after a crash, with
                 # the same webhook-ids, as at-least-once allows.
                 pending: list[_Outcome] = []
                 since = time.monotonic()
                 for event in events:
-                    if self._stop.is_set():
+                    if self._stop.is_set() or time.monotonic() >= ends:
                         break
                     # A backend hears of what happened after it registered.
                     if machine and (
@@ -873,16 +911,19 @@ class Deliverer:
                         moved_on = self._record(row, state, pending)
                         pending, since = [], time.monotonic()
                         if not moved_on:
-                            return  # head of line: retried when due
+                            return False  # head of line: retried when due
                 if pending:
                     self._record(row, state, pending)
                 if self._stop.is_set():
-                    return
+                    return False
+                if time.monotonic() >= ends:
+                    return True
                 # Past the examined events that were not for this subscription.
                 if next_cursor and next_cursor != state.cursor:
                     self._advance(row.id, state, next_cursor)
         except _LeaseLost:
             log.info("webhook %s: lease taken over by another replica", row.id)
+        return False
 
     def _secret(self, conn: Connection, now: int, row: Any) -> str:
         if row.source == "backend":

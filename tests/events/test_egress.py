@@ -67,6 +67,11 @@ def _mapped(names: dict[str, Sequence[str]], calls: list[str]) -> EgressPolicy:
         "[::ffff:127.0.0.1]",
         "[::ffff:169.254.169.254]",
         "[64:ff9b::a00:1]",
+        "[64:ff9b:1::7f00:1]",
+        "[::127.0.0.1]",
+        "[::ffff:0:127.0.0.1]",
+        "[fec0::1]",
+        "[::2]",
     ],
 )
 def test_refused_addresses_are_never_connected_to(host: str, listener: socket.socket) -> None:
@@ -86,7 +91,7 @@ def test_a_name_that_resolves_to_loopback_is_refused(listener: socket.socket) ->
     policy = _mapped({"rebound.example": ["93.184.215.14", "127.0.0.1"]}, calls)
     client = GuardedClient(policy, timeout_secs=2)
     try:
-        with pytest.raises(EgressRefused, match=r"rebound\.example \(127\.0\.0\.1\) is a loopback"):
+        with pytest.raises(EgressRefused, match=r"rebound\.example resolves to a loopback"):
             client.post(f"http://rebound.example:{port}/", b"{}", [])
         # The system's own name for loopback, through the system resolver.
         system = GuardedClient(EgressPolicy(), timeout_secs=2)
@@ -99,6 +104,31 @@ def test_a_name_that_resolves_to_loopback_is_refused(listener: socket.socket) ->
         client.close()
     assert calls == ["rebound.example"]
     _assert_untouched(listener)
+
+
+def test_a_refusal_does_not_tell_the_address_a_name_resolved_to() -> None:
+    # The message is stored where the subscription's owner reads it.
+    calls: list[str] = []
+    names = {"internal.example": ["10.1.2.3"], "v6.example": ["::ffff:10.1.2.3"]}
+    client = GuardedClient(_mapped(names, calls), timeout_secs=2)
+    try:
+        for host in names:
+            with pytest.raises(EgressRefused) as refused:
+                client.post(f"http://{host}/", b"{}", [])
+            message = str(refused.value)
+            assert "private address" in message and host in message
+            assert "10.1.2.3" not in message and "a01:203" not in message
+    finally:
+        client.close()
+
+
+def test_ipv6_ranges_that_reach_local_networks_are_refused_unless_allow_listed() -> None:
+    import ipaddress
+
+    for text in ("64:ff9b:1::7f00:1", "::127.0.0.1", "::ffff:0:127.0.0.1", "fec0::1", "::2"):
+        assert forbidden_reason(ipaddress.ip_address(text)), text
+    policy = EgressPolicy(allow_networks=parse_allow_list("fec0::/10")[1])
+    assert policy.addresses("[fec0::1]", 80) == ["fec0::1"]
 
 
 def test_the_checked_address_is_the_one_connected_to(receiver: Receiver) -> None:
@@ -176,3 +206,38 @@ def test_allow_list_entries_are_hosts_or_ranges() -> None:
     with pytest.raises(ValueError, match="EGRESS_ALLOW"):
         Config.from_env({"EGRESS_ALLOW": "http://x"})
     assert Config.from_env({"EGRESS_ALLOW": "127.0.0.1/32,localhost"}).egress_allow
+
+
+def test_the_timeout_is_the_whole_request_budget() -> None:
+    # A receiver that answers a byte at a time, each within the per-read
+    # timeout, and would finish only after the budget many times over.
+    import threading
+
+    import httpx
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    done = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\n" + b"x-slow: " + b"." * 200:
+                if done.wait(0.05):
+                    return
+                conn.sendall(bytes([byte]))
+            conn.sendall(b"\r\ncontent-length: 2\r\n\r\nok")
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    client = GuardedClient(EgressPolicy.from_allow_list("127.0.0.1/32"), timeout_secs=0.5)
+    try:
+        with pytest.raises(httpx.TimeoutException):
+            client.post(f"http://127.0.0.1:{server.getsockname()[1]}/", b"{}", [])
+    finally:
+        done.set()
+        client.close()
+        thread.join()
+        server.close()

@@ -3,10 +3,13 @@ on 127.0.0.1 (allow-listed), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import signal
 import socket
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
+import sqlalchemy
 from conftest import ADMIN_PASSWORD, ADMIN_USERNAME, Running, login, wait_until
 from engine_helpers import (
     RPC_TIMEOUT,
@@ -102,7 +106,10 @@ def test_events_arrive_signed_in_order(start_server: Callable[..., Running]) -> 
     with receiving() as receiver:
         created = _subscribe(server, receiver.url, "run.created", "JOB_SUCCEEDED", "run.finished")
         assert created.secret.startswith("whsec_")
-        assert created.webhook.secret_hint and created.secret not in str(created.webhook)
+        assert created.secret not in str(created.webhook)
+        # A fingerprint, none of the secret's own characters.
+        digest = hashlib.sha256(created.secret.encode()).hexdigest()
+        assert created.webhook.secret_hint == "sha256:" + digest[:8]
         workflow_id, run_id = _one_job_run(server)
         lease = must_claim(server)
         complete(server, lease.lease.lease_id)
@@ -125,6 +132,66 @@ def test_events_arrive_signed_in_order(start_server: Callable[..., Running]) -> 
             webhooks_pb2.GetWebhookRequest(webhook_id=created.webhook.id), timeout=RPC_TIMEOUT
         )
         assert hook.cursor == cursors[-1]
+
+
+def test_a_new_subscription_hears_only_of_what_follows_it(
+    start_server: Callable[..., Running],
+) -> None:
+    server = start_server(**FAST)
+    _, old_run = _one_job_run(server)
+    api = rest(server)
+
+    def readable() -> bool:
+        # On PostgreSQL, once every older transaction (of any database) ended.
+        shown = api.ok(api.get("/api/events")).get("events", [])
+        return any(e.get("run_id") == old_run for e in shown)
+
+    wait_until(readable)
+    # "now" is a position (on PostgreSQL, one between events) a next read accepts.
+    now = api.ok(api.get("/api/events?after_cursor=now"))["next_cursor"]
+    assert api.ok(api.get(f"/api/events?after_cursor={now}")).get("events", []) == []
+    with receiving() as receiver:
+        created = _subscribe(server, receiver.url, "run.created")
+        _, new_run = _one_job_run(server)
+        _wait_deliveries(server, created.webhook.id, lambda d: len(d) >= 1)
+        assert [r.json["data"]["run_id"] for r in receiver.requests] == [new_run]
+        assert old_run != new_run
+
+
+def test_a_cursor_stays_valid_when_its_event_was_deleted(
+    start_server: Callable[..., Running],
+) -> None:
+    # Only a cursor older than the oldest event kept is one the log has lost.
+    server = start_server(**FAST)
+    _one_job_run(server)
+    _one_job_run(server)
+    api = rest(server)
+    listed: list[dict[str, Any]] = []
+
+    def three() -> bool:
+        listed[:] = api.ok(api.get("/api/events")).get("events", [])
+        return len(listed) >= 3
+
+    wait_until(three)
+    middle = listed[1]["cursor"]
+    with server.server.db.write() as conn:
+        conn.execute(
+            sqlalchemy.text("DELETE FROM events WHERE id = :id"), {"id": int(middle[16:], 16)}
+        )
+    after = api.ok(api.get(f"/api/events?after_cursor={middle}"))["events"]
+    assert [e["cursor"] for e in after] == [e["cursor"] for e in listed[2:]]
+    with server.server.db.write() as conn:
+        conn.execute(
+            sqlalchemy.text("DELETE FROM events WHERE id = :id"),
+            {"id": int(listed[0]["cursor"][16:], 16)},
+        )
+    # Older than the oldest kept: events after it may be gone.
+    assert_error(
+        api.get(f"/api/events?after_cursor={listed[0]['cursor']}"),
+        400,
+        "FAILED_PRECONDITION",
+        "pruned",
+    )
 
 
 def test_failed_attempts_are_retried_with_the_same_id(
@@ -575,3 +642,161 @@ def test_what_a_backend_is_called_back_for() -> None:
     assert _wanted_by_backend(event(finished, trigger="call", created_by=me), me)
     assert not _wanted_by_backend(event(finished, created_by="machine:mu_2"), me)
     assert not _wanted_by_backend(event(events_pb2.EVENT_TYPE_JOB_FAILED, created_by=me), me)
+
+
+def test_a_slow_receiver_holds_up_neither_the_others_nor_the_stop(
+    start_server: Callable[..., Running],
+) -> None:
+    server = start_server(**FAST, webhook_timeout_secs=60.0)
+    replied: list[str] = []
+
+    def slow_answer(request: Received, n: int) -> tuple[int, bytes]:
+        replied.append(request.webhook_id)
+        return 200, b"late"
+
+    with receiving(slow_answer) as slow, receiving() as fast:
+        slow.release.clear()
+        _subscribe(server, slow.url, "run.created")
+        _subscribe(server, fast.url, "run.created")
+        _, first = _one_job_run(server)
+        slow.wait_for(1)
+        fast.wait_for(1)
+        # The slow receiver still holds its first request.
+        _, second = _one_job_run(server)
+        got = fast.wait_for(2)
+        assert [r.json["data"]["run_id"] for r in got] == [first, second]
+        assert len(slow.requests) == 1 and not replied
+        server.stop()
+        # Stopped while the slow receiver had not answered yet.
+        assert not replied
+        slow.release.set()
+
+
+def test_a_drain_claims_the_lease_it_was_judged_to_hold(
+    start_server: Callable[..., Running],
+) -> None:
+    # A pass judged the lease held; by the time the drain runs another
+    # replica has it: the drain sends nothing.
+    server = start_server(**FAST)
+    deliverer = server.server._deliverer
+    assert deliverer is not None
+    db = server.server.db
+    subs = sqlalchemy.table(
+        "webhook_subscriptions",
+        sqlalchemy.column("id"),
+        sqlalchemy.column("owner"),
+        sqlalchemy.column("owner_until_ms"),
+    )
+    with receiving() as receiver:
+        created = _subscribe(server, receiver.url, "run.created")
+        _one_job_run(server)
+        _wait_deliveries(server, created.webhook.id, lambda d: len(d) == 1)
+        with db.read() as conn:
+            row = conn.execute(
+                sqlalchemy.text("SELECT * FROM webhook_subscriptions WHERE id = :id"),
+                {"id": created.webhook.id},
+            ).one()
+        assert row.owner == deliverer.replica
+        with db.write() as conn:
+            conn.execute(
+                sqlalchemy.update(subs)
+                .where(subs.c.id == created.webhook.id)
+                .values(owner="replica-other", owner_until_ms=db.now_ms(conn) + 600_000)
+            )
+        _one_job_run(server)
+        wait_until(lambda: bool(deliverer.reader.read_after(row.org_id, row.cursor, (), 10)[0]))
+        deliverer._drain(row)
+        assert len(receiver.requests) == 1
+
+
+def test_delivery_records_past_the_retention_are_pruned(
+    start_server: Callable[..., Running],
+) -> None:
+    server = start_server(**FAST, event_retention_days=1.0, event_prune_interval_secs=0.05)
+    with receiving() as receiver:
+        created = _subscribe(server, receiver.url, "run.created")
+        _one_job_run(server)
+        _wait_deliveries(server, created.webhook.id, lambda d: len(d) == 1)
+        with server.server.db.write() as conn:
+            conn.execute(
+                sqlalchemy.text(
+                    "UPDATE webhook_deliveries SET attempted_at_ms = attempted_at_ms - :by"
+                ),
+                {"by": 2 * 86_400_000},
+            )
+        _wait_deliveries(server, created.webhook.id, lambda d: not d)
+
+
+def test_replicas_loading_the_configuration_at_once_both_start(
+    start_server: Callable[..., Running], tmp_path: Path
+) -> None:
+    # The other replica's insert of the same row commits while this one's
+    # load waits on it.
+    server = start_server(**FAST)
+    webhooks = server.server.webhooks
+    org = server.config.org_id
+    config = _config_file(tmp_path, "http://127.0.0.1:9/hook", "webhook-secret", [])
+    webhooks.load_config(org, config)
+    db = server.server.db
+    with db.read() as conn:
+        row = conn.execute(
+            sqlalchemy.text("SELECT * FROM webhook_subscriptions WHERE source = 'config'")
+        ).one()
+    with db.write() as conn:
+        conn.execute(
+            sqlalchemy.text("DELETE FROM webhook_subscriptions WHERE id = :id"), row._asdict()
+        )
+    errors: list[BaseException] = []
+    columns = ", ".join(row._fields)
+    values = ", ".join(f":{c}" for c in row._fields)
+    other = db.engine.connect()
+    try:
+        held = other.begin()
+        other.execute(
+            sqlalchemy.text(f"INSERT INTO webhook_subscriptions ({columns}) VALUES ({values})"),
+            {**row._asdict(), "event_types": json.dumps(row.event_types)}
+            if isinstance(row.event_types, list)
+            else row._asdict(),
+        )
+
+        def load() -> None:
+            try:
+                webhooks.load_config(org, config)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=load)
+        thread.start()
+        if db.is_postgres:
+
+            def waiting() -> bool:
+                with db.read() as conn:
+                    return bool(
+                        conn.execute(
+                            sqlalchemy.text(
+                                "SELECT count(*) FROM pg_stat_activity "
+                                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                            )
+                        ).scalar()
+                    )
+
+            wait_until(waiting)
+        held.commit()
+    finally:
+        other.close()
+    thread.join()
+    assert not errors
+    hooks = _hooks(server).ListWebhooks(webhooks_pb2.ListWebhooksRequest(), timeout=RPC_TIMEOUT)
+    assert [h.source for h in hooks.webhooks] == ["config"]
+
+
+def test_the_installation_keys_exist_before_any_drain_reads_them(
+    start_server: Callable[..., Running],
+) -> None:
+    # A drain reads them in a read-only transaction, which must not insert.
+    server = start_server(**FAST)
+    with server.server.db.read() as conn:
+        names = set(
+            conn.execute(sqlalchemy.text("SELECT name FROM server_secrets")).scalars().all()
+        )
+    assert {"webhook_secrets", "backend_callbacks"} <= names
