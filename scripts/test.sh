@@ -9,4 +9,6 @@ echo "== generated code"; scripts/gen_protos.sh --check
 echo "== buf lint"; buf lint
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; scripts/typecheck.sh
-echo "== pytest"; pytest "$@"
+# Three workers, a file each at a time: most tests wait on servers, not on the
+# CPU, and a file's tests share their module's fixtures.
+echo "== pytest"; pytest -n 3 --dist loadfile "$@"
