@@ -195,7 +195,7 @@ class LifecycleOps(WorkflowOps):
                     .values(enabled=enabled, updated_at_ms=now)
                 )
                 change = WorkflowChange.ENABLED if enabled else WorkflowChange.DISABLED
-                self._workflow_changed(conn, org, workflow_id, int(row.version), change)
+                self._workflow_changed(conn, now, org, workflow_id, int(row.version), change)
             return None, self._definition_effects(org)
 
         action = AuditAction.WORKFLOW_ENABLE if enabled else AuditAction.WORKFLOW_DISABLE
@@ -247,7 +247,9 @@ class LifecycleOps(WorkflowOps):
                 delete(workflows).where(workflows.c.org_id == org, workflows.c.id == workflow_id)
             )
             drop_triggers(conn, org, workflow_id)
-            self._workflow_changed(conn, org, workflow_id, int(row.version), WorkflowChange.DELETED)
+            self._workflow_changed(
+                conn, now, org, workflow_id, int(row.version), WorkflowChange.DELETED
+            )
             return purged, self._definition_effects(org)
 
         audit = Audit(principal, ip, AuditAction.WORKFLOW_DELETE, f"workflow:{workflow_id}")

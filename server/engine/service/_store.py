@@ -50,6 +50,7 @@ class DefinitionStore(Base):
     def _workflow_changed(
         self,
         conn: Connection,
+        now: int,
         org: str,
         workflow_id: str,
         version: int,
@@ -63,7 +64,7 @@ class DefinitionStore(Base):
         only when something did change: the one place where the workflow's event
         is appended to the event log, so that it commits or rolls back with the
         change itself."""
-        events = EventBatch(org, self.db.now_ms(conn))
+        events = EventBatch(org, now)
         events.add(
             "",
             EventType.WORKFLOW_CREATED
@@ -180,6 +181,7 @@ class DefinitionStore(Base):
             change = WorkflowChange.CREATED if row is None else WorkflowChange.UPDATED
         self._workflow_changed(
             conn,
+            now,
             org,
             wdef.id,
             version,
