@@ -86,8 +86,13 @@ def index_triggers(conn: Connection, org: str, wdef: WorkflowDef, now: int) -> N
     """Rebuilds the workflow's rows of both trigger indexes from ``wdef``, its
     new current version. A schedule entry that did not change keeps its next
     fire; a new or changed one fires next after ``now``."""
-    where = (topic_triggers.c.org_id == org, topic_triggers.c.workflow_id == wdef.id)
-    conn.execute(delete(topic_triggers).where(*where))
+    kept = {
+        (row.entry, row.cron, row.timezone): row.next_fire_ms
+        for row in conn.execute(
+            select(schedules).where(schedules.c.org_id == org, schedules.c.workflow_id == wdef.id)
+        )
+    }
+    drop_triggers(conn, org, wdef.id)
     rows = [
         {
             "org_id": org,
@@ -102,15 +107,6 @@ def index_triggers(conn: Connection, org: str, wdef: WorkflowDef, now: int) -> N
     ]
     if rows:
         conn.execute(insert(topic_triggers), rows)
-    kept = {
-        (row.entry, row.cron, row.timezone): row.next_fire_ms
-        for row in conn.execute(
-            select(schedules).where(schedules.c.org_id == org, schedules.c.workflow_id == wdef.id)
-        )
-    }
-    conn.execute(
-        delete(schedules).where(schedules.c.org_id == org, schedules.c.workflow_id == wdef.id)
-    )
     entries = [t for t in wdef.triggers if t.kind == "schedule"]
     if entries:
         conn.execute(
